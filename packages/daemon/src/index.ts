@@ -1,0 +1,2 @@
+// Daemon entry points are added by the lifecycle/runtime work.
+export {};

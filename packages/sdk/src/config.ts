@@ -1,0 +1,45 @@
+/**
+ * The original's persistent_term: the config given to `init`, readable from any module of the plugin.
+ * One plugin per worker thread (or container), so a module-level slot is exactly per plugin.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { PluginConfig } from "./contract.js";
+import { pluginPaths } from "./paths.js";
+
+let current: PluginConfig | undefined;
+
+/** Set by the host (worker host, container entry, test harness) before `init`. */
+export function setConfig(config: PluginConfig): void {
+  current = Object.freeze({ ...config, settings: Object.freeze({ ...config.settings }) });
+}
+
+/** The plugin's config. Outside a host (standalone), a default config under a fresh temp dir. */
+export function getConfig(): PluginConfig {
+  if (!current) current = standaloneConfig("standalone");
+  return current;
+}
+
+/** Sensible defaults for running a plugin outside the daemon, e.g. in its own tests. */
+export function standaloneConfig(pluginName: string, overrides: Partial<PluginConfig> = {}): PluginConfig {
+  const home = overrides.paths ? "" : mkdtempSync(join(tmpdir(), `hecate-${pluginName}-`));
+  const paths = overrides.paths ?? pluginPaths(home, pluginName);
+  return {
+    pluginName,
+    pluginVersion: "0.0.0",
+    storeId: pluginName,
+    dataDir: paths.data,
+    paths,
+    apiPrefix: `/plugin/${pluginName}/api`,
+    staticPrefix: `/plugin/${pluginName}`,
+    settings: {},
+    standalone: true,
+    ...overrides,
+  };
+}
+
+/** For hosts and tests: forget the current config. */
+export function resetConfig(): void {
+  current = undefined;
+}

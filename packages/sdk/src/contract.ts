@@ -1,0 +1,170 @@
+/**
+ * The plugin contract: what a plugin's callback module exports and what the host gives it.
+ * Shared by the daemon (worker host, container proxy) and plugin authors.
+ */
+import type { Readable } from "node:stream";
+import type { PluginPaths } from "./paths.js";
+
+export type HttpMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS";
+
+/** `manifest.json` / `manifest()`; validated at install against `manifest.schema.json`. */
+export interface PluginManifest {
+  name: string;
+  version: string;
+  description?: string;
+  /** `in_process` (worker thread, default) or `container` (Podman). */
+  plugin_type?: "in_process" | "container";
+  /** Path of the callback module inside the package, default `dist/index.js`. */
+  callback_module?: string;
+  /** semver range of hecate versions this plugin runs on, checked at install. */
+  engines?: { hecate?: string };
+  /** Static dir inside the package, default `priv/static`. */
+  static?: string;
+  /** JSON Schema of the plugin's settings (`config.settings`). */
+  settings?: Record<string, unknown>;
+  icon?: string;
+  group_name?: string;
+  group_icon?: string;
+  /** Container plugins only. */
+  container?: {
+    /** OCI archive inside the package (for `podman load`), or absent to run on hecate's own Node base image. */
+    image_archive?: string;
+    image?: string;
+    /** Command run inside the container (base image mode), e.g. ["node", "/plugin/dist/index.js"]. */
+    command?: string[];
+    memory_mb?: number;
+    cpus?: number;
+    pids?: number;
+    health_path?: string;
+  };
+}
+
+/** What `storeConfig()` returns when the plugin wants its own event store. */
+export interface StoreConfig {
+  /** Store id, default the plugin name. */
+  storeId?: string;
+  /** SQLite `synchronous` mode for this store, default "FULL". */
+  durability?: "FULL" | "NORMAL";
+}
+
+/** Given to `init(config)` and returned by `getConfig()` from any module of the plugin. */
+export interface PluginConfig {
+  pluginName: string;
+  pluginVersion: string;
+  /** Null when the plugin has no store. */
+  storeId: string | null;
+  /** The plugin's own data dir (`paths.data`). */
+  dataDir: string;
+  paths: PluginPaths;
+  /** URL prefix of the plugin's API: `/plugin/{name}/api` */
+  apiPrefix: string;
+  /** URL prefix of the plugin's static assets: `/plugin/{name}` */
+  staticPrefix: string;
+  /** Operator-supplied settings, validated against `manifest.settings`. */
+  settings: Record<string, unknown>;
+  /** True when run outside the daemon (standalone tests). */
+  standalone: boolean;
+}
+
+export interface PluginRequest {
+  method: HttpMethod;
+  /** Path relative to the API prefix, e.g. `/tasks/42`. */
+  path: string;
+  /** Route params from the matched pattern, e.g. `{ id: "42" }`. */
+  params: Record<string, string>;
+  query: Record<string, string | string[]>;
+  /** Lower-cased header names. */
+  headers: Record<string, string | string[] | undefined>;
+  remoteAddress?: string;
+  /** Aborted when the client goes away or the plugin is unloading past its deadline. */
+  signal: AbortSignal;
+  /** Body as a stream (never buffered by the host). */
+  stream(): Readable;
+  /** Whole body, refused past `limit` bytes (default 1 MiB) with a 413 HttpError. */
+  bytes(limit?: number): Promise<Uint8Array>;
+  text(limit?: number): Promise<string>;
+  /** Parsed JSON body; invalid JSON -> 400 HttpError. */
+  json<T = unknown>(limit?: number): Promise<T>;
+}
+
+/** What a handler returns. A plain object/array/string/Uint8Array is shorthand for `{ status: 200, body }`. */
+export interface Reply {
+  status?: number;
+  headers?: Record<string, string | string[]>;
+  /** Objects and arrays are sent as JSON; strings as text/plain (unless content-type is set); bytes as-is. */
+  body?: unknown;
+  /** Stream a body (chunks are sent as they come). */
+  stream?: Readable | AsyncIterable<Uint8Array>;
+  /**
+   * Serve a file by absolute path (must lie inside the plugin's root dir); the host streams it with
+   * ETag / If-None-Match / Range / content type. `downloadName` sets Content-Disposition: attachment.
+   */
+  file?: { path: string; downloadName?: string; contentType?: string };
+}
+
+export type HandlerResult = Reply | Record<string, unknown> | unknown[] | string | Uint8Array | null | undefined;
+export type Handler = (req: PluginRequest) => HandlerResult | Promise<HandlerResult>;
+
+/** An HTTP route, path relative to `/plugin/{name}/api` (find-my-way syntax: `/tasks/:id`, `/files/*`). */
+export interface HttpRouteDefinition {
+  kind?: "http";
+  method: HttpMethod | HttpMethod[];
+  path: string;
+  handler: Handler;
+}
+
+export interface WsConnection {
+  readonly id: string;
+  readonly path: string;
+  readonly params: Record<string, string>;
+  readonly query: Record<string, string | string[]>;
+  /** Resolves once the host has handed the frame to the socket (backpressure: await it). */
+  send(data: string | Uint8Array): Promise<void>;
+  close(code?: number, reason?: string): void;
+  /** Free-form per-connection state. */
+  state: Record<string, unknown>;
+}
+
+export interface WsHandlers {
+  /** Return false (or throw) to refuse the upgrade with 403. */
+  onOpen?(
+    conn: WsConnection,
+    req: Omit<PluginRequest, "stream" | "bytes" | "text" | "json">,
+  ): void | boolean | Promise<void | boolean>;
+  onMessage?(conn: WsConnection, data: string | Uint8Array): void | Promise<void>;
+  onClose?(conn: WsConnection, code: number, reason: string): void | Promise<void>;
+}
+
+/** A WebSocket endpoint, path relative to `/plugin/{name}/api`. */
+export interface WsRouteDefinition {
+  kind: "ws";
+  path: string;
+  handlers: WsHandlers;
+}
+
+export type RouteDefinition = HttpRouteDefinition | WsRouteDefinition;
+
+/** A plugin's callback module (its `callback_module`, default `dist/index.js`). */
+export interface PluginModule {
+  manifest(): PluginManifest;
+  storeConfig?(): StoreConfig | null | undefined;
+  init(config: PluginConfig): void | Promise<void>;
+  /** Routes, collected after `init`. */
+  routes?(): RouteDefinition[] | Promise<RouteDefinition[]>;
+  /** Called at unload, with a deadline (the host terminates the worker after it). */
+  terminate?(): void | Promise<void>;
+}
+
+/** Throw from a handler to answer with a status and a JSON body `{ error: { code, message, details } }`. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+    readonly headers?: Record<string, string>,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}

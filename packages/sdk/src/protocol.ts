@@ -1,0 +1,96 @@
+/**
+ * Messages between the daemon's main thread and a plugin's worker thread, over the plugin's MessagePort.
+ * Bodies travel as Uint8Array chunks whose ArrayBuffers are transferred, not copied.
+ * Every request/connection id is allocated by the main thread and unique per worker.
+ */
+import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "./contract.js";
+
+/** `workerData` given to the worker host. */
+export interface WorkerBoot {
+  pluginName: string;
+  /** Absolute path of the callback module. */
+  entry: string;
+  config: PluginConfig;
+}
+
+/** A route as announced by the worker after `init`. `id` is what requests refer to. */
+export interface RouteAnnouncement {
+  id: number;
+  kind: "http" | "ws";
+  methods: HttpMethod[];
+  path: string;
+}
+
+// ---- main -> worker ----
+export type MainToWorker =
+  | {
+      t: "req";
+      id: number;
+      routeId: number;
+      method: HttpMethod;
+      /** Path relative to the API prefix. */
+      path: string;
+      params: Record<string, string>;
+      query: Record<string, string | string[]>;
+      headers: Record<string, string | string[] | undefined>;
+      remoteAddress?: string;
+      /** Whole body when small and already complete; otherwise `body` chunks follow, then `end`. */
+      body?: Uint8Array;
+      /** True when the body is complete with this message (no `body` / `end` messages follow). */
+      complete: boolean;
+    }
+  | { t: "body"; id: number; chunk: Uint8Array }
+  | { t: "end"; id: number }
+  /** The client went away: abort the handler's signal. */
+  | { t: "abort"; id: number }
+  /** Flow control: the main thread has written `bytes` more of response `id` to the socket. */
+  | { t: "res-ack"; id: number }
+  | {
+      t: "ws-open";
+      connId: number;
+      routeId: number;
+      path: string;
+      params: Record<string, string>;
+      query: Record<string, string | string[]>;
+      headers: Record<string, string | string[] | undefined>;
+      remoteAddress?: string;
+    }
+  | { t: "ws-msg"; connId: number; data: string | Uint8Array }
+  | { t: "ws-closed"; connId: number; code: number; reason: string }
+  /** A `ws-send` of this seq has been handed to the socket. */
+  | { t: "ws-sent"; connId: number; seq: number }
+  | { t: "ping"; n: number }
+  /** Run the plugin's `terminate()` within `deadlineMs`, close ws connections, stop jobs, then answer `terminated`. */
+  | { t: "terminate"; deadlineMs: number };
+
+// ---- worker -> main ----
+export type WorkerToMain =
+  | { t: "ready"; manifest: PluginManifest; storeConfig: StoreConfig | null; routes: RouteAnnouncement[] }
+  /** Loading failed (import, manifest, init, routes): the reason is shown to the user. */
+  | { t: "load-failed"; stage: "import" | "manifest" | "store" | "init" | "routes"; message: string; stack?: string }
+  | {
+      t: "res";
+      id: number;
+      status: number;
+      headers: Record<string, string | string[]>;
+      /** The whole body. When absent and `streaming` is true, `res-chunk`s follow, then `res-end`. */
+      body?: Uint8Array;
+      streaming?: boolean;
+      /** Main thread serves this file (path checked to lie inside the plugin root), with ETag/Range. */
+      file?: { path: string; downloadName?: string; contentType?: string };
+    }
+  /** Each chunk is acknowledged with `res-ack` once written, so a slow client slows the plugin (backpressure). */
+  | { t: "res-chunk"; id: number; chunk: Uint8Array }
+  | { t: "res-end"; id: number; error?: string }
+  | { t: "ws-accept"; connId: number }
+  | { t: "ws-reject"; connId: number; status: number }
+  | { t: "ws-send"; connId: number; seq: number; data: string | Uint8Array }
+  | { t: "ws-close"; connId: number; code: number; reason: string }
+  | { t: "pong"; n: number }
+  | {
+      t: "log";
+      level: "trace" | "debug" | "info" | "warn" | "error" | "fatal";
+      msg: string;
+      fields?: Record<string, unknown>;
+    }
+  | { t: "terminated" };

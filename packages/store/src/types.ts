@@ -1,0 +1,164 @@
+/**
+ * Public API of the event store and the CQRS layer (the original's ReckonDB + evoq).
+ * Implementations live beside this file; other packages import only from `@hecate/store`.
+ */
+
+/** `any`: no check; `no_stream`: stream must not exist; `stream_exists`: must exist; number: current revision must equal it. */
+export type ExpectedRevision = "any" | "no_stream" | "stream_exists" | number;
+
+export interface NewEvent {
+  /** Event id (uuid). Re-appending an id already stored returns the original result and writes nothing. */
+  id?: string;
+  type: string;
+  data: unknown;
+  metadata?: Record<string, unknown>;
+}
+
+export interface RecordedEvent<D = unknown> {
+  id: string;
+  stream: string;
+  /** 0-based revision within the stream. */
+  revision: number;
+  /** Global position, 1-based, strictly increasing without gaps. */
+  position: number;
+  type: string;
+  data: D;
+  metadata: Record<string, unknown>;
+  /** ISO-8601 */
+  createdAt: string;
+}
+
+export interface AppendResult {
+  stream: string;
+  /** Revision of the last event of this append (the stream's new current revision). */
+  revision: number;
+  /** Global position of the last event of this append. */
+  position: number;
+  events: RecordedEvent[];
+  /** True when every event id was already stored (idempotent replay): nothing was written. */
+  duplicate: boolean;
+}
+
+export interface ReadStreamOptions {
+  direction?: "forward" | "backward";
+  /** Inclusive. Forward default 0, backward default the last revision. */
+  fromRevision?: number;
+  limit?: number;
+}
+
+export interface ReadAllOptions {
+  direction?: "forward" | "backward";
+  /** Exclusive for forward reads (events after this position); default 0. */
+  afterPosition?: number;
+  limit?: number;
+  types?: string[];
+  streamPrefix?: string;
+}
+
+export interface SubscriptionOptions {
+  /** Durable checkpoint name; the subscription resumes after its last checkpoint. Omit for a volatile one from `afterPosition`. */
+  name?: string;
+  /** A stream name, or `$all` (default). */
+  stream?: string;
+  types?: string[];
+  streamPrefix?: string;
+  /** Volatile subscriptions start after this global position (default 0 = from the beginning). */
+  afterPosition?: number;
+  /**
+   * Called once per event, in order. The checkpoint advances only after it resolves.
+   * If it throws, the subscription retries the same event after `retryDelayMs` (at-least-once).
+   */
+  handler: (event: RecordedEvent) => void | Promise<void>;
+  retryDelayMs?: number;
+  batchSize?: number;
+}
+
+export interface Subscription {
+  readonly name?: string;
+  /** Last global position handled. */
+  readonly position: number;
+  /** Resolves when the subscription has handled everything up to `position` (default: the store's head now). */
+  caughtUp(position?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface Snapshot<S = unknown> {
+  stream: string;
+  revision: number;
+  state: S;
+}
+
+export interface EventStoreOptions {
+  /** Directory that holds this store's file(s); created if missing. */
+  directory: string;
+  /** Store id (file `{directory}/{storeId}.sqlite`). */
+  storeId: string;
+  /** SQLite `synchronous`, default "FULL". */
+  durability?: "FULL" | "NORMAL";
+}
+
+export interface EventStore {
+  readonly storeId: string;
+  readonly file: string;
+  append(stream: string, events: NewEvent[], options?: { expectedRevision?: ExpectedRevision }): AppendResult;
+  readStream(stream: string, options?: ReadStreamOptions): RecordedEvent[];
+  readAll(options?: ReadAllOptions): RecordedEvent[];
+  /** Current revision, -1 when the stream does not exist. */
+  streamRevision(stream: string): number;
+  /** Highest global position, 0 when empty. */
+  headPosition(): number;
+  subscribe(options: SubscriptionOptions): Subscription;
+  saveSnapshot<S>(stream: string, revision: number, state: S): void;
+  loadSnapshot<S>(stream: string): Snapshot<S> | null;
+  /** Flushes and closes; later calls throw StoreClosedError. */
+  close(): Promise<void>;
+}
+
+// ---- CQRS (evoq) ----
+
+export interface Command<T extends string = string, D = unknown> {
+  type: T;
+  data: D;
+  /** Command id: makes dispatch idempotent (events get ids derived from it). */
+  id?: string;
+  metadata?: Record<string, unknown>;
+}
+
+/** A business-rule rejection: returned by `decide`, thrown by `dispatch` as `CommandRejected`. */
+export interface Rejection<C extends string = string> {
+  rejected: true;
+  code: C;
+  message: string;
+  details?: unknown;
+}
+
+export interface AggregateDefinition<
+  S,
+  C extends Command = Command,
+  E extends { type: string; data: unknown } = { type: string; data: unknown },
+> {
+  /** e.g. "plugin": streams are `{name}-{id}`. */
+  name: string;
+  initialState: S;
+  evolve(state: S, event: RecordedEvent | E): S;
+  decide(command: C, state: S): E[] | Rejection;
+  /** Take a snapshot every N events (default: never). */
+  snapshotEvery?: number;
+}
+
+export interface DispatchOptions {
+  /** `strong`: wait until the projections named in `projections` (default all registered) reached the appended position. */
+  consistency?: "eventual" | "strong";
+  projections?: string[];
+  /** Bounded retries on WrongExpectedRevision (default 5). */
+  maxRetries?: number;
+  timeoutMs?: number;
+}
+
+export interface DispatchResult<E = { type: string; data: unknown }> {
+  stream: string;
+  revision: number;
+  position: number;
+  events: RecordedEvent[];
+  decided: E[];
+}
