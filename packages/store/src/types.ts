@@ -51,6 +51,8 @@ export interface ReadAllOptions {
   /** Exclusive for forward reads (events after this position); default 0. */
   afterPosition?: number;
   limit?: number;
+  /** Backward reads only: events strictly before this position (default: from the head). */
+  beforePosition?: number;
   types?: string[];
   streamPrefix?: string;
 }
@@ -69,8 +71,15 @@ export interface SubscriptionOptions {
    * If it throws, the subscription retries the same event after `retryDelayMs` (at-least-once).
    */
   handler: (event: RecordedEvent) => void | Promise<void>;
+  /** Default 100 ms. */
   retryDelayMs?: number;
+  /** Events read per query (default 256). */
   batchSize?: number;
+  /**
+   * Called when the handler throws (attempt = 1, 2, ...). Return "skip" to give up on this event (the checkpoint then
+   * moves past it); anything else retries it. Default: retry forever, logging nothing.
+   */
+  onError?: (error: unknown, event: RecordedEvent, attempt: number) => void | "skip";
 }
 
 export interface Subscription {
@@ -95,6 +104,12 @@ export interface EventStoreOptions {
   storeId: string;
   /** SQLite `synchronous`, default "FULL". */
   durability?: "FULL" | "NORMAL";
+  /** Size quota: SQLite `max_page_count` is set from it; an append beyond it fails with StoreDiskFullError. */
+  maxSizeBytes?: number;
+  /** Busy timeout waiting for another writer (default 10000 ms). */
+  busyTimeoutMs?: number;
+  /** Run `PRAGMA quick_check` at open (default true). */
+  verifyOnOpen?: boolean;
 }
 
 export interface EventStore {
@@ -107,6 +122,10 @@ export interface EventStore {
   streamRevision(stream: string): number;
   /** Highest global position, 0 when empty. */
   headPosition(): number;
+  /** One stored event by id, or null. */
+  getEvent(id: string): RecordedEvent | null;
+  /** Stored position of a durable subscription checkpoint, or null. */
+  readCheckpoint(name: string): number | null;
   subscribe(options: SubscriptionOptions): Subscription;
   saveSnapshot<S>(stream: string, revision: number, state: S): void;
   loadSnapshot<S>(stream: string): Snapshot<S> | null;
@@ -161,4 +180,8 @@ export interface DispatchResult<E = { type: string; data: unknown }> {
   position: number;
   events: RecordedEvent[];
   decided: E[];
+  /** True when this command id was already handled: nothing was written, the original events are returned. */
+  duplicate: boolean;
+  /** The aggregate state after the command. */
+  state?: unknown;
 }
