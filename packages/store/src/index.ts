@@ -1,4 +1,7 @@
+export * from "./cqrs.js";
 export * from "./errors.js";
 export { openEventStore, SqliteEventStore } from "./event-store.js";
 export { deterministicUuid, eventIdForCommand, HECATE_NAMESPACE } from "./ids.js";
+export * from "./process-manager.js";
+export * from "./projection.js";
 export * from "./types.js";
