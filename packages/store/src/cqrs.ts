@@ -19,6 +19,8 @@ import type {
 } from "./types.js";
 
 /** Builds the rejection `decide` returns for a broken business rule. */
+type AnyEvent = { type: string; data: unknown };
+
 export function reject<C extends string>(code: C, message: string, details?: unknown): Rejection<C> {
   return details === undefined ? { rejected: true, code, message } : { rejected: true, code, message, details };
 }
@@ -43,7 +45,7 @@ export interface LoadedAggregate<S> {
 /** Folds snapshot + tail of the aggregate's stream. */
 export function loadAggregate<S>(
   store: EventStore,
-  aggregate: AggregateDefinition<S, any, any>,
+  aggregate: AggregateDefinition<S, Command, AnyEvent>,
   aggregateId: string,
 ): LoadedAggregate<S> {
   const stream = streamOf(aggregate, aggregateId);
@@ -76,7 +78,7 @@ export interface Cqrs {
     command: C,
     options?: DispatchOptions,
   ): Promise<DispatchResult<E>>;
-  load<S>(aggregate: AggregateDefinition<S, any, any>, aggregateId: string): LoadedAggregate<S>;
+  load<S>(aggregate: AggregateDefinition<S, Command, AnyEvent>, aggregateId: string): LoadedAggregate<S>;
 }
 
 /** The command bus (the original's evoq dispatcher) over one event store. */
@@ -208,7 +210,7 @@ function previousResult<E>(store: EventStore, stream: string, commandId: string)
 
 function maybeSnapshot<S>(
   store: EventStore,
-  aggregate: AggregateDefinition<S, any, any>,
+  aggregate: AggregateDefinition<S, Command, AnyEvent>,
   stream: string,
   before: number,
   after: number,

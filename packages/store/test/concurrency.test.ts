@@ -132,7 +132,7 @@ describe("concurrency and crashes", () => {
         const m = /^ack (\d+) (.+)$/.exec(line);
         if (!m) continue;
         const ids = m[2].split(",");
-        ids.forEach((id, k) => acked.set(id, Number(m[1]) - ids.length + 1 + k));
+        for (const [k, id] of ids.entries()) acked.set(id, Number(m[1]) - ids.length + 1 + k);
       }
     }
     assert.ok(killedMidway >= 3, `only ${killedMidway} rounds were killed mid-way`);
