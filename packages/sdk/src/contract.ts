@@ -140,6 +140,11 @@ export interface WsRouteDefinition {
   kind: "ws";
   path: string;
   handlers: WsHandlers;
+  /**
+   * Origins (`https://host:port`) allowed besides the daemon's own host, or "*" for any. By default the main thread
+   * refuses (403) a browser upgrade whose Origin differs from the Host it was sent to.
+   */
+  allowedOrigins?: string[] | "*";
 }
 
 export type RouteDefinition = HttpRouteDefinition | WsRouteDefinition;

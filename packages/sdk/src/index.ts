@@ -1,3 +1,5 @@
 export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
 export * from "./paths.js";
+export { createTestHarness } from "./runtime/harness.js";
+export * as ws from "./ws.js";

@@ -19,6 +19,8 @@ export interface RouteAnnouncement {
   kind: "http" | "ws";
   methods: HttpMethod[];
   path: string;
+  /** ws routes only: origins allowed besides the daemon's host (see WsRouteDefinition). */
+  allowedOrigins?: string[] | "*";
 }
 
 // ---- main -> worker ----

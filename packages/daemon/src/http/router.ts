@@ -1,0 +1,353 @@
+/**
+ * The daemon's router: ONE immutable routing snapshot (two find-my-way trees: HTTP and upgrades) held in one
+ * variable. Every change builds a complete new snapshot and swaps the reference, so a request sees the old or the
+ * new table, never a mix, and keep-alive connections are untouched (they only look the table up per request).
+ *
+ * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
+ * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API) anywhere else.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { type HttpMethod, isValidPluginName } from "@hecate/sdk";
+import { validateRoutePath } from "@hecate/sdk/runtime/dispatcher";
+import FindMyWay from "find-my-way";
+import { sendJsonError, serveStatic } from "./static.js";
+
+export const HTTP_METHODS: HttpMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+export interface RouteContext {
+  /** Full URL path (still percent-encoded), without the query. */
+  pathname: string;
+  /** Path relative to the mount prefix (`/plugin/{name}/api` for plugin routes, "" for system routes). */
+  path: string;
+  query: Record<string, string | string[]>;
+  /** Plugin owning the route, if any. */
+  plugin?: string;
+}
+
+export type RouteHandler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  params: Record<string, string>,
+  ctx: RouteContext,
+) => unknown;
+
+export type UpgradeHandler = (
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  params: Record<string, string>,
+  ctx: RouteContext,
+) => unknown;
+
+export interface MountedRoute {
+  /** "*" = every method. */
+  method: HttpMethod | HttpMethod[] | "*";
+  /** find-my-way syntax; relative to `/plugin/{name}/api` for plugins, absolute for system routes. */
+  path: string;
+  handler: RouteHandler;
+}
+
+export interface MountedWsRoute {
+  path: string;
+  /** Origins allowed besides the Host the request was sent to; "*" = any. */
+  allowedOrigins?: string[] | "*";
+  handler: UpgradeHandler;
+}
+
+export interface PluginMount {
+  /** API routes, relative to `/plugin/{name}/api`. */
+  routes?: MountedRoute[];
+  /** WebSocket upgrade routes, relative to `/plugin/{name}/api`. */
+  ws?: MountedWsRoute[];
+  /** Catch-all upgrade handler for `/plugin/{name}/api/*` (container proxy); Origin is still checked. */
+  upgrade?: UpgradeHandler;
+  upgradeAllowedOrigins?: string[] | "*";
+  /** Served at `/plugin/{name}/`. */
+  staticDir?: string;
+}
+
+export class RouteError extends Error {
+  constructor(
+    readonly plugin: string | undefined,
+    message: string,
+  ) {
+    super(message);
+    this.name = "RouteError";
+  }
+}
+
+interface Store {
+  kind: "route" | "static" | "redirect";
+  handler?: RouteHandler;
+  plugin?: string;
+  prefix: string;
+  staticDir?: string;
+}
+
+interface WsStore {
+  handler: UpgradeHandler;
+  allowedOrigins?: string[] | "*";
+  plugin?: string;
+  prefix: string;
+}
+
+type Tree = FindMyWay.Instance<FindMyWay.HTTPVersion.V1>;
+
+/** The immutable routing table. */
+interface Snapshot {
+  readonly version: number;
+  readonly http: Tree;
+  readonly ws: Tree;
+}
+
+const noop = () => {};
+
+export class Router {
+  private snapshot: Snapshot;
+  private readonly plugins = new Map<string, PluginMount>();
+  private readonly systemGroups = new Map<string, MountedRoute[]>();
+  private version = 0;
+  private ready = false;
+  private readonly started = Date.now();
+
+  constructor() {
+    this.systemGroups.set("core", [
+      {
+        method: "GET",
+        path: "/health",
+        // Answers from the main thread only: never touches a worker.
+        handler: (_req, res) =>
+          json(res, 200, { status: "ok", uptime_s: Math.round((Date.now() - this.started) / 1000) }),
+      },
+      {
+        method: "GET",
+        path: "/ready",
+        handler: (_req, res) => json(res, this.ready ? 200 : 503, { ready: this.ready }),
+      },
+    ]);
+    this.snapshot = this.build();
+  }
+
+  /** `/ready` answers 200 once the daemon says so (boot finished). */
+  setReady(ready: boolean): void {
+    this.ready = ready;
+  }
+
+  /** Mounts (or replaces, atomically) everything of one plugin. Throws RouteError and keeps the old table. */
+  setPlugin(name: string, mount: PluginMount): void {
+    if (!isValidPluginName(name)) throw new RouteError(name, `invalid plugin name ${JSON.stringify(name)}`);
+    const prev = this.plugins.get(name);
+    this.plugins.set(name, mount);
+    try {
+      this.snapshot = this.build();
+    } catch (err) {
+      if (prev) this.plugins.set(name, prev);
+      else this.plugins.delete(name);
+      throw err instanceof RouteError ? err : new RouteError(name, (err as Error).message);
+    }
+  }
+
+  /** Removes a plugin's routes and static files in one swap. */
+  removePlugin(name: string): boolean {
+    if (!this.plugins.delete(name)) return false;
+    this.snapshot = this.build();
+    return true;
+  }
+
+  hasPlugin(name: string): boolean {
+    return this.plugins.has(name);
+  }
+
+  /** Replaces one named group of daemon-level routes (absolute paths, never under `/plugin/`). */
+  setSystemRoutes(group: string, routes: MountedRoute[]): void {
+    const prev = this.systemGroups.get(group);
+    this.systemGroups.set(group, routes);
+    try {
+      this.snapshot = this.build();
+    } catch (err) {
+      if (prev) this.systemGroups.set(group, prev);
+      else this.systemGroups.delete(group);
+      throw err instanceof RouteError ? err : new RouteError(undefined, (err as Error).message);
+    }
+  }
+
+  /** Bumped on every swap (tests and metrics). */
+  get tableVersion(): number {
+    return this.snapshot.version;
+  }
+
+  private build(): Snapshot {
+    const http: Tree = FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
+    const ws: Tree = FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
+    // find-my-way has no implicit HEAD: GET routes also answer HEAD unless a route registers HEAD explicitly.
+    const heads: [string, Store][] = [];
+    const on = (m: MountedRoute["method"], path: string, store: Store) => {
+      const list = methods(m);
+      http.on(list, path, noop, store);
+      if (list.includes("GET")) heads.push([path, store]);
+    };
+    for (const [group, routes] of this.systemGroups) {
+      for (const r of routes) {
+        if (
+          typeof r.path !== "string" ||
+          !r.path.startsWith("/") ||
+          r.path.startsWith("/plugin/") ||
+          r.path === "/plugin"
+        )
+          throw new RouteError(
+            undefined,
+            `system route ${r.path} (group ${group}) must be absolute and outside /plugin/`,
+          );
+        on(r.method, r.path, { kind: "route", handler: r.handler, prefix: "" });
+      }
+    }
+    for (const [name, mount] of this.plugins) {
+      const base = `/plugin/${name}`;
+      const api = `${base}/api`;
+      for (const r of mount.routes ?? []) {
+        const bad = validateRoutePath(r.path);
+        if (bad) throw new RouteError(name, `route ${JSON.stringify(r.path)} ${bad}`);
+        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api };
+        on(r.method, api + r.path, store);
+      }
+      for (const r of mount.ws ?? []) {
+        const bad = validateRoutePath(r.path);
+        if (bad) throw new RouteError(name, `ws route ${JSON.stringify(r.path)} ${bad}`);
+        const store: WsStore = { handler: r.handler, allowedOrigins: r.allowedOrigins, plugin: name, prefix: api };
+        ws.on("GET", api + r.path, noop, store);
+      }
+      if (mount.upgrade) {
+        const store: WsStore = {
+          handler: mount.upgrade,
+          allowedOrigins: mount.upgradeAllowedOrigins,
+          plugin: name,
+          prefix: api,
+        };
+        ws.on("GET", `${api}/*`, noop, store);
+      }
+      // Static files: the wildcard loses against every API route (find-my-way prefers static/param nodes).
+      const st: Store = { kind: "static", plugin: name, prefix: `${base}/`, staticDir: mount.staticDir };
+      on("GET", `${base}/*`, st);
+      on("GET", base, { kind: "redirect", plugin: name, prefix: base });
+    }
+    for (const [path, store] of heads) if (!http.hasRoute("HEAD", path)) http.on("HEAD", path, noop, store);
+    return { version: ++this.version, http, ws };
+  }
+
+  /** The `request` listener of the HTTP server. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const snap = this.snapshot; // one read: this request uses this table to the end
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const pathname = q < 0 ? url : url.slice(0, q);
+    const found = snap.http.find((req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
+    if (!found) {
+      sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+      return;
+    }
+    const store = found.store as Store;
+    const ctx: RouteContext = {
+      pathname,
+      path: pathname.slice(store.prefix.length),
+      query: parseQuery(q < 0 ? "" : url.slice(q + 1)),
+      plugin: store.plugin,
+    };
+    try {
+      if (store.kind === "redirect") {
+        res.writeHead(301, { location: `${pathname}/${q < 0 ? "" : url.slice(q)}`, "content-length": 0 });
+        res.end();
+        return;
+      }
+      if (store.kind === "static") {
+        // `api/...` that matched no API route is a 404, not a file lookup.
+        if (!store.staticDir || ctx.path === "api" || ctx.path.startsWith("api/")) {
+          sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+          return;
+        }
+        serveStatic(req, res, store.staticDir, ctx.path).catch(() => sendJsonError(res, 500, "static_failed", "error"));
+        return;
+      }
+      const r = store.handler!(req, res, found.params as Record<string, string>, ctx);
+      if (r && typeof (r as Promise<unknown>).then === "function")
+        (r as Promise<unknown>).catch((err) => internalError(res, err));
+    } catch (err) {
+      internalError(res, err);
+    }
+  }
+
+  /** The `upgrade` listener of the HTTP server: Origin check, then the route's upgrade handler. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const snap = this.snapshot;
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const pathname = q < 0 ? url : url.slice(0, q);
+    const found = req.method === "GET" ? snap.ws.find("GET", pathname) : null;
+    if (!found) {
+      rejectUpgrade(socket, 404, "Not Found");
+      return;
+    }
+    const store = found.store as WsStore;
+    if (!originAllowed(req, store.allowedOrigins)) {
+      rejectUpgrade(socket, 403, "Forbidden");
+      return;
+    }
+    const ctx: RouteContext = {
+      pathname,
+      path: pathname.slice(store.prefix.length),
+      query: parseQuery(q < 0 ? "" : url.slice(q + 1)),
+      plugin: store.plugin,
+    };
+    try {
+      const r = store.handler(req, socket, head, found.params as Record<string, string>, ctx);
+      if (r && typeof (r as Promise<unknown>).then === "function")
+        (r as Promise<unknown>).catch(() => rejectUpgrade(socket, 500, "Internal Server Error"));
+    } catch {
+      rejectUpgrade(socket, 500, "Internal Server Error");
+    }
+  }
+}
+
+function methods(m: MountedRoute["method"]): FindMyWay.HTTPMethod[] {
+  const out = m === "*" ? HTTP_METHODS : Array.isArray(m) ? m : [m];
+  for (const x of out)
+    if (!HTTP_METHODS.includes(x)) throw new RouteError(undefined, `unsupported method ${JSON.stringify(x)}`);
+  return out as FindMyWay.HTTPMethod[];
+}
+
+export function parseQuery(qs: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  if (!qs) return out;
+  for (const [k, v] of new URLSearchParams(qs)) {
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}
+
+/** Browsers always send Origin on ws upgrades; non-browser clients may omit it (no CSRF risk then). */
+export function originAllowed(req: IncomingMessage, allowed?: string[] | "*"): boolean {
+  const origin = req.headers.origin;
+  if (!origin || allowed === "*") return true;
+  if (allowed?.includes(origin)) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+export function rejectUpgrade(socket: Duplex, status: number, text: string): void {
+  if (socket.destroyed) return;
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const s = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(s) });
+  res.end(s);
+}
+
+function internalError(res: ServerResponse, _err: unknown): void {
+  sendJsonError(res, 500, "internal_error", "internal error");
+}

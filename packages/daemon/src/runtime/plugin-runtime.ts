@@ -1,0 +1,277 @@
+/**
+ * In-process plugin runtime: one worker thread per plugin, mounted on the router.
+ * The lifecycle calls load / unload / swap and listens to `crashed` / `disabled` to append its events.
+ *
+ * Containment: a crash (uncaught error, process.exit, heap limit, watchdog kill of a stuck loop) fails only that
+ * plugin's in-flight requests (502) and ws connections (1011); the plugin is restarted within a restart budget
+ * (default 3 restarts per 5 min), then disabled (routes removed, `disabled` emitted).
+ */
+import { EventEmitter } from "node:events";
+import type { ResourceLimits } from "node:worker_threads";
+import type { PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { RouteAnnouncement } from "@hecate/sdk/protocol";
+import { WebSocketServer } from "ws";
+import { type PluginMount, RouteError, type Router } from "../http/router.js";
+import { PluginLoadError, type PluginSpec, PluginWorker } from "./plugin-worker.js";
+import { ensureSdkLink } from "./sdk-link.js";
+
+export { PluginLoadError, type PluginSpec } from "./plugin-worker.js";
+
+export type PluginStatus = "running" | "restarting" | "disabled";
+
+export interface LoadedPlugin {
+  name: string;
+  version: string;
+  manifest: PluginManifest;
+  storeConfig: StoreConfig | null;
+  routes: RouteAnnouncement[];
+  status: PluginStatus;
+  /** Worker thread id (changes at restart and swap). */
+  threadId: number;
+  /** ms from worker start to `ready`. */
+  loadMs: number;
+  loadedAt: number;
+  restarts: number;
+  inFlight: number;
+  wsConnections: number;
+}
+
+export interface RuntimeOptions {
+  router: Router;
+  /** `$HECATE_HOME`: the runtime links `node_modules/@hecate/sdk` there (see sdk-link.ts). */
+  home: string;
+  /** Default worker limits; default old gen 128 MiB, young gen 16 MiB, stack 4 MiB. */
+  resourceLimits?: ResourceLimits;
+  loadTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** A worker not answering a ping for this long is terminated (default 2000 ms). */
+  heartbeatTimeoutMs?: number;
+  /** At most `maxRestarts` crash restarts within `windowMs`; the next crash disables the plugin. */
+  restartBudget?: { maxRestarts: number; windowMs: number };
+  /** Default unload/swap drain+terminate deadline (ms). */
+  unloadDeadlineMs?: number;
+  /** Largest ws message accepted from a client (bytes), default 1 MiB. */
+  wsMaxPayload?: number;
+  onCrashed?: (name: string, reason: string) => void;
+  onDisabled?: (name: string, reason: string) => void;
+}
+
+interface Entry {
+  spec: PluginSpec;
+  worker: PluginWorker | undefined;
+  status: PluginStatus;
+  crashes: number[];
+  restarts: number;
+  loadedAt: number;
+}
+
+/**
+ * Events: `crashed` (name, reason), `restarted` (name, LoadedPlugin), `disabled` (name, reason),
+ * `log` ({plugin, level, msg, fields}).
+ */
+export class PluginRuntime extends EventEmitter {
+  private readonly entries = new Map<string, Entry>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly wss: WebSocketServer;
+  private readonly router: Router;
+  private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+
+  constructor(options: RuntimeOptions) {
+    super();
+    this.router = options.router;
+    ensureSdkLink(options.home);
+    this.o = {
+      resourceLimits: options.resourceLimits ?? {
+        maxOldGenerationSizeMb: 128,
+        maxYoungGenerationSizeMb: 16,
+        stackSizeMb: 4,
+      },
+      loadTimeoutMs: options.loadTimeoutMs ?? 15_000,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 2000,
+      restartBudget: options.restartBudget ?? { maxRestarts: 3, windowMs: 5 * 60_000 },
+      unloadDeadlineMs: options.unloadDeadlineMs ?? 5000,
+      wsMaxPayload: options.wsMaxPayload ?? 1024 * 1024,
+    };
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.o.wsMaxPayload });
+    if (options.onCrashed) this.on("crashed", options.onCrashed);
+    if (options.onDisabled) this.on("disabled", options.onDisabled);
+  }
+
+  /** Starts the plugin's worker and mounts it. Rejects with PluginLoadError; nothing stays mounted then. */
+  load(spec: PluginSpec): Promise<LoadedPlugin> {
+    return this.serial(spec.name, async () => {
+      if (this.entries.has(spec.name))
+        throw new PluginLoadError(spec.name, "mount", "already loaded (unload it or use swap)");
+      const worker = await this.startWorker(spec);
+      const entry: Entry = { spec, worker, status: "running", crashes: [], restarts: 0, loadedAt: Date.now() };
+      this.entries.set(spec.name, entry);
+      this.watch(entry, worker);
+      return this.info(entry)!;
+    });
+  }
+
+  /**
+   * Removes the routes (one swap), drains in-flight requests, runs the plugin's terminate() and terminates the
+   * worker, all within `deadlineMs`. Resolves false when the plugin was not loaded.
+   */
+  unload(name: string, options: { deadlineMs?: number } = {}): Promise<boolean> {
+    return this.serial(name, async () => {
+      const entry = this.entries.get(name);
+      if (!entry) return false;
+      this.entries.delete(name);
+      this.router.removePlugin(name);
+      await entry.worker?.stop(options.deadlineMs ?? this.o.unloadDeadlineMs);
+      return true;
+    });
+  }
+
+  /**
+   * Zero-downtime upgrade: warm a worker for `spec`, swap the routing table in one step, then drain and stop the
+   * old worker. If the new version fails to load, the old one keeps serving and this rejects.
+   */
+  swap(name: string, spec: PluginSpec, options: { deadlineMs?: number } = {}): Promise<LoadedPlugin> {
+    return this.serial(name, async () => {
+      const entry = this.entries.get(name);
+      if (!entry) throw new PluginLoadError(name, "mount", "not loaded (use load)");
+      if (spec.name !== name) throw new PluginLoadError(name, "mount", `spec is for ${spec.name}`);
+      const fresh = await this.startWorker(spec);
+      const old = entry.worker;
+      entry.worker = fresh;
+      entry.spec = spec;
+      entry.status = "running";
+      entry.loadedAt = Date.now();
+      entry.crashes = [];
+      this.watch(entry, fresh);
+      // Drain in the background: the caller has its new version the moment the table is swapped.
+      await old?.stop(options.deadlineMs ?? this.o.unloadDeadlineMs);
+      return this.info(entry)!;
+    });
+  }
+
+  get(name: string): LoadedPlugin | undefined {
+    const e = this.entries.get(name);
+    return e ? this.info(e) : undefined;
+  }
+
+  list(): LoadedPlugin[] {
+    return [...this.entries.values()].map((e) => this.info(e)!);
+  }
+
+  /** Unloads everything (daemon shutdown). */
+  async close(deadlineMs = this.o.unloadDeadlineMs): Promise<void> {
+    await Promise.all([...this.entries.keys()].map((n) => this.unload(n, { deadlineMs })));
+    this.wss.close();
+  }
+
+  private info(e: Entry): LoadedPlugin | undefined {
+    const w = e.worker;
+    return {
+      name: e.spec.name,
+      version: e.spec.version,
+      manifest: w?.manifest ?? { name: e.spec.name, version: e.spec.version },
+      storeConfig: w?.storeConfig ?? null,
+      routes: w?.routes ?? [],
+      status: e.status,
+      threadId: w?.threadId ?? -1,
+      loadMs: w?.loadMs ?? 0,
+      loadedAt: e.loadedAt,
+      restarts: e.restarts,
+      inFlight: w?.inFlight ?? 0,
+      wsConnections: w?.wsCount ?? 0,
+    };
+  }
+
+  /** Starts a worker, waits for ready and mounts it; the old mount (if any) is replaced in one swap. */
+  private async startWorker(spec: PluginSpec): Promise<PluginWorker> {
+    const worker = new PluginWorker(spec, {
+      resourceLimits: this.o.resourceLimits,
+      loadTimeoutMs: spec.loadTimeoutMs ?? this.o.loadTimeoutMs,
+      heartbeatIntervalMs: this.o.heartbeatIntervalMs,
+      heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
+      wss: this.wss,
+    });
+    worker.on("log", (entry) => this.emit("log", entry));
+    await worker.start();
+    try {
+      this.router.setPlugin(spec.name, mountFor(worker));
+    } catch (err) {
+      await worker.kill("mount failed");
+      const msg = err instanceof RouteError ? err.message : String(err);
+      throw new PluginLoadError(spec.name, "routes", msg);
+    }
+    return worker;
+  }
+
+  private watch(entry: Entry, worker: PluginWorker): void {
+    worker.on("dead", (reason: string, expected: boolean) => {
+      if (expected || entry.worker !== worker || this.entries.get(entry.spec.name) !== entry) return;
+      void this.onCrash(entry, worker, reason);
+    });
+  }
+
+  private async onCrash(entry: Entry, worker: PluginWorker, reason: string): Promise<void> {
+    const name = entry.spec.name;
+    this.emit("crashed", name, reason);
+    const now = Date.now();
+    const { maxRestarts, windowMs } = this.o.restartBudget;
+    entry.crashes = entry.crashes.filter((t) => now - t < windowMs);
+    entry.crashes.push(now);
+    if (entry.crashes.length > maxRestarts) {
+      this.disable(entry, `crashed ${entry.crashes.length} times within ${windowMs} ms; last: ${reason}`);
+      return;
+    }
+    entry.status = "restarting";
+    await this.serial(name, async () => {
+      if (this.entries.get(name) !== entry || entry.worker !== worker) return; // unloaded or swapped meanwhile
+      try {
+        const fresh = await this.startWorker(entry.spec);
+        entry.worker = fresh;
+        entry.status = "running";
+        entry.restarts++;
+        this.watch(entry, fresh);
+        this.emit("restarted", name, this.info(entry));
+      } catch (err) {
+        this.disable(entry, `restart failed: ${(err as Error).message}`);
+      }
+    }).catch(() => {});
+  }
+
+  private disable(entry: Entry, reason: string): void {
+    entry.status = "disabled";
+    entry.worker = undefined;
+    this.router.removePlugin(entry.spec.name);
+    this.emit("disabled", entry.spec.name, reason);
+  }
+
+  /** One lifecycle operation per plugin at a time. */
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.locks.set(name, tail);
+    void tail.then(() => {
+      if (this.locks.get(name) === tail) this.locks.delete(name);
+    });
+    return next;
+  }
+}
+
+/** The router mount of one worker: every route closure is bound to THIS worker (old requests finish on the old). */
+function mountFor(worker: PluginWorker): PluginMount {
+  const http = worker.routes.filter((r) => r.kind === "http");
+  const ws = worker.routes.filter((r) => r.kind === "ws");
+  return {
+    staticDir: worker.spec.staticDir,
+    routes: http.map((r) => ({
+      method: r.methods,
+      path: r.path,
+      handler: (req, res, params, ctx) => worker.dispatch(r, req, res, params, ctx),
+    })),
+    ws: ws.map((r) => ({
+      path: r.path,
+      allowedOrigins: r.allowedOrigins,
+      handler: (req, socket, head, params, ctx) => worker.upgrade(r, req, socket, head, params, ctx),
+    })),
+  };
+}

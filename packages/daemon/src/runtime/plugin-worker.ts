@@ -1,0 +1,500 @@
+/**
+ * Main-thread side of one plugin worker: starts the worker host, relays HTTP requests and ws connections over the
+ * protocol of `@hecate/sdk/protocol`, serves `file` replies, runs the heartbeat watchdog and fails every in-flight
+ * request (502) / connection (1011) the moment the worker dies, so nothing ever hangs on a dead plugin.
+ */
+import { EventEmitter } from "node:events";
+import { realpathSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { type ResourceLimits, Worker } from "node:worker_threads";
+import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
+import type { WebSocket, WebSocketServer } from "ws";
+import type { RouteContext } from "../http/router.js";
+import { rejectUpgrade } from "../http/router.js";
+import { sendFile, sendJsonError } from "../http/static.js";
+
+export interface PluginSpec {
+  name: string;
+  version: string;
+  /** The plugin's root dir (`paths.root`): `file` replies must lie inside it. */
+  root: string;
+  /** Absolute path of the callback module. */
+  entry: string;
+  /** Served at `/plugin/{name}/`, usually `paths.static`. */
+  staticDir?: string;
+  config: PluginConfig;
+  /** Overrides the runtime's default worker limits. */
+  resourceLimits?: ResourceLimits;
+  /** Overrides the runtime's load timeout (ms). */
+  loadTimeoutMs?: number;
+}
+
+export type LoadStage = "import" | "manifest" | "store" | "init" | "routes" | "crash" | "timeout" | "mount";
+
+export class PluginLoadError extends Error {
+  constructor(
+    readonly plugin: string,
+    readonly stage: LoadStage,
+    message: string,
+    readonly workerStack?: string,
+  ) {
+    super(`plugin ${plugin} failed to load (${stage}): ${message}`);
+    this.name = "PluginLoadError";
+  }
+}
+
+export interface WorkerOptions {
+  resourceLimits: ResourceLimits;
+  loadTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  wss: WebSocketServer;
+}
+
+export type ReadyInfo = Extract<WorkerToMain, { t: "ready" }>;
+
+interface PendingHttp {
+  req: IncomingMessage;
+  res: ServerResponse;
+}
+
+interface PendingWs {
+  req: IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+  ws?: WebSocket;
+}
+
+/** Bodies up to this size (with a Content-Length) travel inside the `req` message itself. */
+const INLINE_BODY_MAX = 64 * 1024;
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"]);
+const WORKER_HOST = new URL("./worker-host.js", import.meta.url);
+
+/** Events: `dead` (reason: string, expected: boolean), `log` (entry). */
+export class PluginWorker extends EventEmitter {
+  readonly worker: Worker;
+  state: "starting" | "ready" | "stopping" | "dead" = "starting";
+  manifest?: PluginManifest;
+  storeConfig: StoreConfig | null = null;
+  routes: RouteAnnouncement[] = [];
+  readonly startedAt = Date.now();
+  loadMs = 0;
+  private readonly realRoot: string;
+  private nextId = 1;
+  private readonly reqs = new Map<number, PendingHttp>();
+  private readonly conns = new Map<number, PendingWs>();
+  private deathReason: string | undefined;
+  private expectedExit = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  private pingN = 0;
+  private pingSentAt = 0;
+  private drainWaiters: (() => void)[] = [];
+  private terminatedWaiter: (() => void) | undefined;
+
+  constructor(
+    readonly spec: PluginSpec,
+    private readonly opts: WorkerOptions,
+  ) {
+    super();
+    this.realRoot = realpathSync(spec.root);
+    const boot: WorkerBoot = { pluginName: spec.name, entry: spec.entry, config: spec.config };
+    this.worker = new Worker(WORKER_HOST, {
+      workerData: boot,
+      resourceLimits: spec.resourceLimits ?? opts.resourceLimits,
+      execArgv: [],
+      name: `plugin:${spec.name}`,
+    });
+    this.worker.on("message", (m: WorkerToMain) => this.onMessage(m));
+    this.worker.on("error", (err) => {
+      this.deathReason ??= `worker error: ${err.message}`;
+    });
+    this.worker.on("exit", (code) => this.onExit(code));
+  }
+
+  /** Resolves once the plugin is `ready`; rejects with PluginLoadError (load-failed, crash, timeout). */
+  start(): Promise<ReadyInfo> {
+    return new Promise<ReadyInfo>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        this.kill("load timeout");
+        reject(new PluginLoadError(this.spec.name, "timeout", `not ready within ${this.opts.loadTimeoutMs} ms`));
+      }, this.opts.loadTimeoutMs);
+      const onMsg = (m: WorkerToMain) => {
+        if (m.t === "ready") {
+          cleanup();
+          this.manifest = m.manifest;
+          this.storeConfig = m.storeConfig;
+          this.routes = m.routes;
+          this.state = "ready";
+          this.loadMs = Date.now() - this.startedAt;
+          this.startWatchdog();
+          resolve(m);
+        } else if (m.t === "load-failed") {
+          cleanup();
+          this.kill(`load failed: ${m.message}`);
+          reject(new PluginLoadError(this.spec.name, m.stage, m.message, m.stack));
+        }
+      };
+      const onDead = (reason: string) => {
+        cleanup();
+        reject(new PluginLoadError(this.spec.name, "crash", reason));
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.worker.off("message", onMsg);
+        this.off("dead", onDead);
+      };
+      this.worker.on("message", onMsg);
+      this.on("dead", onDead);
+    });
+  }
+
+  get inFlight(): number {
+    return this.reqs.size;
+  }
+
+  get wsCount(): number {
+    return this.conns.size;
+  }
+
+  get threadId(): number {
+    return this.worker.threadId;
+  }
+
+  private post(msg: MainToWorker, transfer?: ArrayBuffer[]): void {
+    if (this.state === "dead") return;
+    this.worker.postMessage(msg, transfer);
+  }
+
+  // ---- HTTP ----
+
+  dispatch(
+    route: RouteAnnouncement,
+    req: IncomingMessage,
+    res: ServerResponse,
+    params: Record<string, string>,
+    ctx: RouteContext,
+  ): void {
+    if (this.state !== "ready" && this.state !== "stopping") {
+      res.setHeader("retry-after", "1");
+      sendJsonError(res, 503, "plugin_unavailable", `plugin ${this.spec.name} is not running`);
+      return;
+    }
+    const id = this.nextId++;
+    this.reqs.set(id, { req, res });
+    res.on("close", () => {
+      // Closed before we finished it: the client went away.
+      if (this.reqs.delete(id)) {
+        this.post({ t: "abort", id });
+        this.checkDrained();
+      }
+    });
+    const base: Extract<MainToWorker, { t: "req" }> = {
+      t: "req",
+      id,
+      routeId: route.id,
+      method: req.method as HttpMethod,
+      path: ctx.path,
+      params,
+      query: ctx.query,
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+      complete: true,
+    };
+    const len = req.headers["content-length"];
+    const chunked = req.headers["transfer-encoding"] !== undefined;
+    if (!chunked && (len === undefined || len === "0")) {
+      this.post(base);
+      req.resume();
+      return;
+    }
+    if (!chunked && Number(len) <= INLINE_BODY_MAX) {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        if (!this.reqs.has(id)) return;
+        const body = transferable(Buffer.concat(chunks));
+        this.post({ ...base, body }, [body.buffer as ArrayBuffer]);
+      });
+      return;
+    }
+    this.post({ ...base, complete: false });
+    req.on("data", (c: Buffer) => {
+      if (!this.reqs.has(id)) return;
+      const chunk = transferable(c);
+      this.post({ t: "body", id, chunk }, [chunk.buffer as ArrayBuffer]);
+    });
+    req.on("end", () => {
+      if (this.reqs.has(id)) this.post({ t: "end", id });
+    });
+  }
+
+  private onResponse(m: Extract<WorkerToMain, { t: "res" }>): void {
+    const p = this.reqs.get(m.id);
+    if (!p) return;
+    const { req, res } = p;
+    if (m.file) {
+      const id = m.id;
+      sendFile(req, res, m.file.path, this.realRoot, {
+        downloadName: m.file.downloadName,
+        contentType: m.file.contentType,
+      }).finally(() => this.finish(id));
+      return;
+    }
+    try {
+      const headers: Record<string, string | string[] | number> = {};
+      for (const [k, v] of Object.entries(m.headers)) if (!HOP_BY_HOP.has(k)) headers[k] = v;
+      if (!m.streaming) headers["content-length"] ??= m.body ? m.body.byteLength : 0;
+      res.writeHead(m.status, headers);
+    } catch (err) {
+      sendJsonError(res, 500, "bad_reply", `plugin reply rejected: ${(err as Error).message}`);
+      this.finish(m.id);
+      return;
+    }
+    if (m.streaming) return;
+    res.end(m.body);
+    this.finish(m.id);
+  }
+
+  private finish(id: number): void {
+    if (this.reqs.delete(id)) this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (this.reqs.size === 0 && this.drainWaiters.length) {
+      const ws = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of ws) w();
+    }
+  }
+
+  // ---- WebSocket ----
+
+  upgrade(
+    route: RouteAnnouncement,
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    params: Record<string, string>,
+    ctx: RouteContext,
+  ): void {
+    if (this.state !== "ready") {
+      rejectUpgrade(socket, 503, "Service Unavailable");
+      return;
+    }
+    const connId = this.nextId++;
+    this.conns.set(connId, { req, socket, head });
+    socket.on("close", () => {
+      const c = this.conns.get(connId);
+      if (c && !c.ws) {
+        this.conns.delete(connId);
+        this.post({ t: "ws-closed", connId, code: 1006, reason: "" });
+      }
+    });
+    this.post({
+      t: "ws-open",
+      connId,
+      routeId: route.id,
+      path: ctx.path,
+      params,
+      query: ctx.query,
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+    });
+  }
+
+  private onWsAccept(connId: number): void {
+    const c = this.conns.get(connId);
+    if (!c) return;
+    this.opts.wss.handleUpgrade(c.req, c.socket, c.head, (ws) => {
+      c.ws = ws;
+      if (this.state === "dead") {
+        ws.close(1011, "plugin crashed");
+        return;
+      }
+      ws.on("message", (data, isBinary) => {
+        const payload = isBinary ? transferable(toBuffer(data)) : toBuffer(data).toString("utf8");
+        if (typeof payload === "string") this.post({ t: "ws-msg", connId, data: payload });
+        else this.post({ t: "ws-msg", connId, data: payload }, [payload.buffer as ArrayBuffer]);
+      });
+      ws.on("close", (code, reason) => {
+        if (this.conns.delete(connId)) this.post({ t: "ws-closed", connId, code, reason: reason.toString("utf8") });
+      });
+      ws.on("error", () => {});
+    });
+  }
+
+  // ---- messages, watchdog, lifecycle ----
+
+  private onMessage(m: WorkerToMain): void {
+    switch (m.t) {
+      case "res":
+        this.onResponse(m);
+        return;
+      case "res-chunk": {
+        const p = this.reqs.get(m.id);
+        if (!p) return;
+        const id = m.id;
+        p.res.write(m.chunk, () => this.post({ t: "res-ack", id }));
+        return;
+      }
+      case "res-end": {
+        const p = this.reqs.get(m.id);
+        if (!p) return;
+        if (m.error) {
+          if (!p.res.headersSent) sendJsonError(p.res, 500, "stream_failed", "response stream failed");
+          else p.res.destroy(); // truncated: the client must not take it for a whole body
+        } else p.res.end();
+        this.finish(m.id);
+        return;
+      }
+      case "ws-accept":
+        this.onWsAccept(m.connId);
+        return;
+      case "ws-reject": {
+        const c = this.conns.get(m.connId);
+        if (c) {
+          this.conns.delete(m.connId);
+          rejectUpgrade(c.socket, m.status, m.status === 404 ? "Not Found" : "Forbidden");
+        }
+        return;
+      }
+      case "ws-send": {
+        const ws = this.conns.get(m.connId)?.ws;
+        if (!ws) return;
+        const { connId, seq } = m;
+        ws.send(m.data, (err) => {
+          if (!err) this.post({ t: "ws-sent", connId, seq });
+        });
+        return;
+      }
+      case "ws-close": {
+        const c = this.conns.get(m.connId);
+        if (!c) return;
+        if (c.ws) safeClose(c.ws, m.code, m.reason);
+        else {
+          this.conns.delete(m.connId);
+          rejectUpgrade(c.socket, 403, "Forbidden");
+        }
+        return;
+      }
+      case "pong":
+        if (m.n === this.pingN) this.pingSentAt = 0;
+        return;
+      case "log":
+        this.emit("log", { plugin: this.spec.name, level: m.level, msg: m.msg, fields: m.fields });
+        return;
+      case "terminated":
+        this.terminatedWaiter?.();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private startWatchdog(): void {
+    const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.opts;
+    this.watchdog = setInterval(() => {
+      if (this.state === "dead") return;
+      if (this.pingSentAt) {
+        if (Date.now() - this.pingSentAt > heartbeatTimeoutMs)
+          this.kill(`watchdog: no heartbeat for ${heartbeatTimeoutMs} ms (stuck event loop?)`);
+        return;
+      }
+      this.pingN++;
+      this.pingSentAt = Date.now();
+      this.post({ t: "ping", n: this.pingN });
+    }, heartbeatIntervalMs);
+    this.watchdog.unref();
+  }
+
+  /** Waits until no HTTP request is in flight (true) or the deadline passes (false). */
+  drain(deadlineMs: number): Promise<boolean> {
+    if (this.reqs.size === 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), deadlineMs);
+      this.drainWaiters.push(() => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+  }
+
+  /**
+   * Graceful stop: drain in-flight requests, run the plugin's `terminate()` (it closes ws connections), then
+   * `worker.terminate()`, which frees the plugin's code and heap. The whole thing stays within ~deadlineMs.
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.state === "dead") return;
+    this.expectedExit = true;
+    this.state = "stopping";
+    const until = Date.now() + deadlineMs;
+    await this.drain(deadlineMs);
+    const left = Math.max(50, until - Date.now());
+    if ((this.state as string) !== "dead") {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.terminatedWaiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        this.post({ t: "terminate", deadlineMs: left });
+      });
+    }
+    await this.kill("unloaded");
+  }
+
+  /** Hard stop (crash handling, watchdog). */
+  async kill(reason: string): Promise<void> {
+    this.deathReason ??= reason;
+    if (this.state === "dead") return;
+    await this.worker.terminate();
+  }
+
+  private onExit(code: number): void {
+    if (this.state === "dead") return;
+    const wasStarting = this.state === "starting";
+    this.state = "dead";
+    clearInterval(this.watchdog);
+    const reason = this.deathReason ?? `worker exited with code ${code}`;
+    for (const [id, p] of this.reqs) {
+      this.reqs.delete(id);
+      if (!p.res.headersSent) sendJsonError(p.res, 502, "plugin_crashed", `plugin ${this.spec.name}: ${reason}`);
+      else p.res.destroy();
+    }
+    this.checkDrained();
+    for (const [connId, c] of this.conns) {
+      this.conns.delete(connId);
+      if (c.ws)
+        safeClose(c.ws, this.expectedExit ? 1001 : 1011, this.expectedExit ? "plugin unloaded" : "plugin crashed");
+      else rejectUpgrade(c.socket, 503, "Service Unavailable");
+    }
+    this.terminatedWaiter?.();
+    this.emit("dead", reason, this.expectedExit && !wasStarting);
+  }
+}
+
+function safeClose(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason.slice(0, 120));
+  } catch {
+    ws.terminate(); // invalid close code from the plugin
+  }
+}
+
+function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+/**
+ * A view that owns its whole ArrayBuffer, so it can be transferred (moved, not copied) to the worker. Socket chunks
+ * usually own theirs; slices of a shared buffer (Buffer pool, parser slices) are copied once instead.
+ */
+export function transferable(b: Uint8Array): Uint8Array {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b;
+  return new Uint8Array(b);
+}

@@ -1,0 +1,40 @@
+/**
+ * Plugins live under `$HECATE_HOME/plugins/{name}/dist`, outside any node_modules tree, yet `import "@hecate/sdk"`.
+ * We keep a symlink `$HECATE_HOME/node_modules/@hecate/sdk` -> the daemon's own installed sdk package dir: Node's
+ * resolution walks up from the plugin file and finds it, with no loader hook (hooks run on a separate thread in
+ * Node 20 and would have to be registered in every worker). Node's ESM resolver follows symlinks to the real path
+ * (no --preserve-symlinks), so the plugin and the worker host load the very same module URLs: ONE sdk instance per
+ * worker, and `getConfig()` in the plugin sees the config the host set.
+ */
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, symlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Real path of the `@hecate/sdk` package dir the daemon itself resolves. */
+export function daemonSdkDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.resolve("@hecate/sdk")));
+  for (;;) {
+    const pkg = join(dir, "package.json");
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, "utf8")).name === "@hecate/sdk") return realpathSync(dir);
+    const up = dirname(dir);
+    if (up === dir) throw new Error("cannot locate the @hecate/sdk package dir");
+    dir = up;
+  }
+}
+
+/** Creates or repairs `$HECATE_HOME/node_modules/@hecate/sdk` (atomic rename over a stale link). */
+export function ensureSdkLink(home: string): string {
+  const target = daemonSdkDir();
+  const scope = join(home, "node_modules", "@hecate");
+  const link = join(scope, "sdk");
+  mkdirSync(scope, { recursive: true });
+  try {
+    if (readlinkSync(link) === target) return link;
+  } catch {
+    // missing or not a link: (re)create below
+  }
+  const tmp = `${link}.${process.pid}.tmp`;
+  symlinkSync(target, tmp, "dir");
+  renameSync(tmp, link);
+  return link;
+}

@@ -1,0 +1,248 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { after, before, test } from "node:test";
+import { RouteError } from "../../src/http/router.js";
+import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
+import { type Env, json, raw, setup, whoPlugin, writePlugin } from "./helpers.js";
+
+const API = `
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { getConfig, HttpError } from "@hecate/sdk";
+import * as sdkConfig from "@hecate/sdk/config";
+let initConfig;
+export function manifest() { return { name: "p1", version: "1.0.0" }; }
+export function storeConfig() { return { storeId: "p1-store" }; }
+export function init(config) { initConfig = config; }
+export function routes() {
+  return [
+    { method: "GET", path: "/items/:id", handler: (req) => ({ params: req.params, query: req.query, path: req.path,
+        sameSdk: getConfig() === sdkConfig.getConfig(), configName: getConfig().pluginName,
+        initSaw: initConfig.apiPrefix, dataDir: getConfig().dataDir }) },
+    { method: "POST", path: "/echo", handler: async (req) => ({ got: await req.json() }) },
+    { method: "POST", path: "/digest", handler: async (req) => {
+        const h = createHash("sha256"); let n = 0;
+        for await (const c of req.stream()) { h.update(c); n += c.length; }
+        return { bytes: n, sha256: h.digest("hex") };
+      } },
+    { method: "POST", path: "/small-limit", handler: async (req) => ({ n: (await req.bytes(10)).length }) },
+    { method: "GET", path: "/stream", handler: () => ({ status: 201, headers: { "x-kind": "stream" },
+        stream: Readable.from((function* () { for (let i = 0; i < 200; i++) yield "line " + i + "\\n"; })()) }) },
+    { method: "GET", path: "/file", handler: () => ({ file: { path: getConfig().paths.root + "/data/blob.bin" } }) },
+    { method: "GET", path: "/download", handler: () => ({ file: { path: getConfig().paths.root + "/data/blob.bin", downloadName: "b b.bin" } }) },
+    { method: "GET", path: "/escape", handler: () => ({ file: { path: "/etc/passwd" } }) },
+    { method: "GET", path: "/throw", handler: () => { throw new Error("secret detail"); } },
+    { method: "GET", path: "/teapot", handler: () => { throw new HttpError(418, "teapot", "short and stout"); } },
+    { method: "GET", path: "/text", handler: () => "hello" },
+    { method: "DELETE", path: "/items/:id", handler: () => null },
+    { method: ["PUT", "PATCH"], path: "/reply", handler: () => ({ status: 202, headers: { "x-a": "1" }, body: { ok: true } }) },
+  ];
+}
+`;
+
+let env: Env;
+const blob = randomBytes(100_000);
+
+before(async () => {
+  env = await setup();
+});
+after(async () => {
+  await env.close();
+});
+
+test("load -> API answers -> static served -> unload -> 404", async () => {
+  const spec = writePlugin(env.home, "p1", "1.0.0", API, {
+    "data/blob.bin": blob,
+    "priv/static/index.html": "<h1>p1</h1>",
+    "priv/static/app.js": "console.log(1)",
+  });
+  const loaded = await env.runtime.load(spec);
+  assert.equal(loaded.status, "running");
+  assert.deepEqual(loaded.storeConfig, { storeId: "p1-store" });
+  assert.ok(loaded.routes.some((r) => r.path === "/items/:id"));
+  assert.equal(env.runtime.list().length, 1);
+
+  const r1 = await raw(env.port, "GET", "/plugin/p1/api/items/42?x=1&x=2&y=z");
+  assert.equal(r1.status, 200);
+  const b1 = json(r1);
+  assert.deepEqual(b1.params, { id: "42" });
+  assert.deepEqual(b1.query, { x: ["1", "2"], y: "z" });
+  assert.equal(b1.path, "/items/42");
+  assert.equal(b1.sameSdk, true, "plugin and host share one sdk instance");
+  assert.equal(b1.configName, "p1", "getConfig() works in the plugin");
+  assert.equal(b1.initSaw, "/plugin/p1/api");
+  assert.equal(b1.dataDir, spec.config.dataDir);
+
+  const r2 = await raw(env.port, "POST", "/plugin/p1/api/echo", {
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ a: [1, 2] }),
+  });
+  assert.deepEqual(json(r2), { got: { a: [1, 2] } });
+  const bad = await raw(env.port, "POST", "/plugin/p1/api/echo", { body: "{nope" });
+  assert.equal(bad.status, 400);
+  assert.equal(json(bad).error.code, "invalid_json");
+
+  // Large body: streamed as transferred chunks, digested in the worker.
+  const big = randomBytes(5 * 1024 * 1024 + 17);
+  const r3 = await raw(env.port, "POST", "/plugin/p1/api/digest", { body: big });
+  assert.deepEqual(json(r3), { bytes: big.length, sha256: createHash("sha256").update(big).digest("hex") });
+  const r3b = await raw(env.port, "POST", "/plugin/p1/api/small-limit", { body: "01234567890123" });
+  assert.equal(r3b.status, 413);
+
+  const r4 = await raw(env.port, "GET", "/plugin/p1/api/stream");
+  assert.equal(r4.status, 201);
+  assert.equal(r4.headers["x-kind"], "stream");
+  const lines = r4.body.toString().trim().split("\n");
+  assert.equal(lines.length, 200);
+  assert.equal(lines[199], "line 199");
+
+  const f = await raw(env.port, "GET", "/plugin/p1/api/file");
+  assert.equal(f.status, 200);
+  assert.ok(f.body.equals(blob));
+  const etag = f.headers.etag as string;
+  assert.ok(etag);
+  assert.equal((await raw(env.port, "GET", "/plugin/p1/api/file", { headers: { "if-none-match": etag } })).status, 304);
+  const part = await raw(env.port, "GET", "/plugin/p1/api/file", { headers: { range: "bytes=10-19" } });
+  assert.equal(part.status, 206);
+  assert.equal(part.headers["content-range"], `bytes 10-19/${blob.length}`);
+  assert.ok(part.body.equals(blob.subarray(10, 20)));
+  const dl = await raw(env.port, "GET", "/plugin/p1/api/download");
+  assert.match(String(dl.headers["content-disposition"]), /attachment; filename\*=UTF-8''b%20b\.bin/);
+  const esc = await raw(env.port, "GET", "/plugin/p1/api/escape");
+  assert.equal(esc.status, 403);
+  assert.ok(!esc.body.toString().includes("root:"));
+
+  const t = await raw(env.port, "GET", "/plugin/p1/api/throw");
+  assert.equal(t.status, 500);
+  assert.equal(json(t).error.code, "internal_error");
+  assert.ok(!t.body.toString().includes("secret detail"), "internal errors are not leaked");
+  const tp = await raw(env.port, "GET", "/plugin/p1/api/teapot");
+  assert.equal(tp.status, 418);
+  assert.deepEqual(json(tp).error, { code: "teapot", message: "short and stout" });
+  const tx = await raw(env.port, "GET", "/plugin/p1/api/text");
+  assert.equal(tx.body.toString(), "hello");
+  assert.match(String(tx.headers["content-type"]), /^text\/plain/);
+  assert.equal((await raw(env.port, "DELETE", "/plugin/p1/api/items/1")).status, 204);
+  const rp = await raw(env.port, "PATCH", "/plugin/p1/api/reply");
+  assert.equal(rp.status, 202);
+  assert.equal(rp.headers["x-a"], "1");
+  assert.deepEqual(json(rp), { ok: true });
+  const head = await raw(env.port, "HEAD", "/plugin/p1/api/text");
+  assert.equal(head.status, 200);
+  assert.equal(head.body.length, 0);
+  assert.equal((await raw(env.port, "POST", "/plugin/p1/api/text")).status, 404);
+  assert.equal((await raw(env.port, "GET", "/plugin/p1/api/nothing")).status, 404);
+
+  // Static
+  const redirect = await raw(env.port, "GET", "/plugin/p1?a=1");
+  assert.equal(redirect.status, 301);
+  assert.equal(redirect.headers.location, "/plugin/p1/?a=1");
+  const idx = await raw(env.port, "GET", "/plugin/p1/");
+  assert.equal(idx.status, 200);
+  assert.equal(idx.body.toString(), "<h1>p1</h1>");
+  assert.match(String(idx.headers["content-type"]), /^text\/html/);
+  const js = await raw(env.port, "GET", "/plugin/p1/app.js");
+  assert.match(String(js.headers["content-type"]), /javascript/);
+  const js304 = await raw(env.port, "GET", "/plugin/p1/app.js", {
+    headers: { "if-none-match": String(js.headers.etag) },
+  });
+  assert.equal(js304.status, 304);
+
+  assert.equal(await env.runtime.unload("p1"), true);
+  assert.equal((await raw(env.port, "GET", "/plugin/p1/api/items/1")).status, 404);
+  assert.equal((await raw(env.port, "GET", "/plugin/p1/")).status, 404);
+  assert.equal(env.runtime.get("p1"), undefined);
+  assert.equal(await env.runtime.unload("p1"), false);
+});
+
+test("load failures are typed and leave nothing mounted", async () => {
+  const initFails = writePlugin(
+    env.home,
+    "bad-init",
+    "1.0.0",
+    whoPlugin("bad-init", "1.0.0", "export function _x() {}").replace(
+      "export function init() {}",
+      "export function init() { throw new Error('no db'); }",
+    ),
+  );
+  await assert.rejects(env.runtime.load(initFails), (e: unknown) => {
+    assert.ok(e instanceof PluginLoadError);
+    assert.equal(e.stage, "init");
+    assert.match(e.message, /no db/);
+    return true;
+  });
+  assert.equal(env.router.hasPlugin("bad-init"), false);
+
+  const syntax = writePlugin(env.home, "bad-import", "1.0.0", "export function manifest( {");
+  await assert.rejects(env.runtime.load(syntax), (e: unknown) => e instanceof PluginLoadError && e.stage === "import");
+
+  const noManifest = writePlugin(env.home, "bad-manifest", "1.0.0", "export function init() {}");
+  await assert.rejects(
+    env.runtime.load(noManifest),
+    (e: unknown) => e instanceof PluginLoadError && e.stage === "manifest",
+  );
+
+  const hang = writePlugin(
+    env.home,
+    "hang",
+    "1.0.0",
+    whoPlugin("hang", "1.0.0").replace("export function init() {}", "export function init() { for (;;) {} }"),
+  );
+  await assert.rejects(
+    env.runtime.load({ ...hang, loadTimeoutMs: 500 }),
+    (e: unknown) => e instanceof PluginLoadError && e.stage === "timeout",
+  );
+
+  const exits = writePlugin(
+    env.home,
+    "exits",
+    "1.0.0",
+    whoPlugin("exits", "1.0.0").replace("export function init() {}", "export function init() { process.exit(3); }"),
+  );
+  await assert.rejects(env.runtime.load(exits), (e: unknown) => e instanceof PluginLoadError && e.stage === "crash");
+  assert.deepEqual(env.runtime.list(), []);
+});
+
+test("routes outside the plugin prefix are refused", async () => {
+  for (const path of ["/../../health", "/a/../../x", "//health", "/a%2f..", "health", "/a?b"]) {
+    const code = whoPlugin(
+      "outside",
+      "1.0.0",
+      `function extraRoutes() { return [{ method: "GET", path: ${JSON.stringify(path)}, handler: () => "x" }]; }`,
+    );
+    const spec = writePlugin(env.home, "outside", "1.0.0", code);
+    await assert.rejects(
+      env.runtime.load(spec),
+      (e: unknown) => e instanceof PluginLoadError && e.stage === "routes",
+      path,
+    );
+  }
+  assert.throws(
+    () => env.router.setPlugin("x", { routes: [{ method: "GET", path: "/../y", handler: () => {} }] }),
+    RouteError,
+  );
+  assert.throws(
+    () => env.router.setSystemRoutes("evil", [{ method: "GET", path: "/plugin/x/api/y", handler: () => {} }]),
+    RouteError,
+  );
+  assert.equal(env.router.hasPlugin("x"), false);
+  assert.equal((await raw(env.port, "GET", "/health")).status, 200);
+});
+
+test("/plugin/a never matches /plugin/ab", async () => {
+  await env.runtime.load(
+    writePlugin(env.home, "a", "1.0.0", whoPlugin("a", "1.0.0"), { "priv/static/index.html": "A" }),
+  );
+  await env.runtime.load(
+    writePlugin(env.home, "ab", "1.0.0", whoPlugin("ab", "1.0.0"), { "priv/static/index.html": "AB" }),
+  );
+  assert.equal(json(await raw(env.port, "GET", "/plugin/a/api/who")).name, "a");
+  assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
+  assert.equal((await raw(env.port, "GET", "/plugin/a/")).body.toString(), "A");
+  assert.equal((await raw(env.port, "GET", "/plugin/ab/")).body.toString(), "AB");
+  await env.runtime.unload("a");
+  assert.equal((await raw(env.port, "GET", "/plugin/a/api/who")).status, 404);
+  assert.equal((await raw(env.port, "GET", "/plugin/abc/api/who")).status, 404);
+  assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
+  await env.runtime.unload("ab");
+});

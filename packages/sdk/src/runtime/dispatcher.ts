@@ -1,0 +1,472 @@
+/**
+ * The worker-side dispatcher: turns main->worker protocol messages into `PluginRequest`s, calls the plugin's
+ * route handlers, and turns what they return (a `Reply` or a shorthand) into worker->main messages.
+ * Shared by the daemon's worker host, the standalone test harness and the container SDK entry, so a plugin
+ * behaves the same everywhere.
+ */
+import { Readable } from "node:stream";
+import { setConfig } from "../config.js";
+import type {
+  HandlerResult,
+  HttpMethod,
+  HttpRouteDefinition,
+  PluginConfig,
+  PluginModule,
+  PluginRequest,
+  Reply,
+  RouteDefinition,
+  StoreConfig,
+  WsConnection,
+  WsRouteDefinition,
+} from "../contract.js";
+import { HttpError } from "../contract.js";
+import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+
+/** How the dispatcher talks back to its host (a worker's parentPort, a test harness, a socket). */
+export interface DispatcherTransport {
+  post(msg: WorkerToMain, transfer?: ArrayBuffer[]): void;
+}
+
+export type LoadResult = Extract<WorkerToMain, { t: "ready" } | { t: "load-failed" }>;
+
+const ALL_METHODS: HttpMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** Response chunks in flight before the plugin waits for `res-ack`s (backpressure from a slow client). */
+const RES_WINDOW = 8;
+const REPLY_KEYS = new Set(["status", "headers", "body", "stream", "file"]);
+const encoder = new TextEncoder();
+
+interface ActiveRequest {
+  controller: AbortController;
+  body: Readable;
+  /** Resolvers waiting for a `res-ack`. */
+  acks: number;
+  ackWaiters: (() => void)[];
+}
+
+interface ActiveConn {
+  conn: WsConnection;
+  route: WsRouteDefinition;
+  sendWaiters: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  seq: number;
+  closed: boolean;
+}
+
+export class Dispatcher {
+  private mod: PluginModule | undefined;
+  private routes: RouteDefinition[] = [];
+  private readonly requests = new Map<number, ActiveRequest>();
+  private readonly conns = new Map<number, ActiveConn>();
+  private terminating = false;
+
+  constructor(private readonly transport: DispatcherTransport) {}
+
+  /** Routes as announced to the host (index in the plugin's list is the route id). */
+  announcements(): RouteAnnouncement[] {
+    return this.routes.map((r, id) => announce(r, id));
+  }
+
+  /**
+   * Imports (or takes) the module, reads manifest/storeConfig, sets the config (so `getConfig()` works from any
+   * module of the plugin), calls `init`, collects routes. Never throws: failures come back as `load-failed`.
+   */
+  async load(source: PluginModule | (() => Promise<unknown>), config: PluginConfig): Promise<LoadResult> {
+    let stage: Extract<LoadResult, { t: "load-failed" }>["stage"] = "import";
+    try {
+      const mod = (typeof source === "function" ? await source() : source) as Partial<PluginModule> & {
+        default?: Partial<PluginModule>;
+      };
+      // Accept `export default { manifest, init, ... }` as well as named exports.
+      const m = (typeof mod.manifest !== "function" && mod.default ? mod.default : mod) as Partial<PluginModule>;
+      stage = "manifest";
+      if (typeof m.manifest !== "function") throw new Error("the callback module does not export manifest()");
+      if (typeof m.init !== "function") throw new Error("the callback module does not export init(config)");
+      const manifest = m.manifest();
+      if (!manifest || typeof manifest.name !== "string" || typeof manifest.version !== "string")
+        throw new Error("manifest() must return an object with string name and version");
+      stage = "store";
+      const storeConfig: StoreConfig | null = (m.storeConfig ? m.storeConfig() : null) ?? null;
+      stage = "init";
+      setConfig(config);
+      await m.init(config);
+      stage = "routes";
+      const routes = m.routes ? await m.routes() : [];
+      if (!Array.isArray(routes)) throw new Error("routes() must return an array");
+      for (const r of routes) validateRoute(r);
+      this.mod = m as PluginModule;
+      this.routes = routes;
+      return { t: "ready", manifest, storeConfig, routes: this.announcements() };
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      return { t: "load-failed", stage, message: e.message, stack: e.stack };
+    }
+  }
+
+  /** Feed one message from the host. */
+  handle(msg: MainToWorker): void {
+    switch (msg.t) {
+      case "req":
+        void this.onRequest(msg);
+        return;
+      case "body": {
+        this.requests.get(msg.id)?.body.push(msg.chunk);
+        return;
+      }
+      case "end":
+        this.requests.get(msg.id)?.body.push(null);
+        return;
+      case "abort": {
+        const r = this.requests.get(msg.id);
+        if (r) {
+          r.controller.abort(new Error("client went away"));
+          r.body.destroy();
+          this.wakeAcks(r, Number.POSITIVE_INFINITY);
+          this.requests.delete(msg.id);
+        }
+        return;
+      }
+      case "res-ack": {
+        const r = this.requests.get(msg.id);
+        if (r) this.wakeAcks(r, 1);
+        return;
+      }
+      case "ping":
+        this.transport.post({ t: "pong", n: msg.n });
+        return;
+      case "ws-open":
+        void this.onWsOpen(msg);
+        return;
+      case "ws-msg": {
+        const c = this.conns.get(msg.connId);
+        if (c?.route.handlers.onMessage)
+          this.guard(`ws onMessage ${c.route.path}`, () => c.route.handlers.onMessage!(c.conn, msg.data));
+        return;
+      }
+      case "ws-closed":
+        this.onWsClosed(msg.connId, msg.code, msg.reason);
+        return;
+      case "ws-sent": {
+        const c = this.conns.get(msg.connId);
+        const w = c?.sendWaiters.get(msg.seq);
+        if (w) {
+          c!.sendWaiters.delete(msg.seq);
+          w.resolve();
+        }
+        return;
+      }
+      case "terminate":
+        void this.terminate(msg.deadlineMs).then(() => this.transport.post({ t: "terminated" }));
+        return;
+    }
+  }
+
+  /** Runs the plugin's `terminate()` within the deadline, aborts requests and closes ws connections. */
+  async terminate(deadlineMs: number): Promise<void> {
+    if (this.terminating) return;
+    this.terminating = true;
+    if (this.mod?.terminate) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.resolve()
+          .then(() => this.mod!.terminate!())
+          .catch((err) => this.log("error", `terminate() failed: ${errMessage(err)}`)),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, deadlineMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const [id, r] of this.requests) {
+      r.controller.abort(new Error("plugin unloading"));
+      this.requests.delete(id);
+    }
+    for (const [connId, c] of this.conns) {
+      if (!c.closed) this.transport.post({ t: "ws-close", connId, code: 1001, reason: "plugin unloading" });
+      this.onWsClosed(connId, 1001, "plugin unloading");
+    }
+  }
+
+  log(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void {
+    this.transport.post({ t: "log", level, msg, fields });
+  }
+
+  // ---- HTTP ----
+
+  private async onRequest(msg: Extract<MainToWorker, { t: "req" }>): Promise<void> {
+    const route = this.routes[msg.routeId];
+    const controller = new AbortController();
+    const body = new Readable({ read() {} });
+    if (msg.body) body.push(msg.body);
+    if (msg.complete) body.push(null);
+    const active: ActiveRequest = { controller, body, acks: RES_WINDOW, ackWaiters: [] };
+    this.requests.set(msg.id, active);
+    let result: HandlerResult;
+    try {
+      if (!route || route.kind === "ws") throw new HttpError(404, "not_found", "no such route");
+      const req = makeRequest(msg, controller.signal, body);
+      result = await (route as HttpRouteDefinition).handler(req);
+    } catch (err) {
+      result = this.errorReply(err, msg.method, msg.path);
+    }
+    if (!this.requests.has(msg.id)) return; // aborted meanwhile: nobody to answer
+    try {
+      await this.sendReply(msg.id, msg.method, result, active);
+    } catch (err) {
+      this.log("error", `sending the reply of ${msg.method} ${msg.path} failed: ${errMessage(err)}`);
+      this.transport.post({ t: "res-end", id: msg.id, error: errMessage(err) });
+    } finally {
+      this.requests.delete(msg.id);
+      body.destroy();
+    }
+  }
+
+  private errorReply(err: unknown, method: string, path: string): Reply {
+    if (err instanceof HttpError) {
+      return {
+        status: err.status,
+        headers: err.headers,
+        body: { error: { code: err.code, message: err.message, details: err.details } },
+      };
+    }
+    // Unknown errors are logged in full but not leaked to the client.
+    this.log("error", `handler ${method} ${path} threw: ${errMessage(err)}`, {
+      stack: err instanceof Error ? err.stack : undefined,
+    });
+    return { status: 500, body: { error: { code: "internal_error", message: "internal error" } } };
+  }
+
+  private async sendReply(id: number, method: string, result: HandlerResult, active: ActiveRequest): Promise<void> {
+    const reply = normalizeReply(result);
+    const status = reply.status ?? (reply.body === undefined && !reply.stream && !reply.file ? 204 : 200);
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(reply.headers ?? {})) headers[k.toLowerCase()] = v;
+    if (reply.file) {
+      this.transport.post({ t: "res", id, status, headers, file: reply.file });
+      return;
+    }
+    if (reply.stream) {
+      this.transport.post({ t: "res", id, status, headers, streaming: true });
+      const it = reply.stream as AsyncIterable<Uint8Array | string>;
+      try {
+        for await (const chunk of it) {
+          if (active.controller.signal.aborted) break;
+          const bytes = typeof chunk === "string" ? encoder.encode(chunk) : chunk;
+          if (bytes.byteLength === 0) continue;
+          if (active.acks <= 0) await new Promise<void>((resolve) => active.ackWaiters.push(resolve));
+          if (active.controller.signal.aborted) break;
+          active.acks--;
+          // Not transferred: the plugin may keep using its buffer (a cached page...); the clone is one copy.
+          this.transport.post({ t: "res-chunk", id, chunk: bytes });
+        }
+      } catch (err) {
+        this.transport.post({ t: "res-end", id, error: errMessage(err) });
+        return;
+      } finally {
+        if (active.controller.signal.aborted && "destroy" in it) (it as Readable).destroy();
+      }
+      this.transport.post({ t: "res-end", id });
+      return;
+    }
+    let body: Uint8Array | undefined;
+    const b = reply.body;
+    if (b === undefined || b === null) body = undefined;
+    else if (b instanceof Uint8Array) {
+      body = b;
+      headers["content-type"] ??= "application/octet-stream";
+    } else if (typeof b === "string") {
+      body = encoder.encode(b);
+      headers["content-type"] ??= "text/plain; charset=utf-8";
+    } else {
+      body = encoder.encode(JSON.stringify(b));
+      headers["content-type"] ??= "application/json; charset=utf-8";
+    }
+    if (method === "HEAD" && body) {
+      headers["content-length"] = String(body.byteLength);
+      body = undefined;
+    }
+    this.transport.post({ t: "res", id, status, headers, body });
+  }
+
+  private wakeAcks(r: ActiveRequest, n: number): void {
+    r.acks = Math.min(r.acks + n, RES_WINDOW);
+    if (n === Number.POSITIVE_INFINITY) r.acks = RES_WINDOW;
+    while (r.ackWaiters.length && (r.acks > 0 || n === Number.POSITIVE_INFINITY)) r.ackWaiters.shift()!();
+  }
+
+  // ---- WebSocket ----
+
+  private async onWsOpen(msg: Extract<MainToWorker, { t: "ws-open" }>): Promise<void> {
+    const route = this.routes[msg.routeId];
+    if (route?.kind !== "ws" || this.terminating) {
+      this.transport.post({ t: "ws-reject", connId: msg.connId, status: 404 });
+      return;
+    }
+    const active: ActiveConn = { conn: undefined as never, route, sendWaiters: new Map(), seq: 0, closed: false };
+    const connId = msg.connId;
+    active.conn = {
+      id: String(connId),
+      path: msg.path,
+      params: msg.params,
+      query: msg.query,
+      state: {},
+      send: (data) => {
+        if (active.closed) return Promise.reject(new Error("ws connection closed"));
+        const seq = ++active.seq;
+        return new Promise<void>((resolve, reject) => {
+          active.sendWaiters.set(seq, { resolve, reject });
+          this.transport.post({ t: "ws-send", connId, seq, data });
+        });
+      },
+      close: (code = 1000, reason = "") => {
+        if (active.closed) return;
+        this.transport.post({ t: "ws-close", connId, code, reason });
+      },
+    };
+    this.conns.set(connId, active);
+    let ok: boolean | void = true;
+    try {
+      const controller = new AbortController();
+      ok = await route.handlers.onOpen?.(active.conn, {
+        method: "GET",
+        path: msg.path,
+        params: msg.params,
+        query: msg.query,
+        headers: msg.headers,
+        remoteAddress: msg.remoteAddress,
+        signal: controller.signal,
+      });
+    } catch (err) {
+      this.log("warn", `ws onOpen ${route.path} refused: ${errMessage(err)}`);
+      ok = false;
+    }
+    if (ok === false) {
+      this.conns.delete(connId);
+      active.closed = true;
+      this.transport.post({ t: "ws-reject", connId, status: 403 });
+      return;
+    }
+    this.transport.post({ t: "ws-accept", connId });
+  }
+
+  private onWsClosed(connId: number, code: number, reason: string): void {
+    const c = this.conns.get(connId);
+    if (!c) return;
+    this.conns.delete(connId);
+    c.closed = true;
+    for (const w of c.sendWaiters.values()) w.reject(new Error("ws connection closed"));
+    c.sendWaiters.clear();
+    if (c.route.handlers.onClose)
+      this.guard(`ws onClose ${c.route.path}`, () => c.route.handlers.onClose!(c.conn, code, reason));
+  }
+
+  private guard(what: string, fn: () => unknown): void {
+    try {
+      const r = fn();
+      if (r && typeof (r as Promise<void>).then === "function")
+        (r as Promise<void>).catch((err) => this.log("error", `${what} failed: ${errMessage(err)}`));
+    } catch (err) {
+      this.log("error", `${what} failed: ${errMessage(err)}`);
+    }
+  }
+}
+
+function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function announce(r: RouteDefinition, id: number): RouteAnnouncement {
+  if (r.kind === "ws") {
+    const a: RouteAnnouncement = { id, kind: "ws", methods: ["GET"], path: r.path };
+    if (r.allowedOrigins) a.allowedOrigins = r.allowedOrigins;
+    return a;
+  }
+  const methods = Array.isArray(r.method) ? r.method : [r.method];
+  return { id, kind: "http", methods, path: r.path };
+}
+
+/** Route paths are relative to the API prefix: no way out of it (`..`, `//`, encoded chars, query). */
+export function validateRoutePath(path: unknown): string | null {
+  if (typeof path !== "string" || !path.startsWith("/")) return "must be a string starting with /";
+  if (/[?#%\\\s\0]/.test(path)) return "must not contain ? # % \\, whitespace or NUL";
+  if (path.includes("//")) return "must not contain //";
+  if (path.split("/").some((s) => s === ".." || s === ".")) return "must not contain . or .. segments";
+  return null;
+}
+
+function validateRoute(r: RouteDefinition): void {
+  if (!r || typeof r !== "object") throw new Error("a route must be an object");
+  const bad = validateRoutePath(r.path);
+  if (bad) throw new Error(`route path ${JSON.stringify(r.path)} ${bad}`);
+  if (r.kind === "ws") {
+    if (!r.handlers || typeof r.handlers !== "object") throw new Error(`ws route ${r.path} has no handlers`);
+    return;
+  }
+  if (r.kind !== undefined && r.kind !== "http") throw new Error(`route ${r.path}: unknown kind ${String(r.kind)}`);
+  const methods = Array.isArray(r.method) ? r.method : [r.method];
+  for (const m of methods)
+    if (!ALL_METHODS.includes(m)) throw new Error(`route ${r.path}: unsupported method ${JSON.stringify(m)}`);
+  if (typeof r.handler !== "function") throw new Error(`route ${r.path}: handler is not a function`);
+}
+
+function isReply(v: object): v is Reply {
+  const keys = Object.keys(v);
+  if (keys.length === 0 || !keys.every((k) => REPLY_KEYS.has(k))) return false;
+  const r = v as Reply;
+  if (r.status !== undefined && typeof r.status !== "number") return false;
+  return "body" in r || "stream" in r || "file" in r || typeof r.status === "number";
+}
+
+/** A handler's result as a `Reply`: plain objects/arrays/strings/bytes are a 200 body. */
+export function normalizeReply(result: HandlerResult): Reply {
+  if (result === undefined || result === null) return {};
+  if (typeof result === "string" || result instanceof Uint8Array || Array.isArray(result)) return { body: result };
+  if (typeof result === "object") {
+    if (result instanceof Readable) return { stream: result };
+    if (isReply(result)) return result;
+    return { body: result };
+  }
+  return { body: result };
+}
+
+function makeRequest(msg: Extract<MainToWorker, { t: "req" }>, signal: AbortSignal, body: Readable): PluginRequest {
+  let consumed = false;
+  const take = () => {
+    if (consumed) throw new HttpError(500, "body_consumed", "the request body was already read");
+    consumed = true;
+    return body;
+  };
+  const bytes = async (limit = DEFAULT_BODY_LIMIT): Promise<Uint8Array> => {
+    const declared = Number(msg.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > limit)
+      throw new HttpError(413, "payload_too_large", `request body exceeds ${limit} bytes`);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of take()) {
+      total += (chunk as Uint8Array).byteLength;
+      if (total > limit) throw new HttpError(413, "payload_too_large", `request body exceeds ${limit} bytes`);
+      chunks.push(chunk as Uint8Array);
+    }
+    return Buffer.concat(chunks, total);
+  };
+  const text = async (limit?: number) => Buffer.from(await bytes(limit)).toString("utf8");
+  return {
+    method: msg.method,
+    path: msg.path,
+    params: msg.params,
+    query: msg.query,
+    headers: msg.headers,
+    remoteAddress: msg.remoteAddress,
+    signal,
+    stream: take,
+    bytes,
+    text,
+    async json<T>(limit?: number): Promise<T> {
+      const s = await text(limit);
+      try {
+        return JSON.parse(s) as T;
+      } catch (err) {
+        throw new HttpError(400, "invalid_json", `request body is not valid JSON: ${errMessage(err)}`);
+      }
+    },
+  };
+}

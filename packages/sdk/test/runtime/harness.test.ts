@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { test } from "node:test";
+import { getConfig } from "../../src/config.js";
+import { HttpError, type PluginModule } from "../../src/contract.js";
+import { normalizeReply, validateRoutePath } from "../../src/runtime/dispatcher.js";
+import { createTestHarness, HarnessLoadError, matchPath } from "../../src/runtime/harness.js";
+
+const plugin: PluginModule = {
+  manifest: () => ({ name: "demo", version: "1.2.3" }),
+  init() {},
+  routes: () => [
+    {
+      method: "GET",
+      path: "/hello/:who",
+      handler: (req) => ({ hi: req.params.who, q: req.query, s: getConfig().settings }),
+    },
+    { method: "POST", path: "/echo", handler: async (req) => ({ got: await req.json() }) },
+    {
+      method: "GET",
+      path: "/boom",
+      handler: () => {
+        throw new Error("x");
+      },
+    },
+    {
+      method: "GET",
+      path: "/http",
+      handler: () => {
+        throw new HttpError(409, "conflict", "taken");
+      },
+    },
+    { method: "GET", path: "/stream", handler: () => ({ stream: Readable.from(["a", "b", "c"]) }) },
+    {
+      method: "GET",
+      path: "/file",
+      handler: () => {
+        const p = join(getConfig().dataDir, "..", "f.txt");
+        writeFileSync(p, "file!");
+        return { file: { path: p, contentType: "text/plain" } };
+      },
+    },
+    { method: "GET", path: "/files/*", handler: (req) => req.params["*"] },
+  ],
+};
+
+test("harness runs a plugin in-process with standaloneConfig and settings", async () => {
+  const h = await createTestHarness(plugin, { settings: { color: "red" } });
+  assert.equal(h.config.standalone, true);
+  assert.equal(h.config.pluginName, "demo");
+  const r = await h.request("GET", "/hello/bob?x=1");
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body, { hi: "bob", q: { x: "1" }, s: { color: "red" } });
+  assert.deepEqual((await h.request("POST", "/echo", { body: { a: 1 } })).body, { got: { a: 1 } });
+  const bad = await h.request("POST", "/echo", { body: "{" });
+  assert.equal(bad.status, 400);
+  assert.equal((await h.request("GET", "/boom")).status, 500);
+  const c = await h.request("GET", "/http");
+  assert.equal(c.status, 409);
+  assert.equal((c.body as { error: { code: string } }).error.code, "conflict");
+  assert.equal((await h.request("GET", "/stream")).raw.toString(), "abc");
+  assert.equal((await h.request("GET", "/file")).body, "file!");
+  assert.equal((await h.request("GET", "/files/a/b.txt")).body, "a/b.txt");
+  assert.equal((await h.request("GET", "/nope")).status, 404);
+  assert.equal((await h.request("HEAD", "/hello/x")).raw.length, 0);
+  await h.close();
+});
+
+test("harness reports load failures by stage", async () => {
+  await assert.rejects(
+    createTestHarness({ ...plugin, init: () => Promise.reject(new Error("db down")) }),
+    (e: unknown) => e instanceof HarnessLoadError && e.stage === "init",
+  );
+  await assert.rejects(
+    createTestHarness({ ...plugin, routes: () => [{ method: "GET", path: "/../x", handler: () => 1 }] }),
+    (e: unknown) => e instanceof HarnessLoadError && e.stage === "routes",
+  );
+});
+
+test("reply normalisation and route path rules", () => {
+  assert.deepEqual(normalizeReply({ status: "done" }), { body: { status: "done" } });
+  assert.deepEqual(normalizeReply({ status: 201, body: 1 }), { status: 201, body: 1 });
+  assert.deepEqual(normalizeReply({ body: "x", extra: 1 }), { body: { body: "x", extra: 1 } });
+  assert.deepEqual(normalizeReply([1]), { body: [1] });
+  assert.deepEqual(normalizeReply(null), {});
+  assert.equal(validateRoutePath("/a/:id"), null);
+  for (const bad of ["a", "/a/../b", "//a", "/a%2f", "/a?x", "/a\\b", "/./a"])
+    assert.notEqual(validateRoutePath(bad), null, bad);
+  assert.deepEqual(matchPath("/a/:id", "/a/1"), { id: "1" });
+  assert.equal(matchPath("/a/:id", "/a/1/2"), null);
+  assert.equal(matchPath("/a/:id", "/a/"), null);
+});
