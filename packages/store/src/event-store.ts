@@ -99,6 +99,7 @@ export class SqliteEventStore implements EventStore {
   private readonly subscriptions = new Set<SubscriptionImpl>();
   private readonly activeNames = new Set<string>();
   private pollTimer: NodeJS.Timeout | undefined;
+  private readonly closeHooks = new Set<() => Promise<void> | void>();
   private lastDataVersion = 0;
   private readonly stmts: ReturnType<SqliteEventStore["prepare"]>;
   private readonly appendTx: (stream: string, events: IdEvent[], expected: ExpectedRevision) => AppendResult;
@@ -242,8 +243,8 @@ export class SqliteEventStore implements EventStore {
     const code = sqliteCode(error);
     if (!code) return error;
     // SQLITE_FULL: the disk is full (ENOSPC) or max_page_count (the size quota) was reached.
-    if (code === "SQLITE_FULL" || code === "SQLITE_IOERR_WRITE")
-      return new StoreDiskFullError(this.file, { cause: error });
+    // (SQLite's unix VFS turns a write that fails with ENOSPC into SQLITE_FULL.)
+    if (code === "SQLITE_FULL") return new StoreDiskFullError(this.file, { cause: error });
     if (code === "SQLITE_BUSY" || code.startsWith("SQLITE_BUSY"))
       return new StoreBusyError(this.file, { cause: error });
     if (code === "SQLITE_NOTADB" || code.startsWith("SQLITE_CORRUPT")) {
@@ -510,8 +511,20 @@ export class SqliteEventStore implements EventStore {
     return this.closed;
   }
 
+  /** @internal runs before the store closes (projections stop and close their read models). */
+  addCloseHook(hook: () => Promise<void> | void): void {
+    this.closeHooks.add(hook);
+  }
+
+  /** @internal */
+  removeCloseHook(hook: () => Promise<void> | void): void {
+    this.closeHooks.delete(hook);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    await Promise.allSettled([...this.closeHooks].map((h) => h()));
+    this.closeHooks.clear();
     await Promise.all([...this.subscriptions].map((s) => s.stop()));
     if (this.closed) return;
     this.closed = true;
@@ -626,8 +639,9 @@ class SubscriptionImpl implements Subscription {
 
   private advance(position: number): void {
     if (position <= this.pos) return;
-    this.pos = position;
+    // Durable first: if the checkpoint write fails, the in-memory position stays put and the event is redelivered.
     if (this.name) this.store.saveCheckpoint(this.name, position);
+    this.pos = position;
     if (this.waiters.length) {
       const still = [];
       for (const w of this.waiters) {

@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { InvalidArgumentError } from "./errors.js";
+import { SqliteEventStore } from "./event-store.js";
 import type { EventStore, RecordedEvent, Subscription } from "./types.js";
 
 export interface ProjectionOptions {
@@ -118,6 +119,7 @@ export function startProjection(store: EventStore, options: ProjectionOptions): 
     throw error;
   }
   let stopped = false;
+  let removeHook = () => {};
   const projection: Projection = {
     name,
     db,
@@ -128,11 +130,19 @@ export function startProjection(store: EventStore, options: ProjectionOptions): 
     async stop() {
       if (stopped) return;
       stopped = true;
+      removeHook();
       map.delete(name);
       await sub.stop();
       db.close();
     },
   };
+  if (store instanceof SqliteEventStore) {
+    removeHook = () => {
+      store.removeCloseHook(hook);
+    };
+    const hook = () => projection.stop();
+    store.addCloseHook(hook);
+  }
   map.set(name, projection);
   registry.set(store, map);
   return projection;

@@ -177,8 +177,9 @@ describe("cqrs: projections", () => {
       balance: 58,
       applied: 8,
     });
-    await proj.stop();
-    await store.close();
+    await store.close(); // also stops the projection and closes its read model
+    assert.equal(proj.db.open, false);
+    await proj.stop(); // idempotent
   });
 });
 
