@@ -89,6 +89,40 @@ describe("concurrency and crashes", () => {
     await store.close();
   });
 
+  test("6 child processes race on one stream: exactly one success per revision", async (t) => {
+    const dir = tempDir();
+    openEventStore({ directory: dir, storeId: "prace" }).close();
+    const revisions = 25;
+    const startAt = Date.now() + 1500; // after every child has started and opened the store
+    const children = Array.from({ length: 6 }, (_, worker) =>
+      child([
+        fixture("contention-worker.js"),
+        JSON.stringify({ directory: dir, storeId: "prace", mode: "append", revisions, worker, startAt }),
+      ]),
+    );
+    const results: { won: number[]; conflicts: number }[] = [];
+    for (const c of children) {
+      assert.equal((await c.exited).code, 0, c.stderr());
+      results.push(JSON.parse(c.lines[0]));
+    }
+    const winners = new Map<number, number>();
+    results.forEach((r, worker) => {
+      for (const rev of r.won) {
+        assert.equal(winners.has(rev), false, `revision ${rev} won twice`);
+        winners.set(rev, worker);
+      }
+    });
+    assert.equal(winners.size, revisions);
+    const store = openEventStore({ directory: dir, storeId: "prace" });
+    const events = store.readStream("contended");
+    assert.equal(events.length, revisions);
+    for (const e of events) assert.equal((e.data as { worker: number }).worker, winners.get(e.revision));
+    t.diagnostic(
+      `wins per process: ${results.map((r) => r.won.length).join(",")}; conflicts: ${results.reduce((n, r) => n + r.conflicts, 0)}`,
+    );
+    await store.close();
+  });
+
   test("4 worker threads dispatch to one aggregate: retries lose no update", async () => {
     const dir = tempDir();
     const store = openEventStore({ directory: dir, storeId: "disp" });
@@ -123,7 +157,7 @@ describe("concurrency and crashes", () => {
     for (let round = 0; round < 6; round++) {
       const c = child([fixture("ack-writer.js"), dir, "crash", `r${round}`, "100"]);
       await waitFor(() => c.lines.includes("ready") || c.proc.exitCode !== null, 15_000, "writer ready");
-      await sleep(Math.random() * 60);
+      await sleep(Math.random() * 100);
       c.proc.kill("SIGKILL");
       const { signal, code } = await c.exited;
       if (signal === "SIGKILL") killedMidway++;
