@@ -67,6 +67,7 @@ interface Entry {
 
 /**
  * Events: `crashed` (name, reason), `restarted` (name, LoadedPlugin), `disabled` (name, reason),
+ * `swapped` (name, LoadedPlugin: the new version is mounted; the old one is still draining),
  * `log` ({plugin, level, msg, fields}).
  */
 export class PluginRuntime extends EventEmitter {
@@ -143,7 +144,8 @@ export class PluginRuntime extends EventEmitter {
       entry.loadedAt = Date.now();
       entry.crashes = [];
       this.watch(entry, fresh);
-      // Drain in the background: the caller has its new version the moment the table is swapped.
+      this.emit("swapped", name, this.info(entry));
+      // The new version serves from here on; the old worker finishes its in-flight requests, then goes.
       await old?.stop(options.deadlineMs ?? this.o.unloadDeadlineMs);
       return this.info(entry)!;
     });
