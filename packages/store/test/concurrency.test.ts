@@ -40,7 +40,7 @@ function runWorkers<T>(count: number, data: Record<string, unknown>): Promise<T[
 }
 
 /** Collects a child's stdout lines; resolves `exited` with its exit code or signal. */
-function child(args: string[]) {
+function child(args: string[], onLine?: (line: string, lines: string[]) => void) {
   const proc: ChildProcess = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   const lines: string[] = [];
   let buf = "";
@@ -49,7 +49,10 @@ function child(args: string[]) {
     buf += d.toString();
     const parts = buf.split("\n");
     buf = parts.pop()!;
-    lines.push(...parts);
+    for (const line of parts) {
+      lines.push(line);
+      onLine?.(line, lines);
+    }
   });
   proc.stderr!.on("data", (d: Buffer) => {
     stderr += d.toString();
@@ -155,10 +158,19 @@ describe("concurrency and crashes", () => {
     const acked = new Map<string, number>();
     let killedMidway = 0;
     for (let round = 0; round < 6; round++) {
-      const c = child([fixture("ack-writer.js"), dir, "crash", `r${round}`, "100"]);
-      await waitFor(() => c.lines.includes("ready") || c.proc.exitCode !== null, 15_000, "writer ready");
-      await sleep(Math.random() * 100);
-      c.proc.kill("SIGKILL");
+      // Kill at a random point of the 100 appends: after a random number of acks plus a random sub-ms delay, while
+      // the child keeps writing (it may be mid-transaction, mid-fsync or between append and ack).
+      const killAfterAcks = Math.floor(Math.random() * 95);
+      let acks = 0;
+      const c = child([fixture("ack-writer.js"), dir, "crash", `r${round}`, "100"], (line) => {
+        if (line.startsWith("ack ") && ++acks === killAfterAcks + 1) {
+          setTimeout(() => c.proc.kill("SIGKILL"), Math.random() * 3);
+        }
+      });
+      if (killAfterAcks === 0) {
+        await waitFor(() => c.lines.includes("ready") || c.proc.exitCode !== null, 15_000, "writer ready");
+        c.proc.kill("SIGKILL");
+      }
       const { signal, code } = await c.exited;
       if (signal === "SIGKILL") killedMidway++;
       else assert.equal(code, 0, c.stderr());
