@@ -138,7 +138,7 @@ describe("concurrency and crashes", () => {
     await store.close();
   });
 
-  test("live subscription receives appends made by another process", async () => {
+  test("live subscription receives appends made by another process and by a worker thread", async () => {
     const dir = tempDir();
     const store = openEventStore({ directory: dir, storeId: "live" });
     store.append("local", [{ type: "before", data: {} }]);
@@ -149,6 +149,11 @@ describe("concurrency and crashes", () => {
     await waitFor(() => seen.length === 21, 15_000, "20 events from the child process");
     assert.deepEqual((await c.exited).code, 0);
     assert.deepEqual(seen, ["before", ...Array(20).fill("from_child")]);
+    // And from a worker thread of this process (its own connection).
+    const w = new Worker(fixture("live-writer.js"), { argv: [dir, "live", "10"] });
+    const exited = new Promise((r) => w.on("exit", r));
+    await waitFor(() => seen.length === 31, 15_000, "10 events from the worker thread");
+    assert.equal(await exited, 0);
     await sub.stop();
     await store.close();
   });
