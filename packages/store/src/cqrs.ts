@@ -49,7 +49,9 @@ export function loadAggregate<S>(
   aggregateId: string,
 ): LoadedAggregate<S> {
   const stream = streamOf(aggregate, aggregateId);
-  const snapshot = aggregate.snapshotEvery ? store.loadSnapshot<S>(stream) : null;
+  const found = aggregate.snapshotEvery ? store.loadSnapshot<S>(stream) : null;
+  // A snapshot of another state shape (before an upgrade) is ignored: fold from the start instead.
+  const snapshot = found && found.version === (aggregate.snapshotVersion ?? 0) ? found : null;
   let state = snapshot ? snapshot.state : aggregate.initialState;
   let revision = snapshot ? snapshot.revision : -1;
   let position = 0;
@@ -220,7 +222,7 @@ function maybeSnapshot<S>(
   if (!every || every <= 0) return;
   if (Math.floor((after + 1) / every) > Math.floor((before + 1) / every)) {
     try {
-      store.saveSnapshot(stream, after, state);
+      store.saveSnapshot(stream, after, state, aggregate.snapshotVersion ?? 0);
     } catch {
       // A snapshot is an optimisation: failing to save one (e.g. disk full) must not fail the command.
     }

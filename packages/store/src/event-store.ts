@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import {
@@ -81,6 +81,24 @@ export function openEventStore(options: EventStoreOptions): EventStore {
   return new SqliteEventStore(options);
 }
 
+/** Open stores of this thread, by file: removal of an open store is refused. */
+const openFiles = new Map<string, number>();
+
+const STORE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * Deletes a store's files (`{storeId}.sqlite` and its `-wal`/`-shm`), e.g. for remove_plugin with purge. The store
+ * must be closed (checked for stores opened by this thread; other processes must be stopped by the caller).
+ */
+export function removeEventStore(directory: string, storeId: string): void {
+  if (typeof storeId !== "string" || !STORE_ID.test(storeId)) {
+    throw new InvalidArgumentError(`invalid storeId ${JSON.stringify(storeId)}`);
+  }
+  const file = join(directory, `${storeId}.sqlite`);
+  if (openFiles.has(file)) throw new InvalidArgumentError(`event store ${file} is open: close it before removing it`);
+  for (const suffix of ["", "-wal", "-shm", "-journal"]) rmSync(file + suffix, { force: true });
+}
+
 type IdEvent = NewEvent & { id: string };
 
 interface ReadAfterQuery {
@@ -106,7 +124,7 @@ export class SqliteEventStore implements EventStore {
 
   constructor(options: EventStoreOptions) {
     const { directory, storeId } = options;
-    if (typeof storeId !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(storeId)) {
+    if (typeof storeId !== "string" || !STORE_ID.test(storeId)) {
       throw new InvalidArgumentError(`invalid storeId ${JSON.stringify(storeId)}: use [A-Za-z0-9._-], max 128 chars`);
     }
     if (typeof directory !== "string" || directory === "") throw new InvalidArgumentError("directory is required");
@@ -144,6 +162,7 @@ export class SqliteEventStore implements EventStore {
       throw this.mapError(error);
     }
     this.db = db;
+    openFiles.set(this.file, (openFiles.get(this.file) ?? 0) + 1);
     this.stmts = this.prepare();
     this.lastDataVersion = this.stmts.dataVersion.get() as number;
     const tx = db.transaction((stream: string, events: IdEvent[], expected: ExpectedRevision) =>
@@ -176,6 +195,7 @@ export class SqliteEventStore implements EventStore {
         stream     TEXT PRIMARY KEY,
         revision   INTEGER NOT NULL,
         state      TEXT NOT NULL,
+        version    INTEGER NOT NULL DEFAULT 0,
         created_at TEXT NOT NULL
       );
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -230,11 +250,12 @@ export class SqliteEventStore implements EventStore {
          ON CONFLICT(name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
       ),
       saveSnapshot: db.prepare(
-        `INSERT INTO snapshots(stream, revision, state, created_at) VALUES (?, ?, ?, ?)
+        `INSERT INTO snapshots(stream, revision, state, version, created_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(stream) DO UPDATE SET revision = excluded.revision, state = excluded.state,
-           created_at = excluded.created_at WHERE excluded.revision >= snapshots.revision`,
+           version = excluded.version, created_at = excluded.created_at
+         WHERE excluded.revision >= snapshots.revision OR excluded.version <> snapshots.version`,
       ),
-      loadSnapshot: db.prepare("SELECT stream, revision, state FROM snapshots WHERE stream = ?"),
+      loadSnapshot: db.prepare("SELECT stream, revision, state, version FROM snapshots WHERE stream = ?"),
     };
   }
 
@@ -356,19 +377,22 @@ export class SqliteEventStore implements EventStore {
     return { stream, revision: last.revision, position: last.position, events: recorded, duplicate: false };
   }
 
-  saveSnapshot<S>(stream: string, revision: number, state: S): void {
+  saveSnapshot<S>(stream: string, revision: number, state: S, version = 0): void {
     validateStream(stream);
     if (!Number.isInteger(revision) || revision < 0) throw new InvalidArgumentError("snapshot revision must be >= 0");
     const json = JSON.stringify(state);
     if (json === undefined) throw new InvalidArgumentError("snapshot state must be JSON-serialisable");
-    this.guard(() => this.stmts.saveSnapshot.run(stream, revision, json, new Date().toISOString()));
+    if (!Number.isInteger(version)) throw new InvalidArgumentError("snapshot version must be an integer");
+    this.guard(() => this.stmts.saveSnapshot.run(stream, revision, json, version, new Date().toISOString()));
   }
 
   loadSnapshot<S>(stream: string): Snapshot<S> | null {
     const row = this.guard(() => this.stmts.loadSnapshot.get(stream)) as
-      | { stream: string; revision: number; state: string }
+      | { stream: string; revision: number; state: string; version: number }
       | undefined;
-    return row ? { stream: row.stream, revision: row.revision, state: JSON.parse(row.state) as S } : null;
+    return row
+      ? { stream: row.stream, revision: row.revision, state: JSON.parse(row.state) as S, version: row.version }
+      : null;
   }
 
   // ---- reads ----
@@ -536,6 +560,9 @@ export class SqliteEventStore implements EventStore {
       // Another connection may hold a read lock; the WAL stays and is replayed on the next open. Nothing is lost.
     }
     this.db.close();
+    const n = (openFiles.get(this.file) ?? 1) - 1;
+    if (n > 0) openFiles.set(this.file, n);
+    else openFiles.delete(this.file);
   }
 }
 

@@ -95,6 +95,8 @@ export interface Snapshot<S = unknown> {
   stream: string;
   revision: number;
   state: S;
+  /** Version of the state's shape (AggregateDefinition.snapshotVersion); 0 by default. */
+  version: number;
 }
 
 export interface EventStoreOptions {
@@ -127,7 +129,8 @@ export interface EventStore {
   /** Stored position of a durable subscription checkpoint, or null. */
   readCheckpoint(name: string): number | null;
   subscribe(options: SubscriptionOptions): Subscription;
-  saveSnapshot<S>(stream: string, revision: number, state: S): void;
+  /** Keeps the latest per stream (an older revision of the same version is ignored). */
+  saveSnapshot<S>(stream: string, revision: number, state: S, version?: number): void;
   loadSnapshot<S>(stream: string): Snapshot<S> | null;
   /** Flushes and closes; later calls throw StoreClosedError. */
   close(): Promise<void>;
@@ -163,6 +166,8 @@ export interface AggregateDefinition<
   decide(command: C, state: S): E[] | Rejection;
   /** Take a snapshot every N events (default: never). */
   snapshotEvery?: number;
+  /** Bump when `evolve` or the state shape changes: snapshots of another version are ignored (default 0). */
+  snapshotVersion?: number;
 }
 
 export interface DispatchOptions {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import Database from "better-sqlite3";
@@ -8,6 +8,7 @@ import {
   InvalidArgumentError,
   openEventStore,
   type RecordedEvent,
+  removeEventStore,
   StoreClosedError,
   StoreCorruptError,
   StoreDiskFullError,
@@ -164,11 +165,27 @@ describe("event store: append and read", () => {
     store.saveSnapshot("s", 4, { total: 10 });
     store.saveSnapshot("s", 9, { total: 20 });
     store.saveSnapshot("s", 7, { total: 15 }); // older: ignored
-    assert.deepEqual(store.loadSnapshot("s"), { stream: "s", revision: 9, state: { total: 20 } });
+    assert.deepEqual(store.loadSnapshot("s"), { stream: "s", revision: 9, state: { total: 20 }, version: 0 });
+    store.saveSnapshot("s", 3, { shape: 2 }, 2); // another version replaces it even at a lower revision
+    assert.deepEqual(store.loadSnapshot("s"), { stream: "s", revision: 3, state: { shape: 2 }, version: 2 });
+    store.saveSnapshot("s", 9, { total: 20 });
     await store.close();
     const reopened = openEventStore({ directory: store.file.replace(/\/snap\.sqlite$/, ""), storeId: "snap" });
     assert.equal(reopened.loadSnapshot<{ total: number }>("s")?.state.total, 20);
     await reopened.close();
+  });
+
+  test("removeEventStore deletes a closed store's files and refuses an open one", async () => {
+    const dir = tempDir();
+    const store = openEventStore({ directory: dir, storeId: "gone" });
+    store.append("s", [ev("x")]);
+    assert.throws(() => removeEventStore(dir, "gone"), /close it before removing it/);
+    await store.close();
+    removeEventStore(dir, "gone");
+    assert.deepEqual(readdirSync(dir), []);
+    const fresh = openEventStore({ directory: dir, storeId: "gone" });
+    assert.equal(fresh.headPosition(), 0);
+    await fresh.close();
   });
 
   test("several stores per process, each its own file", async () => {
