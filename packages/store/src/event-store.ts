@@ -132,6 +132,10 @@ export class SqliteEventStore implements EventStore {
     if (durability !== "FULL" && durability !== "NORMAL") {
       throw new InvalidArgumentError(`durability must be FULL or NORMAL, got ${String(durability)}`);
     }
+    const { maxSizeBytes } = options;
+    if (maxSizeBytes !== undefined && (!Number.isSafeInteger(maxSizeBytes) || maxSizeBytes <= 0)) {
+      throw new InvalidArgumentError(`maxSizeBytes must be a positive integer, got ${String(maxSizeBytes)}`);
+    }
     mkdirSync(directory, { recursive: true });
     this.storeId = storeId;
     this.file = join(directory, `${storeId}.sqlite`);
@@ -609,6 +613,7 @@ class SubscriptionImpl implements Subscription {
   private pos: number;
   private revision = -1;
   private stopped = false;
+  private inHandler = false;
   private dirty = true;
   private wakeFn: (() => void) | undefined;
   private readonly sleeper: { wake?: () => void } = {};
@@ -660,7 +665,9 @@ class SubscriptionImpl implements Subscription {
       for (const w of this.waiters) w.reject(new SubscriptionStoppedError(this.name));
       this.waiters = [];
     }
-    await this.loop;
+    // Called from inside the handler (e.g. "stop after this event"): awaiting the loop would deadlock; it ends as soon
+    // as the handler returns.
+    if (!this.inHandler) await this.loop;
     this.store.removeSubscription(this);
   }
 
@@ -731,19 +738,24 @@ class SubscriptionImpl implements Subscription {
   private async deliver(event: RecordedEvent): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) return false;
+      let failure: { error: unknown } | undefined;
+      this.inHandler = true;
       try {
         await this.options.handler(event);
-        return true;
       } catch (error) {
-        let verdict: unknown = null;
-        try {
-          verdict = this.options.onError?.(error, event, attempt);
-        } catch {
-          // a throwing onError must not kill the loop
-        }
-        if (verdict === "skip") return true;
-        await sleep(this.options.retryDelayMs ?? 100, this.sleeper);
+        failure = { error };
+      } finally {
+        this.inHandler = false;
       }
+      if (!failure) return true;
+      let verdict: unknown = null;
+      try {
+        verdict = this.options.onError?.(failure.error, event, attempt);
+      } catch {
+        // a throwing onError must not kill the loop
+      }
+      if (verdict === "skip") return true;
+      await sleep(this.options.retryDelayMs ?? 100, this.sleeper);
     }
   }
 }

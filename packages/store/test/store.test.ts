@@ -372,6 +372,29 @@ describe("event store: subscriptions", () => {
     await store.close();
   });
 
+  test("a handler may stop its own subscription (no deadlock); the handled event is checkpointed", async () => {
+    const store = openEventStore({ directory: tempDir(), storeId: "selfstop" });
+    store.append("s", [ev("a"), ev("b"), ev("c")]);
+    const seen: string[] = [];
+    let stopped: Promise<void> | undefined;
+    const sub = store.subscribe({
+      name: "once",
+      handler: async (e) => {
+        seen.push(e.type);
+        if (e.type === "b") {
+          stopped = sub.stop();
+          await stopped;
+        }
+      },
+    });
+    await waitFor(() => stopped !== undefined);
+    await stopped;
+    await sleep(20);
+    assert.deepEqual(seen, ["a", "b"]);
+    assert.equal(store.readCheckpoint("once"), 2);
+    await store.close();
+  });
+
   test("async handlers are awaited in order", async () => {
     const store = openEventStore({ directory: tempDir(), storeId: "async" });
     const seen: RecordedEvent[] = [];
