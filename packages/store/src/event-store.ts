@@ -558,7 +558,9 @@ export class SqliteEventStore implements EventStore {
     this.closed = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
     try {
-      // Fold the WAL back into the main file so the store is a single self-contained file at rest.
+      // Fold the WAL back into the main file so the store is a single self-contained file at rest. TRUNCATE waits for
+      // other connections' readers, so bound that wait: close must not hang on a busy sibling process.
+      this.db.pragma("busy_timeout = 1000");
       this.db.pragma("wal_checkpoint(TRUNCATE)");
     } catch {
       // Another connection may hold a read lock; the WAL stays and is replayed on the next open. Nothing is lost.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import Database from "better-sqlite3";
@@ -27,7 +27,11 @@ describe("event store: append and read", () => {
     const db = new Database(store.file, { readonly: true });
     assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
     db.close();
+    for (let i = 0; i < 50; i++) store.append("s-1", [ev("b")]);
+    assert.ok(statSync(`${store.file}-wal`).size > 0);
     await store.close();
+    // close() checkpointed the WAL into the main file.
+    assert.ok(!existsSync(`${store.file}-wal`) || statSync(`${store.file}-wal`).size === 0);
   });
 
   test("expected revision: any, no_stream, stream_exists, exact", async () => {
