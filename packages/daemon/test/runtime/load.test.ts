@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { readlinkSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { RouteError } from "../../src/http/router.js";
 import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
+import { daemonSdkDir, ensureSdkLink } from "../../src/runtime/sdk-link.js";
 import { type Env, json, raw, setup, whoPlugin, writePlugin } from "./helpers.js";
 
 const API = `
@@ -245,4 +249,67 @@ test("/plugin/a never matches /plugin/ab", async () => {
   assert.equal((await raw(env.port, "GET", "/plugin/abc/api/who")).status, 404);
   assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
   await env.runtime.unload("ab");
+});
+
+test("client disconnect aborts the handler; unload drains in-flight requests first", async () => {
+  const code = whoPlugin(
+    "slow",
+    "1.0.0",
+    `let aborted = 0;
+    function extraRoutes() {
+      return [
+        { method: "GET", path: "/hang", handler: (req) => new Promise((resolve) => {
+            req.signal.addEventListener("abort", () => { aborted++; resolve("late"); });
+          }) },
+        { method: "GET", path: "/aborted", handler: () => ({ aborted }) },
+        { method: "GET", path: "/slow", handler: () => new Promise((r) => setTimeout(() => r({ done: true }), 300)) },
+      ];
+    }`,
+  );
+  await env.runtime.load(writePlugin(env.home, "slow", "1.0.0", code));
+  const ac = new AbortController();
+  const hang = fetch(`${env.base}/plugin/slow/api/hang`, { signal: ac.signal }).catch((e) => e);
+  await new Promise((r) => setTimeout(r, 100));
+  ac.abort();
+  await hang;
+  let n = 0;
+  for (let i = 0; i < 50 && n === 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    n = json(await raw(env.port, "GET", "/plugin/slow/api/aborted")).aborted;
+  }
+  assert.equal(n, 1, "the plugin saw the abort");
+  assert.equal(env.runtime.get("slow")?.inFlight, 0);
+
+  const slow = raw(env.port, "GET", "/plugin/slow/api/slow");
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = Date.now();
+  const unloaded = env.runtime.unload("slow", { deadlineMs: 3000 });
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal((await raw(env.port, "GET", "/plugin/slow/api/who")).status, 404, "routes removed first");
+  const r = await slow;
+  assert.equal(r.status, 200, "in-flight request finished during the drain");
+  assert.deepEqual(json(r), { done: true });
+  await unloaded;
+  assert.ok(Date.now() - t0 < 2500);
+});
+
+test("a drain past the deadline ends the request with 502, and the SDK link is repaired", async () => {
+  const code = whoPlugin(
+    "stuck",
+    "1.0.0",
+    `function extraRoutes() { return [{ method: "GET", path: "/never", handler: () => new Promise(() => {}) }]; }`,
+  );
+  await env.runtime.load(writePlugin(env.home, "stuck", "1.0.0", code));
+  const pending = raw(env.port, "GET", "/plugin/stuck/api/never");
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = Date.now();
+  await env.runtime.unload("stuck", { deadlineMs: 300 });
+  assert.ok(Date.now() - t0 < 2000, "unload honours its deadline");
+  assert.equal((await pending).status, 502);
+
+  const link = join(env.home, "node_modules", "@hecate", "sdk");
+  rmSync(link);
+  symlinkSync(tmpdir(), link);
+  assert.equal(ensureSdkLink(env.home), link);
+  assert.equal(readlinkSync(link), daemonSdkDir());
 });

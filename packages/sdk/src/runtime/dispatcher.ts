@@ -36,12 +36,65 @@ const RES_WINDOW = 8;
 const REPLY_KEYS = new Set(["status", "headers", "body", "stream", "file"]);
 const encoder = new TextEncoder();
 
-interface ActiveRequest {
-  controller: AbortController;
-  body: Readable;
-  /** Resolvers waiting for a `res-ack`. */
-  acks: number;
-  ackWaiters: (() => void)[];
+/**
+ * One request in the worker. The AbortController and the body Readable are created only when the handler asks
+ * (most handlers never read `signal` or stream a body; both cost more than the rest of a small request).
+ */
+class ActiveRequest {
+  /** Response chunks that may still be sent before waiting for a `res-ack`. */
+  acks = RES_WINDOW;
+  ackWaiters: (() => void)[] = [];
+  private ctrl: AbortController | undefined;
+  private reason: Error | undefined;
+  private readable: Readable | undefined;
+  /** Body chunks received before anyone asked for the stream; `null` = end. */
+  private queued: (Uint8Array | null)[] = [];
+
+  get signal(): AbortSignal {
+    if (!this.ctrl) {
+      this.ctrl = new AbortController();
+      if (this.reason) this.ctrl.abort(this.reason);
+    }
+    return this.ctrl.signal;
+  }
+
+  get aborted(): boolean {
+    return this.reason !== undefined;
+  }
+
+  abort(reason: Error): void {
+    this.reason ??= reason;
+    this.ctrl?.abort(reason);
+    this.readable?.destroy();
+  }
+
+  push(chunk: Uint8Array | null): void {
+    if (this.readable) this.readable.push(chunk);
+    else this.queued.push(chunk);
+  }
+
+  /** The whole body when it is already complete and nobody streamed it (no Readable needed). */
+  completeBody(): Uint8Array[] | undefined {
+    if (this.readable || this.queued.at(-1) !== null) return undefined;
+    const chunks = this.queued.slice(0, -1) as Uint8Array[];
+    this.queued = [];
+    return chunks;
+  }
+
+  stream(): Readable {
+    if (!this.readable) {
+      this.readable = new Readable({ read() {} });
+      for (const c of this.queued) this.readable.push(c);
+      this.queued = [];
+      if (this.reason) this.readable.destroy();
+    }
+    return this.readable;
+  }
+
+  destroy(): void {
+    this.readable?.destroy();
+    this.queued = [];
+  }
 }
 
 interface ActiveConn {
@@ -109,17 +162,16 @@ export class Dispatcher {
         void this.onRequest(msg);
         return;
       case "body": {
-        this.requests.get(msg.id)?.body.push(msg.chunk);
+        this.requests.get(msg.id)?.push(msg.chunk);
         return;
       }
       case "end":
-        this.requests.get(msg.id)?.body.push(null);
+        this.requests.get(msg.id)?.push(null);
         return;
       case "abort": {
         const r = this.requests.get(msg.id);
         if (r) {
-          r.controller.abort(new Error("client went away"));
-          r.body.destroy();
+          r.abort(new Error("client went away"));
           this.wakeAcks(r, Number.POSITIVE_INFINITY);
           this.requests.delete(msg.id);
         }
@@ -177,7 +229,7 @@ export class Dispatcher {
       clearTimeout(timer);
     }
     for (const [id, r] of this.requests) {
-      r.controller.abort(new Error("plugin unloading"));
+      r.abort(new Error("plugin unloading"));
       this.requests.delete(id);
     }
     for (const [connId, c] of this.conns) {
@@ -194,16 +246,14 @@ export class Dispatcher {
 
   private async onRequest(msg: Extract<MainToWorker, { t: "req" }>): Promise<void> {
     const route = this.routes[msg.routeId];
-    const controller = new AbortController();
-    const body = new Readable({ read() {} });
-    if (msg.body) body.push(msg.body);
-    if (msg.complete) body.push(null);
-    const active: ActiveRequest = { controller, body, acks: RES_WINDOW, ackWaiters: [] };
+    const active = new ActiveRequest();
+    if (msg.body) active.push(msg.body);
+    if (msg.complete) active.push(null);
     this.requests.set(msg.id, active);
     let result: HandlerResult;
     try {
       if (!route || route.kind === "ws") throw new HttpError(404, "not_found", "no such route");
-      const req = makeRequest(msg, controller.signal, body);
+      const req = makeRequest(msg, active);
       result = await (route as HttpRouteDefinition).handler(req);
     } catch (err) {
       result = this.errorReply(err, msg.method, msg.path);
@@ -216,7 +266,7 @@ export class Dispatcher {
       this.transport.post({ t: "res-end", id: msg.id, error: errMessage(err) });
     } finally {
       this.requests.delete(msg.id);
-      body.destroy();
+      active.destroy();
     }
   }
 
@@ -249,11 +299,11 @@ export class Dispatcher {
       const it = reply.stream as AsyncIterable<Uint8Array | string>;
       try {
         for await (const chunk of it) {
-          if (active.controller.signal.aborted) break;
+          if (active.aborted) break;
           const bytes = typeof chunk === "string" ? encoder.encode(chunk) : chunk;
           if (bytes.byteLength === 0) continue;
           if (active.acks <= 0) await new Promise<void>((resolve) => active.ackWaiters.push(resolve));
-          if (active.controller.signal.aborted) break;
+          if (active.aborted) break;
           active.acks--;
           // Not transferred: the plugin may keep using its buffer (a cached page...); the clone is one copy.
           this.transport.post({ t: "res-chunk", id, chunk: bytes });
@@ -262,7 +312,7 @@ export class Dispatcher {
         this.transport.post({ t: "res-end", id, error: errMessage(err) });
         return;
       } finally {
-        if (active.controller.signal.aborted && "destroy" in it) (it as Readable).destroy();
+        if (active.aborted && "destroy" in it) (it as Readable).destroy();
       }
       this.transport.post({ t: "res-end", id });
       return;
@@ -428,27 +478,37 @@ export function normalizeReply(result: HandlerResult): Reply {
   return { body: result };
 }
 
-function makeRequest(msg: Extract<MainToWorker, { t: "req" }>, signal: AbortSignal, body: Readable): PluginRequest {
+function makeRequest(msg: Extract<MainToWorker, { t: "req" }>, active: ActiveRequest): PluginRequest {
   let consumed = false;
   const take = () => {
     if (consumed) throw new HttpError(500, "body_consumed", "the request body was already read");
     consumed = true;
-    return body;
+    return active;
   };
   const bytes = async (limit = DEFAULT_BODY_LIMIT): Promise<Uint8Array> => {
     const declared = Number(msg.headers["content-length"]);
     if (Number.isFinite(declared) && declared > limit)
       throw new HttpError(413, "payload_too_large", `request body exceeds ${limit} bytes`);
+    const a = take();
+    const whole = a.completeBody();
+    if (whole) {
+      const total = whole.reduce((n, c) => n + c.byteLength, 0);
+      if (total > limit) throw new HttpError(413, "payload_too_large", `request body exceeds ${limit} bytes`);
+      return whole.length === 1 ? whole[0] : Buffer.concat(whole, total);
+    }
     const chunks: Uint8Array[] = [];
     let total = 0;
-    for await (const chunk of take()) {
+    for await (const chunk of a.stream()) {
       total += (chunk as Uint8Array).byteLength;
       if (total > limit) throw new HttpError(413, "payload_too_large", `request body exceeds ${limit} bytes`);
       chunks.push(chunk as Uint8Array);
     }
     return Buffer.concat(chunks, total);
   };
-  const text = async (limit?: number) => Buffer.from(await bytes(limit)).toString("utf8");
+  const text = async (limit?: number) => {
+    const b = await bytes(limit);
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8"); // a view, not a copy
+  };
   return {
     method: msg.method,
     path: msg.path,
@@ -456,8 +516,10 @@ function makeRequest(msg: Extract<MainToWorker, { t: "req" }>, signal: AbortSign
     query: msg.query,
     headers: msg.headers,
     remoteAddress: msg.remoteAddress,
-    signal,
-    stream: take,
+    get signal() {
+      return active.signal;
+    },
+    stream: () => take().stream(),
     bytes,
     text,
     async json<T>(limit?: number): Promise<T> {

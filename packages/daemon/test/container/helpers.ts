@@ -1,0 +1,110 @@
+/** Shared setup of the container tests: a real Podman service, a temp HECATE_HOME, a router + HTTP server. */
+import { execFileSync } from "node:child_process";
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { PluginManifest } from "@hecate/sdk";
+import {
+  type ContainerEvent,
+  type ContainerPluginSpec,
+  ContainerRuntime,
+  PodmanClient,
+} from "../../src/container/index.js";
+import { Router } from "../../src/http/router.js";
+import { createHttpServer, listen } from "../../src/http/server.js";
+
+export const repoRoot = new URL("../../../../../", import.meta.url).pathname;
+export const echoExample = join(repoRoot, "examples/container-echo");
+
+/** Null when podman can run containers here; otherwise the reason (printed loudly, tests skipped). */
+export function podmanUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return "container tests need root (rootful podman enforces limits)";
+  try {
+    execFileSync("podman", ["--version"], { stdio: "pipe" });
+  } catch {
+    return "podman is not installed (scripts/setup-system.sh installs it)";
+  }
+  return null;
+}
+
+export function skipReason(): string | false {
+  const r = podmanUnavailable();
+  if (r) {
+    console.error(`\n!!!!!!!! SKIPPING CONTAINER TESTS: ${r} !!!!!!!!\n`);
+    return r;
+  }
+  return false;
+}
+
+export interface Env {
+  home: string;
+  podman: PodmanClient;
+  router: Router;
+  server: Server;
+  base: string;
+  events: ContainerEvent[];
+  runtime: ContainerRuntime;
+  newRuntime(opts?: Partial<ConstructorParameters<typeof ContainerRuntime>[0]>): ContainerRuntime;
+  close(): Promise<void>;
+}
+
+export async function setup(opts: Partial<ConstructorParameters<typeof ContainerRuntime>[0]> = {}): Promise<Env> {
+  const home = mkdtempSync(join(tmpdir(), "hct-"));
+  chmodSync(home, 0o755);
+  const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
+  await podman.ensureService();
+  const router = new Router();
+  const server = createHttpServer(router);
+  const port = await listen(server, 0);
+  const events: ContainerEvent[] = [];
+  const runtimes: ContainerRuntime[] = [];
+  const newRuntime = (o: Partial<ConstructorParameters<typeof ContainerRuntime>[0]> = {}) => {
+    const r = new ContainerRuntime({ home, podman, router, onEvent: (e) => events.push(e), ...opts, ...o });
+    runtimes.push(r);
+    return r;
+  };
+  const runtime = newRuntime();
+  await runtime.ensureBaseImage();
+  return {
+    home,
+    podman,
+    router,
+    server,
+    base: `http://127.0.0.1:${port}`,
+    events,
+    runtime,
+    newRuntime,
+    async close() {
+      for (const r of runtimes) await r.close().catch(() => {});
+      // Belt and braces: nothing of this home may survive the test.
+      for (const r of runtimes)
+        for (const c of await podman.listContainers(`hecate.instance=${r.instanceId}`).catch(() => []))
+          await podman.removeContainer(c.Id).catch(() => {});
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
+      await podman.stopService();
+      await podman.close();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Installs a copy of an example plugin dir as `plugins/{name}` (world-readable: the container uid reads it). */
+export function installPlugin(
+  home: string,
+  name: string,
+  from = echoExample,
+  patch: (m: PluginManifest) => void = () => {},
+): ContainerPluginSpec {
+  const dir = join(home, "plugins", name);
+  mkdirSync(dir, { recursive: true });
+  cpSync(from, dir, { recursive: true });
+  execFileSync("chmod", ["-R", "a+rX", join(home, "plugins")]);
+  const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as PluginManifest;
+  manifest.name = name;
+  patch(manifest);
+  return { name, dir, manifest };
+}
