@@ -81,6 +81,12 @@ export type WorkerToMain =
       /** Main thread serves this file (path checked to lie inside the plugin root), with ETag/Range. */
       file?: { path: string; downloadName?: string; contentType?: string };
     }
+  /**
+   * Flow control of a streamed request body: the plugin consumed `bytes` more of request `id`. The main thread
+   * stops reading the client past a window of unacknowledged bytes, so a slow plugin slows the upload instead of
+   * buffering it in the worker's heap.
+   */
+  | { t: "body-ack"; id: number; bytes: number }
   /** Each chunk is acknowledged with `res-ack` once written, so a slow client slows the plugin (backpressure). */
   | { t: "res-chunk"; id: number; chunk: Uint8Array }
   | { t: "res-end"; id: number; error?: string }

@@ -58,6 +58,8 @@ export type ReadyInfo = Extract<WorkerToMain, { t: "ready" }>;
 interface PendingHttp {
   req: IncomingMessage;
   res: ServerResponse;
+  /** Streamed body bytes sent to the worker and not yet acknowledged by `body-ack`. */
+  inflight: number;
 }
 
 interface PendingWs {
@@ -69,6 +71,8 @@ interface PendingWs {
 
 /** Bodies up to this size (with a Content-Length) travel inside the `req` message itself. */
 const INLINE_BODY_MAX = 64 * 1024;
+/** Streamed request bodies: stop reading the client past this many unacknowledged bytes. */
+const BODY_WINDOW = 1024 * 1024;
 /** Replies up to this size are written together with their head (see onResponse). */
 const SINGLE_WRITE_MAX = 16 * 1024;
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"]);
@@ -185,7 +189,8 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     const id = this.nextId++;
-    this.reqs.set(id, { req, res });
+    const pending: PendingHttp = { req, res, inflight: 0 };
+    this.reqs.set(id, pending);
     res.on("close", () => {
       // Closed before we finished it: the client went away.
       if (this.reqs.delete(id)) {
@@ -226,7 +231,9 @@ export class PluginWorker extends EventEmitter {
     req.on("data", (c: Buffer) => {
       if (!this.reqs.has(id)) return;
       const chunk = transferable(c);
+      pending.inflight += chunk.byteLength;
       this.post({ t: "body", id, chunk }, [chunk.buffer as ArrayBuffer]);
+      if (pending.inflight > BODY_WINDOW) req.pause();
     });
     req.on("end", () => {
       if (this.reqs.has(id)) this.post({ t: "end", id });
@@ -342,6 +349,13 @@ export class PluginWorker extends EventEmitter {
       case "res":
         this.onResponse(m);
         return;
+      case "body-ack": {
+        const p = this.reqs.get(m.id);
+        if (!p) return;
+        p.inflight -= m.bytes;
+        if (p.req.isPaused() && p.inflight <= BODY_WINDOW / 2) p.req.resume();
+        return;
+      }
       case "res-chunk": {
         const p = this.reqs.get(m.id);
         if (!p) return;

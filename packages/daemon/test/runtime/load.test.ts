@@ -313,3 +313,32 @@ test("a drain past the deadline ends the request with 502, and the SDK link is r
   assert.equal(ensureSdkLink(env.home), link);
   assert.equal(readlinkSync(link), daemonSdkDir());
 });
+
+test("a slow plugin slows a large upload instead of buffering it (body flow control)", async () => {
+  const code = whoPlugin(
+    "upload",
+    "1.0.0",
+    `import { createHash } from "node:crypto";
+    function extraRoutes() {
+      return [{ method: "PUT", path: "/blob", handler: async (req) => {
+        const s = req.stream();
+        await new Promise((r) => setTimeout(r, 400)); // not reading yet
+        let maxBuffered = s.readableLength, total = 0;
+        const h = createHash("sha256");
+        for await (const c of s) {
+          maxBuffered = Math.max(maxBuffered, s.readableLength + c.length);
+          total += c.length;
+          h.update(c);
+        }
+        return { maxBuffered, total, sha256: h.digest("hex") };
+      } }];
+    }`,
+  );
+  await env.runtime.load(writePlugin(env.home, "upload", "1.0.0", code));
+  const big = randomBytes(8 * 1024 * 1024);
+  const r = json(await raw(env.port, "PUT", "/plugin/upload/api/blob", { body: big }));
+  assert.equal(r.total, big.length);
+  assert.equal(r.sha256, createHash("sha256").update(big).digest("hex"));
+  assert.ok(r.maxBuffered < 2.5 * 1024 * 1024, `worker buffered ${r.maxBuffered} bytes of an 8 MiB upload`);
+  await env.runtime.unload("upload");
+});

@@ -49,6 +49,10 @@ class ActiveRequest {
   private readable: Readable | undefined;
   /** Body chunks received before anyone asked for the stream; `null` = end. */
   private queued: (Uint8Array | null)[] = [];
+  /** Bytes handed to the Readable but not yet acknowledged (acked when the consumer asks for more). */
+  private unacked = 0;
+
+  constructor(private readonly ack: (bytes: number) => void) {}
 
   get signal(): AbortSignal {
     if (!this.ctrl) {
@@ -69,8 +73,26 @@ class ActiveRequest {
   }
 
   push(chunk: Uint8Array | null): void {
-    if (this.readable) this.readable.push(chunk);
-    else this.queued.push(chunk);
+    if (!this.readable) {
+      this.queued.push(chunk);
+      return;
+    }
+    this.feed(chunk);
+  }
+
+  private feed(chunk: Uint8Array | null): void {
+    const more = this.readable!.push(chunk);
+    if (!chunk) return;
+    this.unacked += chunk.byteLength;
+    if (more) this.flushAck();
+  }
+
+  private flushAck(): void {
+    if (this.unacked > 0 && !this.reason) {
+      const n = this.unacked;
+      this.unacked = 0;
+      this.ack(n);
+    }
   }
 
   /** The whole body when it is already complete and nobody streamed it (no Readable needed). */
@@ -83,9 +105,11 @@ class ActiveRequest {
 
   stream(): Readable {
     if (!this.readable) {
-      this.readable = new Readable({ read() {} });
-      for (const c of this.queued) this.readable.push(c);
+      // read() = the consumer wants more: acknowledge what it got, so the host sends the next window.
+      this.readable = new Readable({ highWaterMark: 256 * 1024, read: () => this.flushAck() });
+      const queued = this.queued;
       this.queued = [];
+      for (const c of queued) this.feed(c);
       if (this.reason) this.readable.destroy();
     }
     return this.readable;
@@ -246,7 +270,8 @@ export class Dispatcher {
 
   private async onRequest(msg: Extract<MainToWorker, { t: "req" }>): Promise<void> {
     const route = this.routes[msg.routeId];
-    const active = new ActiveRequest();
+    const id = msg.id;
+    const active = new ActiveRequest((bytes) => this.transport.post({ t: "body-ack", id, bytes }));
     if (msg.body) active.push(msg.body);
     if (msg.complete) active.push(null);
     this.requests.set(msg.id, active);
