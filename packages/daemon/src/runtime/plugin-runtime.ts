@@ -208,10 +208,13 @@ export class PluginRuntime extends EventEmitter {
   }
 
   private watch(entry: Entry, worker: PluginWorker): void {
-    worker.on("dead", (reason: string, expected: boolean) => {
+    const onDead = (reason: string, expected: boolean) => {
       if (expected || entry.worker !== worker || this.entries.get(entry.spec.name) !== entry) return;
       void this.onCrash(entry, worker, reason);
-    });
+    };
+    // It may have died between `ready` and now (e.g. a timer throwing right after init).
+    if (worker.state === "dead") queueMicrotask(() => onDead(worker.deathReason ?? "worker exited", false));
+    else worker.on("dead", onDead);
   }
 
   private async onCrash(entry: Entry, worker: PluginWorker, reason: string): Promise<void> {

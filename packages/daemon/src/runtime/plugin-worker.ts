@@ -91,7 +91,7 @@ export class PluginWorker extends EventEmitter {
   private nextId = 1;
   private readonly reqs = new Map<number, PendingHttp>();
   private readonly conns = new Map<number, PendingWs>();
-  private deathReason: string | undefined;
+  deathReason: string | undefined;
   private expectedExit = false;
   private watchdog: NodeJS.Timeout | undefined;
   private pingN = 0;

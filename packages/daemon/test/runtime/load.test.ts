@@ -342,3 +342,44 @@ test("a slow plugin slows a large upload instead of buffering it (body flow cont
   assert.ok(r.maxBuffered < 2.5 * 1024 * 1024, `worker buffered ${r.maxBuffered} bytes of an 8 MiB upload`);
   await env.runtime.unload("upload");
 });
+
+test("a slow client slows a streamed response (res-ack backpressure)", async () => {
+  const code = whoPlugin(
+    "fire",
+    "1.0.0",
+    `let produced = 0;
+    function extraRoutes() {
+      return [
+        { method: "GET", path: "/firehose", handler: () => ({ stream: (async function* () {
+            for (let i = 0; i < 512; i++) { produced += 65536; yield new Uint8Array(65536).fill(i & 255); }
+          })() }) },
+        { method: "GET", path: "/produced", handler: () => ({ produced }) },
+      ];
+    }`,
+  );
+  await env.runtime.load(writePlugin(env.home, "fire", "1.0.0", code));
+  const { request } = await import("node:http");
+  const total = await new Promise<number>((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port: env.port, path: "/plugin/fire/api/firehose" }, (res) => {
+      res.pause();
+      setTimeout(async () => {
+        try {
+          const { produced } = json(await raw(env.port, "GET", "/plugin/fire/api/produced"));
+          assert.ok(produced < 16 * 2 ** 20, `plugin produced ${produced} bytes for a client that read nothing`);
+        } catch (err) {
+          reject(err);
+        }
+        let n = 0;
+        res.on("data", (c: Buffer) => {
+          n += c.length;
+        });
+        res.on("end", () => resolve(n));
+        res.resume();
+      }, 500);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+  assert.equal(total, 512 * 65536);
+  await env.runtime.unload("fire");
+});

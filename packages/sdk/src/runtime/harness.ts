@@ -33,12 +33,34 @@ export interface HarnessRequestOptions {
   headers?: Record<string, string>;
 }
 
+/** A WebSocket connection to the plugin, without sockets. */
+export interface HarnessWs {
+  /** Everything the plugin sent so far. */
+  messages: (string | Uint8Array)[];
+  /** Resolves with the next message the plugin sends. */
+  next(): Promise<string | Uint8Array>;
+  send(data: string | Uint8Array): void;
+  /** Client-side close (the plugin's onClose runs). */
+  close(code?: number, reason?: string): void;
+  /** Resolves when the plugin closes the connection. */
+  closed: Promise<{ code: number; reason: string }>;
+}
+
 export interface TestHarness {
   config: PluginConfig;
   manifest: PluginManifest;
   routes: RouteAnnouncement[];
   request(method: HttpMethod, path: string, options?: HarnessRequestOptions): Promise<HarnessResponse>;
+  /** Opens a ws connection to a ws route; rejects with the status when the plugin refuses it. */
+  connect(path: string, options?: { headers?: Record<string, string> }): Promise<HarnessWs>;
   close(deadlineMs?: number): Promise<void>;
+}
+
+interface WsClient {
+  opened(err?: Error): void;
+  ws: HarnessWs;
+  waiters: ((m: string | Uint8Array) => void)[];
+  onClosed(c: { code: number; reason: string }): void;
 }
 
 export class HarnessLoadError extends Error {
@@ -79,9 +101,26 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   if (loaded.t === "load-failed") throw new HarnessLoadError(loaded.stage, loaded.message);
   const routes = loaded.routes;
   let nextId = 1;
+  const wsClients = new Map<number, WsClient>();
 
   async function onMessage(msg: WorkerToMain): Promise<void> {
-    if (msg.t === "res") {
+    if (msg.t === "ws-accept" || msg.t === "ws-reject") {
+      const c = wsClients.get(msg.connId);
+      if (msg.t === "ws-reject") wsClients.delete(msg.connId);
+      c?.opened(msg.t === "ws-reject" ? new Error(`ws upgrade refused with status ${msg.status}`) : undefined);
+    } else if (msg.t === "ws-send") {
+      const c = wsClients.get(msg.connId);
+      if (!c) return;
+      c.ws.messages.push(msg.data);
+      c.waiters.shift()?.(msg.data);
+      dispatcher.handle({ t: "ws-sent", connId: msg.connId, seq: msg.seq });
+    } else if (msg.t === "ws-close") {
+      const c = wsClients.get(msg.connId);
+      if (!c) return;
+      wsClients.delete(msg.connId);
+      dispatcher.handle({ t: "ws-closed", connId: msg.connId, code: msg.code, reason: msg.reason });
+      c.onClosed({ code: msg.code, reason: msg.reason });
+    } else if (msg.t === "res") {
       const p = pending.get(msg.id);
       if (!p) return;
       p.status = msg.status;
@@ -185,6 +224,53 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
           complete: true,
         };
         dispatcher.handle(req);
+      });
+    },
+    connect(path, opts = {}) {
+      const q = path.indexOf("?");
+      const pathname = q < 0 ? path : path.slice(0, q);
+      let match: { route: RouteAnnouncement; params: Record<string, string> } | undefined;
+      for (const r of routes) {
+        const params = r.kind === "ws" ? matchPath(r.path, pathname) : null;
+        if (params) {
+          match = { route: r, params };
+          break;
+        }
+      }
+      if (!match) return Promise.reject(new Error(`ws upgrade refused with status 404`));
+      const connId = nextId++;
+      return new Promise<HarnessWs>((resolve, reject) => {
+        let onClosed: (c: { code: number; reason: string }) => void = () => {};
+        const closed = new Promise<{ code: number; reason: string }>((r) => {
+          onClosed = r;
+        });
+        const client: WsClient = {
+          waiters: [],
+          onClosed: (c) => onClosed(c),
+          opened: (err) => (err ? reject(err) : resolve(client.ws)),
+          ws: {
+            messages: [],
+            closed,
+            next: () => new Promise((r) => client.waiters.push(r)),
+            send: (data) => dispatcher.handle({ t: "ws-msg", connId, data }),
+            close: (code = 1000, reason = "") => {
+              if (!wsClients.delete(connId)) return;
+              dispatcher.handle({ t: "ws-closed", connId, code, reason });
+              onClosed({ code, reason });
+            },
+          },
+        };
+        wsClients.set(connId, client);
+        dispatcher.handle({
+          t: "ws-open",
+          connId,
+          routeId: match!.route.id,
+          path: pathname,
+          params: match!.params,
+          query: Object.fromEntries(new URLSearchParams(q < 0 ? "" : path.slice(q + 1))),
+          headers: Object.fromEntries(Object.entries(opts.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+          remoteAddress: "127.0.0.1",
+        });
       });
     },
     async close(deadlineMs = 5000) {

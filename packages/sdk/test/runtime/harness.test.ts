@@ -92,3 +92,35 @@ test("reply normalisation and route path rules", () => {
   assert.equal(matchPath("/a/:id", "/a/1/2"), null);
   assert.equal(matchPath("/a/:id", "/a/"), null);
 });
+
+test("harness ws: connect, echo, broadcast, refusal, closed at close()", async () => {
+  const { ws } = await import("../../src/index.js");
+  const h = await createTestHarness({
+    manifest: () => ({ name: "wsdemo", version: "1.0.0" }),
+    init() {},
+    routes: () => [
+      ws.endpoint("/chat/:room", {
+        onOpen: (c) => ws.subscribe(c, `room:${c.params.room}`),
+        onMessage: (c, d) => {
+          void ws.broadcast(`room:${c.params.room}`, `${c.params.room}> ${String(d)}`);
+        },
+      }),
+      ws.endpoint("/private", { onOpen: () => false }),
+    ],
+  });
+  const a = await h.connect("/chat/1");
+  const b = await h.connect("/chat/1");
+  const c = await h.connect("/chat/2");
+  const nextB = b.next();
+  a.send("hello");
+  assert.equal(await nextB, "1> hello");
+  assert.deepEqual(a.messages, ["1> hello"]);
+  assert.deepEqual(c.messages, []);
+  await assert.rejects(h.connect("/private"), /status 403/);
+  await assert.rejects(h.connect("/nope"), /status 404/);
+  b.close();
+  assert.equal(ws.subscribers("room:1"), 1);
+  await h.close();
+  assert.deepEqual(await a.closed, { code: 1001, reason: "plugin unloading" });
+  assert.equal(ws.connectionCount(), 0);
+});
