@@ -65,7 +65,14 @@ export async function setup(opts: Partial<ConstructorParameters<typeof Container
     return r;
   };
   const runtime = newRuntime();
-  await runtime.ensureBaseImage();
+  try {
+    await runtime.ensureBaseImage();
+  } catch (err) {
+    await podman.stopService();
+    await podman.close();
+    server.close();
+    throw err;
+  }
   return {
     home,
     podman,

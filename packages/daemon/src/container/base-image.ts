@@ -1,0 +1,139 @@
+/**
+ * Images built from host files (no registry is reachable): copy binaries and the shared libraries `ldd` lists into a
+ * rootfs dir, add /etc/passwd and /etc/group, and `podman import` a tar of it. The Node base image is tagged by the
+ * host's Node version, so it is rebuilt only when Node changes.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import {
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import type { PodmanClient } from "./podman.js";
+
+export interface HostImageSpec {
+  /** Image reference, e.g. `localhost/hecate-node-base:20.20.2`. */
+  ref: string;
+  /** Host executables copied to the same path (plus their `ldd` libraries). Symlinks are kept as symlinks. */
+  binaries: string[];
+  /** Host directories copied as they are (e.g. a Python stdlib); `exclude` names are skipped at any depth. */
+  dirs?: { path: string; exclude?: string[] }[];
+  /** Empty dirs created in the image (mount points on a read-only rootfs). */
+  mkdirs?: string[];
+  /** `--change` instructions, e.g. `ENTRYPOINT ["/usr/bin/node"]`. */
+  changes?: string[];
+  labels?: Record<string, string>;
+}
+
+/** Shared libraries an ELF file needs, by `ldd` (absolute paths; the vdso has none). */
+export function lddLibraries(file: string): string[] {
+  let out: string;
+  try {
+    out = execFileSync("ldd", [file], { encoding: "utf8" });
+  } catch {
+    return []; // static binary or not an ELF file
+  }
+  const libs: string[] = [];
+  for (const line of out.split("\n")) {
+    const m = line.match(/=>\s*(\/\S+)/) ?? line.match(/^\s*(\/\S+)\s+\(/);
+    if (m) libs.push(m[1]);
+  }
+  return libs;
+}
+
+/** Copies a file to the same path under root; a symlink is copied as a symlink plus its target. */
+function copyHostFile(root: string, file: string): void {
+  const dest = join(root, file);
+  mkdirSync(dirname(dest), { recursive: true });
+  const real = realpathSync(file);
+  if (real !== file) {
+    copyHostFile(root, real);
+    try {
+      symlinkSync(real, dest);
+    } catch {}
+    return;
+  }
+  try {
+    statSync(dest);
+  } catch {
+    copyFileSync(file, dest);
+  }
+}
+
+export async function buildHostImage(podman: PodmanClient, spec: HostImageSpec): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), "hecate-rootfs-"));
+  const root = join(work, "rootfs");
+  try {
+    const elfs = [...spec.binaries];
+    for (const d of spec.dirs ?? []) {
+      const exclude = new Set(d.exclude ?? []);
+      cpSync(d.path, join(root, d.path), {
+        recursive: true,
+        verbatimSymlinks: true,
+        filter: (src) => !exclude.has(src.slice(src.lastIndexOf("/") + 1)),
+      });
+      for (const f of walk(join(root, d.path))) if (f.endsWith(".so")) elfs.push(f.slice(root.length));
+    }
+    for (const b of spec.binaries) copyHostFile(root, b);
+    const libs = new Set<string>();
+    for (const e of elfs) for (const l of lddLibraries(e)) libs.add(l);
+    // The dynamic loader must sit at its well-known path too.
+    for (const l of libs) copyHostFile(root, l);
+    for (const d of ["etc", "tmp", ...(spec.mkdirs ?? [])]) mkdirSync(join(root, d), { recursive: true });
+    writeFileSync(
+      join(root, "etc/passwd"),
+      "root:x:0:0:root:/:/sbin/nologin\nplugin:x:1000:1000:plugin:/:/sbin/nologin\n",
+    );
+    writeFileSync(join(root, "etc/group"), "root:x:0:\nplugin:x:1000:\n");
+    const changes = [...(spec.changes ?? [])];
+    for (const [k, v] of Object.entries(spec.labels ?? {})) changes.push(`LABEL ${k}=${v}`);
+    const tar = spawn("tar", ["-C", root, "-cf", "-", "."], { stdio: ["ignore", "pipe", "inherit"] });
+    await podman.importImage(tar.stdout, spec.ref, changes);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function walk(dir: string, out: string[] = []): string[] {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) walk(p, out);
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+/** Where the SDK and its runtime deps are mounted in Node containers (ESM resolution walks up to `/node_modules`). */
+export const CONTAINER_NODE_MODULES = "/node_modules";
+
+export function nodeBaseImageRef(nodeVersion = process.versions.node): string {
+  return `localhost/hecate-node-base:${nodeVersion}`;
+}
+
+/** Builds `localhost/hecate-node-base:<node version>` from the host's node binary unless it exists already. */
+export async function ensureNodeBaseImage(podman: PodmanClient, nodeBin = process.execPath): Promise<string> {
+  const ref = nodeBaseImageRef();
+  if (await podman.imageExists(ref)) return ref;
+  await buildHostImage(podman, {
+    ref,
+    binaries: [nodeBin === "/usr/bin/node" ? nodeBin : nodeBin],
+    mkdirs: [
+      "plugin",
+      "run/plugin",
+      `${CONTAINER_NODE_MODULES.slice(1)}/@hecate/sdk`,
+      `${CONTAINER_NODE_MODULES.slice(1)}/ws`,
+    ],
+    changes: [`ENTRYPOINT ["${nodeBin}"]`, "WORKDIR /plugin"],
+    labels: { "hecate.base": "node", "hecate.node_version": process.versions.node },
+  });
+  return ref;
+}

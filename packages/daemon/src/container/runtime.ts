@@ -1,0 +1,691 @@
+/**
+ * Container plugins: one hardened Podman container per plugin, reached by HTTP over a Unix socket in a per-plugin
+ * socket dir, proxied at `/plugin/{name}/api/*` through the router (same atomic snapshot swap as in-process plugins).
+ *
+ * - load: image (own Node base image, or `podman load` of the package's archive) -> create + start hardened ->
+ *   wait for the health endpoint with a deadline -> mount the proxy (+ static dir).
+ * - swap: a new container (next generation, own socket dir) is started and health-checked beside the old one; the
+ *   route mount is swapped in one step; the old one is drained, stopped and removed.
+ * - unload: routes removed, in-flight requests drained, container stopped with a deadline and removed.
+ * - watch: Podman's event stream (exit) and a periodic health probe; a crash is restarted within a budget
+ *   (default 3 in 5 min), then the plugin is reported failed and taken down. OOM kills are reported as reason "oom".
+ * - reconcile (boot): containers labelled with this instance are adopted when they belong to a wanted plugin, run
+ *   the same spec and answer their health check; every other container of this instance is removed. The instance id
+ *   is persistent per HECATE_HOME, so containers of other daemons on the machine are never touched, and nothing is
+ *   ever killed by a stale pid: only by container id from Podman's own list.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { chownSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk";
+import { Agent, request } from "undici";
+import type { PluginMount, Router } from "../http/router.js";
+import { CONTAINER_NODE_MODULES, ensureNodeBaseImage } from "./base-image.js";
+import { type ContainerCreateSpec, type PodmanClient, PodmanError, type PodmanEvent, sleep } from "./podman.js";
+import { ContainerProxy } from "./proxy.js";
+
+export const LABEL_INSTANCE = "hecate.instance";
+export const LABEL_PLUGIN = "hecate.plugin";
+export const LABEL_GENERATION = "hecate.generation";
+export const LABEL_SPEC = "hecate.spec";
+
+export const DEFAULT_LIMITS = { memory_mb: 128, cpus: 0.5, pids: 64 } as const;
+const SOCKET_NAME = "plugin.sock";
+const INIT_AVAILABLE = existsSync("/usr/libexec/podman/catatonit");
+const DEFAULT_HEALTH_PATH = "/__health";
+
+export type ContainerErrorCode =
+  | "invalid_manifest"
+  | "image_failed"
+  | "create_failed"
+  | "start_failed"
+  | "unhealthy"
+  | "not_loaded"
+  | "already_loaded"
+  | "route_failed";
+
+export class ContainerPluginError extends Error {
+  constructor(
+    readonly plugin: string,
+    readonly code: ContainerErrorCode,
+    message: string,
+    readonly logs?: string,
+  ) {
+    super(`container plugin ${plugin}: ${message}`);
+    this.name = "ContainerPluginError";
+  }
+}
+
+export interface ContainerPluginSpec {
+  name: string;
+  /** The plugin's root dir (`plugins/{name}`), mounted read-only at /plugin. */
+  dir: string;
+  manifest: PluginManifest;
+  settings?: Record<string, unknown>;
+}
+
+export type ContainerEvent =
+  | { type: "crashed"; plugin: string; reason: "oom" | "exit" | "unhealthy"; exitCode?: number; restarts: number }
+  | { type: "restarted"; plugin: string; restarts: number }
+  | { type: "failed"; plugin: string; reason: "oom" | "exit" | "unhealthy"; message: string };
+
+export interface ContainerRuntimeOptions {
+  /** `$HECATE_HOME`. */
+  home: string;
+  podman: PodmanClient;
+  /** Default: persistent id from `$HECATE_HOME/instance-id` (created once). */
+  instanceId?: string;
+  router?: Router;
+  /** Crash / restart / failure reports (the lifecycle turns them into plugin_crashed_v1 / plugin_disabled_v1). */
+  onEvent?: (e: ContainerEvent) => void;
+  restartBudget?: { max: number; windowMs: number };
+  /** Load: the health check must pass within this, default 20 s. */
+  healthTimeoutMs?: number;
+  /** Watch: probe interval, default 5 s; `failures` in a row -> crash (default 3). */
+  healthIntervalMs?: number;
+  healthFailures?: number;
+  /** Unload: drain + stop deadline, default 5 s each. */
+  drainMs?: number;
+  stopTimeoutS?: number;
+  /** First uid of the per-plugin uid range (each plugin runs as its own uid), default 200000; range size 50000. */
+  uidBase?: number;
+}
+
+interface Entry {
+  spec: ContainerPluginSpec;
+  specHash: string;
+  generation: number;
+  containerId: string;
+  containerName: string;
+  socketDir: string;
+  socketPath: string;
+  uid: number;
+  proxy: ContainerProxy;
+  healthPath: string;
+  /** True while we stop/restart it ourselves: its exit is not a crash. */
+  expectingExit: boolean;
+  restarting: boolean;
+  restarts: number[];
+  healthFails: number;
+  failed: boolean;
+}
+
+export interface LoadedContainer {
+  name: string;
+  containerId: string;
+  containerName: string;
+  socketPath: string;
+  uid: number;
+  generation: number;
+  image: string;
+}
+
+export class ContainerRuntime {
+  readonly instanceId: string;
+  readonly home: string;
+  readonly podman: PodmanClient;
+  private readonly router?: Router;
+  private readonly opts: ContainerRuntimeOptions;
+  private readonly entries = new Map<string, Entry>();
+  private readonly busy = new Map<string, Promise<unknown>>();
+  private readonly events = new AbortController();
+  private healthTimer: NodeJS.Timeout | undefined;
+  private watching = false;
+  private baseImage: Promise<string> | undefined;
+  private readonly sdkMounts: { sdk: string; ws: string };
+
+  constructor(opts: ContainerRuntimeOptions) {
+    this.opts = opts;
+    this.home = opts.home;
+    this.podman = opts.podman;
+    this.router = opts.router;
+    this.instanceId = opts.instanceId ?? persistentInstanceId(opts.home);
+    const req = createRequire(import.meta.url);
+    // The SDK's exports map hides package.json: go up from dist/src/contract.js to the package root.
+    const sdk = realpathSync(join(dirname(req.resolve("@hecate/sdk/contract")), "..", ".."));
+    this.sdkMounts = {
+      sdk,
+      ws: realpathSync(dirname(createRequire(join(sdk, "package.json")).resolve("ws/package.json"))),
+    };
+  }
+
+  /** Starts the Podman service if needed and the event watch. Idempotent. */
+  async start(): Promise<void> {
+    await this.podman.ensureService();
+    if (!this.watching) {
+      this.watching = true;
+      void this.watchEvents();
+      const every = this.opts.healthIntervalMs ?? 5000;
+      this.healthTimer = setInterval(() => void this.probeAll(), every);
+      this.healthTimer.unref();
+    }
+  }
+
+  /** The Node base image (built once from the host's node when missing). */
+  ensureBaseImage(): Promise<string> {
+    this.baseImage ??= ensureNodeBaseImage(this.podman).catch((err) => {
+      this.baseImage = undefined;
+      throw err;
+    });
+    return this.baseImage;
+  }
+
+  list(): LoadedContainer[] {
+    return [...this.entries.values()].map((e) => this.describe(e));
+  }
+
+  get(name: string): LoadedContainer | undefined {
+    const e = this.entries.get(name);
+    return e && this.describe(e);
+  }
+
+  /** Loads a container plugin; throws ContainerPluginError (with the container's last log lines when useful). */
+  load(spec: ContainerPluginSpec): Promise<LoadedContainer> {
+    return this.serial(spec.name, async () => {
+      if (this.entries.has(spec.name)) throw new ContainerPluginError(spec.name, "already_loaded", "already loaded");
+      const entry = await this.startContainer(spec, 1);
+      this.mount(entry);
+      this.entries.set(spec.name, entry);
+      return this.describe(entry);
+    });
+  }
+
+  /** Zero-downtime replacement: the new container is healthy before the routes switch to it. */
+  swap(name: string, spec: ContainerPluginSpec): Promise<LoadedContainer> {
+    return this.serial(name, async () => {
+      const old = this.entries.get(name);
+      if (!old) throw new ContainerPluginError(name, "not_loaded", "not loaded");
+      const entry = await this.startContainer(spec, old.generation + 1);
+      this.entries.set(name, entry);
+      this.mount(entry);
+      await this.retire(old);
+      return this.describe(entry);
+    });
+  }
+
+  /** Routes removed, in-flight requests drained, container stopped (deadline) and removed. */
+  unload(name: string): Promise<boolean> {
+    return this.serial(name, async () => {
+      const e = this.entries.get(name);
+      if (!e) return false;
+      this.entries.delete(name);
+      this.router?.removePlugin(name);
+      await this.retire(e);
+      return true;
+    });
+  }
+
+  /**
+   * Boot reconciliation: adopt healthy containers of this instance that run the wanted spec, remove every other
+   * container of this instance, then load the wanted plugins that were not adopted. Returns what happened.
+   */
+  async reconcile(
+    wanted: ContainerPluginSpec[],
+  ): Promise<{ adopted: string[]; removed: string[]; loaded: string[]; failed: { name: string; error: Error }[] }> {
+    await this.start();
+    const want = new Map(wanted.map((s) => [s.name, s]));
+    const found = await this.podman.listContainers(`${LABEL_INSTANCE}=${this.instanceId}`);
+    const adopted: string[] = [];
+    const removed: string[] = [];
+    for (const c of found) {
+      const name = c.Labels[LABEL_PLUGIN];
+      const spec = name ? want.get(name) : undefined;
+      let keep = false;
+      if (spec && !this.entries.has(name) && c.State === "running" && c.Labels[LABEL_SPEC] === specHash(spec)) {
+        const entry = this.entryFor(
+          spec,
+          Number(c.Labels[LABEL_GENERATION] ?? 1),
+          c.Id,
+          c.Names[0]?.replace(/^\//, ""),
+        );
+        if (await this.healthOnce(entry, 2000)) {
+          this.mount(entry);
+          this.entries.set(name, entry);
+          adopted.push(name);
+          keep = true;
+        } else await entry.proxy.drain(0);
+      }
+      if (!keep) {
+        await this.podman.removeContainer(c.Id);
+        removed.push(c.Names[0]?.replace(/^\//, "") ?? c.Id);
+      }
+    }
+    const loaded: string[] = [];
+    const failed: { name: string; error: Error }[] = [];
+    for (const spec of wanted) {
+      if (this.entries.has(spec.name)) continue;
+      try {
+        await this.load(spec);
+        loaded.push(spec.name);
+      } catch (err) {
+        failed.push({ name: spec.name, error: err as Error }); // one plugin failing never stops the others
+      }
+    }
+    return { adopted, removed, loaded, failed };
+  }
+
+  /** Unloads every plugin and stops watching. `leaveRunning` only detaches (tests of daemon crashes). */
+  async close(opts: { leaveRunning?: boolean } = {}): Promise<void> {
+    this.events.abort();
+    clearInterval(this.healthTimer);
+    if (opts.leaveRunning) {
+      for (const e of this.entries.values()) await e.proxy.drain(0);
+      this.entries.clear();
+      return;
+    }
+    await Promise.all([...this.entries.keys()].map((n) => this.unload(n)));
+  }
+
+  // ---- internals ----
+
+  private describe(e: Entry): LoadedContainer {
+    return {
+      name: e.spec.name,
+      containerId: e.containerId,
+      containerName: e.containerName,
+      socketPath: e.socketPath,
+      uid: e.uid,
+      generation: e.generation,
+      image: imageOf(e.spec),
+    };
+  }
+
+  /** One operation per plugin at a time (load/swap/unload/restart). */
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.busy.get(name) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(fn);
+    const tail = next.catch(() => {});
+    this.busy.set(name, tail);
+    void tail.then(() => {
+      if (this.busy.get(name) === tail) this.busy.delete(name);
+    });
+    return next;
+  }
+
+  private uidFor(name: string): number {
+    // Stable per plugin name (fnv-1a), probing past uids already used by other loaded plugins.
+    let h = 0x811c9dc5;
+    for (const ch of Buffer.from(name)) h = Math.imul(h ^ ch, 0x01000193) >>> 0;
+    const base = this.opts.uidBase ?? 200_000;
+    const used = new Set([...this.entries.values()].filter((e) => e.spec.name !== name).map((e) => e.uid));
+    let uid = base + (h % 50_000);
+    while (used.has(uid)) uid = base + ((uid - base + 1) % 50_000);
+    return uid;
+  }
+
+  private entryFor(spec: ContainerPluginSpec, generation: number, containerId: string, containerName: string): Entry {
+    const socketDir = join(this.home, "run", "containers", `${spec.name}.${generation}`);
+    const socketPath = join(socketDir, SOCKET_NAME);
+    return {
+      spec,
+      specHash: specHash(spec),
+      generation,
+      containerId,
+      containerName,
+      socketDir,
+      socketPath,
+      uid: this.uidFor(spec.name),
+      proxy: new ContainerProxy({ plugin: spec.name, socketPath }),
+      healthPath: spec.manifest.container?.health_path ?? DEFAULT_HEALTH_PATH,
+      expectingExit: false,
+      restarting: false,
+      restarts: [],
+      healthFails: 0,
+      failed: false,
+    };
+  }
+
+  private async resolveImage(spec: ContainerPluginSpec): Promise<{ image: string; nodeBase: boolean }> {
+    const c = spec.manifest.container ?? {};
+    if (c.image_archive) {
+      const archive = join(spec.dir, c.image_archive);
+      if (!archive.startsWith(`${spec.dir}/`) || !existsSync(archive))
+        throw new ContainerPluginError(spec.name, "invalid_manifest", `image_archive ${c.image_archive} not found`);
+      if (c.image && (await this.podman.imageExists(c.image))) return { image: c.image, nodeBase: false };
+      const names = await this.podman.loadImage(archive);
+      const image = c.image ?? names[0];
+      if (!image) throw new ContainerPluginError(spec.name, "image_failed", "podman load reported no image name");
+      return { image, nodeBase: false };
+    }
+    if (c.image) {
+      if (!(await this.podman.imageExists(c.image)))
+        throw new ContainerPluginError(spec.name, "image_failed", `image ${c.image} is not present (no registry)`);
+      return { image: c.image, nodeBase: false };
+    }
+    if (!c.command?.length)
+      throw new ContainerPluginError(spec.name, "invalid_manifest", "container.command is required on the base image");
+    return { image: await this.ensureBaseImage(), nodeBase: true };
+  }
+
+  private createSpec(entry: Entry, image: string, nodeBase: boolean): ContainerCreateSpec {
+    const { spec } = entry;
+    const c = spec.manifest.container ?? {};
+    const memoryMb = positive(c.memory_mb, DEFAULT_LIMITS.memory_mb, spec.name, "memory_mb");
+    const cpus = positive(c.cpus, DEFAULT_LIMITS.cpus, spec.name, "cpus");
+    const pids = Math.floor(positive(c.pids, DEFAULT_LIMITS.pids, spec.name, "pids"));
+    const binds = [`${spec.dir}:/plugin:ro`, `${entry.socketDir}:/run/plugin:rw`];
+    if (nodeBase)
+      binds.push(
+        `${this.sdkMounts.sdk}:${CONTAINER_NODE_MODULES}/@hecate/sdk:ro`,
+        `${this.sdkMounts.ws}:${CONTAINER_NODE_MODULES}/ws:ro`,
+      );
+    let cmd = c.command;
+    if (cmd && nodeBase && cmd[0] === "node") cmd = [process.execPath, ...cmd.slice(1)];
+    return {
+      name: entry.containerName,
+      Image: image,
+      ...(cmd ? { Entrypoint: [cmd[0]], Cmd: cmd.slice(1) } : {}),
+      User: `${entry.uid}:${entry.uid}`,
+      Env: [`HECATE_PLUGIN_CONFIG=${JSON.stringify(this.containerConfig(spec))}`, "HOME=/tmp", "NODE_ENV=production"],
+      WorkingDir: "/plugin",
+      StopTimeout: this.opts.stopTimeoutS ?? 5,
+      Labels: {
+        [LABEL_INSTANCE]: this.instanceId,
+        [LABEL_PLUGIN]: spec.name,
+        [LABEL_GENERATION]: String(entry.generation),
+        [LABEL_SPEC]: entry.specHash,
+      },
+      HostConfig: {
+        // --init (catatonit) makes SIGTERM-ignoring code stop fast and reaps zombies; when the host lacks it
+        // (Debian's podman only recommends catatonit), the SDK's own SIGTERM handler and StopTimeout's SIGKILL do.
+        Init: INIT_AVAILABLE,
+        NetworkMode: "none",
+        ReadonlyRootfs: true,
+        CapDrop: ["ALL"],
+        SecurityOpt: ["no-new-privileges"],
+        Memory: memoryMb * 1024 * 1024,
+        MemorySwap: memoryMb * 1024 * 1024, // no swap: the limit is the limit
+        NanoCpus: Math.round(cpus * 1e9),
+        PidsLimit: pids,
+        // Podman replaces its whole default list when any ulimit is given: always nofile AND nproc together.
+        Ulimits: [
+          { Name: "nofile", Soft: 1024, Hard: 1024 },
+          { Name: "nproc", Soft: 1024, Hard: 1024 },
+        ],
+        Binds: binds,
+        Tmpfs: { "/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777" },
+        RestartPolicy: { Name: "no" }, // restarts are ours (budget + reporting)
+      },
+    };
+  }
+
+  private containerConfig(spec: ContainerPluginSpec): PluginConfig {
+    const host = pluginPaths(this.home, spec.name);
+    const paths = Object.fromEntries(
+      Object.entries(host).map(([k, v]) => [k, `/plugin${(v as string).slice(host.root.length)}`]),
+    ) as unknown as PluginConfig["paths"];
+    return {
+      pluginName: spec.name,
+      pluginVersion: spec.manifest.version,
+      storeId: null,
+      dataDir: paths.data,
+      paths,
+      apiPrefix: `/plugin/${spec.name}/api`,
+      staticPrefix: `/plugin/${spec.name}`,
+      settings: spec.settings ?? {},
+      standalone: false,
+    };
+  }
+
+  private async startContainer(spec: ContainerPluginSpec, generation: number): Promise<Entry> {
+    if (spec.manifest.plugin_type !== undefined && spec.manifest.plugin_type !== "container")
+      throw new ContainerPluginError(spec.name, "invalid_manifest", `plugin_type is ${spec.manifest.plugin_type}`);
+    await this.start();
+    let resolved: { image: string; nodeBase: boolean };
+    try {
+      resolved = await this.resolveImage(spec);
+    } catch (err) {
+      if (err instanceof ContainerPluginError) throw err;
+      throw new ContainerPluginError(spec.name, "image_failed", (err as Error).message);
+    }
+    const short = this.instanceId.slice(0, 8);
+    const entry = this.entryFor(spec, generation, "", `hecate-${short}-${spec.name}-${generation}`);
+    // Socket dir: owned by the plugin's uid only (mode 0700), so only it and root see the socket.
+    rmSync(entry.socketDir, { recursive: true, force: true });
+    mkdirSync(entry.socketDir, { recursive: true, mode: 0o700 });
+    chownSync(entry.socketDir, entry.uid, entry.uid);
+    // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
+    await this.podman.removeContainer(entry.containerName);
+    try {
+      entry.containerId = await this.podman.createContainer(this.createSpec(entry, resolved.image, resolved.nodeBase));
+    } catch (err) {
+      throw new ContainerPluginError(spec.name, "create_failed", (err as Error).message);
+    }
+    try {
+      await this.podman.startContainer(entry.containerId);
+      await this.waitHealthy(entry, this.opts.healthTimeoutMs ?? 20_000);
+    } catch (err) {
+      const logs = await this.logs(entry.containerId);
+      entry.expectingExit = true;
+      await entry.proxy.drain(0);
+      await this.podman.removeContainer(entry.containerId).catch(() => {});
+      rmSync(entry.socketDir, { recursive: true, force: true });
+      if (err instanceof ContainerPluginError)
+        throw new ContainerPluginError(
+          spec.name,
+          err.code,
+          `${err.message.replace(/^container plugin \S+: /, "")}${logs ? `; last log lines:\n${logs}` : ""}`,
+          logs,
+        );
+      throw new ContainerPluginError(spec.name, "start_failed", `${(err as Error).message}\n${logs}`, logs);
+    }
+    return entry;
+  }
+
+  private mount(entry: Entry): void {
+    const staticDir = join(entry.spec.dir, entry.spec.manifest.static ?? "priv/static");
+    const mount: PluginMount = {
+      routes: [{ method: "*", path: "/*", handler: entry.proxy.handle }],
+      upgrade: entry.proxy.upgrade,
+      staticDir: existsSync(staticDir) ? staticDir : undefined,
+    };
+    try {
+      this.router?.setPlugin(entry.spec.name, mount);
+    } catch (err) {
+      throw new ContainerPluginError(entry.spec.name, "route_failed", (err as Error).message);
+    }
+  }
+
+  /** Drain, stop with a deadline, remove. Never throws (best effort; logs nothing to lose). */
+  private async retire(e: Entry): Promise<void> {
+    e.expectingExit = true;
+    await e.proxy.drain(this.opts.drainMs ?? 5000);
+    try {
+      await this.podman.stopContainer(e.containerId, this.opts.stopTimeoutS ?? 5);
+    } catch {}
+    await this.podman.removeContainer(e.containerId).catch(() => {});
+    rmSync(e.socketDir, { recursive: true, force: true });
+    dropHealthAgent(e.socketPath);
+  }
+
+  private async healthOnce(e: Entry, timeoutMs: number): Promise<boolean> {
+    try {
+      const r = await request(`http://plugin${e.healthPath}`, {
+        dispatcher: healthAgent(e.socketPath),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      await r.body.dump();
+      return r.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  private async waitHealthy(e: Entry, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let lastInspect = 0;
+    while (Date.now() < deadline) {
+      if (existsSync(e.socketPath) && (await this.healthOnce(e, 1000))) return;
+      if (Date.now() - lastInspect > 500) {
+        lastInspect = Date.now();
+        const info = await this.podman.inspectContainer(e.containerId);
+        if (!info?.State.Running)
+          throw new ContainerPluginError(
+            e.spec.name,
+            "start_failed",
+            `container exited (code ${info?.State.ExitCode ?? "?"}${info?.State.OOMKilled ? ", OOM" : ""}) before it was healthy`,
+          );
+      }
+      await sleep(40);
+    }
+    throw new ContainerPluginError(
+      e.spec.name,
+      "unhealthy",
+      `no healthy answer on ${e.healthPath} within ${timeoutMs} ms`,
+    );
+  }
+
+  private async logs(id: string): Promise<string> {
+    try {
+      return (await this.podman.cli(["logs", "--tail", "40", id])).trim();
+    } catch {
+      return "";
+    }
+  }
+
+  private async watchEvents(): Promise<void> {
+    const signal = this.events.signal;
+    while (!signal.aborted) {
+      try {
+        await this.podman.events(`${LABEL_INSTANCE}=${this.instanceId}`, (ev) => this.onPodmanEvent(ev), signal);
+      } catch {
+        if (signal.aborted) return;
+      }
+      await sleep(500); // stream ended or failed: reconnect
+    }
+  }
+
+  private onPodmanEvent(ev: PodmanEvent): void {
+    const action = ev.Action ?? ev.status;
+    if (action !== "die" && action !== "died") return;
+    const id = ev.Actor?.ID ?? ev.id;
+    for (const e of this.entries.values())
+      if (e.containerId === id && !e.expectingExit && !e.restarting) void this.onCrash(e, undefined);
+  }
+
+  private async probeAll(): Promise<void> {
+    for (const e of [...this.entries.values()]) {
+      if (e.expectingExit || e.restarting || e.failed) continue;
+      if (await this.healthOnce(e, 2000)) {
+        e.healthFails = 0;
+        continue;
+      }
+      e.healthFails++;
+      if (e.healthFails >= (this.opts.healthFailures ?? 3)) void this.onCrash(e, "unhealthy");
+    }
+  }
+
+  /** A container died or stopped answering: restart within the budget, else take it down and report failure. */
+  private async onCrash(e: Entry, why: "unhealthy" | undefined): Promise<void> {
+    if (e.restarting || e.expectingExit || e.failed) return;
+    e.restarting = true;
+    try {
+      const info = await this.podman.inspectContainer(e.containerId);
+      const oom = !!info && (info.State.OOMKilled || (!info.State.Running && info.State.ExitCode === 137));
+      const reason: "oom" | "exit" | "unhealthy" = oom ? "oom" : (why ?? "exit");
+      if (!why && info?.State.Running) return; // stale event (already restarted)
+      const budget = this.opts.restartBudget ?? { max: 3, windowMs: 5 * 60_000 };
+      const now = Date.now();
+      e.restarts = e.restarts.filter((t) => now - t < budget.windowMs);
+      this.emit({
+        type: "crashed",
+        plugin: e.spec.name,
+        reason,
+        exitCode: info && !info.State.Running ? info.State.ExitCode : undefined,
+        restarts: e.restarts.length,
+      });
+      if (this.entries.get(e.spec.name) !== e) return; // unloaded or swapped meanwhile
+      if (e.restarts.length >= budget.max) {
+        e.failed = true;
+        await this.serial(e.spec.name, async () => {
+          if (this.entries.get(e.spec.name) !== e) return;
+          this.entries.delete(e.spec.name);
+          this.router?.removePlugin(e.spec.name);
+          await this.retire(e);
+        });
+        this.emit({
+          type: "failed",
+          plugin: e.spec.name,
+          reason,
+          message: `crashed ${budget.max + 1} times within ${Math.round(budget.windowMs / 1000)} s (last: ${reason})`,
+        });
+        return;
+      }
+      e.restarts.push(now);
+      await this.serial(e.spec.name, async () => {
+        if (this.entries.get(e.spec.name) !== e) return;
+        e.expectingExit = true;
+        if (info?.State.Running) await this.podman.stopContainer(e.containerId, 1).catch(() => {});
+        e.expectingExit = false;
+        await this.podman.startContainer(e.containerId);
+        await this.waitHealthy(e, this.opts.healthTimeoutMs ?? 20_000);
+        e.healthFails = 0;
+      });
+      this.emit({ type: "restarted", plugin: e.spec.name, restarts: e.restarts.length });
+    } catch (err) {
+      // The restart itself failed: count it as a crash and try again (the budget bounds this).
+      e.restarting = false;
+      if (this.entries.get(e.spec.name) === e && !(err instanceof PodmanError && err.status === 404))
+        setTimeout(() => void this.onCrash(e, "unhealthy"), 200).unref();
+      return;
+    } finally {
+      e.restarting = false;
+    }
+  }
+
+  private emit(e: ContainerEvent): void {
+    try {
+      this.opts.onEvent?.(e);
+    } catch {}
+  }
+}
+
+function positive(v: number | undefined, dflt: number, plugin: string, field: string): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0)
+    throw new ContainerPluginError(plugin, "invalid_manifest", `container.${field} must be a positive number`);
+  return v;
+}
+
+function imageOf(spec: ContainerPluginSpec): string {
+  return spec.manifest.container?.image ?? (spec.manifest.container?.image_archive ? "(archive)" : "hecate-node-base");
+}
+
+/** What decides whether a running container can be adopted: same plugin dir, manifest and settings. */
+export function specHash(spec: ContainerPluginSpec): string {
+  return createHash("sha256")
+    .update(JSON.stringify([spec.dir, spec.manifest, spec.settings ?? {}, process.versions.node]))
+    .digest("hex")
+    .slice(0, 16);
+}
+
+export function persistentInstanceId(home: string): string {
+  const file = join(home, "instance-id");
+  try {
+    const id = readFileSync(file, "utf8").trim();
+    if (/^[a-f0-9-]{8,}$/.test(id)) return id;
+  } catch {}
+  mkdirSync(home, { recursive: true });
+  const id = randomUUID();
+  writeFileSync(file, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+const healthAgents = new Map<string, Agent>();
+/** One small agent per socket for health probes (separate from the proxy pool so probes never queue behind it). */
+function healthAgent(socketPath: string): Agent {
+  let a = healthAgents.get(socketPath);
+  if (!a) {
+    a = new Agent({ connect: { socketPath }, keepAliveTimeout: 1000, connections: 1 });
+    healthAgents.set(socketPath, a);
+  }
+  return a;
+}
+
+function dropHealthAgent(socketPath: string): void {
+  const a = healthAgents.get(socketPath);
+  healthAgents.delete(socketPath);
+  void a?.close().catch(() => {});
+}

@@ -1,0 +1,326 @@
+/**
+ * `@hecate/sdk/container`: runs a plugin module inside its container, serving HTTP on a Unix socket that the daemon
+ * proxies `/plugin/{name}/api/*` to. Requests go through the same worker-side dispatcher as in-process plugins
+ * (`runtime/dispatcher.ts`), so handlers see the same `PluginRequest` and may return the same `Reply` shapes; this
+ * module only translates node:http (and `ws` upgrades) to and from the dispatcher's messages.
+ *
+ *   import { serveContainerPlugin } from "@hecate/sdk/container";
+ *   import * as plugin from "./plugin.js";
+ *   await serveContainerPlugin(plugin);
+ *
+ * The daemon passes the plugin's config as JSON in `HECATE_PLUGIN_CONFIG`; `GET /__health` answers 200 once loaded.
+ */
+import { createReadStream, unlinkSync } from "node:fs";
+import { stat } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocket, WebSocketServer } from "ws";
+import { standaloneConfig } from "./config.js";
+import type { HttpMethod, PluginConfig, PluginModule } from "./contract.js";
+import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "./protocol.js";
+import { Dispatcher } from "./runtime/dispatcher.js";
+import { matchPath } from "./runtime/harness.js";
+
+export const DEFAULT_CONTAINER_SOCKET = "/run/plugin/plugin.sock";
+export const HEALTH_PATH = "/__health";
+
+export interface ServeContainerOptions {
+  socketPath?: string;
+  /** Config given to `init`; default: `HECATE_PLUGIN_CONFIG` (JSON) or a standalone config. */
+  config?: PluginConfig;
+  /** Run `terminate()` on SIGTERM/SIGINT and exit (default true). */
+  handleSignals?: boolean;
+  /** Deadline of the plugin's `terminate()` at shutdown, default 5000 ms. */
+  terminateDeadlineMs?: number;
+}
+
+export interface ContainerPluginServer {
+  server: Server;
+  routes: RouteAnnouncement[];
+  close(): Promise<void>;
+}
+
+export class ContainerLoadError extends Error {
+  constructor(
+    readonly stage: string,
+    message: string,
+  ) {
+    super(`plugin failed to load at ${stage}: ${message}`);
+    this.name = "ContainerLoadError";
+  }
+}
+
+interface PendingRes {
+  res: ServerResponse;
+}
+
+interface PendingWs {
+  req: IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+  ws?: WebSocket;
+}
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+function configFromEnv(mod: PluginModule): PluginConfig {
+  const raw = process.env.HECATE_PLUGIN_CONFIG;
+  if (raw) return JSON.parse(raw) as PluginConfig;
+  const m = mod as PluginModule & { default?: PluginModule };
+  const name = (typeof m.manifest === "function" ? m.manifest() : m.default?.manifest())?.name ?? "standalone";
+  return standaloneConfig(name);
+}
+
+export async function serveContainerPlugin(
+  pluginModule: unknown,
+  options: ServeContainerOptions = {},
+): Promise<ContainerPluginServer> {
+  const socketPath = options.socketPath ?? DEFAULT_CONTAINER_SOCKET;
+  const mod = pluginModule as PluginModule;
+  const pending = new Map<number, PendingRes>();
+  const wsPending = new Map<number, PendingWs>();
+  const wss = new WebSocketServer({ noServer: true });
+  let nextId = 1;
+
+  const dispatcher: Dispatcher = new Dispatcher({ post: (msg) => onMessage(msg) });
+  const config = options.config ?? configFromEnv(mod);
+  const loaded = await dispatcher.load(mod, config);
+  if (loaded.t === "load-failed") throw new ContainerLoadError(loaded.stage, loaded.message);
+  const routes = loaded.routes;
+  const root = config.paths?.root ?? "/plugin";
+
+  function onMessage(msg: WorkerToMain): void {
+    switch (msg.t) {
+      case "res": {
+        const p = pending.get(msg.id);
+        if (!p) return;
+        if (msg.file) {
+          void sendFile(p.res, msg.status, msg.headers, msg.file, root).finally(() => pending.delete(msg.id));
+          return;
+        }
+        p.res.writeHead(msg.status, msg.headers);
+        if (!msg.streaming) {
+          pending.delete(msg.id);
+          p.res.end(msg.body ? Buffer.from(msg.body.buffer, msg.body.byteOffset, msg.body.byteLength) : undefined);
+        }
+        return;
+      }
+      case "res-chunk": {
+        const p = pending.get(msg.id);
+        if (!p) return;
+        // Acknowledge once the socket took the chunk: a slow client slows the handler's stream.
+        p.res.write(msg.chunk, () => dispatcher.handle({ t: "res-ack", id: msg.id }));
+        return;
+      }
+      case "res-end": {
+        const p = pending.get(msg.id);
+        if (!p) return;
+        pending.delete(msg.id);
+        if (msg.error) p.res.destroy(new Error(msg.error));
+        else p.res.end();
+        return;
+      }
+      case "ws-accept": {
+        const w = wsPending.get(msg.connId);
+        if (!w) return;
+        wss.handleUpgrade(w.req, w.socket, w.head, (ws) => {
+          w.ws = ws;
+          ws.on("message", (data, isBinary) => {
+            const d = isBinary ? new Uint8Array(data as Buffer) : (data as Buffer).toString("utf8");
+            dispatcher.handle({ t: "ws-msg", connId: msg.connId, data: d });
+          });
+          ws.on("close", (code, reason) => {
+            wsPending.delete(msg.connId);
+            dispatcher.handle({ t: "ws-closed", connId: msg.connId, code, reason: reason.toString() });
+          });
+          ws.on("error", () => {});
+        });
+        return;
+      }
+      case "ws-reject": {
+        const w = wsPending.get(msg.connId);
+        if (!w) return;
+        wsPending.delete(msg.connId);
+        w.socket.end(`HTTP/1.1 ${msg.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        return;
+      }
+      case "ws-send": {
+        const ws = wsPending.get(msg.connId)?.ws;
+        if (!ws || ws.readyState !== WebSocket.OPEN) {
+          dispatcher.handle({ t: "ws-sent", connId: msg.connId, seq: msg.seq });
+          return;
+        }
+        ws.send(msg.data, { binary: typeof msg.data !== "string" }, () =>
+          dispatcher.handle({ t: "ws-sent", connId: msg.connId, seq: msg.seq }),
+        );
+        return;
+      }
+      case "ws-close": {
+        wsPending.get(msg.connId)?.ws?.close(msg.code, msg.reason);
+        return;
+      }
+      case "log": {
+        const line = JSON.stringify({ level: msg.level, msg: msg.msg, ...msg.fields });
+        if (msg.level === "error" || msg.level === "fatal" || msg.level === "warn") console.error(line);
+        else console.log(line);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  function match(kind: "http" | "ws", method: string, path: string) {
+    const tries = method === "HEAD" ? ["HEAD", "GET"] : [method];
+    for (const m of tries) {
+      for (const r of routes) {
+        if (r.kind !== kind || !r.methods.includes(m as HttpMethod)) continue;
+        const params = matchPath(r.path, path);
+        if (params) return { route: r, params };
+      }
+    }
+    return undefined;
+  }
+
+  function split(url: string | undefined) {
+    const u = url ?? "/";
+    const q = u.indexOf("?");
+    const path = q < 0 ? u : u.slice(0, q);
+    const query: Record<string, string | string[]> = {};
+    for (const [k, v] of new URLSearchParams(q < 0 ? "" : u.slice(q + 1))) {
+      const prev = query[k];
+      query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    }
+    return { path, query };
+  }
+
+  const server = createServer((req, res) => {
+    const { path, query } = split(req.url);
+    const method = req.method ?? "GET";
+    if (path === HEALTH_PATH && (method === "GET" || method === "HEAD")) {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "ok", plugin: config.pluginName }));
+      return;
+    }
+    const found = METHODS.has(method) ? match("http", method, path) : undefined;
+    if (!found) {
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { code: "not_found", message: `no route for ${method} ${path}` } }));
+      return;
+    }
+    const id = nextId++;
+    pending.set(id, { res });
+    const msg: MainToWorker = {
+      t: "req",
+      id,
+      routeId: found.route.id,
+      method: method as HttpMethod,
+      path,
+      params: found.params,
+      query,
+      headers: req.headers,
+      remoteAddress: firstHeader(req.headers["x-forwarded-for"]) ?? req.socket.remoteAddress,
+      complete: false,
+    };
+    dispatcher.handle(msg);
+    req.on("data", (chunk: Buffer) => dispatcher.handle({ t: "body", id, chunk: new Uint8Array(chunk) }));
+    req.on("end", () => dispatcher.handle({ t: "end", id }));
+    res.on("close", () => {
+      if (pending.has(id) || !res.writableFinished) {
+        pending.delete(id);
+        dispatcher.handle({ t: "abort", id });
+      }
+    });
+  });
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const { path, query } = split(req.url);
+    const found = match("ws", "GET", path);
+    if (!found) {
+      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    const connId = nextId++;
+    wsPending.set(connId, { req, socket, head });
+    socket.on("error", () => {});
+    dispatcher.handle({
+      t: "ws-open",
+      connId,
+      routeId: found.route.id,
+      path,
+      params: found.params,
+      query,
+      headers: req.headers,
+      remoteAddress: firstHeader(req.headers["x-forwarded-for"]) ?? req.socket.remoteAddress,
+    });
+  });
+  // Keep-alive from the daemon's proxy pool: longer than undici's default keepAliveTimeout (4 s).
+  server.keepAliveTimeout = 65_000;
+
+  try {
+    unlinkSync(socketPath); // stale socket from a previous run of this container
+  } catch {}
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socketPath, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      await dispatcher.terminate(options.terminateDeadlineMs ?? 5000);
+      for (const w of wsPending.values()) w.ws?.terminate();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    })();
+    return closing;
+  };
+  if (options.handleSignals !== false) {
+    const onSignal = () => {
+      void close().finally(() => process.exit(0));
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  }
+  return { server, routes, close };
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  return s?.split(",")[0]?.trim() || undefined;
+}
+
+async function sendFile(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string | string[]>,
+  file: { path: string; downloadName?: string; contentType?: string },
+  root: string,
+): Promise<void> {
+  // Same rule as the daemon: only files inside the plugin's root.
+  const rootSlash = root.endsWith("/") ? root : `${root}/`;
+  if (!file.path.startsWith(rootSlash) || file.path.includes("/../")) {
+    res.writeHead(403, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: { code: "forbidden", message: "file outside the plugin root" } }));
+    return;
+  }
+  try {
+    const st = await stat(file.path);
+    const h: Record<string, string | string[] | number> = {
+      ...headers,
+      "content-type": file.contentType ?? "application/octet-stream",
+      "content-length": st.size,
+    };
+    if (file.downloadName)
+      h["content-disposition"] = `attachment; filename*=UTF-8''${encodeURIComponent(file.downloadName)}`;
+    res.writeHead(status, h);
+    createReadStream(file.path).pipe(res);
+  } catch {
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: { code: "not_found", message: "file not found" } }));
+  }
+}
