@@ -195,7 +195,11 @@ export class PluginRuntime extends EventEmitter {
       heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
       wss: this.wss,
     });
-    worker.on("log", (entry) => this.emit("log", entry));
+    // Plugin logs (handler errors, unhandled rejections...) go to the daemon's logger when one listens, else stderr.
+    worker.on("log", (entry: { plugin: string; level: string; msg: string }) => {
+      if (this.listenerCount("log") > 0) this.emit("log", entry);
+      else process.stderr.write(`[plugin ${entry.plugin}] ${entry.level}: ${entry.msg}\n`);
+    });
     await worker.start();
     try {
       this.router.setPlugin(spec.name, mountFor(worker));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readlinkSync, rmSync, symlinkSync } from "node:fs";
+import { readFileSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -382,4 +382,33 @@ test("a slow client slows a streamed response (res-ack backpressure)", async () 
   });
   assert.equal(total, 512 * 65536);
   await env.runtime.unload("fire");
+});
+
+test("unload runs the plugin's terminate() within its deadline", async () => {
+  const mk = (name: string, body: string) =>
+    writePlugin(
+      env.home,
+      name,
+      "1.0.0",
+      `import { writeFileSync } from "node:fs";
+      import { join } from "node:path";
+      import { getConfig } from "@hecate/sdk";
+      export function manifest() { return { name: ${JSON.stringify(name)}, version: "1.0.0" }; }
+      export function init() {}
+      export async function terminate() { ${body} }`,
+    );
+  const polite = mk(
+    "polite",
+    `await new Promise((r) => setTimeout(r, 50)); writeFileSync(join(getConfig().dataDir, "bye"), "done");`,
+  );
+  await env.runtime.load(polite);
+  await env.runtime.unload("polite", { deadlineMs: 2000 });
+  assert.equal(readFileSync(join(polite.config.dataDir, "bye"), "utf8"), "done");
+
+  const rude = mk("rude", "for (;;) {}");
+  await env.runtime.load(rude);
+  const t0 = Date.now();
+  await env.runtime.unload("rude", { deadlineMs: 300 });
+  assert.ok(Date.now() - t0 < 2000, `unload took ${Date.now() - t0} ms`);
+  assert.equal(env.runtime.get("rude"), undefined);
 });
