@@ -111,6 +111,14 @@ export function routes() {
       },
     },
     {
+      method: "POST",
+      path: "/exit",
+      handler: (req) => {
+        setTimeout(() => process.exit(Number(req.query.code ?? 3)), 10);
+        return { exiting: true };
+      },
+    },
+    {
       method: "GET",
       path: "/probe/net",
       handler: async (req) => {
