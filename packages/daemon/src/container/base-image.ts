@@ -125,7 +125,7 @@ export async function ensureNodeBaseImage(podman: PodmanClient, nodeBin = proces
   if (await podman.imageExists(ref)) return ref;
   await buildHostImage(podman, {
     ref,
-    binaries: [nodeBin === "/usr/bin/node" ? nodeBin : nodeBin],
+    binaries: [nodeBin],
     mkdirs: [
       "plugin",
       "run/plugin",

@@ -280,7 +280,12 @@ export class PodmanClient {
     await this.api("DELETE", `/images/${encodeURIComponent(ref)}?force=true`, undefined, { okStatuses: [404] });
   }
 
-  cli(args: string[], stdin?: Readable): Promise<string> {
+  /** Last log lines of a container (its stdout and stderr interleaved as podman prints them). */
+  async logs(id: string, tail = 40): Promise<string> {
+    return this.cli(["logs", "--tail", String(tail), id], undefined, true);
+  }
+
+  cli(args: string[], stdin?: Readable, withStderr = false): Promise<string> {
     return new Promise((resolve, reject) => {
       const p = spawn(this.bin, args, { stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe"] });
       let out = "";
@@ -290,6 +295,7 @@ export class PodmanClient {
       });
       p.stderr!.on("data", (d) => {
         err += d;
+        if (withStderr) out += d;
       });
       p.on("error", (e) => reject(new PodmanError(`cannot run ${this.bin}: ${e.message}`)));
       p.on("close", (code) => {

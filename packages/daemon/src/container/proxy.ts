@@ -10,7 +10,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { connect } from "node:net";
 import type { Duplex } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { Pool } from "undici";
 import type { RouteContext } from "../http/router.js";
 
@@ -127,18 +126,22 @@ export class ContainerProxy {
       const hasBody =
         req.headers["transfer-encoding"] !== undefined ||
         (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
-      let upstream: Awaited<ReturnType<Pool["request"]>>;
+      // `stream()` writes the upstream body straight into `res` (with backpressure): no intermediate Readable.
       try {
-        upstream = await this.pool.request({
-          path,
-          method: method as "GET",
-          headers,
-          body: hasBody ? req : undefined,
-          signal: ac.signal,
-        });
+        await this.pool.stream(
+          { path, method: method as "GET", headers, body: hasBody ? req : undefined, signal: ac.signal },
+          ({ statusCode, headers: upHeaders }) => {
+            res.writeHead(statusCode, stripHopByHop(upHeaders as Record<string, string | string[] | undefined>));
+            return res;
+          },
+        );
       } catch (err) {
         if (ac.signal.aborted) return;
         const e = err as Error & { code?: string };
+        if (res.headersSent) {
+          res.destroy(); // plugin died mid-body: the client must see a truncated response, not a clean end
+          return;
+        }
         if (e.code === "UND_ERR_HEADERS_TIMEOUT")
           return sendError(res, 504, "plugin_timeout", `plugin ${this.plugin} did not answer in time`);
         return sendError(
@@ -147,13 +150,6 @@ export class ContainerProxy {
           "plugin_unavailable",
           `plugin ${this.plugin} is unavailable: ${e.code ?? e.message}`,
         );
-      }
-      const out = stripHopByHop(upstream.headers as Record<string, string | string[] | undefined>);
-      res.writeHead(upstream.statusCode, out);
-      try {
-        await pipeline(upstream.body, res);
-      } catch {
-        // Client gone or plugin died mid-body: the pipeline destroyed both sides already.
       }
     } finally {
       res.off("close", onClose);

@@ -405,6 +405,8 @@ export class ContainerRuntime {
         ],
         Binds: binds,
         Tmpfs: { "/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777" },
+        // Files, not journald (absent without systemd): the last lines go into load-failure errors.
+        LogConfig: { Type: "k8s-file", Config: { "max-size": "1mb" } },
         RestartPolicy: { Name: "no" }, // restarts are ours (budget + reporting)
       },
     };
@@ -539,7 +541,7 @@ export class ContainerRuntime {
 
   private async logs(id: string): Promise<string> {
     try {
-      return (await this.podman.cli(["logs", "--tail", "40", id])).trim();
+      return (await this.podman.logs(id)).trim();
     } catch {
       return "";
     }

@@ -46,4 +46,50 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     assert.equal(await env.podman.inspectContainer(loaded.containerId), null);
     assert.deepEqual(await env.podman.listContainers(`hecate.instance=${env.runtime.instanceId}`), []);
   });
+
+  it("swap: the new container is healthy before the routes switch; no request fails during the swap", async () => {
+    const v1 = installPlugin(env.home, "sw");
+    const first = await env.runtime.load(v1);
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const load = (async () => {
+      while (!stop) {
+        try {
+          const r = await request(`${env.base}/plugin/sw/api/hello`);
+          await r.body.dump();
+          if (r.statusCode === 200) ok++;
+          else failures.push(String(r.statusCode));
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    })();
+    const v2 = { ...v1, settings: { v: 2 } };
+    const second = await env.runtime.swap("sw", v2);
+    await new Promise((r) => setTimeout(r, 200));
+    stop = true;
+    await load;
+    assert.deepEqual(failures, []);
+    assert.ok(ok > 10, `requests kept flowing (${ok})`);
+    assert.equal(second.generation, 2);
+    assert.notEqual(second.containerId, first.containerId);
+    assert.equal(await env.podman.inspectContainer(first.containerId), null, "old container removed");
+    await env.runtime.unload("sw");
+  });
+
+  it("a plugin that never becomes healthy fails to load with a typed error and leaves nothing behind", async () => {
+    const spec = installPlugin(env.home, "broken", undefined, (m) => {
+      m.container = { ...m.container, command: ["node", "-e", "console.error('boom at start'); process.exit(2)"] };
+    });
+    await assert.rejects(env.runtime.load(spec), (err: Error & { code?: string; logs?: string }) => {
+      assert.equal(err.name, "ContainerPluginError");
+      assert.equal(err.code, "start_failed");
+      assert.match(err.logs ?? "", /boom at start/);
+      return true;
+    });
+    const left = await env.podman.listContainers(`hecate.plugin=broken`);
+    assert.deepEqual(left, []);
+    assert.equal(env.runtime.get("broken"), undefined);
+  });
 });

@@ -1,0 +1,159 @@
+/**
+ * Container proxy bench: req/s and p99 of `GET /hello` of a container plugin through the daemon's router + proxy
+ * (TCP -> daemon -> Unix socket -> container) vs a direct undici client on the same container socket, one run.
+ * Goal: ratio >= 0.5. The load generator runs in a child process (`--loadgen` mode of this file) so it never shares
+ * the daemon's event loop. Needs root + podman; prints `BENCH_JSON {...}` last (with `skipped` when it cannot run).
+ *   node dist/bench/container.js      (BENCH_DURATION_MS, BENCH_CONNECTIONS)
+ */
+import { spawn } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Pool } from "undici";
+import { ContainerRuntime, PodmanClient } from "../src/container/index.js";
+import { Router } from "../src/http/router.js";
+import { createHttpServer, listen } from "../src/http/server.js";
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+
+interface LoadResult {
+  ok: number;
+  errors: number;
+  rps: number;
+  p50_ms: number;
+  p99_ms: number;
+}
+
+async function loadgenMain(origin: string, path: string, socketPath: string, conns: number, ms: number) {
+  const pool = new Pool(origin, {
+    connections: conns,
+    keepAliveTimeout: 60_000,
+    ...(socketPath ? { socketPath } : {}),
+  });
+  let ok = 0;
+  let errors = 0;
+  const lat: number[] = [];
+  const until = Date.now() + ms;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: conns }, async () => {
+      while (Date.now() < until) {
+        const t = performance.now();
+        try {
+          const r = await pool.request({ method: "GET", path });
+          await r.body.text();
+          if (r.statusCode === 200) ok++;
+          else errors++;
+          lat.push(performance.now() - t);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  const pct = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] : 0);
+  await pool.close();
+  const out: LoadResult = { ok, errors, rps: ok / secs, p50_ms: pct(0.5), p99_ms: pct(0.99) };
+  process.stdout.write(JSON.stringify(out));
+}
+
+function loadgen(origin: string, path: string, socketPath = ""): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [new URL(import.meta.url).pathname, "--loadgen", origin, path, socketPath, String(CONNECTIONS), String(DURATION)],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout.on("data", (c) => {
+      out += c;
+    });
+    child.on("close", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`loadgen exit ${code}`))));
+  });
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    console.log(`BENCH_JSON ${JSON.stringify({ bench: "container_proxy", skipped: "needs root + podman" })}`);
+    return;
+  }
+  const home = mkdtempSync(join(tmpdir(), "hecate-cbench-"));
+  const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
+  const router = new Router();
+  const server = createHttpServer(router);
+  const runtime = new ContainerRuntime({ home, podman, router });
+  try {
+    const port = await listen(server, 0);
+    const dir = join(home, "plugins", "bench");
+    mkdirSync(dir, { recursive: true });
+    cpSync(new URL("../../../../examples/container-echo", import.meta.url).pathname, dir, { recursive: true });
+    spawn("chmod", ["-R", "a+rX", home]);
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    await runtime.start();
+    await runtime.ensureBaseImage();
+    const tImage = performance.now();
+    const manifest = {
+      name: "bench",
+      version: "0.1.0",
+      plugin_type: "container" as const,
+      container: { command: ["node", "/plugin/index.mjs"], cpus: 1 },
+    };
+    const loaded = await runtime.load({ name: "bench", dir, manifest });
+    const tLoad = performance.now();
+
+    // Warm-up both paths, then measure direct first and the proxy second.
+    await loadgen("http://plugin", "/hello", loaded.socketPath).catch(() => undefined);
+    const direct = await loadgen("http://plugin", "/hello", loaded.socketPath);
+    const proxied = await loadgen(`http://127.0.0.1:${port}`, "/plugin/bench/api/hello");
+    // Context: a bare node:http server in this process answering a same-sized JSON body (the ceiling of any
+    // single-threaded Node hop on this machine).
+    const bare = createServer((_req, res) => {
+      const b = JSON.stringify({ hello: "from a container", uid: 200000 });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(b) });
+      res.end(b);
+    });
+    const barePort = await listen(bare, 0);
+    const bareRes = await loadgen(`http://127.0.0.1:${barePort}`, "/hello");
+    bare.close();
+    const result = {
+      bench: "container_proxy",
+      connections: CONNECTIONS,
+      duration_ms: DURATION,
+      direct_rps: Math.round(direct.rps),
+      direct_p99_ms: +direct.p99_ms.toFixed(2),
+      proxy_rps: Math.round(proxied.rps),
+      proxy_p99_ms: +proxied.p99_ms.toFixed(2),
+      proxy_errors: proxied.errors,
+      ratio_rps_proxy_vs_direct: +(proxied.rps / direct.rps).toFixed(3),
+      bare_node_http_rps: Math.round(bareRes.rps),
+      ratio_rps_proxy_vs_bare_node_http: +(proxied.rps / bareRes.rps).toFixed(3),
+      ratio_p99_direct_vs_proxy: +(direct.p99_ms / proxied.p99_ms).toFixed(3),
+      base_image_ready_ms: Math.round(tImage - t0),
+      load_to_healthy_ms: Math.round(tLoad - tImage),
+      goal: "ratio_rps_proxy_vs_direct >= 0.5",
+    };
+    console.log(
+      `container proxy: direct ${result.direct_rps} req/s (p99 ${result.direct_p99_ms} ms), through daemon ${result.proxy_rps} req/s (p99 ${result.proxy_p99_ms} ms), ratio ${result.ratio_rps_proxy_vs_direct}`,
+    );
+    console.log(`BENCH_JSON ${JSON.stringify(result)}`);
+  } finally {
+    await runtime.close();
+    server.close();
+    server.closeAllConnections();
+    await podman.stopService();
+    await podman.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === "--loadgen") {
+  const [origin, path, socketPath, conns, ms] = process.argv.slice(3);
+  await loadgenMain(origin, path, socketPath, Number(conns), Number(ms));
+} else {
+  await main();
+}
