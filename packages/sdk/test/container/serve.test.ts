@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Agent, request } from "undici";
+import WebSocket from "ws";
+import { standaloneConfig } from "../../src/config.js";
+import { ContainerLoadError, type ContainerPluginServer, serveContainerPlugin } from "../../src/container.js";
+import { HttpError, type PluginModule } from "../../src/contract.js";
+
+// serveContainerPlugin outside a container: same socket protocol the daemon's proxy speaks.
+const plugin: PluginModule = {
+  manifest: () => ({ name: "sv", version: "1.0.0" }),
+  init() {},
+  routes: () => [
+    { method: "GET", path: "/items/:id", handler: (req) => ({ id: req.params.id, q: req.query }) },
+    {
+      method: "POST",
+      path: "/echo",
+      handler: (req) => ({ status: 201, headers: { "x-a": "b" }, stream: req.stream() }),
+    },
+    {
+      method: "GET",
+      path: "/fail",
+      handler: () => {
+        throw new HttpError(409, "conflict", "nope");
+      },
+    },
+    { kind: "ws", path: "/ws", handlers: { onMessage: (c, d) => c.send(`got:${String(d)}`) } },
+  ],
+};
+
+describe("@hecate/sdk/container serveContainerPlugin", () => {
+  let dir: string;
+  let socketPath: string;
+  let srv: ContainerPluginServer;
+  let agent: Agent;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "hecate-sv-"));
+    socketPath = join(dir, "plugin.sock");
+    srv = await serveContainerPlugin(plugin, { socketPath, handleSignals: false, config: standaloneConfig("sv") });
+    agent = new Agent({ connect: { socketPath } });
+  });
+  after(async () => {
+    await agent?.close();
+    await srv?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("answers GET /__health, routes with params/query, streams, HttpError and 404", async () => {
+    const h = await request("http://p/__health", { dispatcher: agent });
+    assert.equal(h.statusCode, 200);
+    assert.equal(((await h.body.json()) as { status: string }).status, "ok");
+
+    const r = await request("http://p/items/42?x=1", { dispatcher: agent });
+    assert.deepEqual(await r.body.json(), { id: "42", q: { x: "1" } });
+
+    const e = await request("http://p/echo", { dispatcher: agent, method: "POST", body: "x".repeat(300_000) });
+    assert.equal(e.statusCode, 201);
+    assert.equal(e.headers["x-a"], "b");
+    assert.equal((await e.body.text()).length, 300_000);
+
+    const f = await request("http://p/fail", { dispatcher: agent });
+    assert.equal(f.statusCode, 409);
+    assert.equal(((await f.body.json()) as { error: { code: string } }).error.code, "conflict");
+
+    const n = await request("http://p/nope", { dispatcher: agent });
+    assert.equal(n.statusCode, 404);
+    await n.body.dump();
+  });
+
+  it("serves WebSocket routes on the socket", async () => {
+    const ws = new WebSocket("ws+unix://" + socketPath + ":/ws");
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    const msg = new Promise<string>((resolve) => ws.once("message", (d) => resolve(String(d))));
+    ws.send("hi");
+    assert.equal(await msg, "got:hi");
+    ws.close();
+  });
+
+  it("a plugin that fails to load throws a typed error", async () => {
+    const bad = { manifest: () => ({ name: "bad", version: "1" }), init: () => Promise.reject(new Error("no db")) };
+    await assert.rejects(
+      serveContainerPlugin(bad, {
+        socketPath: join(dir, "bad.sock"),
+        handleSignals: false,
+        config: standaloneConfig("bad"),
+      }),
+      (err: Error) => err instanceof ContainerLoadError && /init: no db/.test(err.message),
+    );
+  });
+});
