@@ -4,6 +4,7 @@ The daemon forwards /plugin/container-python/api/<path> here as /<path>; GET /__
 """
 import json
 import os
+import signal
 import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler
@@ -49,6 +50,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 if __name__ == "__main__":
+    # PID 1 in the container ignores SIGTERM unless it installs a handler: stop promptly on `podman stop`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         os.unlink(SOCKET)
     except FileNotFoundError:

@@ -39,7 +39,14 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     assert.equal(info.Config.Labels["hecate.instance"], env.runtime.instanceId);
     assert.equal(info.Config.Labels["hecate.plugin"], "echo1");
 
+    // Static assets come from the plugin dir, served by the daemon (not proxied).
+    const page = await request(`${env.base}/plugin/echo1/index.html`);
+    assert.equal(page.statusCode, 200);
+    assert.match(await page.body.text(), /container-echo/);
+
+    const t0 = Date.now();
     assert.equal(await env.runtime.unload("echo1"), true);
+    assert.ok(Date.now() - t0 < 4000, "SIGTERM stops the SDK server promptly");
     const after404 = await request(`${env.base}/plugin/echo1/api/hello`);
     assert.equal(after404.statusCode, 404);
     await after404.body.dump();

@@ -45,7 +45,9 @@ describe("non-Node container plugin: Python from an OCI archive (real podman)", 
     const info = await env.podman.inspectContainer(loaded.containerId);
     assert.equal(info?.HostConfig.ReadonlyRootfs, true);
     assert.equal(info?.HostConfig.Memory, 64 * 1024 * 1024);
+    const t0 = Date.now();
     await env.runtime.unload("py");
+    assert.ok(Date.now() - t0 < 4000, "the Python server stops on SIGTERM");
     assert.equal(await env.podman.inspectContainer(loaded.containerId), null);
   });
 });
