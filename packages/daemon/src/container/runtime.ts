@@ -338,6 +338,8 @@ export class ContainerRuntime {
 
   private async resolveImage(spec: ContainerPluginSpec): Promise<{ image: string; nodeBase: boolean }> {
     const c = spec.manifest.container ?? {};
+    if (c.command !== undefined && (!Array.isArray(c.command) || !c.command.every((x) => typeof x === "string")))
+      throw new ContainerPluginError(spec.name, "invalid_manifest", "container.command must be an array of strings");
     if (c.image_archive) {
       const archive = join(spec.dir, c.image_archive);
       if (!archive.startsWith(`${spec.dir}/`) || !existsSync(archive))
