@@ -36,6 +36,9 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     assert.equal(info.HostConfig.PidsLimit, 64);
     assert.ok((info.HostConfig.SecurityOpt ?? []).some((s) => s.startsWith("no-new-privileges")));
     assert.ok((info.HostConfig.CapDrop ?? []).length > 0);
+    const ulimits = (info.HostConfig.Ulimits ?? []) as { Name: string }[];
+    assert.deepEqual(ulimits.map((u) => u.Name.replace(/^RLIMIT_/i, "").toLowerCase()).sort(), ["nofile", "nproc"]);
+    assert.equal(info.Config.User, `${loaded.uid}:${loaded.uid}`);
     assert.equal(info.Config.Labels["hecate.instance"], env.runtime.instanceId);
     assert.equal(info.Config.Labels["hecate.plugin"], "echo1");
 
