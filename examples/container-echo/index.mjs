@@ -119,6 +119,14 @@ export function routes() {
       },
     },
     {
+      method: "POST",
+      path: "/hang",
+      handler: () => {
+        // Blocks the event loop for good: the health probe stops answering.
+        for (;;) {}
+      },
+    },
+    {
       method: "GET",
       path: "/probe/net",
       handler: async (req) => {

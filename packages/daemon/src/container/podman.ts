@@ -210,6 +210,11 @@ export class PodmanClient {
     });
   }
 
+  /** SIGKILL now (an unhealthy container gets no grace period). Not running or gone is fine. */
+  async killContainer(id: string): Promise<void> {
+    await this.api("POST", `/containers/${id}/kill?signal=KILL`, undefined, { okStatuses: [404, 409, 500] });
+  }
+
   async removeContainer(id: string): Promise<void> {
     await this.api("DELETE", `/containers/${id}?force=true&v=true`, undefined, { okStatuses: [404] });
   }

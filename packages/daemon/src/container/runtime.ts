@@ -132,6 +132,7 @@ export class ContainerRuntime {
   private readonly events = new AbortController();
   private healthTimer: NodeJS.Timeout | undefined;
   private watching = false;
+  private probing = false;
   private baseImage: Promise<string> | undefined;
   private readonly sdkMounts: { sdk: string; ws: string };
 
@@ -541,6 +542,15 @@ export class ContainerRuntime {
     );
   }
 
+  private async waitStopped(id: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const info = await this.podman.inspectContainer(id);
+      if (!info?.State.Running) return;
+      await sleep(50);
+    }
+  }
+
   private async logs(id: string): Promise<string> {
     try {
       return (await this.podman.logs(id)).trim();
@@ -570,9 +580,20 @@ export class ContainerRuntime {
   }
 
   private async probeAll(): Promise<void> {
+    if (this.probing) return; // a slow round never overlaps the next
+    this.probing = true;
+    try {
+      await this.probeRound();
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  private async probeRound(): Promise<void> {
+    const timeout = Math.min(2000, Math.max(200, this.opts.healthIntervalMs ?? 5000));
     for (const e of [...this.entries.values()]) {
       if (e.expectingExit || e.restarting || e.failed) continue;
-      if (await this.healthOnce(e, 2000)) {
+      if (await this.healthOnce(e, timeout)) {
         e.healthFails = 0;
         continue;
       }
@@ -621,7 +642,10 @@ export class ContainerRuntime {
       await this.serial(e.spec.name, async () => {
         if (this.entries.get(e.spec.name) !== e) return;
         e.expectingExit = true;
-        if (info?.State.Running) await this.podman.stopContainer(e.containerId, 1).catch(() => {});
+        if (info?.State.Running) {
+          await this.podman.killContainer(e.containerId).catch(() => {});
+          await this.waitStopped(e.containerId, 5000);
+        }
         e.expectingExit = false;
         await this.podman.startContainer(e.containerId);
         await this.waitHealthy(e, this.opts.healthTimeoutMs ?? 20_000);

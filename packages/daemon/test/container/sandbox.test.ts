@@ -125,4 +125,19 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(await env.podman.inspectContainer(loaded.containerId), null);
   });
+
+  it("a container that stops answering its health check is restarted (reason unhealthy)", async () => {
+    const rt = env.newRuntime({ healthIntervalMs: 300, healthFailures: 2 });
+    await rt.load(installPlugin(env.home, "hang"));
+    void request(`${env.base}/plugin/hang/api/hang`, { method: "POST" }).then(
+      (r) => r.body.dump(),
+      () => {},
+    );
+    const crash = await waitFor(env.events, (e) => e.type === "crashed" && e.plugin === "hang");
+    assert.equal(crash.type === "crashed" && crash.reason, "unhealthy");
+    await waitFor(env.events, (e) => e.type === "restarted" && e.plugin === "hang");
+    const again = await getJson<{ hello: string }>(`${env.base}/plugin/hang/api/hello`);
+    assert.equal(again.status, 200);
+    await rt.unload("hang");
+  });
 });
