@@ -271,7 +271,10 @@ export class ContainerRuntime {
     this.events.abort();
     clearInterval(this.healthTimer);
     if (opts.leaveRunning) {
-      for (const e of this.entries.values()) await e.proxy.drain(0);
+      for (const e of this.entries.values()) {
+        await e.proxy.drain(0);
+        dropHealthAgent(e.socketPath);
+      }
       this.entries.clear();
       return;
     }
