@@ -8,6 +8,7 @@ import WebSocket from "ws";
 import { standaloneConfig } from "../../src/config.js";
 import { ContainerLoadError, type ContainerPluginServer, serveContainerPlugin } from "../../src/container.js";
 import { HttpError, type PluginModule } from "../../src/contract.js";
+import { pluginPaths } from "../../src/paths.js";
 
 // serveContainerPlugin outside a container: same socket protocol the daemon's proxy speaks.
 const plugin: PluginModule = {
@@ -39,7 +40,11 @@ describe("@hecate/sdk/container serveContainerPlugin", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "hecate-sv-"));
     socketPath = join(dir, "plugin.sock");
-    srv = await serveContainerPlugin(plugin, { socketPath, handleSignals: false, config: standaloneConfig("sv") });
+    srv = await serveContainerPlugin(plugin, {
+      socketPath,
+      handleSignals: false,
+      config: standaloneConfig("sv", { paths: pluginPaths(dir, "sv") }),
+    });
     agent = new Agent({ connect: { socketPath } });
   });
   after(async () => {
