@@ -93,7 +93,7 @@ describe("@hecate/sdk/container serveContainerPlugin", () => {
       serveContainerPlugin(bad, {
         socketPath: join(dir, "bad.sock"),
         handleSignals: false,
-        config: standaloneConfig("bad"),
+        config: standaloneConfig("bad", { paths: pluginPaths(dir, "bad") }),
       }),
       (err: Error) => err instanceof ContainerLoadError && /init: no db/.test(err.message),
     );
