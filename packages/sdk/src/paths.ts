@@ -10,13 +10,18 @@ export interface PluginPaths {
   root: string;
   /** The uploaded package: `{root}/{name}.tar.gz` */
   archive: string;
-  /** Extracted code (the original's `ebin/`): `{root}/dist` */
+  /**
+   * The extracted package (manifest.json, dist/, priv/): `{root}/package`. Replaced as a whole by one rename at
+   * install/upgrade, so the plugin's own data beside it (store, sqlite, data) is never touched by extraction.
+   */
+  package: string;
+  /** Extracted code (the original's `ebin/`): `{package}/dist` */
   code: string;
-  /** `{root}/manifest.json` (extracted from the package) */
+  /** `{package}/manifest.json` */
   manifest: string;
-  /** Static assets served at `/plugin/{name}/`: `{root}/priv/static` */
+  /** Static assets served at `/plugin/{name}/`: `{package}/priv/static` */
   static: string;
-  /** `{root}/priv` */
+  /** `{package}/priv` */
   priv: string;
   /** SQLite read models: `{root}/sqlite` */
   sqlite: string;
@@ -46,13 +51,15 @@ export function pluginPaths(home: string, name: string): PluginPaths {
   if (!isValidPluginName(name)) throw new Error(`invalid plugin name ${JSON.stringify(name)}`);
   const root = join(home, "plugins", name);
   const run = join(root, "run");
+  const pkg = join(root, "package");
   return {
     root,
     archive: join(root, `${name}.tar.gz`),
-    code: join(root, "dist"),
-    manifest: join(root, "manifest.json"),
-    static: join(root, "priv", "static"),
-    priv: join(root, "priv"),
+    package: pkg,
+    code: join(pkg, "dist"),
+    manifest: join(pkg, "manifest.json"),
+    static: join(pkg, "priv", "static"),
+    priv: join(pkg, "priv"),
     sqlite: join(root, "sqlite"),
     store: join(root, "store"),
     run,

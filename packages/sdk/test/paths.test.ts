@@ -13,7 +13,7 @@ test("pluginPaths puts everything under $HECATE_HOME/plugins/{name}", () => {
   const p = pluginPaths("/h", "tb");
   assert.equal(p.root, "/h/plugins/tb");
   assert.equal(p.archive, "/h/plugins/tb/tb.tar.gz");
-  assert.equal(p.static, "/h/plugins/tb/priv/static");
+  assert.equal(p.static, "/h/plugins/tb/package/priv/static");
   assert.equal(p.tmp, "/h/plugins/tb/run/tmp");
   assert.throws(() => pluginPaths("/h", "../x"), /invalid plugin name/);
 });
