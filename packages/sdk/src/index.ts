@@ -1,5 +1,6 @@
 export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
 export * from "./paths.js";
+export * as ratelimit from "./ratelimit.js";
 export { createTestHarness } from "./runtime/harness.js";
 export * as ws from "./ws.js";

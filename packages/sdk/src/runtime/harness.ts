@@ -5,13 +5,25 @@
  *   const h = await createTestHarness(await import("../src/index.js"), { settings: { x: 1 } });
  *   const r = await h.request("POST", "/tasks", { body: { title: "a" } });   // r.status, r.headers, r.body
  *   await h.close();
+ *
+ * `h.listen()` also serves the plugin over real HTTP on 127.0.0.1 (streamed request bodies with the daemon's flow
+ * control, streamed replies, `Reply.file` with ETag / Range / Content-Disposition), for tests that need sockets:
+ *
+ *   const { url } = await h.listen();
+ *   const res = await fetch(`${url}/tasks`);   // url = http://127.0.0.1:<port>; API paths go right after it
  */
 import { mkdirSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { resetConfig, standaloneConfig } from "../config.js";
 import type { HttpMethod, PluginConfig, PluginManifest, PluginModule } from "../contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
+import { sendFile, sendJsonError } from "./send-file.js";
+
+/** Unacknowledged request-body bytes past which the HTTP server stops reading the client (as the daemon does). */
+const BODY_WINDOW = 1024 * 1024;
 
 export interface HarnessOptions {
   settings?: Record<string, unknown>;
@@ -53,6 +65,11 @@ export interface TestHarness {
   request(method: HttpMethod, path: string, options?: HarnessRequestOptions): Promise<HarnessResponse>;
   /** Opens a ws connection to a ws route; rejects with the status when the plugin refuses it. */
   connect(path: string, options?: { headers?: Record<string, string> }): Promise<HarnessWs>;
+  /**
+   * Serves the plugin's HTTP routes over a real socket on 127.0.0.1 (ephemeral port unless given); `url` is the base
+   * the API paths are appended to. Closed by `close()`.
+   */
+  listen(options?: { port?: number }): Promise<{ url: string; port: number; server: Server }>;
   close(deadlineMs?: number): Promise<void>;
 }
 
@@ -71,6 +88,13 @@ export class HarnessLoadError extends Error {
     super(`plugin failed to load at ${stage}: ${message}`);
     this.name = "HarnessLoadError";
   }
+}
+
+interface HttpExchange {
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** Body bytes handed to the plugin and not yet acknowledged. */
+  inflight: number;
 }
 
 interface Pending {
@@ -102,8 +126,14 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   const routes = loaded.routes;
   let nextId = 1;
   const wsClients = new Map<number, WsClient>();
+  const httpPending = new Map<number, HttpExchange>();
+  let server: Server | undefined;
 
   async function onMessage(msg: WorkerToMain): Promise<void> {
+    if ("id" in msg && httpPending.has(msg.id)) {
+      onHttpMessage(msg);
+      return;
+    }
     if (msg.t === "ws-accept" || msg.t === "ws-reject") {
       const c = wsClients.get(msg.connId);
       if (msg.t === "ws-reject") wsClients.delete(msg.connId);
@@ -129,6 +159,9 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         try {
           const data = await readFile(msg.file.path);
           p.headers["content-type"] ??= msg.file.contentType ?? "application/octet-stream";
+          if (msg.file.downloadName)
+            p.headers["content-disposition"] =
+              `attachment; filename*=UTF-8''${encodeURIComponent(msg.file.downloadName)}`;
           finish(msg.id, data);
         } catch (err) {
           pending.delete(msg.id);
@@ -150,6 +183,98 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     }
   }
 
+  function match(method: HttpMethod, pathname: string) {
+    for (const mm of method === "HEAD" ? ["HEAD", "GET"] : [method]) {
+      for (const r of routes) {
+        if (r.kind !== "http" || !r.methods.includes(mm as HttpMethod)) continue;
+        const params = matchPath(r.path, pathname);
+        if (params) return { route: r, params };
+      }
+    }
+    return undefined;
+  }
+
+  function parseQuery(search: string): Record<string, string | string[]> {
+    const query: Record<string, string | string[]> = {};
+    for (const [k, v] of new URLSearchParams(search)) {
+      const prev = query[k];
+      query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    }
+    return query;
+  }
+
+  function onHttpMessage(msg: WorkerToMain): void {
+    const x = httpPending.get((msg as { id: number }).id)!;
+    const { req, res } = x;
+    if (msg.t === "body-ack") {
+      x.inflight -= msg.bytes;
+      if (x.inflight <= BODY_WINDOW && req.isPaused()) req.resume();
+    } else if (msg.t === "res") {
+      if (msg.file) {
+        const file = msg.file;
+        void realpath(config.paths.root)
+          .then((root) =>
+            sendFile(req, res, file.path, root, { downloadName: file.downloadName, contentType: file.contentType }),
+          )
+          .catch(() => sendJsonError(res, 404, "not_found", "not found"))
+          .finally(() => httpPending.delete(msg.id));
+        return;
+      }
+      const headers: Record<string, string | string[] | number> = { ...msg.headers };
+      if (msg.body) headers["content-length"] = msg.body.byteLength;
+      else if (!msg.streaming) headers["content-length"] ??= 0;
+      res.writeHead(msg.status, headers);
+      if (!msg.streaming) {
+        httpPending.delete(msg.id);
+        res.end(msg.body);
+      }
+    } else if (msg.t === "res-chunk") {
+      res.write(msg.chunk, () => dispatcher.handle({ t: "res-ack", id: msg.id }));
+    } else if (msg.t === "res-end") {
+      httpPending.delete(msg.id);
+      if (msg.error) res.destroy();
+      else res.end();
+    }
+  }
+
+  function serveHttp(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    const method = (req.method ?? "GET") as HttpMethod;
+    const m = match(method, url.pathname);
+    if (!m) {
+      req.resume();
+      sendJsonError(res, 404, "not_found", "no such route");
+      return;
+    }
+    const id = nextId++;
+    const x: HttpExchange = { req, res, inflight: 0 };
+    httpPending.set(id, x);
+    res.on("close", () => {
+      if (httpPending.delete(id)) dispatcher.handle({ t: "abort", id });
+    });
+    dispatcher.handle({
+      t: "req",
+      id,
+      routeId: m.route.id,
+      method,
+      path: url.pathname,
+      params: m.params,
+      query: parseQuery(url.search),
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+      complete: false,
+    });
+    req.on("data", (chunk: Buffer) => {
+      if (!httpPending.has(id)) return;
+      x.inflight += chunk.byteLength;
+      dispatcher.handle({ t: "body", id, chunk });
+      if (x.inflight > BODY_WINDOW) req.pause();
+    });
+    req.on("end", () => {
+      if (httpPending.has(id)) dispatcher.handle({ t: "end", id });
+    });
+  }
+
   function finish(id: number, body: Uint8Array | undefined): void {
     const p = pending.get(id)!;
     pending.delete(id);
@@ -168,11 +293,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     request(method, path, opts = {}) {
       const q = path.indexOf("?");
       const pathname = q < 0 ? path : path.slice(0, q);
-      const query: Record<string, string | string[]> = {};
-      for (const [k, v] of new URLSearchParams(q < 0 ? "" : path.slice(q + 1))) {
-        const prev = query[k];
-        query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-      }
+      const query = parseQuery(q < 0 ? "" : path.slice(q + 1));
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k.toLowerCase()] = v;
       let body: Uint8Array | undefined;
@@ -185,20 +306,8 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         }
         headers["content-length"] = String(body.byteLength);
       }
-      const matchMethod = method === "HEAD" ? ["HEAD", "GET"] : [method];
-      let match: { route: RouteAnnouncement; params: Record<string, string> } | undefined;
-      for (const mm of matchMethod) {
-        for (const r of routes) {
-          if (r.kind !== "http" || !r.methods.includes(mm as HttpMethod)) continue;
-          const params = matchPath(r.path, pathname);
-          if (params) {
-            match = { route: r, params };
-            break;
-          }
-        }
-        if (match) break;
-      }
-      if (!match) {
+      const found = match(method, pathname);
+      if (!found) {
         const raw = Buffer.from(JSON.stringify({ error: { code: "not_found", message: "no such route" } }));
         return Promise.resolve({
           status: 404,
@@ -213,10 +322,10 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         const req: MainToWorker = {
           t: "req",
           id,
-          routeId: match!.route.id,
+          routeId: found.route.id,
           method,
           path: pathname,
-          params: match!.params,
+          params: found.params,
           query,
           headers,
           remoteAddress: "127.0.0.1",
@@ -273,8 +382,26 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         });
       });
     },
+    async listen(opts = {}) {
+      if (!server) {
+        const s = createServer(serveHttp);
+        await new Promise<void>((resolve, reject) => {
+          s.once("error", reject);
+          s.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
+        });
+        server = s;
+      }
+      const port = (server.address() as AddressInfo).port;
+      return { url: `http://127.0.0.1:${port}`, port, server };
+    },
     async close(deadlineMs = 5000) {
       await dispatcher.terminate(deadlineMs);
+      if (server) {
+        const s = server;
+        server = undefined;
+        s.closeAllConnections();
+        await new Promise<void>((resolve) => s.close(() => resolve()));
+      }
       resetConfig();
     },
   };
