@@ -2,20 +2,26 @@
  * Container proxy bench: req/s and p99 of `GET /hello` of a container plugin through the daemon's router + proxy
  * (TCP -> daemon -> Unix socket -> container) vs a direct undici client on the same container socket, one run.
  * Goal: ratio >= 0.5. The load generator runs in a child process (`--loadgen` mode of this file) so it never shares
- * the daemon's event loop. Needs root + podman; prints `BENCH_JSON {...}` last (with `skipped` when it cannot run).
- *   node dist/bench/container.js      (BENCH_DURATION_MS, BENCH_CONNECTIONS)
+ * the daemon's event loop; the same generator and concurrency drive both paths. Rounds alternate direct/proxy (the
+ * order flips each round) and the medians are reported, so load from other processes on the machine hits both
+ * sides alike. CPU time per request of each party (load generator, daemon, container cgroup) is reported too: on a
+ * machine with few cores the three processes compete for the same CPUs, and the daemon's own cost per request is
+ * the part the proxy controls. Needs root + podman; prints `BENCH_JSON {...}` last (with `skipped` when it cannot
+ * run).
+ *   node dist/bench/container.js      (BENCH_DURATION_MS per round, BENCH_ROUNDS, BENCH_CONNECTIONS)
  */
 import { spawn } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Pool } from "undici";
 import { ContainerRuntime, PodmanClient } from "../src/container/index.js";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 
-const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 3000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 
 interface LoadResult {
@@ -24,6 +30,32 @@ interface LoadResult {
   rps: number;
   p50_ms: number;
   p99_ms: number;
+  /** CPU time of the load generator itself, µs per request. */
+  loadgen_cpu_us: number;
+  daemon_cpu_us?: number;
+  container_cpu_us?: number;
+}
+
+/** CPU time (ns) used so far by the cgroup of a container's main process (cgroup v1 cpuacct or v2 cpu.stat). */
+function cgroupCpuNs(pid: number): number | undefined {
+  try {
+    for (const line of readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n")) {
+      const [, controllers, path] = line.split(":");
+      if (controllers?.split(",").includes("cpuacct"))
+        return Number(readFileSync(`/sys/fs/cgroup/cpuacct${path}/cpuacct.usage`, "utf8"));
+      if (controllers === "" && path) {
+        const stat = readFileSync(`/sys/fs/cgroup${path}/cpu.stat`, "utf8");
+        return Number(/usage_usec (\d+)/.exec(stat)?.[1]) * 1000;
+      }
+    }
+  } catch {}
+  return undefined;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 async function loadgenMain(origin: string, path: string, socketPath: string, conns: number, ms: number) {
@@ -57,11 +89,32 @@ async function loadgenMain(origin: string, path: string, socketPath: string, con
   lat.sort((a, b) => a - b);
   const pct = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] : 0);
   await pool.close();
-  const out: LoadResult = { ok, errors, rps: ok / secs, p50_ms: pct(0.5), p99_ms: pct(0.99) };
+  const cpu = process.cpuUsage();
+  const out: LoadResult = {
+    ok,
+    errors,
+    rps: ok / secs,
+    p50_ms: pct(0.5),
+    p99_ms: pct(0.99),
+    loadgen_cpu_us: (cpu.user + cpu.system) / Math.max(1, ok + errors),
+  };
   process.stdout.write(JSON.stringify(out));
 }
 
-function loadgen(origin: string, path: string, socketPath = ""): Promise<LoadResult> {
+/** One load run; `containerPid` adds the container's CPU per request, the daemon's (this process) is always added. */
+async function loadgen(origin: string, path: string, socketPath: string, containerPid: number): Promise<LoadResult> {
+  const daemon0 = process.cpuUsage();
+  const container0 = cgroupCpuNs(containerPid);
+  const r = await runLoadgen(origin, path, socketPath);
+  const daemon = process.cpuUsage(daemon0);
+  const container1 = cgroupCpuNs(containerPid);
+  const n = Math.max(1, r.ok + r.errors);
+  r.daemon_cpu_us = (daemon.user + daemon.system) / n;
+  if (container0 !== undefined && container1 !== undefined) r.container_cpu_us = (container1 - container0) / 1000 / n;
+  return r;
+}
+
+function runLoadgen(origin: string, path: string, socketPath = ""): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
@@ -106,10 +159,30 @@ async function main(): Promise<void> {
     const loaded = await runtime.load({ name: "bench", dir, manifest });
     const tLoad = performance.now();
 
-    // Warm-up both paths, then measure direct first and the proxy second.
-    await loadgen("http://plugin", "/hello", loaded.socketPath).catch(() => undefined);
-    const direct = await loadgen("http://plugin", "/hello", loaded.socketPath);
-    const proxied = await loadgen(`http://127.0.0.1:${port}`, "/plugin/bench/api/hello");
+    const containerPid = (await podman.inspectContainer(loaded.containerId))?.State.Pid ?? 0;
+    const runDirect = () => loadgen("http://plugin", "/hello", loaded.socketPath, containerPid);
+    const runProxy = () => loadgen(`http://127.0.0.1:${port}`, "/plugin/bench/api/hello", "", containerPid);
+    // Warm-up both paths (JIT, connection pools), then alternate; the order flips every round.
+    await runDirect();
+    await runProxy();
+    const directs: LoadResult[] = [];
+    const proxies: LoadResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      if (round % 2 === 0) {
+        directs.push(await runDirect());
+        proxies.push(await runProxy());
+      } else {
+        proxies.push(await runProxy());
+        directs.push(await runDirect());
+      }
+    }
+    const med = (rs: LoadResult[], k: keyof LoadResult) => median(rs.map((r) => Number(r[k] ?? Number.NaN)));
+    const direct = { rps: med(directs, "rps"), p99_ms: med(directs, "p99_ms") };
+    const proxied = {
+      rps: med(proxies, "rps"),
+      p99_ms: med(proxies, "p99_ms"),
+      errors: proxies.reduce((n, r) => n + r.errors, 0),
+    };
     // Context: a bare node:http server in this process answering a same-sized JSON body (the ceiling of any
     // single-threaded Node hop on this machine).
     const bare = createServer((_req, res) => {
@@ -118,12 +191,15 @@ async function main(): Promise<void> {
       res.end(b);
     });
     const barePort = await listen(bare, 0);
-    const bareRes = await loadgen(`http://127.0.0.1:${barePort}`, "/hello");
+    const bareRes = await runLoadgen(`http://127.0.0.1:${barePort}`, "/hello");
     bare.close();
     const result = {
       bench: "container_proxy",
       connections: CONNECTIONS,
-      duration_ms: DURATION,
+      rounds: ROUNDS,
+      round_duration_ms: DURATION,
+      cpus: availableParallelism(),
+      loadavg_1m: +loadavg()[0].toFixed(2),
       direct_rps: Math.round(direct.rps),
       direct_p99_ms: +direct.p99_ms.toFixed(2),
       proxy_rps: Math.round(proxied.rps),
@@ -133,6 +209,19 @@ async function main(): Promise<void> {
       bare_node_http_rps: Math.round(bareRes.rps),
       ratio_rps_proxy_vs_bare_node_http: +(proxied.rps / bareRes.rps).toFixed(3),
       ratio_p99_direct_vs_proxy: +(direct.p99_ms / proxied.p99_ms).toFixed(3),
+      ratios_per_round: proxies.map((p, i) => +(p.rps / directs[i].rps).toFixed(3)),
+      // CPU µs per request (medians over the rounds): where the time goes on each path.
+      cpu_us_per_req: {
+        direct: {
+          loadgen: +med(directs, "loadgen_cpu_us").toFixed(1),
+          container: +med(directs, "container_cpu_us").toFixed(1),
+        },
+        proxy: {
+          loadgen: +med(proxies, "loadgen_cpu_us").toFixed(1),
+          daemon: +med(proxies, "daemon_cpu_us").toFixed(1),
+          container: +med(proxies, "container_cpu_us").toFixed(1),
+        },
+      },
       base_image_ready_ms: Math.round(tImage - t0),
       load_to_healthy_ms: Math.round(tLoad - tImage),
       goal: "ratio_rps_proxy_vs_direct >= 0.5",

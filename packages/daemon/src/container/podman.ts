@@ -117,6 +117,8 @@ export class PodmanClient {
       this.service = spawn(this.bin, ["system", "service", "--time=0", `unix://${this.socketPath}`], {
         detached: true,
         stdio: ["ignore", logFd, logFd],
+        // conmon drops files (e.g. `oom` after an OOM kill) into its working dir: keep them in our run dir.
+        cwd: dirname(this.socketPath),
       });
     } finally {
       closeSync(logFd);

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { request as httpRequest } from "node:http";
+import { createServer, request as httpRequest } from "node:http";
 import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import WebSocket from "ws";
+import { ContainerProxy } from "../../src/container/proxy.js";
+import { listen } from "../../src/http/server.js";
 import { type Env, installPlugin, setup, skipReason } from "./helpers.js";
 
 const skip = skipReason();
@@ -41,7 +43,16 @@ describe("container proxy (real podman)", { skip }, () => {
     // node:http client: undici refuses to send hop-by-hop headers at all.
     const raw = await new Promise<string>((resolve, reject) => {
       const rq = httpRequest(`${api}/inspect?a=1&a=2&b=x%20y`, {
-        headers: { "x-custom": "v1", "keep-alive": "timeout=5", connection: "keep-alive, x-secret", "x-secret": "s" },
+        headers: {
+          "x-custom": "v1",
+          "keep-alive": "timeout=5",
+          connection: "keep-alive, x-secret",
+          "x-secret": "s",
+          // A client's own forwarding claims: for is appended to, the others are the proxy's to set.
+          "x-forwarded-for": "10.0.0.1",
+          "X-Forwarded-Proto": "https",
+          "x-forwarded-prefix": "/evil",
+        },
       });
       rq.on("response", (res) => {
         let b = "";
@@ -60,7 +71,9 @@ describe("container proxy (real podman)", { skip }, () => {
     assert.equal(seen.headers["keep-alive"], undefined, "hop-by-hop removed");
     assert.equal(seen.headers["x-secret"], undefined, "headers named by Connection removed");
     assert.equal(seen.headers["x-forwarded-prefix"], "/plugin/px/api");
-    assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert.equal(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert.equal(seen.headers["x-forwarded-proto"], "http");
+    assert.equal(seen.headers["x-forwarded-host"], new URL(api).host);
   });
 
   it("preserves status codes and multi-value response headers", async () => {
@@ -142,6 +155,43 @@ describe("container proxy (real podman)", { skip }, () => {
       bad.once("error", () => resolve(-1));
     });
     assert.equal(status, 404);
+  });
+
+  it("a client that goes away mid-body releases the plugin connection (nothing left in flight)", async () => {
+    // A proxy of our own on the same container socket, so its in-flight count can be read.
+    const loaded = env.runtime.get("px");
+    assert.ok(loaded);
+    const proxy = new ContainerProxy({ plugin: "px", socketPath: loaded.socketPath });
+    const server = createServer((req, res) =>
+      proxy.handle(req, res, {}, { pathname: "", path: (req.url ?? "/").split("?")[0], query: {} }),
+    );
+    const port = await listen(server, 0);
+    try {
+      const res = await request(`http://127.0.0.1:${port}/download?mb=200`);
+      assert.equal(res.statusCode, 200, res.statusCode === 200 ? "" : await res.body.text());
+      for await (const _ of res.body) break; // one chunk, then hang up
+      assert.equal(await proxy.drain(5000), 0, "the aborted exchange ended, it did not wait on backpressure");
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it("a plugin that is gone answers 502 plugin_unavailable", async () => {
+    const proxy = new ContainerProxy({ plugin: "ghost", socketPath: `${env.home}/run/no-such.sock` });
+    const server = createServer((req, res) =>
+      proxy.handle(req, res, {}, { pathname: "", path: (req.url ?? "/").split("?")[0], query: {} }),
+    );
+    const port = await listen(server, 0);
+    try {
+      const r = await request(`http://127.0.0.1:${port}/hello`, { method: "POST", body: "x" });
+      assert.equal(r.statusCode, 502);
+      assert.equal(((await r.body.json()) as { error: { code: string } }).error.code, "plugin_unavailable");
+      assert.equal(await proxy.drain(1000), 0);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it("unload drains an in-flight streamed request before the container goes", async () => {
