@@ -316,7 +316,10 @@ function methods(m: MountedRoute["method"]): FindMyWay.HTTPMethod[] {
 }
 
 export function parseQuery(qs: string): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  // No prototype: keys such as `constructor`, `toString` or `__proto__` are plain data. With `{}` they read the
+  // inherited member (`?constructor=1` produced [Object, "1"], which the worker message cannot clone -> 500) or
+  // replaced the object's prototype (`?__proto__=x`).
+  const out: Record<string, string | string[]> = Object.create(null);
   if (!qs) return out;
   for (const [k, v] of new URLSearchParams(qs)) {
     const prev = out[k];

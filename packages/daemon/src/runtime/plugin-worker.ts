@@ -96,6 +96,8 @@ export class PluginWorker extends EventEmitter {
   private watchdog: NodeJS.Timeout | undefined;
   private pingN = 0;
   private pingSentAt = 0;
+  /** Kills the worker when the current ping is not answered within heartbeatTimeoutMs. */
+  private pingDeadline: NodeJS.Timeout | undefined;
   private drainWaiters: (() => void)[] = [];
   private terminatedWaiter: (() => void) | undefined;
 
@@ -404,7 +406,10 @@ export class PluginWorker extends EventEmitter {
         return;
       }
       case "pong":
-        if (m.n === this.pingN) this.pingSentAt = 0;
+        if (m.n === this.pingN) {
+          this.pingSentAt = 0;
+          clearTimeout(this.pingDeadline);
+        }
         return;
       case "log":
         this.emit("log", { plugin: this.spec.name, level: m.level, msg: m.msg, fields: m.fields });
@@ -419,16 +424,18 @@ export class PluginWorker extends EventEmitter {
 
   private startWatchdog(): void {
     const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.opts;
+    // The deadline is a timer of its own armed with each ping: checking it on the next interval tick instead let a
+    // stuck worker live up to timeout + interval (a 3 s busy loop outlived the default 2 s timeout).
     this.watchdog = setInterval(() => {
-      if (this.state === "dead") return;
-      if (this.pingSentAt) {
-        if (Date.now() - this.pingSentAt > heartbeatTimeoutMs)
-          this.kill(`watchdog: no heartbeat for ${heartbeatTimeoutMs} ms (stuck event loop?)`);
-        return;
-      }
+      if (this.state === "dead" || this.pingSentAt) return;
       this.pingN++;
       this.pingSentAt = Date.now();
       this.post({ t: "ping", n: this.pingN });
+      this.pingDeadline = setTimeout(() => {
+        if (this.pingSentAt && this.state !== "dead")
+          this.kill(`watchdog: no heartbeat for ${heartbeatTimeoutMs} ms (stuck event loop?)`);
+      }, heartbeatTimeoutMs);
+      this.pingDeadline.unref();
     }, heartbeatIntervalMs);
     this.watchdog.unref();
   }
@@ -481,6 +488,7 @@ export class PluginWorker extends EventEmitter {
     const wasStarting = this.state === "starting";
     this.state = "dead";
     clearInterval(this.watchdog);
+    clearTimeout(this.pingDeadline);
     const reason = this.deathReason ?? `worker exited with code ${code}`;
     for (const [id, p] of this.reqs) {
       this.reqs.delete(id);

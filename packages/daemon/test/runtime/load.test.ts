@@ -57,8 +57,8 @@ after(async () => {
 test("load -> API answers -> static served -> unload -> 404", async () => {
   const spec = writePlugin(env.home, "p1", "1.0.0", API, {
     "data/blob.bin": blob,
-    "priv/static/index.html": "<h1>p1</h1>",
-    "priv/static/app.js": "console.log(1)",
+    "package/priv/static/index.html": "<h1>p1</h1>",
+    "package/priv/static/app.js": "console.log(1)",
   });
   const loaded = await env.runtime.load(spec);
   assert.equal(loaded.status, "running");
@@ -235,10 +235,10 @@ test("routes outside the plugin prefix are refused", async () => {
 
 test("/plugin/a never matches /plugin/ab", async () => {
   await env.runtime.load(
-    writePlugin(env.home, "a", "1.0.0", whoPlugin("a", "1.0.0"), { "priv/static/index.html": "A" }),
+    writePlugin(env.home, "a", "1.0.0", whoPlugin("a", "1.0.0"), { "package/priv/static/index.html": "A" }),
   );
   await env.runtime.load(
-    writePlugin(env.home, "ab", "1.0.0", whoPlugin("ab", "1.0.0"), { "priv/static/index.html": "AB" }),
+    writePlugin(env.home, "ab", "1.0.0", whoPlugin("ab", "1.0.0"), { "package/priv/static/index.html": "AB" }),
   );
   assert.equal(json(await raw(env.port, "GET", "/plugin/a/api/who")).name, "a");
   assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
