@@ -21,6 +21,7 @@ import type {
 } from "../contract.js";
 import { HttpError } from "../contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+import { runTerminateHooks, setLogSink } from "./hooks.js";
 
 /** How the dispatcher talks back to its host (a worker's parentPort, a test harness, a socket). */
 export interface DispatcherTransport {
@@ -136,7 +137,10 @@ export class Dispatcher {
   private readonly conns = new Map<number, ActiveConn>();
   private terminating = false;
 
-  constructor(private readonly transport: DispatcherTransport) {}
+  constructor(private readonly transport: DispatcherTransport) {
+    // SDK helpers (scheduler...) log into this plugin's log.
+    setLogSink((level, msg, fields) => this.log(level, msg, fields));
+  }
 
   /** Routes as announced to the host (index in the plugin's list is the route id). */
   announcements(): RouteAnnouncement[] {
@@ -240,18 +244,18 @@ export class Dispatcher {
   async terminate(deadlineMs: number): Promise<void> {
     if (this.terminating) return;
     this.terminating = true;
-    if (this.mod?.terminate) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.resolve()
-          .then(() => this.mod!.terminate!())
-          .catch((err) => this.log("error", `terminate() failed: ${errMessage(err)}`)),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, deadlineMs);
-        }),
-      ]);
-      clearTimeout(timer);
-    }
+    let timer: NodeJS.Timeout | undefined;
+    // The plugin's terminate(), then the SDK helpers' hooks (scheduler jobs...), all within the one deadline.
+    await Promise.race([
+      Promise.resolve()
+        .then(() => this.mod?.terminate?.())
+        .catch((err) => this.log("error", `terminate() failed: ${errMessage(err)}`))
+        .then(() => runTerminateHooks()),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      }),
+    ]);
+    clearTimeout(timer);
     for (const [id, r] of this.requests) {
       r.abort(new Error("plugin unloading"));
       this.requests.delete(id);
