@@ -7,15 +7,18 @@ import { execFileSync, spawn } from "node:child_process";
 import {
   copyFileSync,
   cpSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   realpathSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { PodmanClient } from "./podman.js";
@@ -115,6 +118,39 @@ function walk(dir: string, out: string[] = []): string[] {
 /** Where the SDK and its runtime deps are mounted in Node containers (ESM resolution walks up to `/node_modules`). */
 export const CONTAINER_NODE_MODULES = "/node_modules";
 
+/** The host dir of package `name` as Node would resolve it from `fromDir` (package.json may be hidden by exports). */
+function packageDir(name: string, fromDir: string): string | undefined {
+  for (const base of createRequire(join(fromDir, "package.json")).resolve.paths(name) ?? []) {
+    const dir = join(base, name);
+    if (existsSync(join(dir, "package.json"))) return realpathSync(dir);
+  }
+  return undefined;
+}
+
+/**
+ * `@hecate/sdk` and the closure of its runtime dependencies as [package name, host dir] pairs, nearest first, to be
+ * bind-mounted read-only at `/node_modules/<name>` in Node containers. Walking package.json files (instead of a fixed
+ * list) keeps containers working when the SDK gains a dependency. Flat like a hoisted install: when two versions of
+ * one name are in the closure the one nearest to the SDK wins. Type-only packages (@types/*) are left out.
+ */
+export function sdkModuleMounts(fromDir: string): [string, string][] {
+  const sdk = packageDir("@hecate/sdk", fromDir);
+  if (!sdk) throw new Error(`@hecate/sdk is not resolvable from ${fromDir}`);
+  const found = new Map<string, string>([["@hecate/sdk", sdk]]);
+  const queue = [sdk];
+  for (let dir = queue.shift(); dir; dir = queue.shift()) {
+    const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { dependencies?: object };
+    for (const name of Object.keys(pkg.dependencies ?? {})) {
+      if (name.startsWith("@types/") || found.has(name)) continue;
+      const depDir = packageDir(name, dir);
+      if (!depDir) continue; // a shim of a Node builtin (e.g. "buffer"): nothing to mount
+      found.set(name, depDir);
+      queue.push(depDir);
+    }
+  }
+  return [...found];
+}
+
 export function nodeBaseImageRef(nodeVersion = process.versions.node): string {
   return `localhost/hecate-node-base:${nodeVersion}`;
 }
@@ -131,6 +167,7 @@ export async function ensureNodeBaseImage(podman: PodmanClient, nodeBin = proces
       "run/plugin",
       `${CONTAINER_NODE_MODULES.slice(1)}/@hecate/sdk`,
       `${CONTAINER_NODE_MODULES.slice(1)}/ws`,
+      // Mount points of the other SDK dependencies are made by the runtime (runc) at start.
     ],
     changes: [`ENTRYPOINT ["${nodeBin}"]`, "WORKDIR /plugin"],
     labels: { "hecate.base": "node", "hecate.node_version": process.versions.node },

@@ -15,13 +15,13 @@
  *   ever killed by a stale pid: only by container id from Podman's own list.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { chownSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk";
 import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
-import { CONTAINER_NODE_MODULES, ensureNodeBaseImage } from "./base-image.js";
+import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";
 import { type ContainerCreateSpec, type PodmanClient, PodmanError, type PodmanEvent, sleep } from "./podman.js";
 import { ContainerProxy } from "./proxy.js";
 
@@ -134,7 +134,8 @@ export class ContainerRuntime {
   private watching = false;
   private probing = false;
   private baseImage: Promise<string> | undefined;
-  private readonly sdkMounts: { sdk: string; ws: string };
+  /** Read-only binds of `@hecate/sdk` and its dependency closure into Node-base containers. */
+  private readonly sdkBinds: string[];
 
   constructor(opts: ContainerRuntimeOptions) {
     this.opts = opts;
@@ -142,13 +143,8 @@ export class ContainerRuntime {
     this.podman = opts.podman;
     this.router = opts.router;
     this.instanceId = opts.instanceId ?? persistentInstanceId(opts.home);
-    const req = createRequire(import.meta.url);
-    // The SDK's exports map hides package.json: go up from dist/src/contract.js to the package root.
-    const sdk = realpathSync(join(dirname(req.resolve("@hecate/sdk/contract")), "..", ".."));
-    this.sdkMounts = {
-      sdk,
-      ws: realpathSync(dirname(createRequire(join(sdk, "package.json")).resolve("ws/package.json"))),
-    };
+    const daemonDir = fileURLToPath(new URL("../../..", import.meta.url)); // dist/src/container -> package root
+    this.sdkBinds = sdkModuleMounts(daemonDir).map(([name, dir]) => `${dir}:${CONTAINER_NODE_MODULES}/${name}:ro`);
   }
 
   /** Starts the Podman service if needed and the event watch. Idempotent. */
@@ -371,11 +367,7 @@ export class ContainerRuntime {
     const cpus = positive(c.cpus, DEFAULT_LIMITS.cpus, spec.name, "cpus");
     const pids = Math.floor(positive(c.pids, DEFAULT_LIMITS.pids, spec.name, "pids"));
     const binds = [`${spec.dir}:/plugin:ro`, `${entry.socketDir}:/run/plugin:rw`];
-    if (nodeBase)
-      binds.push(
-        `${this.sdkMounts.sdk}:${CONTAINER_NODE_MODULES}/@hecate/sdk:ro`,
-        `${this.sdkMounts.ws}:${CONTAINER_NODE_MODULES}/ws:ro`,
-      );
+    if (nodeBase) binds.push(...this.sdkBinds);
     let cmd = c.command;
     if (cmd && nodeBase && cmd[0] === "node") cmd = [process.execPath, ...cmd.slice(1)];
     return {
