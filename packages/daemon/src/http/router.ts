@@ -247,6 +247,13 @@ export class Router {
       return;
     }
     const store = found.store as Store;
+    // find-my-way percent-decodes before matching, so `/plugin/a%62/api/x` finds plugin `ab`'s route while the raw
+    // pathname does not start with its prefix (the plugin got a garbled relative path). Only the canonical
+    // spelling of a plugin prefix is routed.
+    if (!pathname.startsWith(store.prefix)) {
+      sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+      return;
+    }
     const ctx: RouteContext = {
       pathname,
       path: pathname.slice(store.prefix.length),
@@ -288,6 +295,10 @@ export class Router {
       return;
     }
     const store = found.store as WsStore;
+    if (!pathname.startsWith(store.prefix)) {
+      rejectUpgrade(socket, 404, "Not Found"); // non-canonical spelling of the prefix, see handle()
+      return;
+    }
     if (!originAllowed(req, store.allowedOrigins)) {
       rejectUpgrade(socket, 403, "Forbidden");
       return;
