@@ -1,0 +1,355 @@
+/**
+ * The admin API (contract in notes/CONTRACTS.md "Admin API"): plugin lifecycle operations over JSON, the lifecycle
+ * event stream (SSE), plugin logs, and the static admin page. Mounted as the router's "admin" system route group.
+ */
+
+import { randomUUID } from "node:crypto";
+import { copyFile, stat } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { basename, dirname, isAbsolute, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { CommandRejected, type RecordedEvent } from "@hecate/store";
+import type { MountedRoute, RouteContext } from "../http/router.js";
+import { serveStatic } from "../http/static.js";
+import type { PluginEvent } from "../lifecycle/aggregate.js";
+import { LifecycleError, type LifecycleEvent, type LifecycleService } from "../lifecycle/service.js";
+import type { AdminGuard } from "./auth.js";
+import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson } from "./http.js";
+import type { LogBook, LogLine } from "./logs.js";
+
+export const ADMIN_UI_DIR = fileURLToPath(new URL("../../../admin-ui/", import.meta.url));
+export const OPENAPI_FILE = fileURLToPath(new URL("../../../openapi.json", import.meta.url));
+
+export interface AdminApiOptions {
+  lifecycle: LifecycleService;
+  guard: AdminGuard;
+  logs: LogBook;
+  /** Where uploads are streamed to (`$HECATE_HOME/run`). */
+  incomingDir: string;
+  maxUploadBytes?: number;
+  /** How long `?wait=loaded` waits (ms), default 120 s. */
+  waitTimeoutMs?: number;
+  adminUiDir?: string;
+}
+
+type Handler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  params: Record<string, string>,
+  ctx: RouteContext,
+) => Promise<void> | void;
+
+const LOAD_OUTCOMES: PluginEvent["type"][] = [
+  "plugin_load_confirmed_v1",
+  "plugin_load_failed_v1",
+  "plugin_extract_failed_v1",
+  "plugin_removed_v1",
+];
+
+export class AdminApi {
+  private readonly streams = new Set<ServerResponse>();
+  private readonly maxUpload: number;
+  private readonly waitMs: number;
+  private readonly uiDir: string;
+
+  constructor(private readonly o: AdminApiOptions) {
+    this.maxUpload = o.maxUploadBytes ?? 256 * 1024 * 1024;
+    this.waitMs = o.waitTimeoutMs ?? 120_000;
+    this.uiDir = o.adminUiDir ?? ADMIN_UI_DIR;
+  }
+
+  routes(): MountedRoute[] {
+    const g = (h: Handler, auth = true) => this.guarded(h, auth);
+    return [
+      {
+        method: "GET",
+        path: "/admin/api/plugins",
+        handler: g((_q, res) => sendJson(res, 200, { plugins: this.o.lifecycle.list() })),
+      },
+      { method: "POST", path: "/admin/api/plugins", handler: g((q, res, _p, c) => this.install(q, res, c)) },
+      { method: "GET", path: "/admin/api/plugins/:name", handler: g((_q, res, p) => this.getOne(res, p.name)) },
+      {
+        method: "DELETE",
+        path: "/admin/api/plugins/:name",
+        handler: g((_q, res, p, c) => this.remove(res, p.name, c)),
+      },
+      {
+        method: "GET",
+        path: "/admin/api/plugins/:name/events",
+        handler: g((_q, res, p) => this.pluginEvents(res, p.name)),
+      },
+      {
+        method: "GET",
+        path: "/admin/api/plugins/:name/logs",
+        handler: g((q, res, p, c) => this.pluginLogs(q, res, p.name, c)),
+      },
+      {
+        method: "POST",
+        path: "/admin/api/plugins/:name/activate",
+        handler: g((_q, res, p) => this.activate(res, p.name)),
+      },
+      {
+        method: "POST",
+        path: "/admin/api/plugins/:name/deactivate",
+        handler: g((_q, res, p) => this.deactivate(res, p.name)),
+      },
+      {
+        method: "POST",
+        path: "/admin/api/plugins/:name/upgrade",
+        handler: g((q, res, p) => this.upgrade(q, res, p.name)),
+      },
+      { method: "GET", path: "/admin/api/events", handler: g((q, res) => this.eventStream(q, res)) },
+      {
+        method: "GET",
+        path: "/admin/api/openapi.json",
+        handler: g((q, res) => serveStatic(q, res, dirname(OPENAPI_FILE), basename(OPENAPI_FILE))),
+      },
+      { method: "GET", path: "/admin/login", handler: g((q, res, _p, c) => this.login(q, res, c), false) },
+      {
+        method: "GET",
+        path: "/admin",
+        handler: g((_q, res) => {
+          res.writeHead(301, { location: "/admin/", "content-length": 0 });
+          res.end();
+        }, false),
+      },
+      { method: "GET", path: "/admin/*", handler: g((q, res, _p, c) => this.page(q, res, c)) },
+    ];
+  }
+
+  /** Ends every open event/log stream (daemon shutdown). */
+  closeStreams(): void {
+    for (const res of this.streams) res.end();
+    this.streams.clear();
+  }
+
+  private guarded(h: Handler, auth: boolean): MountedRoute["handler"] {
+    return async (req, res, params, ctx) => {
+      try {
+        this.o.guard.checkHostAndOrigin(req);
+        if (auth) this.o.guard.checkToken(req);
+        await h(req, res, params, ctx);
+      } catch (err) {
+        const e = toApiError(err);
+        // Unread request bodies would otherwise stall the keep-alive connection.
+        if (!req.complete) req.resume();
+        sendError(res, e.status, e.code, e.message, e.details);
+      }
+    };
+  }
+
+  private view(name: string) {
+    const v = this.o.lifecycle.view(name);
+    if (!v) throw new ApiError(404, "plugin_not_found", `no plugin ${JSON.stringify(name)}`);
+    return v;
+  }
+
+  private getOne(res: ServerResponse, name: string): void {
+    const v = this.view(name);
+    sendJson(res, 200, { ...v, manifest: this.o.lifecycle.manifest(name) });
+  }
+
+  /** Upload body (.tar.gz) or JSON {path}; returns the incoming file and a description of its source. */
+  private async receiveArchive(req: IncomingMessage): Promise<{ file: string; source: string }> {
+    const type = mediaType(req);
+    if (type === "application/json") {
+      const body = (await readJson(req)) as { path?: unknown } | null;
+      const path = body && typeof body === "object" ? body.path : undefined;
+      if (typeof path !== "string" || !isAbsolute(path))
+        throw new ApiError(400, "invalid_body", 'JSON body must be {"path": "/absolute/file.tar.gz"}', {
+          field: "path",
+        });
+      const st = await stat(path).catch(() => null);
+      if (!st?.isFile()) throw new ApiError(400, "invalid_path", `no such file: ${path}`, { field: "path" });
+      if (st.size > this.maxUpload)
+        throw new ApiError(413, "body_too_large", `package larger than ${this.maxUpload} bytes`);
+      // Copied, never moved: the operator's file stays where it is.
+      const file = join(this.o.incomingDir, `incoming-${randomUUID()}.tar.gz`);
+      await copyFile(path, file);
+      return { file, source: path };
+    }
+    if (type !== "application/gzip" && type !== "application/octet-stream" && type !== "application/x-gzip")
+      throw new ApiError(
+        415,
+        "unsupported_media_type",
+        'send the package as application/gzip (or application/octet-stream), or JSON {"path": ...}',
+        { field: "content-type" },
+      );
+    const file = await receiveFile(req, this.o.incomingDir, this.maxUpload);
+    return { file, source: "upload" };
+  }
+
+  private async install(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): Promise<void> {
+    const wait = waitMode(ctx);
+    const { file, source } = await this.receiveArchive(req);
+    const { name, position } = await this.o.lifecycle.install(file, source);
+    if (wait === "none") return sendJson(res, 202, this.view(name));
+    const outcome = await this.o.lifecycle.waitFor(name, position, LOAD_OUTCOMES, this.waitMs);
+    this.reply(res, name, outcome, 201);
+  }
+
+  private async upgrade(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    this.view(name);
+    const { file, source } = await this.receiveArchive(req);
+    const activated = this.o.lifecycle.view(name)?.flags.includes("ACTIVATED") ?? false;
+    const { position } = await this.o.lifecycle.upgrade(name, file, source);
+    const outcomes: PluginEvent["type"][] = activated
+      ? LOAD_OUTCOMES
+      : ["plugin_package_extracted_v1", "plugin_extract_failed_v1", "plugin_removed_v1"];
+    const outcome = await this.o.lifecycle.waitFor(name, position, outcomes, this.waitMs);
+    this.reply(res, name, outcome, 200);
+  }
+
+  private async activate(res: ServerResponse, name: string): Promise<void> {
+    this.view(name);
+    const position = await this.o.lifecycle.activate(name);
+    const outcome = await this.o.lifecycle.waitFor(name, position, LOAD_OUTCOMES, this.waitMs);
+    this.reply(res, name, outcome, 200);
+  }
+
+  private async deactivate(res: ServerResponse, name: string): Promise<void> {
+    this.view(name);
+    const position = await this.o.lifecycle.deactivate(name);
+    await this.o.lifecycle.settled(position); // routes are gone when we answer
+    sendJson(res, 200, this.view(name));
+  }
+
+  private async remove(res: ServerResponse, name: string, ctx: RouteContext): Promise<void> {
+    this.view(name);
+    const purge = ["1", "true", "yes"].includes(String(ctx.query.purge ?? ""));
+    const position = await this.o.lifecycle.remove(name, purge);
+    await this.o.lifecycle.settled(position); // files are gone when we answer
+    this.o.logs.forget(name);
+    sendJson(res, 200, { removed: true, purged: purge });
+  }
+
+  /** 2xx with the view when the outcome is a success, else 422 with the failure's code. */
+  private reply(res: ServerResponse, name: string, outcome: RecordedEvent, okStatus: number): void {
+    const view = this.view(name);
+    const d = outcome.data as { code?: string; message?: string; stage?: string; details?: unknown };
+    switch (outcome.type) {
+      case "plugin_extract_failed_v1":
+        sendError(res, 422, d.code ?? "extract_failed", d.message ?? "extraction failed", {
+          stage: "extract",
+          ...(d.details !== undefined ? { details: d.details } : {}),
+          plugin: view,
+        });
+        return;
+      case "plugin_load_failed_v1":
+        sendError(res, 422, "load_failed", d.message ?? "load failed", { stage: d.stage, plugin: view });
+        return;
+      case "plugin_removed_v1":
+        sendError(res, 409, "plugin_removed", `plugin ${name} was removed meanwhile`);
+        return;
+      default:
+        sendJson(res, okStatus, view);
+    }
+  }
+
+  private pluginEvents(res: ServerResponse, name: string): void {
+    this.view(name);
+    sendJson(res, 200, {
+      events: this.o.lifecycle.events(name).map((e) => ({
+        type: e.type,
+        revision: e.revision,
+        position: e.position,
+        data: e.data,
+        createdAt: e.createdAt,
+      })),
+    });
+  }
+
+  private pluginLogs(req: IncomingMessage, res: ServerResponse, name: string, ctx: RouteContext): void {
+    this.view(name);
+    const tail = Math.min(Math.max(Number(ctx.query.tail ?? 100) || 0, 0), 1000);
+    const lines = this.o.logs.tail(name, tail);
+    if (!["1", "true"].includes(String(ctx.query.follow ?? ""))) {
+      sendJson(res, 200, { logs: lines });
+      return;
+    }
+    this.openStream(req, res);
+    for (const l of lines) res.write(`event: log\ndata: ${JSON.stringify(l)}\n\n`);
+    const onLine = (l: LogLine) => {
+      if (l.plugin === name) res.write(`event: log\ndata: ${JSON.stringify(l)}\n\n`);
+    };
+    this.o.logs.on("line", onLine);
+    res.on("close", () => this.o.logs.off("line", onLine));
+  }
+
+  private eventStream(req: IncomingMessage, res: ServerResponse): void {
+    this.openStream(req, res);
+    const onEvent = (e: LifecycleEvent) => res.write(`event: lifecycle\ndata: ${JSON.stringify(e)}\n\n`);
+    this.o.lifecycle.on("event", onEvent);
+    res.on("close", () => this.o.lifecycle.off("event", onEvent));
+  }
+
+  private openStream(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-store",
+      connection: "keep-alive",
+    });
+    res.write(": connected\n\n");
+    this.streams.add(res);
+    // A comment now and then keeps proxies from cutting an idle stream.
+    const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
+    ping.unref();
+    const done = () => {
+      clearInterval(ping);
+      this.streams.delete(res);
+    };
+    res.on("close", done);
+    req.on("close", done);
+  }
+
+  private login(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): void {
+    const token = typeof ctx.query.token === "string" ? ctx.query.token : "";
+    if (!this.o.guard.viaSocket(req) && !this.o.guard.matches(token))
+      throw new ApiError(401, "unauthorized", "wrong or missing token");
+    res.writeHead(303, {
+      location: "/admin/",
+      "set-cookie": `hecate_admin=${encodeURIComponent(this.o.guard.token)}; Path=/admin; HttpOnly; SameSite=Strict`,
+      "content-length": 0,
+    });
+    res.end();
+  }
+
+  private async page(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): Promise<void> {
+    const rel = ctx.pathname.slice("/admin/".length);
+    if (rel === "api" || rel.startsWith("api/")) throw new ApiError(404, "not_found", `no route for ${ctx.pathname}`);
+    await serveStatic(req, res, this.uiDir, rel);
+  }
+}
+
+function waitMode(ctx: RouteContext): "loaded" | "none" {
+  const w = ctx.query.wait;
+  if (w === undefined || w === "loaded") return "loaded";
+  if (w === "none") return "none";
+  throw new ApiError(400, "invalid_query", 'wait must be "loaded" or "none"', { field: "wait" });
+}
+
+const REJECTION_STATUS: Record<string, [number, string?]> = {
+  plugin_not_installed: [404, "plugin_not_found"],
+  plugin_not_found: [404],
+  plugin_already_installed: [409],
+  plugin_already_activated: [409],
+  plugin_not_activated: [409],
+  plugin_not_extracted: [409],
+  stale_command: [409],
+  invalid_plugin_name: [400],
+  invalid_command: [400],
+  name_mismatch: [422],
+  timeout: [504],
+};
+
+/** Maps every error of the lifecycle, the package module and the store to a typed HTTP error. */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof CommandRejected || err instanceof LifecycleError) {
+    const [status, code] = REJECTION_STATUS[err.code] ?? [409];
+    return new ApiError(status, code ?? err.code, err.message, err.details);
+  }
+  const e = err as Error & { code?: unknown; details?: unknown };
+  if (e?.name === "PackageError" && typeof e.code === "string") return new ApiError(422, e.code, e.message, e.details);
+  return new ApiError(500, "internal_error", e?.message ?? String(err));
+}

@@ -1,0 +1,441 @@
+/**
+ * The `plugin` aggregate (stream `plugin-{name}` in the daemon's `plugins` store): the original's lifecycle with its
+ * exact command / event / status names, plus failure events of our own so users can see why something failed.
+ *
+ * `decide` is pure: side effects (extraction, loading, unloading, deleting files) happen in the process managers
+ * (process-managers.ts), which report their outcome back as commands (extract_plugin_package_v1 carries the result
+ * of the extraction, confirm_plugin_loaded_v1 / fail_plugin_load_v1 the result of the load).
+ */
+import { isValidPluginName } from "@hecate/sdk";
+import { type AggregateDefinition, type Command, type RecordedEvent, type Rejection, reject } from "@hecate/store";
+
+/** Status bit flags (the original's names; EXTRACTED, LOADED and FAILED are ours). */
+export const Flags = {
+  INSTALLED: 1,
+  REMOVED: 1 << 1,
+  EXTRACTING: 1 << 2,
+  ACTIVATED: 1 << 3,
+  DEACTIVATED: 1 << 4,
+  RUNNING: 1 << 5,
+  STOPPED: 1 << 6,
+  PULLING: 1 << 7,
+  CONFIRMED_UP: 1 << 8,
+  CONFIRMED_DOWN: 1 << 9,
+  EXTRACTED: 1 << 10,
+  LOADED: 1 << 11,
+  FAILED: 1 << 12,
+} as const;
+export type FlagName = keyof typeof Flags;
+
+export function flagNames(status: number): FlagName[] {
+  return (Object.keys(Flags) as FlagName[]).filter((k) => (status & Flags[k]) !== 0);
+}
+
+const has = (s: number, f: number) => (s & f) !== 0;
+
+export type PluginType = "in_process" | "container";
+
+export interface LastError {
+  stage: string;
+  code: string;
+  message: string;
+  at: string;
+}
+
+export interface PluginState {
+  status: number;
+  plugin_id: string | null;
+  name: string | null;
+  plugin_type: PluginType;
+  callback_module: string | null;
+  oci_image: string | null;
+  /** Where the package came from (upload file name or path). */
+  package_url: string | null;
+  installed_version: string | null;
+  license_id: string | null;
+  icon: string | null;
+  group_name: string | null;
+  group_icon: string | null;
+  installed_at: string | null;
+  upgraded_at: string | null;
+  removed_at: string | null;
+  extracted_at: string | null;
+  activated_at: string | null;
+  deactivated_at: string | null;
+  started_at: string | null;
+  stopped_at: string | null;
+  loaded_at: string | null;
+  updated_at: string | null;
+  /** Bumped by every install / upgrade: process-manager work for an older package is stale and skipped. */
+  generation: number;
+  /** Bumped by every activation: a load for an older activation is stale and skipped. */
+  activation: number;
+  /** Version actually loaded (differs from installed_version while an upgrade is in flight). */
+  loaded_version: string | null;
+  routes: { method: string; path: string }[];
+  last_error: LastError | null;
+  restarts: number;
+}
+
+export const initialPluginState: PluginState = {
+  status: 0,
+  plugin_id: null,
+  name: null,
+  plugin_type: "in_process",
+  callback_module: null,
+  oci_image: null,
+  package_url: null,
+  installed_version: null,
+  license_id: null,
+  icon: null,
+  group_name: null,
+  group_icon: null,
+  installed_at: null,
+  upgraded_at: null,
+  removed_at: null,
+  extracted_at: null,
+  activated_at: null,
+  deactivated_at: null,
+  started_at: null,
+  stopped_at: null,
+  loaded_at: null,
+  updated_at: null,
+  generation: 0,
+  activation: 0,
+  loaded_version: null,
+  routes: [],
+  last_error: null,
+  restarts: 0,
+};
+
+// ---- commands ----
+
+export interface PackageInfo {
+  name: string;
+  version: string;
+  plugin_type: PluginType;
+  callback_module?: string | null;
+  oci_image?: string | null;
+  source: string;
+  icon?: string | null;
+  group_name?: string | null;
+  group_icon?: string | null;
+}
+
+export type PluginCommand =
+  | Command<"install_plugin_v1", PackageInfo>
+  | Command<"upgrade_plugin_v1", PackageInfo>
+  | Command<"remove_plugin_v1", { purge: boolean }>
+  | Command<"extract_plugin_package_v1", { generation: number; version: string; files: number; bytes: number }>
+  | Command<"fail_plugin_extract_v1", { generation: number; code: string; message: string; details?: unknown }>
+  | Command<"activate_plugin_v1", Record<string, never>>
+  | Command<"deactivate_plugin_v1", Record<string, never>>
+  | Command<
+      "confirm_plugin_loaded_v1",
+      { activation: number; version: string; routes: { method: string; path: string }[]; boot?: boolean }
+    >
+  | Command<"fail_plugin_load_v1", { activation: number; version: string; stage: string; message: string }>
+  | Command<"confirm_plugin_unloaded_v1", Record<string, never>>
+  | Command<"report_plugin_crash_v1", { reason: string }>
+  | Command<"disable_plugin_v1", { reason: string }>;
+
+export type PluginCommandType = PluginCommand["type"];
+
+export type PluginEvent =
+  | { type: "plugin_installed_v1"; data: PackageInfo & { generation: number; at: string } }
+  | { type: "plugin_upgraded_v1"; data: PackageInfo & { generation: number; previous_version: string; at: string } }
+  | { type: "plugin_removed_v1"; data: { purge: boolean; at: string } }
+  | {
+      type: "plugin_package_extracted_v1";
+      data: { generation: number; version: string; files: number; bytes: number; at: string };
+    }
+  | {
+      type: "plugin_extract_failed_v1";
+      data: { generation: number; code: string; message: string; details?: unknown; at: string };
+    }
+  | { type: "plugin_activated_v1"; data: { activation: number; at: string } }
+  | { type: "plugin_deactivated_v1"; data: { at: string } }
+  | {
+      type: "plugin_load_confirmed_v1";
+      data: { activation: number; version: string; routes: { method: string; path: string }[]; at: string };
+    }
+  | {
+      type: "plugin_load_failed_v1";
+      data: { activation: number; version: string; stage: string; message: string; at: string };
+    }
+  | { type: "plugin_unload_confirmed_v1"; data: { at: string } }
+  | { type: "plugin_crashed_v1"; data: { reason: string; at: string } }
+  | { type: "plugin_disabled_v1"; data: { reason: string; at: string } };
+
+export const LIFECYCLE_EVENT_TYPES: PluginEvent["type"][] = [
+  "plugin_installed_v1",
+  "plugin_upgraded_v1",
+  "plugin_removed_v1",
+  "plugin_package_extracted_v1",
+  "plugin_extract_failed_v1",
+  "plugin_activated_v1",
+  "plugin_deactivated_v1",
+  "plugin_load_confirmed_v1",
+  "plugin_load_failed_v1",
+  "plugin_unload_confirmed_v1",
+  "plugin_crashed_v1",
+  "plugin_disabled_v1",
+];
+
+export type RejectionCode =
+  | "invalid_plugin_name"
+  | "invalid_command"
+  | "plugin_already_installed"
+  | "plugin_not_installed"
+  | "plugin_not_extracted"
+  | "plugin_already_activated"
+  | "plugin_not_activated"
+  | "stale_command";
+
+const now = () => new Date().toISOString();
+
+function invalid(message: string, field: string): Rejection<RejectionCode> {
+  return reject("invalid_command", message, { field });
+}
+
+function checkPackage(p: PackageInfo | undefined): Rejection<RejectionCode> | null {
+  if (!p || typeof p !== "object") return invalid("command data is required", "data");
+  if (typeof p.name !== "string" || !isValidPluginName(p.name))
+    return reject("invalid_plugin_name", `invalid plugin name ${JSON.stringify(p.name)}: [a-z0-9][a-z0-9_-]{0,63}`, {
+      field: "name",
+    });
+  if (typeof p.version !== "string" || p.version === "") return invalid("version is required", "version");
+  if (p.plugin_type !== "in_process" && p.plugin_type !== "container")
+    return invalid(`plugin_type must be "in_process" or "container"`, "plugin_type");
+  if (typeof p.source !== "string") return invalid("source is required", "source");
+  return null;
+}
+
+const installed = (s: PluginState) => has(s.status, Flags.INSTALLED) && !has(s.status, Flags.REMOVED);
+
+function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<RejectionCode> {
+  const at = now();
+  switch (cmd.type) {
+    case "install_plugin_v1": {
+      const bad = checkPackage(cmd.data);
+      if (bad) return bad;
+      if (installed(s))
+        return reject("plugin_already_installed", `plugin ${cmd.data.name} is already installed (use upgrade)`);
+      return [{ type: "plugin_installed_v1", data: { ...cmd.data, generation: s.generation + 1, at } }];
+    }
+    case "upgrade_plugin_v1": {
+      const bad = checkPackage(cmd.data);
+      if (bad) return bad;
+      if (!installed(s)) return reject("plugin_not_installed", `plugin ${cmd.data.name} is not installed`);
+      if (s.name !== cmd.data.name) return invalid(`package is for ${cmd.data.name}, not ${s.name}`, "name");
+      return [
+        {
+          type: "plugin_upgraded_v1",
+          data: { ...cmd.data, generation: s.generation + 1, previous_version: s.installed_version ?? "", at },
+        },
+      ];
+    }
+    case "remove_plugin_v1":
+      if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
+      return [{ type: "plugin_removed_v1", data: { purge: cmd.data?.purge === true, at } }];
+    case "extract_plugin_package_v1":
+    case "fail_plugin_extract_v1":
+      if (!installed(s)) return reject("plugin_not_installed", "plugin is not installed");
+      if (cmd.data.generation !== s.generation || !has(s.status, Flags.EXTRACTING))
+        return reject("stale_command", `package generation ${cmd.data.generation} is not the one being extracted`);
+      return cmd.type === "extract_plugin_package_v1"
+        ? [{ type: "plugin_package_extracted_v1", data: { ...cmd.data, at } }]
+        : [{ type: "plugin_extract_failed_v1", data: { ...cmd.data, at } }];
+    case "activate_plugin_v1":
+      if (!installed(s)) return reject("plugin_not_installed", "plugin is not installed");
+      if (!has(s.status, Flags.EXTRACTED)) return reject("plugin_not_extracted", "the package is not extracted yet");
+      // A failed activation may be retried; a healthy one may not be repeated.
+      if (has(s.status, Flags.ACTIVATED) && !has(s.status, Flags.FAILED))
+        return reject("plugin_already_activated", `plugin ${s.name} is already activated`);
+      return [{ type: "plugin_activated_v1", data: { activation: s.activation + 1, at } }];
+    case "deactivate_plugin_v1":
+      if (!installed(s) || !has(s.status, Flags.ACTIVATED))
+        return reject("plugin_not_activated", `plugin ${s.name ?? ""} is not activated`);
+      return [{ type: "plugin_deactivated_v1", data: { at } }];
+    case "confirm_plugin_loaded_v1":
+    case "fail_plugin_load_v1":
+      if (!installed(s) || !has(s.status, Flags.ACTIVATED))
+        return reject("plugin_not_activated", "plugin is not activated");
+      if (cmd.data.activation !== s.activation)
+        return reject("stale_command", `activation ${cmd.data.activation} is not the current one`);
+      if (cmd.type === "confirm_plugin_loaded_v1") {
+        // A boot-time reload of a plugin already marked loaded with this version changes nothing.
+        if (cmd.data.boot && has(s.status, Flags.LOADED) && s.loaded_version === cmd.data.version) return [];
+        const { boot: _boot, ...data } = cmd.data;
+        return [{ type: "plugin_load_confirmed_v1", data: { ...data, at } }];
+      }
+      return [{ type: "plugin_load_failed_v1", data: { ...cmd.data, at } }];
+    case "confirm_plugin_unloaded_v1":
+      if (!installed(s) || has(s.status, Flags.ACTIVATED))
+        return reject("plugin_already_activated", "plugin is activated again");
+      return [{ type: "plugin_unload_confirmed_v1", data: { at } }];
+    case "report_plugin_crash_v1":
+      if (!installed(s) || !has(s.status, Flags.ACTIVATED))
+        return reject("plugin_not_activated", "plugin is not activated");
+      return [{ type: "plugin_crashed_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
+    case "disable_plugin_v1":
+      if (!installed(s) || !has(s.status, Flags.ACTIVATED))
+        return reject("plugin_not_activated", "plugin is not activated");
+      return [{ type: "plugin_disabled_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
+    default:
+      return invalid(`unknown command ${JSON.stringify((cmd as { type: unknown }).type)}`, "type");
+  }
+}
+
+function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
+  const ev = e as PluginEvent;
+  const at = (ev.data as { at?: string }).at ?? null;
+  const base = { ...s, updated_at: at ?? s.updated_at };
+  switch (ev.type) {
+    case "plugin_installed_v1": {
+      const d = ev.data;
+      return {
+        ...initialPluginState,
+        plugin_id: d.name,
+        name: d.name,
+        plugin_type: d.plugin_type,
+        callback_module: d.callback_module ?? null,
+        oci_image: d.oci_image ?? null,
+        package_url: d.source,
+        installed_version: d.version,
+        icon: d.icon ?? null,
+        group_name: d.group_name ?? null,
+        group_icon: d.group_icon ?? null,
+        installed_at: d.at,
+        updated_at: d.at,
+        generation: d.generation,
+        activation: s.activation,
+        status: Flags.INSTALLED | Flags.EXTRACTING,
+      };
+    }
+    case "plugin_upgraded_v1": {
+      const d = ev.data;
+      return {
+        ...base,
+        plugin_type: d.plugin_type,
+        callback_module: d.callback_module ?? null,
+        oci_image: d.oci_image ?? null,
+        package_url: d.source,
+        installed_version: d.version,
+        upgraded_at: d.at,
+        generation: d.generation,
+        status: (s.status & ~Flags.FAILED) | Flags.EXTRACTING,
+      };
+    }
+    case "plugin_package_extracted_v1":
+      return {
+        ...base,
+        extracted_at: ev.data.at,
+        status: (s.status & ~Flags.EXTRACTING) | Flags.EXTRACTED,
+      };
+    case "plugin_extract_failed_v1": {
+      const loaded = has(s.status, Flags.LOADED); // a failed upgrade leaves the running version alone
+      return {
+        ...base,
+        last_error: { stage: "extract", code: ev.data.code, message: ev.data.message, at: ev.data.at },
+        status: (s.status & ~Flags.EXTRACTING) | (loaded ? 0 : Flags.FAILED),
+      };
+    }
+    case "plugin_activated_v1":
+      return {
+        ...base,
+        activated_at: ev.data.at,
+        activation: ev.data.activation,
+        status: (s.status & ~(Flags.DEACTIVATED | Flags.FAILED | Flags.LOADED)) | Flags.ACTIVATED,
+      };
+    case "plugin_deactivated_v1":
+      return {
+        ...base,
+        deactivated_at: ev.data.at,
+        loaded_version: null,
+        routes: [],
+        status: (s.status & ~(Flags.ACTIVATED | Flags.LOADED | Flags.FAILED)) | Flags.DEACTIVATED,
+      };
+    case "plugin_load_confirmed_v1":
+      return {
+        ...base,
+        loaded_at: ev.data.at,
+        loaded_version: ev.data.version,
+        routes: ev.data.routes,
+        last_error: null,
+        status: (s.status & ~Flags.FAILED) | Flags.LOADED,
+      };
+    case "plugin_load_failed_v1": {
+      // A failed swap (upgrade) keeps the old version serving; a failed first load marks the plugin failed.
+      const keep = has(s.status, Flags.LOADED) && s.loaded_version !== null && s.loaded_version !== ev.data.version;
+      return {
+        ...base,
+        last_error: { stage: ev.data.stage, code: "load_failed", message: ev.data.message, at: ev.data.at },
+        status: keep ? s.status : (s.status & ~Flags.LOADED) | Flags.FAILED,
+        loaded_version: keep ? s.loaded_version : null,
+        routes: keep ? s.routes : [],
+      };
+    }
+    case "plugin_unload_confirmed_v1":
+      return base;
+    case "plugin_crashed_v1":
+      return {
+        ...base,
+        restarts: s.restarts + 1,
+        last_error: { stage: "runtime", code: "crashed", message: ev.data.reason, at: ev.data.at },
+      };
+    case "plugin_disabled_v1":
+      return {
+        ...base,
+        last_error: { stage: "runtime", code: "disabled", message: ev.data.reason, at: ev.data.at },
+        loaded_version: null,
+        routes: [],
+        status: (s.status & ~Flags.LOADED) | Flags.FAILED,
+      };
+    case "plugin_removed_v1":
+      return {
+        ...base,
+        removed_at: ev.data.at,
+        loaded_version: null,
+        routes: [],
+        status: Flags.REMOVED,
+      };
+    default:
+      return s;
+  }
+}
+
+export const pluginAggregate: AggregateDefinition<PluginState, PluginCommand, PluginEvent> = {
+  name: "plugin",
+  initialState: initialPluginState,
+  evolve,
+  decide,
+  snapshotEvery: 50,
+  snapshotVersion: 1,
+};
+
+export type PluginStatusName =
+  | "installed"
+  | "extracting"
+  | "extracted"
+  | "activated"
+  | "loaded"
+  | "deactivated"
+  | "failed"
+  | "removed";
+
+/** One word for the flag set (the view's `status`). */
+export function statusName(status: number): PluginStatusName {
+  if (has(status, Flags.REMOVED)) return "removed";
+  if (has(status, Flags.FAILED)) return "failed";
+  if (has(status, Flags.EXTRACTING)) return "extracting";
+  if (has(status, Flags.LOADED)) return "loaded";
+  if (has(status, Flags.ACTIVATED)) return "activated";
+  if (has(status, Flags.DEACTIVATED)) return "deactivated";
+  if (has(status, Flags.EXTRACTED)) return "extracted";
+  return "installed";
+}
+
+export function hasFlag(state: PluginState, flag: FlagName): boolean {
+  return has(state.status, Flags[flag]);
+}

@@ -1,0 +1,483 @@
+/**
+ * The lifecycle service: the `plugin` aggregate in the daemon's own store, the process manager that carries a plugin
+ * from plugin_installed_v1 to LOADED (extract -> activate -> load -> confirm), boot recovery, and the operations the
+ * admin API calls (install / upgrade / activate / deactivate / remove) with "wait until it is done" helpers.
+ *
+ * Crash safety: every side effect runs in the process manager, whose durable checkpoint advances only after the
+ * handler finished; every command it dispatches has an id derived from the triggering event, so a redelivery after a
+ * kill -9 repeats the (idempotent) side effect and writes no event twice.
+ */
+import { EventEmitter } from "node:events";
+import { mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { isValidPluginName, type PluginManifest } from "@hecate/sdk";
+import {
+  CommandRejected,
+  type Cqrs,
+  createCqrs,
+  type DispatchResult,
+  type EventStore,
+  type ProcessManager,
+  type ProcessManagerContext,
+  type RecordedEvent,
+  type Subscription,
+  startProcessManager,
+} from "@hecate/store";
+import type { Logger } from "pino";
+import {
+  Flags,
+  flagNames,
+  type PackageInfo,
+  type PluginCommand,
+  type PluginEvent,
+  type PluginState,
+  type PluginType,
+  pluginAggregate,
+  statusName,
+} from "./aggregate.js";
+import { type Loader, LoadFailure, type PackageOps } from "./loader.js";
+
+export interface PluginView {
+  name: string;
+  version: string | null;
+  type: PluginType;
+  status: ReturnType<typeof statusName>;
+  flags: string[];
+  routes: { method: string; path: string }[];
+  url: string;
+  apiUrl: string;
+  lastError: PluginState["last_error"];
+  installedAt: string | null;
+  updatedAt: string | null;
+  restarts: number;
+}
+
+export interface LifecycleEvent {
+  plugin: string;
+  type: string;
+  revision: number;
+  position: number;
+  data: unknown;
+  createdAt: string;
+  view: PluginView;
+}
+
+/** A lifecycle operation that cannot be done (typed: the admin API maps `code` to an HTTP status). */
+export class LifecycleError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "LifecycleError";
+  }
+}
+
+export interface LifecycleOptions {
+  home: string;
+  store: EventStore;
+  loader: Loader;
+  pkg: PackageOps;
+  logger: Logger;
+  /** Test hook: SIGKILL this process right after appending an event of this type (crash-recovery tests). */
+  crashAfter?: string;
+}
+
+const has = (s: PluginState, f: number) => (s.status & f) !== 0;
+const STREAM_PREFIX = "plugin-";
+
+export function viewOf(s: PluginState): PluginView {
+  const name = s.name ?? "";
+  return {
+    name,
+    version: s.installed_version,
+    type: s.plugin_type,
+    status: statusName(s.status),
+    flags: flagNames(s.status),
+    routes: s.routes,
+    url: `/plugin/${name}/`,
+    apiUrl: `/plugin/${name}/api/`,
+    lastError: s.last_error,
+    installedAt: s.installed_at,
+    updatedAt: s.updated_at,
+    restarts: s.restarts,
+  };
+}
+
+/** Events: `event` (LifecycleEvent) for every lifecycle event appended (live feed for SSE and waiters). */
+export class LifecycleService extends EventEmitter {
+  readonly cqrs: Cqrs;
+  private readonly states = new Map<string, PluginState>();
+  private feed: Subscription | undefined;
+  private pm: ProcessManager | undefined;
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private closed = false;
+
+  constructor(private readonly o: LifecycleOptions) {
+    super();
+    this.setMaxListeners(0);
+    this.cqrs = createCqrs(o.store);
+  }
+
+  get store(): EventStore {
+    return this.o.store;
+  }
+
+  /**
+   * Boot: clean half-done extractions on disk, fold every plugin's state, let the process manager finish whatever a
+   * crash interrupted, then load again every ACTIVATED plugin. A plugin failing here is marked failed; boot goes on.
+   */
+  async start(): Promise<void> {
+    const pluginsDir = join(this.o.home, "plugins");
+    mkdirSync(pluginsDir, { recursive: true });
+    for (const name of readdirSync(pluginsDir)) {
+      if (!isValidPluginName(name)) continue;
+      await this.o.pkg
+        .recoverPackageDir(join(pluginsDir, name))
+        .catch((err) => this.o.logger.error({ plugin: name, err }, "package dir recovery failed"));
+    }
+    this.feed = this.o.store.subscribe({ streamPrefix: STREAM_PREFIX, handler: (e) => this.onFeed(e) });
+    await this.feed.caughtUp();
+    this.pm = startProcessManager(this.o.store, {
+      name: "plugin-lifecycle",
+      streamPrefix: STREAM_PREFIX,
+      handle: (e, ctx) => this.handle(e, ctx),
+      onError: (err, e, attempt) => {
+        if (err instanceof CommandRejected) return "skip";
+        this.o.logger.error({ err, event: e.type, stream: e.stream, attempt }, "lifecycle step failed; retrying");
+      },
+    });
+    await this.pm.caughtUp();
+    for (const s of [...this.states.values()]) {
+      if (!s.name || !has(s, Flags.ACTIVATED) || has(s, Flags.REMOVED) || has(s, Flags.EXTRACTING)) continue;
+      if (this.o.loader.isLoaded(s.name, s.plugin_type)) continue;
+      await this.bootLoad(s.name);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.pm?.stop();
+    await this.feed?.stop();
+  }
+
+  // ---- reads ----
+
+  state(name: string): PluginState | undefined {
+    return this.states.get(name);
+  }
+
+  view(name: string): PluginView | undefined {
+    const s = this.states.get(name);
+    return s ? viewOf(s) : undefined;
+  }
+
+  list(): PluginView[] {
+    return [...this.states.values()].map(viewOf).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The installed manifest, or null when the package is not (or no longer) on disk. */
+  manifest(name: string): PluginManifest | null {
+    try {
+      return this.o.loader.manifest(name);
+    } catch {
+      return null;
+    }
+  }
+
+  events(name: string): RecordedEvent[] {
+    return this.o.store.readStream(STREAM_PREFIX + name);
+  }
+
+  // ---- operations (admin API) ----
+
+  /**
+   * Installs the package at `archive` (a file the caller owns: it is moved into the plugin dir). Returns the position
+   * of plugin_installed_v1; the process manager takes it from there.
+   */
+  install(archive: string, source: string): Promise<{ name: string; position: number }> {
+    return this.withArchive(archive, source, "install");
+  }
+
+  upgrade(name: string, archive: string, source: string): Promise<{ name: string; position: number }> {
+    return this.withArchive(archive, source, "upgrade", name);
+  }
+
+  private async withArchive(
+    archive: string,
+    source: string,
+    op: "install" | "upgrade",
+    expected?: string,
+  ): Promise<{ name: string; position: number }> {
+    let manifest: PluginManifest;
+    try {
+      manifest = await this.o.pkg.readArchiveManifest(archive);
+    } catch (err) {
+      rmSync(archive, { force: true });
+      throw err;
+    }
+    const name = manifest.name;
+    if (expected !== undefined && name !== expected) {
+      rmSync(archive, { force: true });
+      throw new LifecycleError("name_mismatch", `the package is for ${name}, not ${expected}`, { field: "name" });
+    }
+    return this.serial(name, async () => {
+      const s = this.states.get(name);
+      const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
+      // Checked before the archive is moved: a refused install must not overwrite the installed package.
+      if (op === "install" && isInstalled) {
+        rmSync(archive, { force: true });
+        throw new LifecycleError("plugin_already_installed", `plugin ${name} is already installed (use upgrade)`);
+      }
+      if (op === "upgrade" && !isInstalled) {
+        rmSync(archive, { force: true });
+        throw new LifecycleError("plugin_not_found", `plugin ${name} is not installed`);
+      }
+      const paths = this.o.loader.paths(name);
+      mkdirSync(paths.root, { recursive: true });
+      renameSync(archive, paths.archive);
+      const info: PackageInfo = {
+        name,
+        version: manifest.version,
+        plugin_type: manifest.plugin_type ?? "in_process",
+        callback_module: manifest.callback_module ?? "dist/index.js",
+        oci_image: manifest.container?.image ?? null,
+        source,
+        icon: manifest.icon ?? null,
+        group_name: manifest.group_name ?? null,
+        group_icon: manifest.group_icon ?? null,
+      };
+      const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
+      const r = await this.dispatch(name, { type, data: info });
+      return { name, position: r.position };
+    });
+  }
+
+  async activate(name: string): Promise<number> {
+    return (await this.dispatch(name, { type: "activate_plugin_v1", data: {} })).position;
+  }
+
+  async deactivate(name: string): Promise<number> {
+    return (await this.dispatch(name, { type: "deactivate_plugin_v1", data: {} })).position;
+  }
+
+  async remove(name: string, purge: boolean): Promise<number> {
+    return (await this.dispatch(name, { type: "remove_plugin_v1", data: { purge } })).position;
+  }
+
+  /**
+   * Resolves with the first event of `types` on the plugin's stream after `afterPosition` (checks what is stored,
+   * then waits for the live feed), or rejects with LifecycleError("timeout").
+   */
+  waitFor(
+    name: string,
+    afterPosition: number,
+    types: PluginEvent["type"][],
+    timeoutMs = 60_000,
+  ): Promise<RecordedEvent> {
+    const find = () =>
+      this.o.store
+        .readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 })
+        .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
+        .at(-1);
+    return new Promise((resolve, reject) => {
+      const hit = find();
+      if (hit) return resolve(hit);
+      const onEvent = (e: LifecycleEvent) => {
+        if (e.plugin !== name || e.position <= afterPosition) return;
+        const found = find();
+        if (found) {
+          done();
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new LifecycleError("timeout", `plugin ${name}: no ${types.join("/")} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.off("event", onEvent);
+      };
+      this.on("event", onEvent);
+    });
+  }
+
+  /** Resolves once the process manager has handled everything up to `position` (side effects done). */
+  async settled(position: number): Promise<void> {
+    await this.pm?.caughtUp(position);
+  }
+
+  // ---- runtime reports (crash / disable) ----
+
+  reportCrash(name: string, reason: string): void {
+    void this.dispatch(name, { type: "report_plugin_crash_v1", data: { reason } }).catch((err) =>
+      this.o.logger.warn({ plugin: name, err }, "cannot record crash"),
+    );
+  }
+
+  reportDisabled(name: string, reason: string): void {
+    void this.dispatch(name, { type: "disable_plugin_v1", data: { reason } }).catch((err) =>
+      this.o.logger.warn({ plugin: name, err }, "cannot record disable"),
+    );
+  }
+
+  // ---- internals ----
+
+  /** Every append goes through here (the test crash hook fires right after the append). */
+  private async dispatch(
+    name: string,
+    cmd: PluginCommand,
+    ctx?: ProcessManagerContext,
+    id?: string,
+  ): Promise<DispatchResult<PluginEvent>> {
+    if (!isValidPluginName(name))
+      throw new LifecycleError("invalid_plugin_name", `invalid plugin name ${JSON.stringify(name)}`, {
+        field: "name",
+      });
+    const command = id ? { ...cmd, id } : cmd;
+    const r = ctx
+      ? await ctx.dispatch(pluginAggregate, name, command)
+      : await this.cqrs.dispatch(pluginAggregate, name, command);
+    if (this.o.crashAfter && !r.duplicate && r.events.some((e) => e.type === this.o.crashAfter)) {
+      process.kill(process.pid, "SIGKILL");
+      await new Promise(() => {}); // never continue past the "crash"
+    }
+    return r;
+  }
+
+  private onFeed(e: RecordedEvent): void {
+    const name = e.stream.slice(STREAM_PREFIX.length);
+    const next = pluginAggregate.evolve(this.states.get(name) ?? pluginAggregate.initialState, e);
+    this.states.set(name, next);
+    const ev: LifecycleEvent = {
+      plugin: name,
+      type: e.type,
+      revision: e.revision,
+      position: e.position,
+      data: e.data,
+      createdAt: e.createdAt,
+      view: viewOf(next),
+    };
+    this.o.logger.info({ plugin: name, event: e.type, revision: e.revision }, "lifecycle event");
+    this.emit("event", ev);
+  }
+
+  /** The process manager (the original's on_plugin_installed / on_plugin_package_extracted / on_plugin_activated). */
+  private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
+    if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
+    const name = e.stream.slice(STREAM_PREFIX.length);
+    const s = this.cqrs.load(pluginAggregate, name).state;
+    const ev = e as unknown as PluginEvent;
+    switch (ev.type) {
+      case "plugin_installed_v1":
+      case "plugin_upgraded_v1": {
+        if (ev.data.generation !== s.generation || !has(s, Flags.EXTRACTING)) return; // superseded meanwhile
+        await this.extract(name, ev.data.generation, ctx);
+        return;
+      }
+      case "plugin_package_extracted_v1": {
+        if (ev.data.generation !== s.generation) return;
+        if (has(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx);
+        else if (!s.activated_at && !has(s, Flags.DEACTIVATED))
+          await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
+        return;
+      }
+      case "plugin_activated_v1":
+        if (ev.data.activation !== s.activation || !has(s, Flags.ACTIVATED) || has(s, Flags.EXTRACTING)) return;
+        await this.loadAndConfirm(name, s, ctx);
+        return;
+      case "plugin_deactivated_v1":
+        await this.o.loader.unload(name);
+        if (!has(s, Flags.ACTIVATED))
+          await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
+        return;
+      case "plugin_removed_v1":
+        await this.o.loader.unload(name);
+        if (has(s, Flags.REMOVED)) this.o.loader.removeFiles(name, ev.data.purge);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async extract(name: string, generation: number, ctx: ProcessManagerContext): Promise<void> {
+    const paths = this.o.loader.paths(name);
+    let outcome: PluginCommand;
+    try {
+      const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
+      outcome = {
+        type: "extract_plugin_package_v1",
+        data: { generation, version: r.manifest.version, files: r.files, bytes: r.bytes },
+      };
+    } catch (err) {
+      const e = err as Error & { code?: unknown; details?: unknown };
+      const code = typeof e.code === "string" ? e.code : "extract_error";
+      this.o.logger.warn({ plugin: name, code, err: e.message }, "package extraction failed");
+      outcome = {
+        type: "fail_plugin_extract_v1",
+        data: { generation, code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) },
+      };
+    }
+    await this.dispatch(name, outcome, ctx);
+  }
+
+  private async loadAndConfirm(
+    name: string,
+    s: PluginState,
+    ctx: ProcessManagerContext | undefined,
+    id?: string,
+  ): Promise<void> {
+    let outcome: PluginCommand;
+    try {
+      const r = await this.o.loader.load(name);
+      outcome = {
+        type: "confirm_plugin_loaded_v1",
+        data: { activation: s.activation, version: r.version, routes: r.routes, ...(ctx ? {} : { boot: true }) },
+      };
+    } catch (err) {
+      const stage = err instanceof LoadFailure ? err.stage : "load";
+      this.o.logger.warn({ plugin: name, stage, err: (err as Error).message }, "plugin load failed");
+      outcome = {
+        type: "fail_plugin_load_v1",
+        data: { activation: s.activation, version: s.installed_version ?? "", stage, message: (err as Error).message },
+      };
+    }
+    try {
+      await this.dispatch(name, outcome, ctx, id);
+    } catch (err) {
+      // Deactivated/removed while loading: take the freshly loaded code down again.
+      if (err instanceof CommandRejected && outcome.type === "confirm_plugin_loaded_v1")
+        await this.o.loader.unload(name);
+      throw err;
+    }
+  }
+
+  /** Boot reload of an ACTIVATED plugin; the command id is tied to the stream revision, so a crash loop adds nothing. */
+  private async bootLoad(name: string): Promise<void> {
+    const loaded = this.cqrs.load(pluginAggregate, name);
+    const id = `boot-load:${name}:${loaded.revision}`;
+    try {
+      await this.loadAndConfirm(name, loaded.state, undefined, id);
+    } catch (err) {
+      this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
+    }
+  }
+
+  /** One admin operation per plugin at a time. */
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.locks.set(name, tail);
+    void tail.then(() => {
+      if (this.locks.get(name) === tail) this.locks.delete(name);
+    });
+    return next;
+  }
+}
+
+function ignoreRejection(err: unknown): void {
+  if (!(err instanceof CommandRejected)) throw err;
+}
