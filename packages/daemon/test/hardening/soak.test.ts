@@ -1,0 +1,19 @@
+/**
+ * Short soak (the long one is bench/soak.ts): mixed traffic to 3 plugins by 8 keep-alive clients while 2 others are
+ * loaded and unloaded in a loop and one is hot-swapped; no error at all, and the daemon's memory stays bounded.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { runSoak } from "../../bench/soak.js";
+
+test("soak: mixed traffic during load/unload/swap churn, no errors, bounded memory", async () => {
+  const r = await runSoak({ durationMs: 8000, clients: 8 });
+  console.log(`# soak ${JSON.stringify(r)}`);
+  assert.deepEqual(r.error_samples, []);
+  assert.equal(r.errors, 0);
+  assert.ok(r.requests > 2000, `only ${r.requests} requests`);
+  assert.ok(r.churn_cycles >= 5, `only ${r.churn_cycles} churn cycles`);
+  // Each cycle starts and stops 3 workers; a leak of one worker's isolate per cycle would be >= 5 MiB each.
+  assert.ok(r.heap_growth_mib < 16, `main heap grew ${r.heap_growth_mib} MiB`);
+  assert.ok(r.rss_growth_mib < 96, `rss grew ${r.rss_growth_mib} MiB`);
+});
