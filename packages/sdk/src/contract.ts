@@ -36,6 +36,8 @@ export interface PluginManifest {
     cpus?: number;
     pids?: number;
     health_path?: string;
+    /** Mount the plugin's data dir (`plugins/{name}/data`, kept across upgrades) writable at /data. Default: none. */
+    writable_data?: boolean;
   };
 }
 

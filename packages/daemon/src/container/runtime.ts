@@ -15,8 +15,18 @@
  *   ever killed by a stale pid: only by container id from Podman's own list.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import {
+  chownSync,
+  existsSync,
+  lchownSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk";
 import { Agent, request } from "undici";
@@ -32,6 +42,8 @@ export const LABEL_SPEC = "hecate.spec";
 
 export const DEFAULT_LIMITS = { memory_mb: 128, cpus: 0.5, pids: 64 } as const;
 const SOCKET_NAME = "plugin.sock";
+/** Where things are inside a container. */
+const IN_CONTAINER = { package: "/plugin", data: "/data", run: "/run/plugin", tmp: "/tmp" } as const;
 const INIT_AVAILABLE = existsSync("/usr/libexec/podman/catatonit");
 const DEFAULT_HEALTH_PATH = "/__health";
 
@@ -59,7 +71,10 @@ export class ContainerPluginError extends Error {
 
 export interface ContainerPluginSpec {
   name: string;
-  /** The plugin's root dir (`plugins/{name}`), mounted read-only at /plugin. */
+  /**
+   * The plugin's root dir (`plugins/{name}`, layout of `pluginPaths`): its `package/` is mounted read-only at
+   * /plugin; its `data/` is mounted writable at /data when the manifest sets `container.writable_data`.
+   */
   dir: string;
   manifest: PluginManifest;
   settings?: Record<string, unknown>;
@@ -340,9 +355,12 @@ export class ContainerRuntime {
     const c = spec.manifest.container ?? {};
     if (c.command !== undefined && (!Array.isArray(c.command) || !c.command.every((x) => typeof x === "string")))
       throw new ContainerPluginError(spec.name, "invalid_manifest", "container.command must be an array of strings");
+    if (c.writable_data !== undefined && typeof c.writable_data !== "boolean")
+      throw new ContainerPluginError(spec.name, "invalid_manifest", "container.writable_data must be a boolean");
     if (c.image_archive) {
-      const archive = join(spec.dir, c.image_archive);
-      if (!archive.startsWith(`${spec.dir}/`) || !existsSync(archive))
+      const pkg = hostLayout(spec).package;
+      const archive = resolve(pkg, c.image_archive);
+      if (!archive.startsWith(`${pkg}/`) || !existsSync(archive))
         throw new ContainerPluginError(spec.name, "invalid_manifest", `image_archive ${c.image_archive} not found`);
       if (c.image && (await this.podman.imageExists(c.image))) return { image: c.image, nodeBase: false };
       const names = await this.podman.loadImage(archive);
@@ -366,7 +384,9 @@ export class ContainerRuntime {
     const memoryMb = positive(c.memory_mb, DEFAULT_LIMITS.memory_mb, spec.name, "memory_mb");
     const cpus = positive(c.cpus, DEFAULT_LIMITS.cpus, spec.name, "cpus");
     const pids = Math.floor(positive(c.pids, DEFAULT_LIMITS.pids, spec.name, "pids"));
-    const binds = [`${spec.dir}:/plugin:ro`, `${entry.socketDir}:/run/plugin:rw`];
+    const host = hostLayout(spec);
+    const binds = [`${host.package}:${IN_CONTAINER.package}:ro`, `${entry.socketDir}:${IN_CONTAINER.run}:rw`];
+    if (c.writable_data === true) binds.push(`${host.data}:${IN_CONTAINER.data}:rw`);
     if (nodeBase) binds.push(...this.sdkBinds);
     let cmd = c.command;
     if (cmd && nodeBase && cmd[0] === "node") cmd = [process.execPath, ...cmd.slice(1)];
@@ -410,11 +430,25 @@ export class ContainerRuntime {
     };
   }
 
+  /** The config the SDK reads from HECATE_PLUGIN_CONFIG: every path as the container sees it. */
   private containerConfig(spec: ContainerPluginSpec): PluginConfig {
     const host = pluginPaths(this.home, spec.name);
-    const paths = Object.fromEntries(
-      Object.entries(host).map(([k, v]) => [k, `/plugin${(v as string).slice(host.root.length)}`]),
-    ) as unknown as PluginConfig["paths"];
+    const inPackage = (p: string) => IN_CONTAINER.package + p.slice(host.package.length);
+    const paths: PluginConfig["paths"] = {
+      root: IN_CONTAINER.package,
+      archive: "", // the uploaded archive stays on the host
+      package: IN_CONTAINER.package,
+      code: inPackage(host.code),
+      manifest: inPackage(host.manifest),
+      static: inPackage(host.static),
+      priv: inPackage(host.priv),
+      // Only /data (when asked for) and the socket dir are writable: a container plugin keeps its SQLite files there.
+      data: IN_CONTAINER.data,
+      sqlite: `${IN_CONTAINER.data}/sqlite`,
+      store: `${IN_CONTAINER.data}/store`,
+      run: IN_CONTAINER.run,
+      tmp: IN_CONTAINER.tmp,
+    };
     return {
       pluginName: spec.name,
       pluginVersion: spec.manifest.version,
@@ -445,6 +479,7 @@ export class ContainerRuntime {
     rmSync(entry.socketDir, { recursive: true, force: true });
     mkdirSync(entry.socketDir, { recursive: true, mode: 0o700 });
     chownSync(entry.socketDir, entry.uid, entry.uid);
+    if (spec.manifest.container?.writable_data === true) ensureOwnedDir(hostLayout(spec).data, entry.uid);
     // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
     await this.podman.removeContainer(entry.containerName);
     try {
@@ -474,11 +509,12 @@ export class ContainerRuntime {
   }
 
   private mount(entry: Entry): void {
-    const staticDir = join(entry.spec.dir, entry.spec.manifest.static ?? "priv/static");
+    const pkg = hostLayout(entry.spec).package;
+    const staticDir = resolve(pkg, entry.spec.manifest.static ?? "priv/static");
     const mount: PluginMount = {
       routes: [{ method: "*", path: "/*", handler: entry.proxy.handle }],
       upgrade: entry.proxy.upgrade,
-      staticDir: existsSync(staticDir) ? staticDir : undefined,
+      staticDir: staticDir.startsWith(`${pkg}/`) && existsSync(staticDir) ? staticDir : undefined,
     };
     try {
       this.router?.setPlugin(entry.spec.name, mount);
@@ -663,6 +699,30 @@ export class ContainerRuntime {
       this.opts.onEvent?.(e);
     } catch {}
   }
+}
+
+/** The plugin's package and data dirs under its root (the `pluginPaths` layout, rooted at `spec.dir`). */
+function hostLayout(spec: ContainerPluginSpec): { package: string; data: string } {
+  const p = pluginPaths("/", spec.name);
+  return { package: join(spec.dir, relative(p.root, p.package)), data: join(spec.dir, relative(p.root, p.data)) };
+}
+
+/**
+ * The data dir must belong to the plugin's uid. The uid is stable per name but can move when another plugin took
+ * it first, so a mismatch re-owns the whole tree (plugin-owned files only; symlinks are not followed).
+ */
+function ensureOwnedDir(dir: string, uid: number): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (statSync(dir).uid === uid) return;
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      lchownSync(p, uid, uid);
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  chownSync(dir, uid, uid);
 }
 
 function positive(v: number | undefined, dflt: number, plugin: string, field: string): number {

@@ -4,7 +4,7 @@ import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { PluginManifest } from "@hecate/sdk";
+import { type PluginManifest, pluginPaths } from "@hecate/sdk";
 import {
   type ContainerEvent,
   type ContainerPluginSpec,
@@ -99,7 +99,10 @@ export async function setup(opts: Partial<ConstructorParameters<typeof Container
   };
 }
 
-/** Installs a copy of an example plugin dir as `plugins/{name}` (world-readable: the container uid reads it). */
+/**
+ * Installs a copy of an example plugin dir as the package of `plugins/{name}` (`plugins/{name}/package`, the layout
+ * of pluginPaths), world-readable: the container uid reads it. Returns the spec with `dir` = the plugin root.
+ */
 export function installPlugin(
   home: string,
   name: string,
@@ -107,10 +110,11 @@ export function installPlugin(
   patch: (m: PluginManifest) => void = () => {},
 ): ContainerPluginSpec {
   const dir = join(home, "plugins", name);
-  mkdirSync(dir, { recursive: true });
-  cpSync(from, dir, { recursive: true });
+  const pkg = pluginPaths(home, name).package;
+  mkdirSync(pkg, { recursive: true });
+  cpSync(from, pkg, { recursive: true });
   execFileSync("chmod", ["-R", "a+rX", join(home, "plugins")]);
-  const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as PluginManifest;
+  const manifest = JSON.parse(readFileSync(join(pkg, "manifest.json"), "utf8")) as PluginManifest;
   manifest.name = name;
   patch(manifest);
   return { name, dir, manifest };

@@ -24,7 +24,7 @@ describe("non-Node container plugin: Python from an OCI archive (real podman)", 
     });
     // The package ships its image: build it from the host's python3 into the plugin dir, then drop the image so
     // load must come from the archive.
-    await buildPythonImageArchive(join(spec.dir, "image.tar"), IMAGE);
+    await buildPythonImageArchive(join(spec.dir, "package", "image.tar"), IMAGE);
     await env.podman.removeImage(IMAGE);
     assert.equal(await env.podman.imageExists(IMAGE), false);
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { readFileSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { networkInterfaces } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import type { ContainerEvent } from "../../src/container/index.js";
@@ -62,13 +64,39 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
 
   it("read-only root: writes to / and /plugin fail, the socket dir is the only writable mount", async () => {
     const { body } = await getJson<Record<string, unknown>>(
-      `${env.base}/plugin/sa/api/probe/fs?write=/x,/plugin/x,/usr/x&list=/run/plugin,/plugin`,
+      `${env.base}/plugin/sa/api/probe/fs?write=/x,/plugin/x,/usr/x,/data/x&list=/run/plugin,/plugin`,
     );
     assert.equal(body["write:/x"], "EROFS");
+    assert.ok(["EROFS", "ENOENT"].includes(body["write:/data/x"] as string), "no data dir unless the manifest asks");
     assert.equal(body["write:/plugin/x"], "EROFS");
     assert.equal(body["write:/usr/x"], "EROFS");
     assert.deepEqual(body["list:/run/plugin"], ["plugin.sock"]);
     assert.ok((body["list:/plugin"] as string[]).includes("manifest.json"));
+  });
+
+  it("container.writable_data: the plugin's data dir is writable at /data, owned by its uid, kept across reloads", async () => {
+    const spec = installPlugin(env.home, "sd", undefined, (m) => {
+      m.container = { ...m.container, writable_data: true };
+    });
+    const loaded = await env.runtime.load(spec);
+    const { body } = await getJson<Record<string, unknown>>(
+      `${env.base}/plugin/sd/api/probe/fs?write=/data/note,/plugin/x&list=/data`,
+    );
+    assert.equal(body["write:/data/note"], "ok");
+    assert.equal(body["write:/plugin/x"], "EROFS", "the package stays read-only");
+    const hostFile = join(spec.dir, "data", "note");
+    assert.equal(readFileSync(hostFile, "utf8"), "x");
+    assert.equal(statSync(hostFile).uid, loaded.uid);
+    await env.runtime.unload("sd");
+    await env.runtime.load(spec);
+    const again = await getJson<Record<string, unknown>>(`${env.base}/plugin/sd/api/probe/fs?write=/data/y&list=/data`);
+    assert.deepEqual((again.body["list:/data"] as string[]).sort(), ["note", "y"]);
+    // Another plugin sees neither the dir nor the files.
+    const other = await getJson<Record<string, unknown>>(
+      `${env.base}/plugin/sa/api/probe/fs?write=/data/z&list=${join(spec.dir, "data")}`,
+    );
+    assert.equal(other.body[`list:${join(spec.dir, "data")}`], "ENOENT");
+    await env.runtime.unload("sd");
   });
 
   it("plugin A cannot see plugin B's files or socket; each runs as its own uid", async () => {
