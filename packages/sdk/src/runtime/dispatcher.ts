@@ -21,7 +21,11 @@ import type {
 } from "../contract.js";
 import { HttpError } from "../contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+import { stopAll as stopSupervisors } from "../supervisor.js";
 import { runTerminateHooks, setLogSink } from "./hooks.js";
+import { validateRoutePath } from "./route-path.js";
+
+export { validateRoutePath } from "./route-path.js";
 
 /** How the dispatcher talks back to its host (a worker's parentPort, a test harness, a socket). */
 export interface DispatcherTransport {
@@ -167,8 +171,12 @@ export class Dispatcher {
         throw new Error("manifest() must return an object with string name and version");
       stage = "store";
       const storeConfig: StoreConfig | null = (m.storeConfig ? m.storeConfig() : null) ?? null;
-      stage = "init";
+      // The store id is fixed here, before init, so getConfig().storeId is what the plugin's store was opened with.
+      config = { ...config, storeId: storeConfig ? (storeConfig.storeId ?? config.pluginName) : null };
       setConfig(config);
+      // Imported only when wanted: plugins without a store never load SQLite.
+      if (storeConfig) (await import("../store.js")).open({ durability: storeConfig.durability });
+      stage = "init";
       await m.init(config);
       stage = "routes";
       const routes = m.routes ? await m.routes() : [];
@@ -179,6 +187,9 @@ export class Dispatcher {
       return { t: "ready", manifest, storeConfig, routes: this.announcements() };
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
+      // A failed load leaves nothing open behind (the harness keeps its process; a worker may be reused in tests).
+      await stopSupervisors().catch(() => {});
+      await runTerminateHooks();
       return { t: "load-failed", stage, message: e.message, stack: e.stack };
     }
   }
@@ -245,11 +256,14 @@ export class Dispatcher {
     if (this.terminating) return;
     this.terminating = true;
     let timer: NodeJS.Timeout | undefined;
-    // The plugin's terminate(), then the SDK helpers' hooks (scheduler jobs...), all within the one deadline.
+    // The plugin's terminate(), its supervision trees, then the SDK helpers' hooks (scheduler jobs, the store with
+    // its projections...), all within the one deadline.
     await Promise.race([
       Promise.resolve()
         .then(() => this.mod?.terminate?.())
         .catch((err) => this.log("error", `terminate() failed: ${errMessage(err)}`))
+        .then(() => stopSupervisors())
+        .catch((err) => this.log("error", `stopping supervisors failed: ${errMessage(err)}`))
         .then(() => runTerminateHooks()),
       new Promise<void>((resolve) => {
         timer = setTimeout(resolve, deadlineMs);
@@ -461,15 +475,6 @@ function announce(r: RouteDefinition, id: number): RouteAnnouncement {
   }
   const methods = Array.isArray(r.method) ? r.method : [r.method];
   return { id, kind: "http", methods, path: r.path };
-}
-
-/** Route paths are relative to the API prefix: no way out of it (`..`, `//`, encoded chars, query). */
-export function validateRoutePath(path: unknown): string | null {
-  if (typeof path !== "string" || !path.startsWith("/")) return "must be a string starting with /";
-  if (/[?#%\\\s\0]/.test(path)) return "must not contain ? # % \\, whitespace or NUL";
-  if (path.includes("//")) return "must not contain //";
-  if (path.split("/").some((s) => s === ".." || s === ".")) return "must not contain . or .. segments";
-  return null;
 }
 
 function validateRoute(r: RouteDefinition): void {

@@ -1,0 +1,233 @@
+/**
+ * The plugin's own event store (the original's per-plugin ReckonDB store + evoq), opened from `getConfig()`:
+ * file `{paths.store}/{storeId}.sqlite`, read models under `paths.sqlite`. Nothing here takes a path or a plugin
+ * name, so a plugin's SDK can only ever reach its own store.
+ *
+ *   export const storeConfig = () => ({ durability: "NORMAL" });
+ *   store.projection({ name: "tasks", setup: (db) => db.exec("CREATE TABLE ..."), apply: (db, e) => {...} });
+ *   await store.dispatch(task, id, { type: "create_task_v1", data }, { consistency: "strong" });
+ *   store.query("tasks", "SELECT * FROM tasks WHERE board = ?", board);
+ *
+ * Inside the daemon (and the test harness) the host opens the store at load stage "store" when the module exports
+ * `storeConfig()`, and closes it (projections and subscriptions first) at unload. Standalone (no host), the first
+ * call opens it from the standalone config.
+ */
+import { join } from "node:path";
+import {
+  type AggregateDefinition,
+  type Command,
+  CommandRejected,
+  type DispatchOptions,
+  type DispatchResult,
+  type EventStore,
+  loadAggregate,
+  openEventStore,
+  type Projection,
+  type ReadAllOptions,
+  type ReadStreamOptions,
+  type RecordedEvent,
+  type Subscription,
+  type SubscriptionOptions,
+  startProjection,
+  dispatch as storeDispatch,
+} from "@hecate/store";
+import { getConfig } from "./config.js";
+import type { StoreConfig } from "./contract.js";
+import { HttpError } from "./contract.js";
+import { isValidPluginName } from "./paths.js";
+import { onTerminate } from "./runtime/hooks.js";
+
+export { CommandRejected, reject } from "@hecate/store";
+export type { AggregateDefinition, Command, DispatchResult, Projection, RecordedEvent, Subscription };
+
+/** Read-model connection type (better-sqlite3), as given to projection `setup`/`apply`. */
+export type ReadModelDb = Projection["db"];
+
+export class PluginStoreError extends Error {
+  constructor(
+    readonly code: "store_not_configured" | "invalid_store_id" | "invalid_projection" | "unknown_projection",
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = "PluginStoreError";
+  }
+}
+
+interface OpenStore {
+  store: EventStore;
+  projections: Map<string, Projection>;
+  subscriptions: Set<Subscription>;
+}
+
+let opened: OpenStore | undefined;
+
+/**
+ * Opens the plugin's store from `getConfig()` (idempotent). Hosts call it at load stage "store"; plugins normally
+ * never need to (every helper below opens it on first use).
+ */
+export function open(options: Pick<StoreConfig, "durability"> = {}): EventStore {
+  if (opened) return opened.store;
+  const config = getConfig();
+  // Inside a host the store exists only when the module exports storeConfig() (the host opened it at load).
+  if (config.storeId === null && !config.standalone)
+    throw new PluginStoreError("store_not_configured", "the plugin has no store: export storeConfig() to get one");
+  const storeId = config.storeId ?? config.pluginName;
+  // The store file is `{directory}/{storeId}.sqlite`: a storeId with "/" or ".." would leave the plugin's store dir.
+  if (!isValidPluginName(storeId))
+    throw new PluginStoreError("invalid_store_id", `storeId ${JSON.stringify(storeId)} is not a valid name`, "storeId");
+  const store = openEventStore({ directory: config.paths.store, storeId, durability: options.durability ?? "FULL" });
+  opened = { store, projections: new Map(), subscriptions: new Set() };
+  onTerminate(close);
+  return store;
+}
+
+/** True when the store is open in this plugin instance. */
+export function isOpen(): boolean {
+  return opened !== undefined;
+}
+
+function current(): OpenStore {
+  if (!opened) open();
+  return opened!;
+}
+
+/** The underlying `@hecate/store` EventStore (append, snapshots...). */
+export function eventStore(): EventStore {
+  return current().store;
+}
+
+/**
+ * Dispatches a command to an aggregate (`{aggregate.name}-{id}` stream): load, decide, append with optimistic
+ * concurrency; `consistency: "strong"` waits for this plugin's projections. A `decide` rejection throws
+ * `CommandRejected` (see `asHttpError`).
+ */
+export function dispatch<S, C extends Command, E extends { type: string; data: unknown }>(
+  aggregate: AggregateDefinition<S, C, E>,
+  aggregateId: string,
+  command: C,
+  options?: DispatchOptions,
+): Promise<DispatchResult<E>> {
+  return storeDispatch(current().store, aggregate, aggregateId, command, options);
+}
+
+/** Current state of an aggregate (snapshot + tail), without dispatching anything. */
+export function load<S>(aggregate: AggregateDefinition<S, Command, { type: string; data: unknown }>, id: string) {
+  return loadAggregate(current().store, aggregate, id);
+}
+
+export function readStream(stream: string, options?: ReadStreamOptions): RecordedEvent[] {
+  return current().store.readStream(stream, options);
+}
+
+export function readAll(options?: ReadAllOptions): RecordedEvent[] {
+  return current().store.readAll(options);
+}
+
+/** A catch-up + live subscription (named = durable checkpoint). Stopped automatically when the store closes. */
+export function subscribe(options: SubscriptionOptions): Subscription {
+  const o = current();
+  const sub = o.store.subscribe(options);
+  o.subscriptions.add(sub);
+  return {
+    get name() {
+      return sub.name;
+    },
+    get position() {
+      return sub.position;
+    },
+    caughtUp: (position) => sub.caughtUp(position),
+    stop: async () => {
+      o.subscriptions.delete(sub);
+      await sub.stop();
+    },
+  };
+}
+
+export interface ProjectionDefinition {
+  /** Unique per plugin; also the default read-model file name (`{paths.sqlite}/{file ?? name}.sqlite`). */
+  name: string;
+  /** Read-model file name (without `.sqlite`) when several projections share one database. */
+  file?: string;
+  setup?(db: ReadModelDb): void;
+  /** Applies one event; runs in the same read-model transaction as the checkpoint. Synchronous. */
+  apply(db: ReadModelDb, event: RecordedEvent): void;
+  types?: string[];
+  streamPrefix?: string;
+  retryDelayMs?: number;
+  onError?: (error: unknown, event: RecordedEvent, attempt: number) => void | "skip";
+}
+
+/** Starts a projection into the plugin's SQLite read model (exactly-once per event, checkpoint in the same tx). */
+export function projection(def: ProjectionDefinition): Projection {
+  const o = current();
+  const file = def.file ?? def.name;
+  if (typeof def.name !== "string" || !isValidPluginName(def.name))
+    throw new PluginStoreError("invalid_projection", `projection name ${JSON.stringify(def.name)} is invalid`, "name");
+  if (!isValidPluginName(file))
+    throw new PluginStoreError("invalid_projection", `read-model file ${JSON.stringify(file)} is invalid`, "file");
+  if (o.projections.has(def.name))
+    throw new PluginStoreError("invalid_projection", `projection "${def.name}" is already running`, "name");
+  const { file: _file, ...rest } = def;
+  const p = startProjection(o.store, { ...rest, readModel: join(getConfig().paths.sqlite, `${file}.sqlite`) });
+  o.projections.set(def.name, p);
+  return p;
+}
+
+function projectionNamed(name: string): Projection {
+  const p = current().projections.get(name);
+  if (!p) throw new PluginStoreError("unknown_projection", `no projection named "${name}" is running`, "projection");
+  return p;
+}
+
+/** The read-model connection of a projection (for prepared statements of your own). */
+export function readModel(name: string): ReadModelDb {
+  return projectionNamed(name).db;
+}
+
+/** Rows of a read-only query on a projection's read model; writes are refused (they belong in `apply`). */
+export function query<T = Record<string, unknown>>(projectionName: string, sql: string, ...params: unknown[]): T[] {
+  const stmt = projectionNamed(projectionName).db.prepare(sql);
+  if (!stmt.reader || !stmt.readonly)
+    throw new PluginStoreError("invalid_projection", "query() runs read-only statements only", "sql");
+  return stmt.all(...params) as T[];
+}
+
+/** First row of a read-only query, or undefined. */
+export function queryOne<T = Record<string, unknown>>(
+  projectionName: string,
+  sql: string,
+  ...params: unknown[]
+): T | undefined {
+  return query<T>(projectionName, sql, ...params)[0];
+}
+
+/** Waits until the named projections (default all) applied everything stored so far. */
+export async function caughtUp(names?: string[]): Promise<void> {
+  const o = current();
+  const head = o.store.headPosition();
+  const selected = names ?? [...o.projections.keys()];
+  await Promise.all(selected.map((n) => projectionNamed(n).caughtUp(head)));
+}
+
+/**
+ * Maps a `CommandRejected` to an HttpError (409 with the rejection code and details) for handlers; anything else is
+ * returned unchanged, so `catch (e) { throw store.asHttpError(e) }` keeps real faults as 500s.
+ */
+export function asHttpError(err: unknown, status = 409): unknown {
+  if (err instanceof CommandRejected) {
+    const message = err.message.replace(/^.* rejected: /, "");
+    return new HttpError(status, err.rejectionCode, message, err.details);
+  }
+  return err;
+}
+
+/** Stops subscriptions and projections, then closes the store. Hosts call it at unload; idempotent. */
+export async function close(): Promise<void> {
+  const o = opened;
+  if (!o) return;
+  opened = undefined;
+  await Promise.allSettled([...o.subscriptions].map((s) => s.stop()));
+  await Promise.allSettled([...o.projections.values()].map((p) => p.stop()));
+  await o.store.close();
+}
