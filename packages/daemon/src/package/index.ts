@@ -1,0 +1,4 @@
+export * from "./errors.js";
+export * from "./extract.js";
+export * from "./integrity.js";
+export * from "./manifest.js";
