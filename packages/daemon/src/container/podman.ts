@@ -12,7 +12,7 @@
  * tag it. The CLI and the service share the same storage, so the service sees the images at once.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Readable } from "node:stream";
 import { Agent, request } from "undici";
@@ -81,14 +81,42 @@ export interface PodmanClientOptions {
 
 const API = "/v1.41";
 
+/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), undefined when it is gone. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pid recorded in `pidFile` when that process still runs (same start time) and serves `socketPath`. */
+function adoptableService(pidFile: string, socketPath: string): number | undefined {
+  try {
+    const [pid, start] = readFileSync(pidFile, "utf8").trim().split(" ");
+    const n = Number(pid);
+    if (!Number.isInteger(n) || n <= 0 || processStartTime(n) !== start) return undefined;
+    const cmdline = readFileSync(`/proc/${n}/cmdline`, "utf8").split("\0");
+    return cmdline.includes("service") && cmdline.includes(`unix://${socketPath}`) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class PodmanClient {
   readonly socketPath: string;
   readonly bin: string;
   private readonly agent: Agent;
   private service: ChildProcess | undefined;
+  /** pid of a service started by an earlier run of the daemon (it crashed) that this client took over. */
+  private adoptedPid: number | undefined;
+  /** `<pid> <start time>` of the service we started: lets a restarted daemon tell it from a recycled pid. */
+  private readonly pidFile: string;
 
   constructor(opts: PodmanClientOptions) {
     this.socketPath = opts.socketPath;
+    this.pidFile = `${opts.socketPath}.pid`;
     this.bin = opts.bin ?? "podman";
     this.agent = new Agent({ connect: { socketPath: this.socketPath }, keepAliveTimeout: 10_000 });
   }
@@ -106,11 +134,14 @@ export class PodmanClient {
 
   /**
    * Starts `podman system service` on our socket unless one already answers there. The service is detached (own
-   * process group) so it survives a daemon crash and a restarted daemon reuses it; `stopService()` ends it if we
-   * started it.
+   * process group) so it survives a daemon crash; a restarted daemon adopts it (see `adoptService`).
+   * `stopService()` ends it if we started or adopted it.
    */
   async ensureService(timeoutMs = 15_000): Promise<void> {
-    if (await this.ping()) return;
+    if (await this.ping()) {
+      if (!this.service) this.adoptedPid = adoptableService(this.pidFile, this.socketPath);
+      return;
+    }
     mkdirSync(dirname(this.socketPath), { recursive: true, mode: 0o700 });
     const logFd = openSync(`${this.socketPath}.log`, "a");
     try {
@@ -128,6 +159,10 @@ export class PodmanClient {
       spawnError = e;
     });
     this.service.unref();
+    if (this.service.pid) {
+      const start = processStartTime(this.service.pid);
+      if (start) writeFileSync(this.pidFile, `${this.service.pid} ${start}\n`);
+    }
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (spawnError) throw new PodmanError(`cannot start podman system service: ${spawnError.message}`);
@@ -137,10 +172,22 @@ export class PodmanClient {
     throw new PodmanError(`podman system service did not answer on ${this.socketPath} within ${timeoutMs} ms`);
   }
 
-  /** Stops the API service if this client started it (by its own pid, never by name). */
+  /**
+   * Stops the API service if this client started it, or adopted it from a crashed daemon of this home. By pid, never
+   * by name, and only after checking that the pid is still that very process (same start time, same socket).
+   */
   async stopService(): Promise<void> {
     const svc = this.service;
     this.service = undefined;
+    const adopted = this.adoptedPid;
+    this.adoptedPid = undefined;
+    if (adopted !== undefined && adoptableService(this.pidFile, this.socketPath) === adopted) {
+      try {
+        process.kill(adopted, "SIGTERM");
+      } catch {}
+      for (let i = 0; i < 60 && processStartTime(adopted) !== undefined; i++) await sleep(50);
+    }
+    if (svc || adopted !== undefined) rmSync(this.pidFile, { force: true });
     if (svc?.pid && svc.exitCode === null) {
       const exited = new Promise<void>((resolve) => svc.once("exit", () => resolve()));
       try {

@@ -32,7 +32,14 @@ import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk
 import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
 import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";
-import { type ContainerCreateSpec, type PodmanClient, PodmanError, type PodmanEvent, sleep } from "./podman.js";
+import {
+  type ContainerCreateSpec,
+  type ContainerSummary,
+  type PodmanClient,
+  PodmanError,
+  type PodmanEvent,
+  sleep,
+} from "./podman.js";
 import { ContainerProxy } from "./proxy.js";
 
 export const LABEL_INSTANCE = "hecate.instance";
@@ -128,6 +135,8 @@ interface Entry {
 
 export interface LoadedContainer {
   name: string;
+  /** True when load found this plugin's container already running (left by an earlier run) and took it over. */
+  adopted?: boolean;
   containerId: string;
   containerName: string;
   socketPath: string;
@@ -192,15 +201,54 @@ export class ContainerRuntime {
     return e && this.describe(e);
   }
 
-  /** Loads a container plugin; throws ContainerPluginError (with the container's last log lines when useful). */
+  /**
+   * Loads a container plugin; throws ContainerPluginError (with the container's last log lines when useful).
+   * Containers of this plugin left by an earlier run of this daemon instance (kill -9, crash mid-operation) are
+   * adopted when one runs the same spec and answers its health check; all others of the plugin are removed first.
+   */
   load(spec: ContainerPluginSpec): Promise<LoadedContainer> {
     return this.serial(spec.name, async () => {
       if (this.entries.has(spec.name)) throw new ContainerPluginError(spec.name, "already_loaded", "already loaded");
-      const entry = await this.startContainer(spec, 1);
+      await this.start();
+      const { adopted, nextGeneration } = await this.adoptOrClear(spec);
+      const entry = adopted ?? (await this.startContainer(spec, nextGeneration));
       this.mount(entry);
       this.entries.set(spec.name, entry);
-      return this.describe(entry);
+      return { ...this.describe(entry), adopted: adopted !== undefined };
     });
+  }
+
+  /**
+   * Removes every container of this instance that belongs to no loaded plugin (and socket dirs nobody uses).
+   * The daemon runs it once boot recovery has loaded what should run. Returns the names of removed containers.
+   */
+  async sweep(): Promise<string[]> {
+    await this.start();
+    const removed: string[] = [];
+    const found = await this.podman.listContainers(`${LABEL_INSTANCE}=${this.instanceId}`);
+    const byPlugin = new Map<string, ContainerSummary[]>();
+    for (const c of found) {
+      const name = c.Labels[LABEL_PLUGIN] ?? "";
+      byPlugin.set(name, [...(byPlugin.get(name) ?? []), c]);
+    }
+    const socketRoot = join(this.home, "run", "containers");
+    for (const dir of existsSync(socketRoot) ? readdirSync(socketRoot) : []) {
+      const name = dir.slice(0, dir.lastIndexOf("."));
+      if (!byPlugin.has(name)) byPlugin.set(name, []);
+    }
+    for (const [name, containers] of byPlugin) {
+      // Per plugin and in its queue: a load running now keeps its container and socket dir.
+      await this.serial(name, async () => {
+        const keep = this.entries.get(name);
+        for (const c of containers) {
+          if (c.Id === keep?.containerId) continue;
+          await this.podman.removeContainer(c.Id);
+          removed.push(containerName(c));
+        }
+        this.removeStaleSocketDirs(name, keep);
+      });
+    }
+    return removed;
   }
 
   /** Zero-downtime replacement: the new container is healthy before the routes switch to it. */
@@ -229,51 +277,26 @@ export class ContainerRuntime {
   }
 
   /**
-   * Boot reconciliation: adopt healthy containers of this instance that run the wanted spec, remove every other
-   * container of this instance, then load the wanted plugins that were not adopted. Returns what happened.
+   * Boot reconciliation in one call: load every wanted plugin (adopting its healthy container of the same spec),
+   * then sweep every other container of this instance. Returns what happened.
    */
   async reconcile(
     wanted: ContainerPluginSpec[],
   ): Promise<{ adopted: string[]; removed: string[]; loaded: string[]; failed: { name: string; error: Error }[] }> {
-    await this.start();
-    const want = new Map(wanted.map((s) => [s.name, s]));
-    const found = await this.podman.listContainers(`${LABEL_INSTANCE}=${this.instanceId}`);
     const adopted: string[] = [];
-    const removed: string[] = [];
-    for (const c of found) {
-      const name = c.Labels[LABEL_PLUGIN];
-      const spec = name ? want.get(name) : undefined;
-      let keep = false;
-      if (spec && !this.entries.has(name) && c.State === "running" && c.Labels[LABEL_SPEC] === specHash(spec)) {
-        const entry = this.entryFor(
-          spec,
-          Number(c.Labels[LABEL_GENERATION] ?? 1),
-          c.Id,
-          c.Names[0]?.replace(/^\//, ""),
-        );
-        if (await this.healthOnce(entry, 2000)) {
-          this.mount(entry);
-          this.entries.set(name, entry);
-          adopted.push(name);
-          keep = true;
-        } else await entry.proxy.drain(0);
-      }
-      if (!keep) {
-        await this.podman.removeContainer(c.Id);
-        removed.push(c.Names[0]?.replace(/^\//, "") ?? c.Id);
-      }
-    }
     const loaded: string[] = [];
     const failed: { name: string; error: Error }[] = [];
+    const removed: string[] = [];
     for (const spec of wanted) {
       if (this.entries.has(spec.name)) continue;
       try {
-        await this.load(spec);
-        loaded.push(spec.name);
+        const r = await this.load(spec);
+        (r.adopted ? adopted : loaded).push(spec.name);
       } catch (err) {
         failed.push({ name: spec.name, error: err as Error }); // one plugin failing never stops the others
       }
     }
+    removed.push(...(await this.sweep()));
     return { adopted, removed, loaded, failed };
   }
 
@@ -293,6 +316,47 @@ export class ContainerRuntime {
   }
 
   // ---- internals ----
+
+  /**
+   * Existing containers of this plugin and instance: the newest running one with the same spec that answers its
+   * health check is adopted; every other one is removed (by container id from Podman's own list, never by pid).
+   */
+  private async adoptOrClear(spec: ContainerPluginSpec): Promise<{ adopted?: Entry; nextGeneration: number }> {
+    const found = (await this.podman.listContainers(`${LABEL_INSTANCE}=${this.instanceId}`))
+      .filter((c) => c.Labels[LABEL_PLUGIN] === spec.name)
+      .sort((a, b) => generationOf(b) - generationOf(a));
+    const nextGeneration = Math.max(0, ...found.map(generationOf)) + 1;
+    let adopted: Entry | undefined;
+    const hash = specHash(spec);
+    for (const c of found) {
+      if (!adopted && c.State === "running" && c.Labels[LABEL_SPEC] === hash) {
+        const entry = this.entryFor(spec, generationOf(c), c.Id, containerName(c));
+        const info = await this.podman.inspectContainer(c.Id);
+        const uid = Number(info?.Config.User.split(":")[0]);
+        if (Number.isInteger(uid) && uid > 0) entry.uid = uid; // the uid it really runs as
+        if (await this.healthOnce(entry, 2000)) {
+          adopted = entry;
+          continue;
+        }
+        await entry.proxy.drain(0);
+        dropHealthAgent(entry.socketPath);
+      }
+      await this.podman.removeContainer(c.Id);
+      rmSync(this.entryFor(spec, generationOf(c), c.Id, "").socketDir, { recursive: true, force: true });
+    }
+    return { adopted, nextGeneration };
+  }
+
+  /** Socket dirs `run/containers/{name}.{generation}` of this plugin except the loaded one's. */
+  private removeStaleSocketDirs(name: string, keep: Entry | undefined): void {
+    const root = join(this.home, "run", "containers");
+    if (!existsSync(root)) return;
+    for (const dir of readdirSync(root)) {
+      if (dir.slice(0, dir.lastIndexOf(".")) !== name) continue;
+      const path = join(root, dir);
+      if (path !== keep?.socketDir) rmSync(path, { recursive: true, force: true });
+    }
+  }
 
   private describe(e: Entry): LoadedContainer {
     return {
@@ -732,14 +796,31 @@ function positive(v: number | undefined, dflt: number, plugin: string, field: st
   return v;
 }
 
+function generationOf(c: ContainerSummary): number {
+  const g = Number(c.Labels[LABEL_GENERATION]);
+  return Number.isInteger(g) && g > 0 ? g : 0;
+}
+
+function containerName(c: ContainerSummary): string {
+  return c.Names[0]?.replace(/^\//, "") ?? c.Id;
+}
+
 function imageOf(spec: ContainerPluginSpec): string {
   return spec.manifest.container?.image ?? (spec.manifest.container?.image_archive ? "(archive)" : "hecate-node-base");
 }
 
-/** What decides whether a running container can be adopted: same plugin dir, manifest and settings. */
+/**
+ * What decides whether a running container can be adopted: same plugin dir, manifest, settings, node version and
+ * package content (its hecate-files.json lists every file's digest; an upgrade replaces the package dir, and a
+ * container started before would still see the old, unlinked files through its bind mount).
+ */
 export function specHash(spec: ContainerPluginSpec): string {
+  let files = "";
+  try {
+    files = readFileSync(join(hostLayout(spec).package, "hecate-files.json"), "utf8");
+  } catch {}
   return createHash("sha256")
-    .update(JSON.stringify([spec.dir, spec.manifest, spec.settings ?? {}, process.versions.node]))
+    .update(JSON.stringify([spec.dir, spec.manifest, spec.settings ?? {}, process.versions.node, files]))
     .digest("hex")
     .slice(0, 16);
 }

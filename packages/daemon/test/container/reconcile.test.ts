@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
+import { PodmanClient } from "../../src/container/index.js";
 import { type Env, installPlugin, setup, skipReason } from "./helpers.js";
 
 const skip = skipReason();
@@ -73,6 +77,41 @@ describe("boot reconciliation after a daemon crash (real podman)", { skip }, () 
       assert.deepEqual(await env.podman.listContainers(`hecate.instance=${first.instanceId}`), []);
     } finally {
       await env.podman.removeContainer(foreignId);
+    }
+  });
+});
+
+describe("podman API service of a crashed daemon (real podman)", { skip }, () => {
+  it("is adopted by the next client on the same socket and stopped by it; a recycled pid is never signalled", async () => {
+    const home = mkdtempSync(join(tmpdir(), "hct-svc-"));
+    const socketPath = join(home, "run", "podman.sock");
+    const first = new PodmanClient({ socketPath });
+    const second = new PodmanClient({ socketPath });
+    try {
+      await first.ensureService();
+      // The first daemon "dies" (kill -9): its client never stops the service.
+      const [pid] = readFileSync(`${socketPath}.pid`, "utf8").split(" ").map(Number);
+      assert.ok(existsSync(`/proc/${pid}`));
+
+      // A pid file naming some other live process (a recycled pid) must not be trusted.
+      const real = readFileSync(`${socketPath}.pid`, "utf8");
+      writeFileSync(`${socketPath}.pid`, `${process.pid} 1\n`);
+      const decoy = new PodmanClient({ socketPath });
+      await decoy.ensureService();
+      await decoy.stopService();
+      await decoy.close();
+      assert.ok(await second.ping(), "service still up: the decoy adopted nothing");
+      writeFileSync(`${socketPath}.pid`, real);
+
+      await second.ensureService();
+      await second.stopService();
+      assert.equal(await second.ping(), false, "the adopted service was stopped");
+      assert.equal(existsSync(`/proc/${pid}`), false);
+    } finally {
+      await first.stopService();
+      await first.close();
+      await second.close();
+      rmSync(home, { recursive: true, force: true });
     }
   });
 });
