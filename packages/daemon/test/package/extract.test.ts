@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -9,8 +10,14 @@ import {
   packPlugin,
   readArchiveManifest,
   recoverPackageDir,
+  writeFileManifest,
 } from "../../src/package/index.js";
 import { gz, manifestJson, removeDir, snapshot, tarOf, tempDir, validEntries, writeTree } from "./forge.js";
+
+/** Paths and contents only (modes are normalised on extraction). */
+function snapshotOf(dir: string): Record<string, string> {
+  return Object.fromEntries(Object.entries(snapshot(dir)).map(([k, v]) => [k, v.replace(/ [0-7]+/, "")]));
+}
 
 function pluginSource(dir: string, name: string, version: string, extra: Record<string, string> = {}) {
   writeTree(dir, {
@@ -142,6 +149,24 @@ test("extract: container packages need their image archive, not a callback modul
         return true;
       },
     );
+  } finally {
+    removeDir(home);
+  }
+});
+
+test("extract: an archive made by GNU tar from inside the dir (./ prefixes, dir entries, empty files) extracts", async () => {
+  const home = tempDir();
+  try {
+    const src = join(home, "src");
+    pluginSource(src, "gnu", "1.0.0", { "priv/static/empty.txt": "" });
+    await writeFileManifest(src);
+    const archive = join(home, "gnu.tar.gz");
+    execFileSync("tar", ["-czf", archive, "-C", src, "."]);
+    const target = join(home, "plugins", "gnu", "package");
+    const res = await extractPackage(archive, target, { expectedName: "gnu" });
+    assert.equal(res.files, 5);
+    assert.equal(readFileSync(join(target, "priv", "static", "empty.txt"), "utf8"), "");
+    assert.deepEqual(snapshotOf(target), snapshotOf(src));
   } finally {
     removeDir(home);
   }

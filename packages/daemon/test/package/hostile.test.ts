@@ -52,9 +52,13 @@ function fixture(): Fixture {
   return { home, plugins, target: join(plugins, "victim", "package"), archive: join(home, "victim.tar.gz") };
 }
 
-const timings: { name: string; code: string; ms: number }[] = [];
+const timings: { name: string; code: string; ms: number; rssMiB?: number }[] = [];
 after(() => {
-  const lines = timings.map((t) => `${t.name.padEnd(44)} ${t.code.padEnd(18)} ${t.ms.toFixed(1)} ms`);
+  const lines = timings.map(
+    (t) =>
+      `${t.name.padEnd(44)} ${t.code.padEnd(18)} ${t.ms.toFixed(1)} ms` +
+      (t.rssMiB === undefined ? "" : ` (RSS growth ${t.rssMiB.toFixed(1)} MiB)`),
+  );
   console.log(`hostile corpus (${timings.length} cases):\n${lines.join("\n")}`);
 });
 
@@ -563,7 +567,7 @@ for (const c of cases) {
       }
       const ms = performance.now() - t0;
       peak = Math.max(peak, process.memoryUsage().rss);
-      timings.push({ name: c.name, code: c.code, ms });
+      timings.push({ name: c.name, code: c.code, ms, rssMiB: c.maxRssGrowth ? (peak - rss0) / 2 ** 20 : undefined });
       assert.ok(ms < (c.maxMs ?? 4000), `took ${ms.toFixed(0)} ms`);
       if (c.maxRssGrowth)
         assert.ok(peak - rss0 < c.maxRssGrowth, `RSS grew ${((peak - rss0) / 2 ** 20).toFixed(1)} MiB`);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
@@ -106,4 +106,14 @@ test("manifest: the schema is published by @hecate/sdk and is the one used", () 
     files: string[];
   };
   assert.ok(sdkPkg.files.includes("manifest.schema.json"));
+});
+
+test("manifest: every example plugin's manifest.json validates", () => {
+  const examples = join(dirname(require.resolve("@hecate/sdk/manifest.schema.json")), "..", "..", "examples");
+  const found = readdirSync(examples).filter((d) => existsSync(join(examples, d, "manifest.json")));
+  assert.ok(found.length > 0);
+  for (const d of found) {
+    const manifest = validateManifest(JSON.parse(readFileSync(join(examples, d, "manifest.json"), "utf8")));
+    assert.equal(manifest.name, d);
+  }
 });
