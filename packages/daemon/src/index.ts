@@ -1,8 +1,12 @@
 // Daemon entry points are added by the lifecycle/runtime work.
 
+export type { LogLine } from "./admin/logs.js";
+export * from "./daemon.js";
 export * from "./http/router.js";
 export * from "./http/server.js";
 export * from "./http/static.js";
+export * from "./lifecycle/aggregate.js";
+export { LifecycleError, type LifecycleEvent, LifecycleService, type PluginView, viewOf } from "./lifecycle/service.js";
 export * from "./package/index.js";
 export * from "./runtime/plugin-runtime.js";
 export * from "./runtime/sdk-link.js";

@@ -128,6 +128,8 @@ export class AdminApi {
       try {
         this.o.guard.checkHostAndOrigin(req);
         if (auth) this.o.guard.checkToken(req);
+        if (req.method !== "GET" && req.method !== "HEAD" && !this.o.lifecycle.booted)
+          throw new ApiError(503, "not_ready", "the daemon is still recovering; retry when /ready answers 200");
         await h(req, res, params, ctx);
       } catch (err) {
         const e = toApiError(err);
@@ -191,9 +193,8 @@ export class AdminApi {
   private async upgrade(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     this.view(name);
     const { file, source } = await this.receiveArchive(req);
-    const activated = this.o.lifecycle.view(name)?.flags.includes("ACTIVATED") ?? false;
     const { position } = await this.o.lifecycle.upgrade(name, file, source);
-    const outcomes: PluginEvent["type"][] = activated
+    const outcomes: PluginEvent["type"][] = this.o.lifecycle.loadsAfterExtract(name)
       ? LOAD_OUTCOMES
       : ["plugin_package_extracted_v1", "plugin_extract_failed_v1", "plugin_removed_v1"];
     const outcome = await this.o.lifecycle.waitFor(name, position, outcomes, this.waitMs);

@@ -113,6 +113,8 @@ export class LifecycleService extends EventEmitter {
   private pm: ProcessManager | undefined;
   private readonly locks = new Map<string, Promise<unknown>>();
   private closed = false;
+  /** False until boot recovery finished: the admin API refuses changes meanwhile. */
+  booted = false;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
@@ -148,12 +150,20 @@ export class LifecycleService extends EventEmitter {
         this.o.logger.error({ err, event: e.type, stream: e.stream, attempt }, "lifecycle step failed; retrying");
       },
     });
-    await this.pm.caughtUp();
+    // The process manager's own dispatches move the head: wait until it is idle at a head that no longer moves,
+    // so the boot loads below never race a load it is doing.
+    for (;;) {
+      const head = this.o.store.headPosition();
+      await this.pm.caughtUp(head);
+      await this.feed.caughtUp(head);
+      if (this.o.store.headPosition() === head) break;
+    }
     for (const s of [...this.states.values()]) {
       if (!s.name || !has(s, Flags.ACTIVATED) || has(s, Flags.REMOVED) || has(s, Flags.EXTRACTING)) continue;
       if (this.o.loader.isLoaded(s.name, s.plugin_type)) continue;
       await this.bootLoad(s.name);
     }
+    this.booted = true;
   }
 
   async close(): Promise<void> {
@@ -252,6 +262,12 @@ export class LifecycleService extends EventEmitter {
       const r = await this.dispatch(name, { type, data: info });
       return { name, position: r.position };
     });
+  }
+
+  /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */
+  loadsAfterExtract(name: string): boolean {
+    const s = this.states.get(name);
+    return !!s && (has(s, Flags.ACTIVATED) || (!s.activated_at && !has(s, Flags.DEACTIVATED)));
   }
 
   async activate(name: string): Promise<number> {
@@ -380,8 +396,7 @@ export class LifecycleService extends EventEmitter {
       case "plugin_package_extracted_v1": {
         if (ev.data.generation !== s.generation) return;
         if (has(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx);
-        else if (!s.activated_at && !has(s, Flags.DEACTIVATED))
-          await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
+        else if (this.loadsAfterExtract(name)) await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
         return;
       }
       case "plugin_activated_v1":

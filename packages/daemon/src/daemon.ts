@@ -1,0 +1,247 @@
+/**
+ * startDaemon: composes the daemon — lifecycle store + CQRS, PluginRuntime (worker per plugin), ContainerRuntime
+ * (only when Podman works; started lazily at the first container plugin), the router, the HTTP server on TCP and on
+ * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
+ */
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import type { Server } from "node:http";
+import { join } from "node:path";
+import { type EventStore, openEventStore } from "@hecate/store";
+import pino, { type Logger } from "pino";
+import { AdminApi } from "./admin/api.js";
+import { AdminGuard, ensureToken } from "./admin/auth.js";
+import { LogBook } from "./admin/logs.js";
+import { PodmanClient } from "./container/podman.js";
+import { ContainerRuntime } from "./container/runtime.js";
+import { Router } from "./http/router.js";
+import { createHttpServer, listen } from "./http/server.js";
+import { Loader, type PackageOps } from "./lifecycle/loader.js";
+import { LifecycleService } from "./lifecycle/service.js";
+import { extractPackage, readArchiveManifest, recoverPackageDir } from "./package/extract.js";
+import { loadTrustPolicy, verifyPackageDir } from "./package/integrity.js";
+import { HECATE_VERSION, validateManifest } from "./package/manifest.js";
+import { PluginRuntime, type RuntimeOptions } from "./runtime/plugin-runtime.js";
+
+export interface DaemonOptions {
+  home: string;
+  /** TCP port, 0 = ephemeral; default 7770. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Admin API over a Unix socket; default `$HECATE_HOME/run/hecate.sock`. */
+  socketPath?: string;
+  requireSignature?: boolean;
+  /** Extra Host names accepted by the admin API's DNS-rebinding guard. */
+  allowedHosts?: string[];
+  /** pino level, default "info"; "silent" for none. */
+  logLevel?: string;
+  /** A pino destination (default stdout). */
+  logDestination?: pino.DestinationStream;
+  /** Container plugins: true (Podman required), false, or "auto" (when `podman` runs here; default). */
+  containers?: boolean | "auto";
+  /** Runtime tuning (tests). */
+  runtime?: Partial<Omit<RuntimeOptions, "router" | "home">>;
+  /** Admin upload cap, default 256 MiB. */
+  maxUploadBytes?: number;
+}
+
+export interface Daemon {
+  url: string;
+  port: number;
+  socketPath: string;
+  token: string;
+  home: string;
+  lifecycle: LifecycleService;
+  runtime: PluginRuntime;
+  router: Router;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+function podmanWorks(): boolean {
+  try {
+    execFileSync("podman", ["--version"], { stdio: "pipe", timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const home = opts.home;
+  const runDir = join(home, "run");
+  mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  const logger = pino({ level: opts.logLevel ?? "info", base: { service: "hecate" } }, opts.logDestination);
+  const token = ensureToken(join(runDir, "admin.token"));
+  const guard = new AdminGuard(token, opts.allowedHosts ?? []);
+  const logs = new LogBook();
+
+  const router = new Router();
+  const started = Date.now();
+  // /health answers from the main thread only and never touches the store or a worker.
+  router.setSystemRoutes("core", [
+    {
+      method: "GET",
+      path: "/health",
+      handler: (_req, res) => {
+        const body = JSON.stringify({ status: "ok", uptimeMs: Date.now() - started });
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      },
+    },
+    {
+      method: "GET",
+      path: "/ready",
+      handler: (_req, res) => {
+        const body = JSON.stringify({ ready });
+        res.writeHead(ready ? 200 : 503, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+        });
+        res.end(body);
+      },
+    },
+  ]);
+  let ready = false;
+
+  const store: EventStore = openEventStore({
+    directory: join(home, "lifecycle"),
+    storeId: "plugins",
+    durability: "FULL",
+  });
+  const trust = loadTrustPolicy(home, {
+    ...process.env,
+    ...(opts.requireSignature !== undefined ? { HECATE_REQUIRE_SIGNATURE: opts.requireSignature ? "1" : "0" } : {}),
+  });
+  const pkg: PackageOps = {
+    extractPackage: (archive, target, o) =>
+      extractPackage(archive, target, { trust, hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
+    readArchiveManifest: (archive) => readArchiveManifest(archive),
+    verifyPackageDir: (dir) => verifyPackageDir(dir, trust),
+    validateManifest: (v) => validateManifest(v, { hecateVersion: HECATE_VERSION }),
+    recoverPackageDir,
+  };
+
+  let lifecycle: LifecycleService | undefined;
+  const runtime = new PluginRuntime({
+    router,
+    home,
+    ...opts.runtime,
+    onCrashed: (name, reason) => lifecycle?.reportCrash(name, reason),
+    onDisabled: (name, reason) => lifecycle?.reportDisabled(name, reason),
+  });
+  runtime.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
+    logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
+    const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
+    logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
+  });
+
+  const wantContainers = opts.containers ?? "auto";
+  const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
+  let containers: Promise<ContainerRuntime> | undefined;
+  let podman: PodmanClient | undefined;
+  const getContainers = async (): Promise<ContainerRuntime | null> => {
+    if (!containersAvailable) return null;
+    containers ??= (async () => {
+      podman = new PodmanClient({ socketPath: join(runDir, "podman.sock") });
+      const rt = new ContainerRuntime({
+        home,
+        podman,
+        router,
+        onEvent: (e) => {
+          if (e.type === "crashed")
+            lifecycle?.reportCrash(e.plugin, `${e.reason}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}`);
+          else if (e.type === "failed") lifecycle?.reportDisabled(e.plugin, `${e.reason}: ${e.message}`);
+        },
+      });
+      await rt.start();
+      return rt;
+    })().catch((err) => {
+      containers = undefined;
+      throw err;
+    });
+    return containers;
+  };
+
+  const loader = new Loader({ home, runtime, containers: getContainers, pkg });
+  lifecycle = new LifecycleService({
+    home,
+    store,
+    loader,
+    pkg,
+    logger: logger.child({ component: "lifecycle" }),
+    crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
+  });
+  const admin = new AdminApi({ lifecycle, guard, logs, incomingDir: runDir, maxUploadBytes: opts.maxUploadBytes });
+  router.setSystemRoutes("admin", admin.routes());
+
+  // TCP + Unix socket, same router; only socket connections are trusted without a token.
+  const tcp = createHttpServer(router);
+  const unix = createHttpServer(router);
+  unix.on("connection", (s) => guard.trustedSockets.add(s));
+  const port = await listen(tcp, opts.port ?? 7770, opts.host ?? "127.0.0.1");
+  const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
+  rmSync(socketPath, { force: true }); // a stale socket of a killed daemon
+  await new Promise<void>((resolve, reject) => {
+    unix.once("error", reject);
+    unix.listen(socketPath, () => {
+      unix.off("error", reject);
+      resolve();
+    });
+  });
+  chmodSync(socketPath, 0o600);
+  const pidFile = join(runDir, "hecate.pid");
+  writeFileSync(pidFile, `${process.pid}\n`);
+  const host = opts.host ?? "127.0.0.1";
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      ready = false;
+      logger.info("shutting down");
+      const stopped = Promise.all([closeServer(tcp), closeServer(unix)]);
+      admin.closeStreams();
+      await lifecycle.close();
+      await runtime.close(); // drains in-flight requests, runs terminate(), stops workers
+      if (containers) await (await containers.catch(() => null))?.close();
+      if (podman) {
+        await podman.stopService().catch(() => {});
+        await podman.close().catch(() => {});
+      }
+      tcp.closeAllConnections();
+      unix.closeAllConnections();
+      await stopped;
+      await store.close();
+      rmSync(socketPath, { force: true });
+      try {
+        unlinkSync(pidFile);
+      } catch {
+        // already gone
+      }
+      logger.info("stopped");
+    })();
+    return closing;
+  };
+
+  try {
+    await lifecycle.start();
+  } catch (err) {
+    logger.error({ err }, "boot failed");
+    await close();
+    throw err;
+  }
+  ready = true;
+  router.setReady(true);
+  logger.info({ url, socketPath, plugins: lifecycle.list().length }, "hecate ready");
+  return { url, port, socketPath, token, home, lifecycle, runtime, router, logger, close };
+}
+
+/** Stops accepting; idle keep-alive connections are closed now, busy ones after their response. */
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}

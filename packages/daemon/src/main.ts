@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+/**
+ * `node packages/daemon/dist/src/main.js`: the daemon in the foreground. Env: HECATE_HOME, HECATE_PORT, HECATE_HOST,
+ * HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
+ * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
+ */
+import { hecateHome } from "@hecate/sdk";
+import { startDaemon } from "./daemon.js";
+
+function containersOption(v: string | undefined): boolean | "auto" {
+  if (v === "1" || v === "true") return true;
+  if (v === "0" || v === "false") return false;
+  return "auto";
+}
+
+async function main(): Promise<void> {
+  const port = process.env.HECATE_PORT !== undefined ? Number(process.env.HECATE_PORT) : 7770;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`HECATE_PORT must be a port number (0-65535), got ${JSON.stringify(process.env.HECATE_PORT)}`);
+    process.exit(2);
+  }
+  const daemon = await startDaemon({
+    home: hecateHome(),
+    port,
+    host: process.env.HECATE_HOST || "127.0.0.1",
+    logLevel: process.env.HECATE_LOG_LEVEL || "info",
+    containers: containersOption(process.env.HECATE_CONTAINERS),
+    ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
+  });
+  console.log(`hecate listening on ${daemon.url}`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    daemon.logger.info({ signal }, "signal received");
+    daemon.close().then(
+      () => process.exit(0),
+      (err) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err) => {
+  console.error(`hecate: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+});
