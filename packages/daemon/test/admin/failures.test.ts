@@ -135,3 +135,32 @@ test("upgrade with a package for another plugin: 422 name_mismatch, the installe
   assert.equal((await getJson(`${d.url}/plugin/keep/api/who`)).version, "1.0.0");
   await d.api("DELETE", "/admin/api/plugins/keep?purge=1");
 });
+
+test("plugin logs: handler errors show up in /logs (tail) and live in /logs?follow=1", async () => {
+  const archive = await buildPackage(d.work, {
+    name: "noisy",
+    version: "1.0.0",
+    routes: `{ method: "GET", path: "/oops", handler: () => { throw new Error("kaboom " + Date.now()); } },`,
+  });
+  assert.equal((await d.api("POST", "/admin/api/plugins", { body: readFileSync(archive), headers: gz })).status, 201);
+  const follow = await d.api("GET", "/admin/api/plugins/noisy/logs?follow=1&tail=0");
+  assert.match(follow.headers.get("content-type") ?? "", /text\/event-stream/);
+  const reader = follow.body!.getReader();
+  assert.equal((await fetch(`${d.url}/plugin/noisy/api/oops`)).status, 500);
+  let buf = "";
+  while (!buf.includes("event: log")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += Buffer.from(value).toString("utf8");
+  }
+  await reader.cancel();
+  const line = JSON.parse(/data: (.*)/.exec(buf.slice(buf.indexOf("event: log")))![1]);
+  assert.equal(line.plugin, "noisy");
+  assert.equal(line.level, "error");
+  assert.match(line.msg, /kaboom/);
+  const tail = await (await d.api("GET", "/admin/api/plugins/noisy/logs?tail=10")).json();
+  assert.equal(tail.logs.length, 1);
+  assert.match(tail.logs[0].msg, /kaboom/);
+  assert.ok(tail.logs[0].time);
+  await d.api("DELETE", "/admin/api/plugins/noisy?purge=1");
+});
