@@ -139,6 +139,42 @@ export class Loader {
     return { version: manifest.version, routes: [{ method: "*", path: "/*" }] };
   }
 
+  /**
+   * Boot: hands every ACTIVATED container plugin to ContainerRuntime.reconcile (adopts healthy containers of the
+   * previous run, removes stale ones, starts the missing). Returns each plugin's outcome.
+   */
+  async reconcileContainers(names: string[]): Promise<Map<string, LoadResult | LoadFailure>> {
+    const out = new Map<string, LoadResult | LoadFailure>();
+    const containers = this.o.containers ? await this.o.containers().catch(() => null) : null;
+    if (!containers) {
+      for (const n of names)
+        out.set(n, new LoadFailure("container", "container plugins need Podman, which is not available here"));
+      return out;
+    }
+    const specs = [];
+    for (const name of names) {
+      const p = this.paths(name);
+      try {
+        await this.o.pkg.verifyPackageDir(p.package).catch((err) => {
+          throw new LoadFailure("verify", (err as Error).message);
+        });
+        const manifest = this.manifest(name);
+        ensureLayout(p);
+        specs.push({ name, dir: p.root, manifest, settings: {} });
+        out.set(name, { version: manifest.version, routes: [{ method: "*", path: "/*" }] });
+      } catch (err) {
+        out.set(name, err instanceof LoadFailure ? err : new LoadFailure("load", (err as Error).message));
+      }
+    }
+    const r = await containers.reconcile(specs);
+    for (const n of [...r.adopted, ...r.loaded]) this.loadedContainers.add(n);
+    for (const f of r.failed) {
+      const code = (f.error as { code?: string }).code;
+      out.set(f.name, new LoadFailure("container", `${code ? `${code}: ` : ""}${f.error.message}`));
+    }
+    return out;
+  }
+
   /** Unloads from whichever runtime holds it (routes removed at once, in-flight drained). */
   async unload(name: string): Promise<boolean> {
     const inProcess = await this.o.runtime.unload(name);

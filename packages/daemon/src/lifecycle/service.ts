@@ -35,7 +35,7 @@ import {
   pluginAggregate,
   statusName,
 } from "./aggregate.js";
-import { type Loader, LoadFailure, type PackageOps } from "./loader.js";
+import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
 
 export interface PluginView {
   name: string;
@@ -158,11 +158,21 @@ export class LifecycleService extends EventEmitter {
       await this.feed.caughtUp(head);
       if (this.o.store.headPosition() === head) break;
     }
-    for (const s of [...this.states.values()]) {
-      if (!s.name || !has(s, Flags.ACTIVATED) || has(s, Flags.REMOVED) || has(s, Flags.EXTRACTING)) continue;
-      if (this.o.loader.isLoaded(s.name, s.plugin_type)) continue;
-      await this.bootLoad(s.name);
-    }
+    const toLoad = [...this.states.values()].filter(
+      (s) =>
+        s.name &&
+        has(s, Flags.ACTIVATED) &&
+        !has(s, Flags.REMOVED) &&
+        !has(s, Flags.EXTRACTING) &&
+        !this.o.loader.isLoaded(s.name, s.plugin_type),
+    );
+    const containerNames = toLoad.filter((s) => s.plugin_type === "container").map((s) => s.name!);
+    const containerOutcomes = containerNames.length
+      ? await this.o.loader
+          .reconcileContainers(containerNames)
+          .catch((err) => new Map(containerNames.map((n) => [n, new LoadFailure("container", (err as Error).message)])))
+      : new Map<string, LoadResult | LoadFailure>();
+    for (const s of toLoad) await this.bootLoad(s.name!, containerOutcomes.get(s.name!));
     this.booted = true;
   }
 
@@ -443,10 +453,12 @@ export class LifecycleService extends EventEmitter {
     s: PluginState,
     ctx: ProcessManagerContext | undefined,
     id?: string,
+    done?: LoadResult | LoadFailure,
   ): Promise<void> {
     let outcome: PluginCommand;
     try {
-      const r = await this.o.loader.load(name);
+      if (done instanceof LoadFailure) throw done;
+      const r = done ?? (await this.o.loader.load(name));
       outcome = {
         type: "confirm_plugin_loaded_v1",
         data: { activation: s.activation, version: r.version, routes: r.routes, ...(ctx ? {} : { boot: true }) },
@@ -470,11 +482,11 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** Boot reload of an ACTIVATED plugin; the command id is tied to the stream revision, so a crash loop adds nothing. */
-  private async bootLoad(name: string): Promise<void> {
+  private async bootLoad(name: string, done?: LoadResult | LoadFailure): Promise<void> {
     const loaded = this.cqrs.load(pluginAggregate, name);
     const id = `boot-load:${name}:${loaded.revision}`;
     try {
-      await this.loadAndConfirm(name, loaded.state, undefined, id);
+      await this.loadAndConfirm(name, loaded.state, undefined, id, done);
     } catch (err) {
       this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
     }
