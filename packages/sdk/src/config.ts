@@ -9,10 +9,32 @@ import type { PluginConfig } from "./contract.js";
 import { pluginPaths } from "./paths.js";
 
 let current: PluginConfig | undefined;
+let sealOnNextSet = false;
+let sealed = false;
+
+/** The config was fixed by the host: a plugin may not re-point its paths or store at another plugin's. */
+export class ConfigSealedError extends Error {
+  readonly code = "config_sealed";
+  constructor() {
+    super("the plugin config is set by the host and cannot be changed");
+    this.name = "ConfigSealedError";
+  }
+}
 
 /** Set by the host (worker host, container entry, test harness) before `init`. */
 export function setConfig(config: PluginConfig): void {
+  if (sealed) throw new ConfigSealedError();
   current = Object.freeze({ ...config, settings: Object.freeze({ ...config.settings }) });
+  if (sealOnNextSet) sealed = true;
+}
+
+/**
+ * For the daemon's worker host, before it loads the plugin: the host's own (next) setConfig is the last one, so the
+ * plugin cannot later point `paths`/`storeId` at another plugin's store through the SDK. The test harness does not
+ * seal (it runs several plugins one after the other in one process).
+ */
+export function sealConfigOnNextSet(): void {
+  sealOnNextSet = true;
 }
 
 /** The plugin's config. Outside a host (standalone), a default config under a fresh temp dir. */
@@ -41,5 +63,6 @@ export function standaloneConfig(pluginName: string, overrides: Partial<PluginCo
 
 /** For hosts and tests: forget the current config. */
 export function resetConfig(): void {
+  if (sealed) throw new ConfigSealedError();
   current = undefined;
 }

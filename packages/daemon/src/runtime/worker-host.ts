@@ -6,6 +6,7 @@
 
 import { pathToFileURL } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
+import { sealConfigOnNextSet } from "@hecate/sdk/config";
 import type { MainToWorker, WorkerBoot } from "@hecate/sdk/protocol";
 import { Dispatcher } from "@hecate/sdk/runtime/dispatcher";
 
@@ -21,5 +22,7 @@ process.on("unhandledRejection", (reason) => {
 });
 
 port.on("message", (msg: MainToWorker) => dispatcher.handle(msg));
+// The dispatcher's setConfig (before init) is final: see sealConfigOnNextSet.
+sealConfigOnNextSet();
 const result = await dispatcher.load(() => import(pathToFileURL(boot.entry).href), boot.config);
 port.postMessage(result);
