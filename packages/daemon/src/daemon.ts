@@ -110,15 +110,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     storeId: "plugins",
     durability: "FULL",
   });
-  const trust = loadTrustPolicy(home, {
-    ...process.env,
-    ...(opts.requireSignature !== undefined ? { HECATE_REQUIRE_SIGNATURE: opts.requireSignature ? "1" : "0" } : {}),
-  });
+  // Read at every use: a key dropped into trusted-keys/ counts from the next install, without a restart.
+  const trust = () =>
+    loadTrustPolicy(home, {
+      ...process.env,
+      ...(opts.requireSignature !== undefined ? { HECATE_REQUIRE_SIGNATURE: opts.requireSignature ? "1" : "0" } : {}),
+    });
+  trust(); // a broken key file fails the start, not the first install
   const pkg: PackageOps = {
     extractPackage: (archive, target, o) =>
-      extractPackage(archive, target, { trust, hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
+      extractPackage(archive, target, { trust: trust(), hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
     readArchiveManifest: (archive) => readArchiveManifest(archive),
-    verifyPackageDir: (dir) => verifyPackageDir(dir, trust),
+    verifyPackageDir: (dir) => verifyPackageDir(dir, trust()),
     validateManifest: (v) => validateManifest(v, { hecateVersion: HECATE_VERSION }),
     recoverPackageDir,
   };

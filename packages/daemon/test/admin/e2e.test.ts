@@ -151,7 +151,7 @@ test("upgrade v1 -> v2 -> v1 ... under keep-alive load: zero failed requests, ev
   const clients = Array.from({ length: 4 }, async () => {
     while (!stop) await one();
   });
-  const swaps = 10;
+  const swaps = 50;
   const swapMs: number[] = [];
   for (let i = 0; i < swaps; i++) {
     const t = performance.now();

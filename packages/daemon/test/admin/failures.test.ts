@@ -3,11 +3,11 @@
  * failure, a crash and a disable reported by the runtime. The daemon keeps serving throughout.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { create as tarCreate } from "tar";
-import { packPlugin } from "../../src/package/integrity.js";
+import { generateSigningKeyPair, packPlugin } from "../../src/package/integrity.js";
 import { buildPackage, getJson, startTestDaemon, type TestDaemon, writePluginDir } from "../lifecycle/helpers.js";
 
 let d: TestDaemon;
@@ -163,4 +163,28 @@ test("plugin logs: handler errors show up in /logs (tail) and live in /logs?foll
   assert.match(tail.logs[0].msg, /kaboom/);
   assert.ok(tail.logs[0].time);
   await d.api("DELETE", "/admin/api/plugins/noisy?purge=1");
+});
+
+test("requireSignature: unsigned -> 422 unsigned; signed by a key in trusted-keys/ -> installed", async () => {
+  const strict = await startTestDaemon({ requireSignature: true });
+  try {
+    const unsigned = await buildPackage(strict.work, { name: "signed", version: "1.0.0" });
+    const r = await strict.api("POST", "/admin/api/plugins", { body: readFileSync(unsigned), headers: gz });
+    assert.equal(r.status, 422);
+    assert.equal((await r.json()).error.code, "unsigned");
+    const keys = generateSigningKeyPair();
+    mkdirSync(join(strict.home, "trusted-keys"), { recursive: true });
+    writeFileSync(join(strict.home, "trusted-keys", "dev.pub"), keys.publicKeyPem);
+    const src = writePluginDir(mkdtempSync(join(strict.work, "signed-")), { name: "signed", version: "1.0.1" });
+    const signed = join(strict.work, "signed.tar.gz");
+    await packPlugin(src, signed, { privateKeyPem: keys.privateKeyPem });
+    const up = await strict.api("POST", "/admin/api/plugins/signed/upgrade", {
+      body: readFileSync(signed),
+      headers: gz,
+    });
+    assert.equal(up.status, 200, await up.clone().text());
+    assert.equal((await up.json()).status, "loaded");
+  } finally {
+    await strict.stop();
+  }
 });
