@@ -1,5 +1,6 @@
 export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
+export * as files from "./files.js";
 export * from "./paths.js";
 export * as ratelimit from "./ratelimit.js";
 export * as routes from "./routes.js";

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { standaloneConfig } from "../src/config.js";
 import type { PluginModule } from "../src/contract.js";
+import { pluginPaths } from "../src/paths.js";
 import type { WorkerToMain } from "../src/protocol.js";
 import { Dispatcher } from "../src/runtime/dispatcher.js";
 import { createTestHarness } from "../src/runtime/harness.js";
@@ -194,7 +198,7 @@ test("stopping aborts the run's signal and waits for it", async () => {
   assert.equal(finished, true, "stop() resolved only after the run settled");
 });
 
-test("jobs stop at unload: the dispatcher stops schedulers after terminate(), errors go to the plugin log", async () => {
+test("jobs stop at unload: the dispatcher stops schedulers after terminate(), errors go to the plugin log", async (t) => {
   const posted: WorkerToMain[] = [];
   const d = new Dispatcher({ post: (m) => posted.push(m) });
   let runs = 0;
@@ -213,7 +217,9 @@ test("jobs stop at unload: the dispatcher stops schedulers after terminate(), er
       });
     },
   };
-  const ready = await d.load(mod, standaloneConfig("sched"));
+  const home = mkdtempSync(join(tmpdir(), "hecate-sched-"));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const ready = await d.load(mod, standaloneConfig("sched", { paths: pluginPaths(home, "sched") }));
   assert.equal(ready.t, "ready");
   await failing.promise;
   while (runs < 3) await sleep(5);

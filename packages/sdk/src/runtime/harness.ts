@@ -12,12 +12,15 @@
  *   const { url } = await h.listen();
  *   const res = await fetch(`${url}/tasks`);   // url = http://127.0.0.1:<port>; API paths go right after it
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { readFile, realpath } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { resetConfig, standaloneConfig } from "../config.js";
 import type { HttpMethod, PluginConfig, PluginManifest, PluginModule } from "../contract.js";
+import { pluginPaths } from "../paths.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
 import { sendFile, sendJsonError } from "./send-file.js";
@@ -118,11 +121,17 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   const m = mod as PluginModule & { default?: PluginModule };
   const manifestFn = typeof m.manifest === "function" ? m.manifest : m.default?.manifest;
   const name = options.config?.pluginName ?? (manifestFn ? manifestFn().name : "standalone");
-  const config = standaloneConfig(name, { ...options.config, settings: options.settings ?? {} });
+  // Without given paths the harness makes a temp home, and removes it at close (tests leave no temp dirs).
+  const tempHome = options.config?.paths ? undefined : mkdtempSync(join(tmpdir(), `hecate-${name}-`));
+  const paths = options.config?.paths ?? pluginPaths(tempHome!, name);
+  const config = standaloneConfig(name, { ...options.config, paths, settings: options.settings ?? {} });
   // Like the daemon, hand the plugin an existing data dir.
   mkdirSync(config.dataDir, { recursive: true });
   const loaded = await dispatcher.load(m as PluginModule, config);
-  if (loaded.t === "load-failed") throw new HarnessLoadError(loaded.stage, loaded.message);
+  if (loaded.t === "load-failed") {
+    if (tempHome) rmSync(tempHome, { recursive: true, force: true });
+    throw new HarnessLoadError(loaded.stage, loaded.message);
+  }
   const routes = loaded.routes;
   let nextId = 1;
   const wsClients = new Map<number, WsClient>();
@@ -403,6 +412,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         await new Promise<void>((resolve) => s.close(() => resolve()));
       }
       resetConfig();
+      if (tempHome) rmSync(tempHome, { recursive: true, force: true });
     },
   };
 }
