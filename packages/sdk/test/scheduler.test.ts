@@ -160,7 +160,8 @@ test("jitter delays each run by random * jitterMs", async () => {
   );
   await third.promise;
   await s.stopAll();
-  for (const d of delays) assert.ok(d >= 29 && d < 80, `delay ${d} ~ 30 ms`);
+  // Lower bound exact (30 ms); the upper one leaves room for a loaded CI machine.
+  for (const d of delays) assert.ok(d >= 29 && d < 250, `delay ${d} ~ 30 ms`);
   // With the default random source the delays vary and stay within the bound.
   const varied: number[] = [];
   const enough = deferred();
@@ -174,7 +175,7 @@ test("jitter delays each run by random * jitterMs", async () => {
   );
   await enough.promise;
   await s.stopAll();
-  assert.ok(varied.every((d) => d >= 0 && d < 90));
+  assert.ok(varied.every((d) => d >= 0 && d < 250));
   assert.ok(new Set(varied).size > 1, `delays vary: ${varied.join(",")}`);
 });
 

@@ -108,6 +108,18 @@ interface Pending {
   chunks: Uint8Array[];
 }
 
+const tempHomes = new Set<string>();
+
+function makeTempHome(name: string): string {
+  if (tempHomes.size === 0)
+    process.once("exit", () => {
+      for (const dir of tempHomes) rmSync(dir, { recursive: true, force: true });
+    });
+  const dir = mkdtempSync(join(tmpdir(), `hecate-${name}-`));
+  tempHomes.add(dir);
+  return dir;
+}
+
 export async function createTestHarness(mod: unknown, options: HarnessOptions = {}): Promise<TestHarness> {
   const pending = new Map<number, Pending>();
   let dispatcher: Dispatcher;
@@ -121,17 +133,15 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   const m = mod as PluginModule & { default?: PluginModule };
   const manifestFn = typeof m.manifest === "function" ? m.manifest : m.default?.manifest;
   const name = options.config?.pluginName ?? (manifestFn ? manifestFn().name : "standalone");
-  // Without given paths the harness makes a temp home, and removes it at close (tests leave no temp dirs).
-  const tempHome = options.config?.paths ? undefined : mkdtempSync(join(tmpdir(), `hecate-${name}-`));
+  // Without given paths the harness makes a temp home, removed when the process exits (tests leave no temp dirs;
+  // not at close, since a test may load the plugin again on the same paths, like an upgrade).
+  const tempHome = options.config?.paths ? undefined : makeTempHome(name);
   const paths = options.config?.paths ?? pluginPaths(tempHome!, name);
   const config = standaloneConfig(name, { ...options.config, paths, settings: options.settings ?? {} });
   // Like the daemon, hand the plugin an existing data dir.
   mkdirSync(config.dataDir, { recursive: true });
   const loaded = await dispatcher.load(m as PluginModule, config);
-  if (loaded.t === "load-failed") {
-    if (tempHome) rmSync(tempHome, { recursive: true, force: true });
-    throw new HarnessLoadError(loaded.stage, loaded.message);
-  }
+  if (loaded.t === "load-failed") throw new HarnessLoadError(loaded.stage, loaded.message);
   const routes = loaded.routes;
   let nextId = 1;
   const wsClients = new Map<number, WsClient>();
@@ -412,7 +422,6 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         await new Promise<void>((resolve) => s.close(() => resolve()));
       }
       resetConfig();
-      if (tempHome) rmSync(tempHome, { recursive: true, force: true });
     },
   };
 }
