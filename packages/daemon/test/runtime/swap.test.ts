@@ -12,8 +12,12 @@ after(async () => {
 });
 
 test("hot swap v1<->v2 20 times under keep-alive load: no failures, every answer from v1 or v2", async () => {
-  const v1 = writePlugin(env.home, "hot", "1.0.0", whoPlugin("hot", "1.0.0"), { "package/priv/static/index.html": "s" });
-  const v2 = writePlugin(env.home, "hot", "2.0.0", whoPlugin("hot", "2.0.0"), { "package/priv/static/index.html": "s" });
+  const v1 = writePlugin(env.home, "hot", "1.0.0", whoPlugin("hot", "1.0.0"), {
+    "package/priv/static/index.html": "s",
+  });
+  const v2 = writePlugin(env.home, "hot", "2.0.0", whoPlugin("hot", "2.0.0"), {
+    "package/priv/static/index.html": "s",
+  });
   await env.runtime.load(v1);
   const pool = new Pool(env.base, { connections: 8, pipelining: 1, keepAliveTimeout: 30_000 });
   let stop = false;
