@@ -534,6 +534,15 @@ async function readStagedManifest(dir: string, hecateVersion?: string): Promise<
   return parseManifest(await readFile(path), { hecateVersion });
 }
 
+function checkName(manifest: PluginManifest, options: ExtractOptions): void {
+  if (options.expectedName !== undefined && manifest.name !== options.expectedName)
+    throw new PackageError(
+      "name_mismatch",
+      `package is plugin ${JSON.stringify(manifest.name)}, expected ${JSON.stringify(options.expectedName)}`,
+      { field: "/name", expected: options.expectedName, actual: manifest.name },
+    );
+}
+
 const suffix = () => randomBytes(6).toString("hex");
 
 /** Moves `staging` to `target`; an existing target is moved aside first and removed only after the swap. */
@@ -573,7 +582,8 @@ export interface ExtractResult {
 }
 
 /**
- * Extracts into a fresh staging dir beside `targetDir`, verifies it (manifest valid, code present, digests and
+ * Reads the whole archive once without writing (every entry check, manifest, expected name, engine), then extracts
+ * it into a fresh staging dir beside `targetDir` (checking every entry again), verifies it (manifest valid, code present, digests and
  * signature per policy), then renames it to `targetDir`. An existing `targetDir` is replaced: moved to `.old-*`,
  * the new one renamed in, the old one removed. On any failure the staging dir is removed, `targetDir` is untouched,
  * and a PackageError is thrown.
@@ -583,19 +593,19 @@ export async function extractPackage(
   targetDir: string,
   options: ExtractOptions = {},
 ): Promise<ExtractResult> {
+  const limits = withDefaults(options.limits);
   const target = resolve(targetDir);
   const parent = dirname(target);
+  // Pass 1 writes nothing: a hostile archive (or a package for another plugin) never touches the disk. It costs a
+  // second gunzip of valid packages, which is cheap next to creating their files.
+  checkName(await readArchiveManifest(archivePath, limits, { hecateVersion: options.hecateVersion }), options);
   await mkdir(parent, { recursive: true });
   const staging = await mkdtemp(join(parent, `.staging-${basename(target)}-`));
   try {
-    const stats = await scanArchive(archivePath, withDefaults(options.limits), diskSink(staging));
+    // Pass 2 repeats every check while writing (the archive is not trusted to be the same bytes twice).
+    const stats = await scanArchive(archivePath, limits, diskSink(staging));
     const manifest = await readStagedManifest(staging, options.hecateVersion);
-    if (options.expectedName !== undefined && manifest.name !== options.expectedName)
-      throw new PackageError(
-        "name_mismatch",
-        `package is plugin ${JSON.stringify(manifest.name)}, expected ${JSON.stringify(options.expectedName)}`,
-        { field: "/name", expected: options.expectedName, actual: manifest.name },
-      );
+    checkName(manifest, options);
     await checkCode(staging, manifest);
     await verifyPackageDir(staging, options.trust ?? { requireSignature: false, trustedKeys: [] });
     // mkdtemp creates 0700; the package dir is read by container plugins running as another uid.
