@@ -10,6 +10,9 @@ const API = "/admin/api";
 const plugins = new Map();
 /** @type {string | null} */
 let selected = null;
+/** Name of the plugin whose upload this page started last (its progress is shown under the drop zone). */
+/** @type {string | null} */
+let lastUpload = null;
 
 const $ = (/** @type {string} */ sel) => /** @type {HTMLElement} */ (document.querySelector(sel));
 
@@ -159,9 +162,11 @@ function install(/** @type {File} */ file) {
       body = undefined;
     }
     if (xhr.status >= 200 && xhr.status < 300 && body) {
-      plugins.set(body.name, body);
+      // the SSE stream may already have brought a newer view of it: never go back to an older one
+      if (!plugins.has(body.name)) plugins.set(body.name, body);
+      lastUpload = body.name;
       render();
-      setUploadStatus(`${body.name} ${body.version} accepted; installing…`);
+      showInstallProgress(/** @type {PluginView} */ (plugins.get(body.name)));
     } else {
       const e = body?.error ?? { code: `http_${xhr.status}`, message: xhr.responseText };
       setUploadStatus(`Install of ${file.name} refused: ${e.message} [${e.code}]`, true);
@@ -170,6 +175,14 @@ function install(/** @type {File} */ file) {
   xhr.onerror = () => setUploadStatus(`Upload of ${file.name} failed (connection error)`, true);
   setUploadStatus(`Uploading ${file.name}…`);
   xhr.send(file);
+}
+
+/** @param {PluginView} view */
+function showInstallProgress(view) {
+  if (view.status === "loaded") setUploadStatus(`${view.name} ${view.version} is loaded`);
+  else if (view.status === "failed")
+    setUploadStatus(`${view.name} failed: ${view.lastError?.message ?? "unknown error"}`, true);
+  else setUploadStatus(`${view.name} ${view.version}: ${view.status}…`);
 }
 
 function setupDropzone() {
@@ -221,17 +234,7 @@ function connectEvents() {
     else plugins.set(view.name, view);
     render();
     if (e.plugin === selected) showDetails(e.plugin).catch(() => {});
-    if (view.status === "loaded" || view.status === "failed") {
-      const current = $("#upload-status").textContent ?? "";
-      if (current.startsWith(`${view.name} `)) {
-        setUploadStatus(
-          view.status === "loaded"
-            ? `${view.name} ${view.version} is loaded`
-            : `${view.name} failed: ${view.lastError?.message ?? "unknown error"}`,
-          view.status === "failed",
-        );
-      }
-    }
+    if (view.name === lastUpload) showInstallProgress(view);
   });
 }
 

@@ -1,0 +1,71 @@
+/**
+ * `hecate start`: runs the daemon in the foreground. The daemon is its own process (`@hecate/daemon/main`), so its
+ * pino JSON logs can be piped through pino-pretty here and signals are forwarded for a graceful stop.
+ */
+import { spawn } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import pinoPretty from "pino-pretty";
+
+export interface StartOptions {
+  home: string;
+  port?: string;
+  host?: string;
+  logLevel?: string;
+  requireSignature?: boolean;
+  /** Raw JSON log lines (for log shippers / systemd-journald) instead of pretty ones. */
+  json: boolean;
+}
+
+export function daemonMainPath(): string {
+  return fileURLToPath(import.meta.resolve("@hecate/daemon/main"));
+}
+
+export async function startCommand(opts: StartOptions): Promise<number> {
+  const env: NodeJS.ProcessEnv = { ...process.env, HECATE_HOME: opts.home };
+  if (opts.port !== undefined) env.HECATE_PORT = opts.port;
+  if (opts.host !== undefined) env.HECATE_HOST = opts.host;
+  if (opts.logLevel !== undefined) env.HECATE_LOG_LEVEL = opts.logLevel;
+  if (opts.requireSignature) env.HECATE_REQUIRE_SIGNATURE = "1";
+  const child = spawn(process.execPath, [daemonMainPath()], { env, stdio: ["ignore", "pipe", "inherit"] });
+  const urlFile = join(opts.home, "run", "url");
+  const stdout = child.stdout as Readable;
+  stdout.pipe(
+    opts.json
+      ? process.stdout
+      : pinoPretty({
+          colorize: Boolean(process.stdout.isTTY),
+          translateTime: "SYS:HH:MM:ss.l",
+          ignore: "pid,hostname",
+          destination: 1,
+          sync: true,
+        }),
+  );
+  // Publish the daemon's TCP URL for CLI calls over the socket (so they can print full plugin URLs).
+  const lines = createInterface({ input: stdout });
+  let published = false;
+  // (not closing the readline: that would pause the stream the log pipe reads too)
+  lines.on("line", (line) => {
+    const m = published ? null : /^hecate listening on (\S+)/.exec(line);
+    if (m) {
+      writeFileSync(urlFile, `${m[1]}\n`, { mode: 0o600 });
+      published = true;
+    }
+  });
+  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+  const onInt = forward("SIGINT");
+  const onTerm = forward("SIGTERM");
+  process.on("SIGINT", onInt);
+  process.on("SIGTERM", onTerm);
+  return new Promise((resolve) => {
+    child.on("exit", (code, signal) => {
+      process.off("SIGINT", onInt);
+      process.off("SIGTERM", onTerm);
+      rmSync(urlFile, { force: true });
+      resolve(code ?? (signal === "SIGINT" || signal === "SIGTERM" ? 0 : 1));
+    });
+  });
+}

@@ -1,0 +1,154 @@
+/**
+ * Plugin projects and packages with the real binary and a real daemon: scaffold -> its own test passes -> pack ->
+ * install -> its route answers; signatures (keygen, sign, verify) with a daemon that requires trusted signatures;
+ * tampered packages refused at install and at load.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { test } from "node:test";
+import { create as tarCreate, extract as tarExtract } from "tar";
+import { cliJson, FIXTURES, get, runCli, startTestDaemon, tempDir } from "./helpers.js";
+
+const ECHO = join(FIXTURES, "echo-plugin");
+
+function nodeTest(cwd: string): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    // without NODE_TEST_CONTEXT: the child is a fresh test run, not a subprocess of ours
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    execFile(process.execPath, ["--test"], { cwd, env, timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, output: stdout + stderr });
+    });
+  });
+}
+
+test("plugin new -> the scaffold's test passes -> pack -> install -> its route answers", async (t) => {
+  const work = tempDir("scaffold");
+  const daemon = await startTestDaemon();
+  t.after(async () => {
+    await daemon.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+  const dir = join(work, "my-notes");
+  const created = await cliJson(["plugin", "new", "my-notes", "--dir", dir]);
+  assert.equal(created.kind, "plugin");
+  assert.ok(created.files.includes("test/plugin.test.js"));
+  const tested = await nodeTest(dir);
+  assert.equal(tested.code, 0, tested.output);
+  assert.match(tested.output, /# pass 2/);
+
+  const packed = await cliJson(["plugin", "pack", dir]);
+  assert.equal(packed.file, join(dir, "my-notes-0.1.0.tar.gz"));
+  assert.ok(existsSync(packed.file));
+
+  const installed = await cliJson(["plugin", "install", packed.file], { home: daemon.home });
+  assert.equal(installed.status, "loaded");
+  assert.equal(installed.url, `${daemon.url}/plugin/my-notes/`);
+  const hello = await get(`${daemon.url}/plugin/my-notes/api/hello?name=cli`);
+  assert.deepEqual(hello.body, { hello: "cli", plugin: "my-notes" });
+  const note = await fetch(`${daemon.url}/plugin/my-notes/api/notes`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ text: "from the test" }),
+  });
+  assert.equal(note.status, 201);
+  const page = await get(`${daemon.url}/plugin/my-notes/`);
+  assert.equal(page.status, 200);
+  assert.match(String(page.body), /<h1>my-notes<\/h1>/);
+
+  // the same project as a container plugin: its test passes and it packs with its container manifest
+  const boxDir = join(work, "box");
+  assert.equal((await cliJson(["plugin", "new", "box", "--container", "--dir", boxDir])).kind, "container");
+  const boxTest = await nodeTest(boxDir);
+  assert.equal(boxTest.code, 0, boxTest.output);
+  const box = await cliJson(["plugin", "pack", boxDir, "-o", join(work, "box.tar.gz")]);
+  assert.deepEqual(box.entries, ["manifest.json", "src", "priv"]);
+  const verified = await cliJson(["plugin", "verify", box.file]);
+  assert.equal(verified.name, "box");
+
+  // bad names are refused before anything is written
+  const bad = await runCli(["plugin", "new", "Bad Name", "--dir", join(work, "bad"), "--json"]);
+  assert.equal(bad.code, 2);
+  assert.equal(JSON.parse(bad.stdout).error.code, "invalid_name");
+  assert.equal(existsSync(join(work, "bad")), false);
+});
+
+/** Extracts `archive`, appends to one file and packs the tree again without updating the digests. */
+async function tamper(archive: string, out: string, file: string): Promise<void> {
+  const dir = `${out}.d`;
+  await mkdir(dir, { recursive: true });
+  await tarExtract({ file: archive, cwd: dir });
+  appendFileSync(join(dir, file), "\n// tampered after signing\n");
+  await tarCreate({ gzip: true, file: out, cwd: dir, portable: true }, ["."]);
+  await rm(dir, { recursive: true, force: true });
+}
+
+test("signatures: a daemon requiring trusted signatures accepts a signed package, refuses unsigned/untrusted/tampered ones", async (t) => {
+  const work = tempDir("sign");
+  const home = join(work, "home");
+  const keys = join(work, "keys");
+  const dev = await cliJson(["keygen", "-o", keys, "--name", "dev", "--trust"], { home });
+  assert.match(dev.keyId, /^[0-9a-f]{16}$/);
+  assert.ok(existsSync(join(home, "trusted-keys", `dev-${dev.keyId}.pub`)));
+  assert.equal(readFileSync(dev.privateKey, "utf8").includes("PRIVATE KEY"), true);
+  const other = await cliJson(["keygen", "-o", keys, "--name", "other"], { home });
+  const daemon = await startTestDaemon({ home, args: ["--require-signature"] });
+  t.after(async () => {
+    await daemon.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  // unsigned: refused with the daemon's reason
+  const unsigned = await runCli(["plugin", "install", ECHO], { home });
+  assert.equal(unsigned.code, 7, unsigned.stderr);
+  assert.match(unsigned.stderr, /not signed.*\[unsigned\]/);
+  // the refused install stays listed as failed with its reason until removed
+  const failed = (await cliJson(["plugin", "list"], { home })).plugins.find((p: any) => p.name === "echo-fixture");
+  assert.equal(failed.status, "failed");
+  assert.equal(failed.lastError.code, "unsigned");
+  await cliJson(["plugin", "remove", "echo-fixture"], { home });
+
+  // signed by a trusted key: verify says trusted, the daemon loads it
+  const signed = join(work, "signed.tar.gz");
+  await cliJson(["plugin", "pack", ECHO, "-o", signed, "--key", dev.privateKey]);
+  const ok = await cliJson(["plugin", "verify", signed, "--require-signature"], { home });
+  assert.deepEqual([ok.signed, ok.trusted, ok.keyId], [true, true, dev.keyId]);
+  const installed = await cliJson(["plugin", "install", signed], { home });
+  assert.equal(installed.status, "loaded");
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 200);
+  await cliJson(["plugin", "remove", "echo-fixture"], { home });
+
+  // signed by a key the daemon does not trust
+  const untrusted = join(work, "untrusted.tar.gz");
+  await cliJson(["plugin", "pack", ECHO, "-o", untrusted]);
+  const re = await cliJson(["plugin", "sign", untrusted, "--key", other.privateKey]);
+  assert.equal(re.keyId, other.keyId);
+  const refused = await runCli(["plugin", "install", untrusted, "--json"], { home });
+  assert.equal(refused.code, 7);
+  assert.equal(JSON.parse(refused.stdout).error.code, "untrusted_key");
+  await cliJson(["plugin", "remove", "echo-fixture"], { home });
+
+  // tampered after signing: verify and install both refuse it, naming the file
+  const tampered = join(work, "tampered.tar.gz");
+  await tamper(signed, tampered, "src/index.js");
+  const v = await runCli(["plugin", "verify", tampered], { home });
+  assert.equal(v.code, 7);
+  assert.match(v.stderr, /src\/index\.js does not match its SHA-256 digest \[digest_mismatch\]/);
+  const i = await runCli(["plugin", "install", tampered], { home });
+  assert.equal(i.code, 7, i.stdout + i.stderr);
+  assert.match(i.stderr, /src\/index\.js does not match its SHA-256 digest/);
+  assert.match(i.stderr, /digest_mismatch/);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
+  await cliJson(["plugin", "remove", "echo-fixture"], { home });
+
+  // tampered after install: the next load refuses it
+  await cliJson(["plugin", "install", signed], { home });
+  await cliJson(["plugin", "deactivate", "echo-fixture"], { home });
+  appendFileSync(join(home, "plugins", "echo-fixture", "package", "src", "index.js"), "\n// edited in place\n");
+  const load = await runCli(["plugin", "activate", "echo-fixture", "--json"], { home });
+  assert.notEqual(load.code, 0);
+  assert.match(JSON.parse(load.stdout).error.message, /src\/index\.js/);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
+});
