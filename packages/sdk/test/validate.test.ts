@@ -163,6 +163,11 @@ test("JSON Schema query: strings coerced to the schema's types, single values to
   assert.equal(bad.status, 400);
   const paths = (bad.body.error.details as validate.ValidationIssue[]).map((d) => `${d.location}:${d.path}`).sort();
   assert.deepEqual(paths, ["query:/done", "query:/limit", "query:/nope"]);
+  // Keys named like Object.prototype members are plain keys.
+  const proto = await call("GET", "/tasks?constructor=1&__proto__=x");
+  assert.equal(proto.status, 400);
+  const protoPaths = (proto.body.error.details as validate.ValidationIssue[]).map((d) => d.path).sort();
+  assert.deepEqual(protoPaths, ["/__proto__", "/constructor"]);
 });
 
 test("Standard Schema (zod 3): typed output with transforms; params, query and body issues reported together", async () => {

@@ -214,7 +214,8 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   }
 
   function parseQuery(search: string): Record<string, string | string[]> {
-    const query: Record<string, string | string[]> = {};
+    // Null prototype, as in the daemon: ?constructor=1 or ?__proto__= are plain keys.
+    const query: Record<string, string | string[]> = Object.create(null);
     for (const [k, v] of new URLSearchParams(search)) {
       const prev = query[k];
       query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
