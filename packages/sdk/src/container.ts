@@ -10,8 +10,8 @@
  *
  * The daemon passes the plugin's config as JSON in `HECATE_PLUGIN_CONFIG`; `GET /__health` answers 200 once loaded.
  */
-import { createReadStream, unlinkSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { unlinkSync } from "node:fs";
+import { realpath } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer } from "ws";
@@ -20,6 +20,7 @@ import type { HttpMethod, PluginConfig, PluginModule } from "./contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "./protocol.js";
 import { Dispatcher } from "./runtime/dispatcher.js";
 import { matchPath } from "./runtime/harness.js";
+import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
 
 export const DEFAULT_CONTAINER_SOCKET = "/run/plugin/plugin.sock";
 export const HEALTH_PATH = "/__health";
@@ -51,6 +52,7 @@ export class ContainerLoadError extends Error {
 }
 
 interface PendingRes {
+  req: IncomingMessage;
   res: ServerResponse;
 }
 
@@ -95,7 +97,7 @@ export async function serveContainerPlugin(
         const p = pending.get(msg.id);
         if (!p) return;
         if (msg.file) {
-          void sendFile(p.res, msg.status, msg.headers, msg.file, root).finally(() => pending.delete(msg.id));
+          void sendPluginFile(p.req, p.res, msg.file, [root, config.paths?.data]).finally(() => pending.delete(msg.id));
           return;
         }
         p.res.writeHead(msg.status, msg.headers);
@@ -209,7 +211,7 @@ export async function serveContainerPlugin(
       return;
     }
     const id = nextId++;
-    pending.set(id, { res });
+    pending.set(id, { req, res });
     const msg: MainToWorker = {
       t: "req",
       id,
@@ -294,33 +296,21 @@ function firstHeader(v: string | string[] | undefined): string | undefined {
   return s?.split(",")[0]?.trim() || undefined;
 }
 
-async function sendFile(
+/**
+ * Serves a `Reply.file` like the daemon does (shared `sendFile`: ETag, Range, Content-Disposition). In a container the
+ * package (/plugin) and the writable data dir (/data, where uploads go) are separate mounts: a file may lie in either.
+ */
+async function sendPluginFile(
+  req: IncomingMessage,
   res: ServerResponse,
-  status: number,
-  headers: Record<string, string | string[]>,
   file: { path: string; downloadName?: string; contentType?: string },
-  root: string,
+  roots: (string | undefined)[],
 ): Promise<void> {
-  // Same rule as the daemon: only files inside the plugin's root.
-  const rootSlash = root.endsWith("/") ? root : `${root}/`;
-  if (!file.path.startsWith(rootSlash) || file.path.includes("/../")) {
-    res.writeHead(403, { "content-type": "application/json" });
-    res.end(JSON.stringify({ error: { code: "forbidden", message: "file outside the plugin root" } }));
-    return;
-  }
-  try {
-    const st = await stat(file.path);
-    const h: Record<string, string | string[] | number> = {
-      ...headers,
-      "content-type": file.contentType ?? "application/octet-stream",
-      "content-length": st.size,
-    };
-    if (file.downloadName)
-      h["content-disposition"] = `attachment; filename*=UTF-8''${encodeURIComponent(file.downloadName)}`;
-    res.writeHead(status, h);
-    createReadStream(file.path).pipe(res);
-  } catch {
-    res.writeHead(404, { "content-type": "application/json" });
-    res.end(JSON.stringify({ error: { code: "not_found", message: "file not found" } }));
-  }
+  const realRoots = (await Promise.all(roots.map((r) => (r ? realpath(r).catch(() => undefined) : undefined)))).filter(
+    (r): r is string => r !== undefined,
+  );
+  const real = await realpath(file.path).catch(() => undefined);
+  const root = (real && realRoots.find((r) => isInside(r, real))) ?? realRoots[0];
+  if (!root) return sendJsonError(res, 404, "not_found", "not found");
+  await sendFile(req, res, file.path, root, { downloadName: file.downloadName, contentType: file.contentType });
 }
