@@ -211,13 +211,16 @@ export async function caughtUp(names?: string[]): Promise<void> {
 }
 
 /**
- * Maps a `CommandRejected` to an HttpError (409 with the rejection code and details) for handlers; anything else is
- * returned unchanged, so `catch (e) { throw store.asHttpError(e) }` keeps real faults as 500s.
+ * Maps a `CommandRejected` to an HttpError for handlers: 404 when the rejection code ends in `_not_found`, else 409
+ * (or `statuses[code]`), with the rejection code and details. Anything else is returned unchanged, so
+ * `catch (e) { throw store.asHttpError(e) }` keeps real faults as 500s.
  */
-export function asHttpError(err: unknown, status = 409): unknown {
+export function asHttpError(err: unknown, statuses: Record<string, number> = {}): unknown {
   if (err instanceof CommandRejected) {
+    const code = err.rejectionCode;
+    const status = statuses[code] ?? (code.endsWith("_not_found") ? 404 : 409);
     const message = err.message.replace(/^.* rejected: /, "");
-    return new HttpError(status, err.rejectionCode, message, err.details);
+    return new HttpError(status, code, message, err.details);
   }
   return err;
 }

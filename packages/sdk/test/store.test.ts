@@ -16,6 +16,7 @@ const counter: store.AggregateDefinition<Counter> = {
   evolve: (s, e) => (e.type === "incremented_v1" ? { count: s.count + (e.data as { by: number }).by } : s),
   decide: (cmd, s) => {
     const by = (cmd.data as { by: number }).by;
+    if (by < 0) return store.reject("decrement_not_found", "counters only go up");
     if (s.count + by > 10) return store.reject("limit_reached", "counter would pass 10", { count: s.count, by });
     return [{ type: "incremented_v1", data: { by } }];
   },
@@ -86,6 +87,12 @@ test("standalone: the first call opens the plugin's store from getConfig(); disp
     assert.equal(http.code, "limit_reached");
     assert.equal(http.message, "counter would pass 10");
     assert.deepEqual(http.details, { count: 7, by: 5 });
+    assert.equal((store.asHttpError(rejected, { limit_reached: 422 }) as HttpError).status, 422);
+    const notFound = await store.dispatch(counter, "c", { type: "increment_v1", data: { by: -1 } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.equal((store.asHttpError(notFound) as HttpError).status, 404);
     const other = new Error("disk on fire");
     assert.equal(store.asHttpError(other), other);
 
