@@ -132,6 +132,8 @@ interface ActiveConn {
   sendWaiters: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
   seq: number;
   closed: boolean;
+  /** Frames sent from onOpen, before the host accepted the upgrade: posted right after `ws-accept`. */
+  beforeAccept: Extract<WorkerToMain, { t: "ws-send" }>[] | null;
 }
 
 export class Dispatcher {
@@ -394,7 +396,14 @@ export class Dispatcher {
       this.transport.post({ t: "ws-reject", connId: msg.connId, status: 404 });
       return;
     }
-    const active: ActiveConn = { conn: undefined as never, route, sendWaiters: new Map(), seq: 0, closed: false };
+    const active: ActiveConn = {
+      conn: undefined as never,
+      route,
+      sendWaiters: new Map(),
+      seq: 0,
+      closed: false,
+      beforeAccept: [],
+    };
     const connId = msg.connId;
     active.conn = {
       id: String(connId),
@@ -407,7 +416,9 @@ export class Dispatcher {
         const seq = ++active.seq;
         return new Promise<void>((resolve, reject) => {
           active.sendWaiters.set(seq, { resolve, reject });
-          this.transport.post({ t: "ws-send", connId, seq, data });
+          const frame = { t: "ws-send" as const, connId, seq, data };
+          if (active.beforeAccept) active.beforeAccept.push(frame);
+          else this.transport.post(frame);
         });
       },
       close: (code = 1000, reason = "") => {
@@ -432,13 +443,19 @@ export class Dispatcher {
       this.log("warn", `ws onOpen ${route.path} refused: ${errMessage(err)}`);
       ok = false;
     }
+    const early = active.beforeAccept ?? [];
+    active.beforeAccept = null;
     if (ok === false) {
       this.conns.delete(connId);
       active.closed = true;
+      for (const w of active.sendWaiters.values()) w.reject(new Error("ws upgrade refused"));
+      active.sendWaiters.clear();
       this.transport.post({ t: "ws-reject", connId, status: 403 });
       return;
     }
     this.transport.post({ t: "ws-accept", connId });
+    // The host drops frames of a connection it has not accepted yet, so a greeting sent in onOpen waits until now.
+    for (const frame of early) this.transport.post(frame);
   }
 
   private onWsClosed(connId: number, code: number, reason: string): void {

@@ -1,0 +1,151 @@
+/**
+ * End to end inside the real daemon: the packed tarball (npm run pack) is installed through the admin API, then the
+ * plugin is used over real HTTP and WebSocket exactly as the static page uses it.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
+import WebSocket from "ws";
+
+const exampleRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+let work: string;
+let archive: string;
+let d: Daemon;
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), "hecate-taskboard-e2e-"));
+  archive = join(work, "taskboard.tar.gz");
+  execFileSync(process.execPath, [join(exampleRoot, "scripts", "pack.mjs"), archive], { stdio: "pipe" });
+  d = await startDaemon({ home: join(work, "home"), port: 0, logLevel: "silent", containers: false });
+});
+
+after(async () => {
+  await d?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+function admin(method: string, path: string, body?: Buffer): Promise<Response> {
+  const headers: Record<string, string> = { authorization: `Bearer ${d.token}` };
+  if (body) headers["content-type"] = "application/gzip";
+  return fetch(d.url + path, { method, headers, body });
+}
+
+const api = (path: string) => `${d.url}/plugin/taskboard/api${path}`;
+
+async function post(path: string, body: unknown): Promise<Response> {
+  return fetch(api(path), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** A ws client that queues messages so none is missed between awaits. */
+async function liveClient(boardId: string) {
+  const url = `${api(`/boards/${boardId}/live`).replace(/^http/, "ws")}`;
+  const socket = new WebSocket(url);
+  const queue: Record<string, unknown>[] = [];
+  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  socket.on("message", (data) => {
+    const m = JSON.parse(String(data)) as Record<string, unknown>;
+    const w = waiters.shift();
+    if (w) w(m);
+    else queue.push(m);
+  });
+  await once(socket, "open");
+  return {
+    socket,
+    next: () =>
+      queue.length
+        ? Promise.resolve(queue.shift()!)
+        : new Promise<Record<string, unknown>>((resolve) => waiters.push(resolve)),
+  };
+}
+
+test("the packed plugin installs through the admin API and serves its page, API, live updates and files", async () => {
+  const t0 = performance.now();
+  const installed = await admin("POST", "/admin/api/plugins", readFileSync(archive));
+  const view = (await installed.json()) as { status: string; version: string; routes: { path: string }[] };
+  assert.equal(installed.status, 201, JSON.stringify(view));
+  const installMs = performance.now() - t0;
+  assert.equal(view.status, "loaded");
+  assert.equal(view.version, "0.1.0");
+  assert.ok(view.routes.some((r) => r.path === "/boards/:board/tasks"));
+
+  // The static page and its assets.
+  const page = await fetch(`${d.url}/plugin/taskboard/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+  assert.match(await page.text(), /<script type="module" src="app.js">/);
+  const js = await fetch(`${d.url}/plugin/taskboard/app.js`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get("content-type") ?? "", /javascript/);
+  assert.match(await js.text(), /new WebSocket/);
+  assert.equal((await fetch(`${d.url}/plugin/taskboard/style.css`)).status, 200);
+
+  // A WebSocket client on the board receives the broadcast of a POST.
+  const live = await liveClient("main");
+  assert.deepEqual(await live.next(), { type: "hello", boardId: "main" });
+  const created = await post("/boards/main/tasks", { title: "Ship the example", description: "end to end" });
+  assert.equal(created.status, 201);
+  const task = (await created.json()) as { id: string; column: string };
+  const pushed = await live.next();
+  assert.equal(pushed.type, "task_created");
+  assert.equal(pushed.taskId, task.id);
+  assert.deepEqual(pushed.task, task);
+
+  // The read model lists it.
+  const list = (await (await fetch(api("/boards/main/tasks"))).json()) as { tasks: { id: string; title: string }[] };
+  assert.deepEqual(
+    list.tasks.map((t) => [t.id, t.title]),
+    [[task.id, "Ship the example"]],
+  );
+
+  // Validation through the daemon: 400 with field errors.
+  const bad = await post("/boards/main/tasks", { title: "" });
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, "validation_failed");
+
+  // Upload (multipart, streamed through the daemon into the plugin's data dir), then download with Range.
+  const content = Buffer.alloc(300_000);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7) % 251;
+  const form = new FormData();
+  form.append("file", new Blob([content], { type: "application/octet-stream" }), "data ü.bin");
+  const up = await fetch(api(`/tasks/${task.id}/attachments`), { method: "POST", body: form });
+  assert.equal(up.status, 201);
+  const withFile = (await up.json()) as { attachments: { id: string; name: string; sha256: string }[] };
+  const att = withFile.attachments[0];
+  assert.equal(att.name, "data ü.bin");
+  assert.equal(att.sha256, createHash("sha256").update(content).digest("hex"));
+  assert.equal((await live.next()).type, "file_attached");
+  const down = await fetch(api(`/tasks/${task.id}/attachments/${att.id}`));
+  assert.equal(down.status, 200);
+  assert.match(down.headers.get("content-disposition") ?? "", /^attachment;/);
+  assert.ok(Buffer.from(await down.arrayBuffer()).equals(content));
+  const part = await fetch(api(`/tasks/${task.id}/attachments/${att.id}`), { headers: { range: "bytes=1000-1999" } });
+  assert.equal(part.status, 206);
+  assert.ok(Buffer.from(await part.arrayBuffer()).equals(content.subarray(1000, 2000)));
+
+  // Move + complete reach the live client too.
+  assert.equal((await post(`/tasks/${task.id}/move`, { column: "done" })).status, 200);
+  assert.equal((await live.next()).type, "task_moved");
+
+  // Deactivate -> activate: a new worker reopens the same store and read model.
+  const closed = once(live.socket, "close");
+  assert.equal((await admin("POST", "/admin/api/plugins/taskboard/deactivate")).status, 200);
+  const [code] = await closed;
+  assert.equal(code, 1001, "connections are closed cleanly at unload");
+  assert.equal((await fetch(api("/boards"))).status, 404);
+  assert.equal((await admin("POST", "/admin/api/plugins/taskboard/activate")).status, 200);
+  const after = (await (await fetch(api(`/tasks/${task.id}`))).json()) as { column: string; attachments: unknown[] };
+  assert.equal(after.column, "done");
+  assert.equal(after.attachments.length, 1);
+  console.log(`# taskboard install via admin API: ${installMs.toFixed(0)} ms`);
+});
