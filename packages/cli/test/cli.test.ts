@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { rm } from "node:fs/promises";
+import { readFileSync, writeFileSync } from "node:fs";
+import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
@@ -92,6 +93,17 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
   assert.match(activated.stdout, /echo-fixture@1\.0\.0 loaded/);
   assert.equal((await get(`${pluginUrl}api/hello`)).status, 200);
 
+  // upgrade from a project dir with a new version: the route answers from it
+  const v2 = join(tempDir("v2"), "echo-plugin");
+  await cp(ECHO, v2, { recursive: true });
+  const manifestFile = join(v2, "manifest.json");
+  writeFileSync(manifestFile, readFileSync(manifestFile, "utf8").replace('"1.0.0"', '"1.1.0"'));
+  const upgraded = await runCli(["plugin", "upgrade", v2], { home });
+  await rm(join(v2, ".."), { recursive: true, force: true });
+  assert.equal(upgraded.code, 0, upgraded.stderr);
+  assert.match(upgraded.stdout, /echo-fixture@1\.1\.0 loaded/);
+  assert.deepEqual((await get(`${pluginUrl}api/hello`)).body, { hello: "echo-fixture", version: "1.1.0" });
+
   // logs: a throwing handler leaves a log line; --follow streams the next one as it happens
   assert.equal((await get(`${pluginUrl}api/boom`)).status, 500);
   const logs = await cliJson<{ logs: any[] }>(["plugin", "logs", "echo-fixture"], { home });
@@ -156,4 +168,25 @@ test("over TCP: --url with the token file works, a wrong token exits 4", async (
   });
   assert.equal(bad.code, 4);
   assert.equal(JSON.parse(bad.stdout).error.code, "unauthorized");
+});
+
+test("the daemon serves this package's OpenAPI document, and it describes every admin call the CLI makes", async () => {
+  const doc = await get(`${daemon.url}/admin/api/openapi.json`, { authorization: `Bearer ${daemon.token}` });
+  assert.equal(doc.status, 200);
+  assert.equal(doc.body.openapi, "3.1.0");
+  const paths = doc.body.paths as Record<string, Record<string, unknown>>;
+  for (const [path, method] of [
+    ["/admin/api/plugins", "get"],
+    ["/admin/api/plugins", "post"],
+    ["/admin/api/plugins/{name}", "get"],
+    ["/admin/api/plugins/{name}", "delete"],
+    ["/admin/api/plugins/{name}/events", "get"],
+    ["/admin/api/plugins/{name}/activate", "post"],
+    ["/admin/api/plugins/{name}/deactivate", "post"],
+    ["/admin/api/plugins/{name}/upgrade", "post"],
+    ["/admin/api/plugins/{name}/logs", "get"],
+    ["/admin/api/events", "get"],
+  ]) {
+    assert.ok(paths[path]?.[method], `${method.toUpperCase()} ${path} is described`);
+  }
 });
