@@ -6,13 +6,16 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
+import { type Browser, chromium, type Page } from "playwright-core";
 import WebSocket from "ws";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 const exampleRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let work: string;
@@ -148,4 +151,67 @@ test("the packed plugin installs through the admin API and serves its page, API,
   assert.equal(after.column, "done");
   assert.equal(after.attachments.length, 1);
   console.log(`# taskboard install via admin API: ${installMs.toFixed(0)} ms`);
+});
+
+test("the static page in two real Chromium tabs: create, move, attach, complete, delete, each seen live by the other", async (t) => {
+  assert.ok(
+    existsSync(CHROMIUM),
+    `Chromium not found at ${CHROMIUM} (bash scripts/setup-system.sh, or set CHROMIUM_PATH)`,
+  );
+  let browser: Browser | undefined;
+  t.after(() => browser?.close());
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+  const errors: string[] = [];
+  const open = async (url: string): Promise<Page> => {
+    const page = await browser!.newPage();
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForSelector("#live.on");
+    return page;
+  };
+  const a = await open(`${d.url}/plugin/taskboard/`);
+
+  // A new board from the page; the page switches to it (?board=...).
+  await a.fill("#new-board input[name=name]", "Release");
+  await a.click("#new-board button");
+  // (a string: this workspace compiles without DOM types)
+  await a.waitForFunction("new URLSearchParams(location.search).get('board') !== 'main'");
+  const boardId = new URL(a.url()).searchParams.get("board")!;
+  await a.waitForSelector("#live.on");
+  const b = await open(`${d.url}/plugin/taskboard/?board=${boardId}`);
+
+  // Created in A -> shown in B by the live update (B never reloads).
+  await a.fill("#new-task input[name=title]", "Write release notes");
+  await a.fill("#new-task input[name=description]", "for 0.1.0");
+  await a.click("#new-task button");
+  const inB = b.locator('.column[data-column="todo"] .task', { hasText: "Write release notes" });
+  await inB.waitFor();
+  const taskId = (await inB.getAttribute("data-id"))!;
+
+  // Moved in B -> A shows it in "doing".
+  await inB.locator("button.right").click();
+  await a.locator(`.column[data-column="doing"] .task[data-id="${taskId}"]`).waitFor();
+
+  // Attached in A (file input) -> B shows the download link, which serves the bytes.
+  const file = join(work, "notes.txt");
+  writeFileSync(file, "release notes draft\n");
+  await a.locator(`.task[data-id="${taskId}"] input[type=file]`).setInputFiles(file);
+  const link = b.locator(`.task[data-id="${taskId}"] .attachments a`, { hasText: "notes.txt" });
+  await link.waitFor();
+  const href = (await link.getAttribute("href"))!;
+  const got = await fetch(new URL(href, d.url));
+  assert.equal(await got.text(), "release notes draft\n");
+
+  // Completed in A -> B strikes it through; deleted in B -> gone from A.
+  await a.locator(`.task[data-id="${taskId}"] button.complete`).click();
+  await b.locator(`.task.completed[data-id="${taskId}"]`).waitFor();
+  await b.locator(`.task[data-id="${taskId}"] button.delete`).click();
+  await a.locator(`.task[data-id="${taskId}"]`).waitFor({ state: "detached" });
+
+  // The page reports bad input from the API's field errors.
+  await a.fill("#new-task input[name=title]", " ");
+  await a.click("#new-task button");
+  await a.locator("#error:not([hidden])").waitFor();
+  assert.match((await a.textContent("#error")) ?? "", /title/);
+  assert.deepEqual(errors, []);
 });
