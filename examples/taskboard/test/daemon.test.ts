@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
 import { type Browser, chromium, type Page } from "playwright-core";
 import WebSocket from "ws";
@@ -33,6 +33,10 @@ after(async () => {
   await d?.close();
   rmSync(work, { recursive: true, force: true });
 });
+
+interface PackModule {
+  packTaskboard(out: string, opts?: { version?: string }): Promise<{ file: string }>;
+}
 
 function admin(method: string, path: string, body?: Buffer): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${d.token}` };
@@ -214,4 +218,65 @@ test("the static page in two real Chromium tabs: create, move, attach, complete,
   await a.locator("#error:not([hidden])").waitFor();
   assert.match((await a.textContent("#error")) ?? "", /title/);
   assert.deepEqual(errors, []);
+});
+
+test("upgrade to 0.1.1 under traffic: no failed request, the board and its files carry over", async () => {
+  const { packTaskboard } = (await import(pathToFileURL(join(exampleRoot, "scripts", "pack.mjs")).href)) as PackModule;
+  const next = join(work, "taskboard-0.1.1.tar.gz");
+  await packTaskboard(next, { version: "0.1.1" });
+  const before = (await (await fetch(api("/boards/main/tasks"))).json()) as { tasks: { id: string }[] };
+  assert.ok(before.tasks.length >= 1);
+
+  // Readers and a writer keep going while the new version loads and takes over.
+  let stop = false;
+  const failures: string[] = [];
+  let reads = 0;
+  let writes = 0;
+  const reader = async () => {
+    while (!stop) {
+      const r = await fetch(api("/boards/main/tasks"));
+      await r.arrayBuffer();
+      if (r.status !== 200) failures.push(`GET ${r.status}`);
+      reads++;
+    }
+  };
+  const writer = async () => {
+    while (!stop) {
+      const r = await post("/boards/main/tasks", { title: `during upgrade ${writes}` });
+      await r.arrayBuffer();
+      if (r.status !== 201) failures.push(`POST ${r.status}`);
+      writes++;
+      await new Promise((resolve) => setTimeout(resolve, 100)); // well under the rate limit
+    }
+  };
+  const load = Promise.all([reader(), reader(), writer()]);
+  const up = await admin("POST", "/admin/api/plugins/taskboard/upgrade", readFileSync(next));
+  const view = (await up.json()) as { version: string; status: string };
+  stop = true;
+  await load;
+  assert.equal(up.status, 200, JSON.stringify(view));
+  assert.equal(view.version, "0.1.1");
+  assert.equal(view.status, "loaded");
+  assert.deepEqual(failures, []);
+  assert.ok(reads > 0 && writes > 0);
+
+  // Every task written before and during the upgrade is in the new version's read model, files included.
+  const after = (await (await fetch(api("/boards/main/tasks"))).json()) as { tasks: { id: string; title: string }[] };
+  const ids = new Set(after.tasks.map((t) => t.id));
+  for (const t of before.tasks) assert.ok(ids.has(t.id), `task ${t.id} kept`);
+  assert.equal(after.tasks.filter((t) => t.title.startsWith("during upgrade")).length, writes);
+  const withFile = after.tasks.find((t) => (t as { attachments?: unknown[] }).attachments?.length) as
+    | { id: string; attachments: { id: string }[] }
+    | undefined;
+  assert.ok(withFile, "the attachment uploaded before the upgrade is still listed");
+  assert.equal((await fetch(api(`/tasks/${withFile.id}/attachments/${withFile.attachments[0].id}`))).status, 200);
+
+  // Live updates work on the new version.
+  const live = await liveClient("main");
+  await live.next();
+  const created = await post("/boards/main/tasks", { title: "after upgrade" });
+  assert.equal(created.status, 201);
+  assert.equal((await live.next()).type, "task_created");
+  live.socket.close();
+  console.log(`# upgrade under load: ${reads} reads, ${writes} writes, 0 failures`);
 });
