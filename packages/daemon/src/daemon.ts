@@ -4,7 +4,7 @@
  * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { join } from "node:path";
 import { type EventStore, openEventStore } from "@hecate/store";
@@ -235,10 +235,29 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await close();
     throw err;
   }
+  // Boot loads of container plugins adopted or replaced their containers and removed the rest of this instance. If
+  // none was loaded but a crashed run left container traces (socket dirs: e.g. killed while unloading a plugin),
+  // Podman is started once to remove what nobody wants.
+  if (containersAvailable && !containers && hasContainerTraces(runDir)) {
+    try {
+      const removed = (await (await getContainers())?.sweep()) ?? [];
+      if (removed.length) logger.info({ removed }, "removed containers left by a previous run");
+    } catch (err) {
+      logger.error({ err }, "container cleanup at boot failed");
+    }
+  }
   ready = true;
   router.setReady(true);
   logger.info({ url, socketPath, plugins: lifecycle.list().length }, "hecate ready");
   return { url, port, socketPath, token, home, lifecycle, runtime, router, logger, close };
+}
+
+function hasContainerTraces(runDir: string): boolean {
+  try {
+    return readdirSync(join(runDir, "containers")).length > 0;
+  } catch {
+    return false;
+  }
 }
 
 /** Stops accepting; idle keep-alive connections are closed now, busy ones after their response. */
