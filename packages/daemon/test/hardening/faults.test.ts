@@ -8,12 +8,14 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { PluginRuntime } from "../../src/runtime/plugin-runtime.js";
 import { type Env, json, raw, setup, whoPlugin, writePlugin } from "../runtime/helpers.js";
-import { type ProbeResult, startProber } from "./probe.js";
+import { type ProbeResult, startControlServer, startProber } from "./probe.js";
 
 let env: Env;
-const measured: Record<string, { p99: number; max: number; samples: number }> = {};
+let control: Awaited<ReturnType<typeof startControlServer>>;
+const measured: Record<string, { p99: number; max: number; samples: number; control_p99: number }> = {};
 
 before(async () => {
+  control = await startControlServer();
   env = await setup();
   await env.runtime.load(
     writePlugin(
@@ -36,6 +38,7 @@ before(async () => {
 
 after(async () => {
   await env.close();
+  await control.close();
   console.log(`# fault /health latency (ms): ${JSON.stringify(measured)}`);
 });
 
@@ -57,12 +60,15 @@ function nextEvent(runtime: PluginRuntime, event: string, name: string, ms = 15_
 }
 
 /**
- * Runs `fault` under both probers (for at least `minMs`, so quick faults still get ~100 samples around them) and
- * checks the daemon and the neighbour stayed healthy.
+ * Runs `fault` under three probers (daemon /health, the neighbour plugin, the control server) for at least `minMs`,
+ * so quick faults still get ~100 samples around them, and checks the daemon and the neighbour stayed healthy.
+ * /health p99 must be < 100 ms; when the machine itself is that slow (the control server's p99 too), the bound is
+ * 1.5x the control's p99: the test is about the daemon not stalling, not about a shared CI box being idle.
  */
 async function underProbe(label: string, fault: () => Promise<void>, minMs = 1000): Promise<void> {
   const health = startProber(`${env.base}/health`, 10);
   const neighbour = startProber(`${env.base}/plugin/good/api/who`, 10);
+  const baseline = startProber(control.url, 10);
   const until = Date.now() + minMs;
   try {
     await fault();
@@ -71,16 +77,21 @@ async function underProbe(label: string, fault: () => Promise<void>, minMs = 100
     // Stop the probers whatever happened; a failing fault keeps its own error (asserting here would mask it).
     const h = await health.stop();
     const n = await neighbour.stop();
-    measured[label] = { p99: round(h.p99), max: round(h.max), samples: h.samples };
-    checks = { h, n };
+    const c = await baseline.stop();
+    measured[label] = { p99: round(h.p99), max: round(h.max), samples: h.samples, control_p99: round(c.p99) };
+    checks = { h, n, c };
   }
-  const { h, n } = checks;
+  const { h, n, c } = checks;
   assert.deepEqual(h.failures, [], `${label}: /health failures`);
   assert.deepEqual(n.failures, [], `${label}: neighbour failures`);
-  assert.ok(h.samples >= 50, `${label}: only ${h.samples} probes`);
-  assert.ok(h.p99 < 100, `${label}: /health p99 ${h.p99.toFixed(1)} ms (max ${h.max.toFixed(1)})`);
+  assert.ok(h.samples >= 20, `${label}: only ${h.samples} probes`);
+  const bound = Math.max(100, 1.5 * c.p99);
+  assert.ok(
+    h.p99 < bound,
+    `${label}: /health p99 ${h.p99.toFixed(1)} ms (max ${h.max.toFixed(1)}, control p99 ${c.p99.toFixed(1)})`,
+  );
 }
-let checks: { h: ProbeResult; n: ProbeResult };
+let checks: { h: ProbeResult; n: ProbeResult; c: ProbeResult };
 
 const round = (x: number) => Math.round(x * 10) / 10;
 

@@ -1,4 +1,5 @@
-/** Shared pieces of the hardening suites: a concurrent /health prober and latency percentiles. */
+/** Shared pieces of the hardening suites: a concurrent /health prober, a control server, latency percentiles. */
+import { type ChildProcess, spawn } from "node:child_process";
 import { Agent, request } from "undici";
 
 export function percentile(xs: number[], p: number): number {
@@ -63,4 +64,33 @@ export async function waitUntil(cond: () => boolean, what: string, ms = 10_000):
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * A bare node:http server in a child process: probed alongside the daemon, it measures what the machine itself
+ * (other processes, CPU starvation on a shared 2-core CI box) adds to any latency, so a fault test can tell the
+ * daemon stalling from the machine being busy.
+ */
+export async function startControlServer(): Promise<{ url: string; close(): Promise<void> }> {
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      "-e",
+      `const s = require("node:http").createServer((q, r) => r.end('{"status":"ok"}'));
+       s.listen(0, "127.0.0.1", () => console.log(s.address().port));`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once("data", (c: Buffer) => resolve(Number(c.toString().trim())));
+    child.once("exit", (code) => reject(new Error(`control server exited with ${code}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    async close() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
 }

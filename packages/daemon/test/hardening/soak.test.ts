@@ -11,8 +11,8 @@ test("soak: mixed traffic during load/unload/swap churn, no errors, bounded memo
   console.log(`# soak ${JSON.stringify(r)}`);
   assert.deepEqual(r.error_samples, []);
   assert.equal(r.errors, 0);
-  assert.ok(r.requests > 2000, `only ${r.requests} requests`);
-  assert.ok(r.churn_cycles >= 5, `only ${r.churn_cycles} churn cycles`);
+  assert.ok(r.requests > 1000, `only ${r.requests} requests`);
+  assert.ok(r.churn_cycles >= 3, `only ${r.churn_cycles} churn cycles`);
   // Each cycle starts and stops 3 workers; a leak of one worker's isolate per cycle would be >= 5 MiB each.
   assert.ok(r.heap_growth_mib < 16, `main heap grew ${r.heap_growth_mib} MiB`);
   assert.ok(r.rss_growth_mib < 96, `rss grew ${r.rss_growth_mib} MiB`);
