@@ -6,6 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { type EventStore, openEventStore } from "@hecate/store";
 import pino, { type Logger } from "pino";
@@ -72,6 +73,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const home = opts.home;
   const runDir = join(home, "run");
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
+  // Two daemons on one home would share the lifecycle store and fight over plugin dirs.
+  if (await socketAnswers(socketPath))
+    throw new Error(`another hecate daemon is running on ${home} (its socket ${socketPath} answers)`);
+  // Uploads cut off by a crash: their installs never started.
+  for (const f of readdirSync(runDir)) if (f.startsWith("incoming-")) rmSync(join(runDir, f), { force: true });
   const logger = pino({ level: opts.logLevel ?? "info", base: { service: "hecate" } }, opts.logDestination);
   const token = ensureToken(join(runDir, "admin.token"));
   const guard = new AdminGuard(token, opts.allowedHosts ?? []);
@@ -184,8 +191,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const unix = createHttpServer(router);
   unix.on("connection", (s) => guard.trustedSockets.add(s));
   const port = await listen(tcp, opts.port ?? 7770, opts.host ?? "127.0.0.1");
-  const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
-  rmSync(socketPath, { force: true }); // a stale socket of a killed daemon
+  rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
   await new Promise<void>((resolve, reject) => {
     unix.once("error", reject);
     unix.listen(socketPath, () => {
@@ -258,6 +264,17 @@ function hasContainerTraces(runDir: string): boolean {
   } catch {
     return false;
   }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
 }
 
 /** Stops accepting; idle keep-alive connections are closed now, busy ones after their response. */

@@ -3,10 +3,11 @@
  * guard (Host / Origin); typed JSON 4xx for bad request bodies; /health and /ready.
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { startDaemon } from "../../src/daemon.js";
 import { buildPackage, startTestDaemon, type TestDaemon, unixRequest } from "../lifecycle/helpers.js";
 
 let d: TestDaemon;
@@ -173,4 +174,24 @@ test("/health answers fast during an install; /ready is 200 after boot", async (
   times.sort((a, b) => a - b);
   assert.ok(times.at(-1)! < 100, `max /health ${times.at(-1)} ms`);
   assert.equal((await fetch(`${d.url}/ready`)).status, 200);
+});
+
+test("a second daemon on the same home is refused; leftover uploads of a crashed run are removed at start", async () => {
+  await assert.rejects(
+    startDaemon({ home: d.home, port: 0, logLevel: "silent", containers: false }),
+    /another hecate daemon is running/,
+  );
+  assert.equal((await fetch(`${d.url}/health`)).status, 200, "the first one is untouched");
+  const home = join(d.work, "other-home");
+  mkdirSync(join(home, "run"), { recursive: true });
+  writeFileSync(join(home, "run", "incoming-dead.tar.gz"), "partial upload");
+  const other = await startDaemon({ home, port: 0, logLevel: "silent", containers: false });
+  try {
+    assert.deepEqual(
+      readdirSync(join(home, "run")).filter((f) => f.startsWith("incoming-")),
+      [],
+    );
+  } finally {
+    await other.close();
+  }
 });
