@@ -10,13 +10,14 @@
  * run).
  *   node dist/bench/container.js      (BENCH_DURATION_MS per round, BENCH_ROUNDS, BENCH_CONNECTIONS)
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { type PluginManifest, pluginPaths } from "@hecate/sdk";
 import { Pool } from "undici";
-import { ContainerRuntime, PodmanClient } from "../src/container/index.js";
+import { ContainerRuntime, type LoadedContainer, PodmanClient } from "../src/container/index.js";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 
@@ -141,48 +142,58 @@ async function main(): Promise<void> {
   const runtime = new ContainerRuntime({ home, podman, router });
   try {
     const port = await listen(server, 0);
-    const dir = join(home, "plugins", "bench");
-    mkdirSync(dir, { recursive: true });
-    cpSync(new URL("../../../../examples/container-echo", import.meta.url).pathname, dir, { recursive: true });
-    spawn("chmod", ["-R", "a+rX", home]);
-    await new Promise((r) => setTimeout(r, 100));
+    const example = new URL("../../../../examples/container-echo", import.meta.url).pathname;
+    const exampleManifest = JSON.parse(readFileSync(join(example, "manifest.json"), "utf8")) as PluginManifest;
+    const install = (name: string, container: PluginManifest["container"]) => {
+      const pkg = pluginPaths(home, name).package;
+      mkdirSync(pkg, { recursive: true });
+      cpSync(example, pkg, { recursive: true });
+      execFileSync("chmod", ["-R", "a+rX", home]);
+      const manifest: PluginManifest = { ...exampleManifest, name, container };
+      return runtime.load({ name, dir: pluginPaths(home, name).root, manifest });
+    };
     const t0 = performance.now();
     await runtime.start();
     await runtime.ensureBaseImage();
     const tImage = performance.now();
-    const manifest = {
-      name: "bench",
-      version: "0.1.0",
-      plugin_type: "container" as const,
-      container: { command: ["node", "/plugin/index.mjs"], cpus: 1 },
-    };
-    const loaded = await runtime.load({ name: "bench", dir, manifest });
+    // Main case: the plugin may use a whole CPU, so it is not the bottleneck of the direct path.
+    const loaded = await install("bench", { ...exampleManifest.container, cpus: 1 });
     const tLoad = performance.now();
 
-    const containerPid = (await podman.inspectContainer(loaded.containerId))?.State.Pid ?? 0;
-    const runDirect = () => loadgen("http://plugin", "/hello", loaded.socketPath, containerPid);
-    const runProxy = () => loadgen(`http://127.0.0.1:${port}`, "/plugin/bench/api/hello", "", containerPid);
-    // Warm-up both paths (JIT, connection pools), then alternate; the order flips every round.
-    await runDirect();
-    await runProxy();
-    const directs: LoadResult[] = [];
-    const proxies: LoadResult[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      if (round % 2 === 0) {
-        directs.push(await runDirect());
-        proxies.push(await runProxy());
-      } else {
-        proxies.push(await runProxy());
-        directs.push(await runDirect());
+    /** Alternating rounds (the order flips every round) after one warm-up of each path (JIT, pools). */
+    const measure = async (name: string, c: LoadedContainer) => {
+      const containerPid = (await podman.inspectContainer(c.containerId))?.State.Pid ?? 0;
+      const runDirect = () => loadgen("http://plugin", "/hello", c.socketPath, containerPid);
+      const runProxy = () => loadgen(`http://127.0.0.1:${port}`, `/plugin/${name}/api/hello`, "", containerPid);
+      await runDirect();
+      await runProxy();
+      const directs: LoadResult[] = [];
+      const proxies: LoadResult[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        if (round % 2 === 0) {
+          directs.push(await runDirect());
+          proxies.push(await runProxy());
+        } else {
+          proxies.push(await runProxy());
+          directs.push(await runDirect());
+        }
       }
-    }
+      return { directs, proxies };
+    };
     const med = (rs: LoadResult[], k: keyof LoadResult) => median(rs.map((r) => Number(r[k] ?? Number.NaN)));
+    const main = await measure("bench", loaded);
+    const { directs, proxies } = main;
     const direct = { rps: med(directs, "rps"), p99_ms: med(directs, "p99_ms") };
     const proxied = {
       rps: med(proxies, "rps"),
       p99_ms: med(proxies, "p99_ms"),
       errors: proxies.reduce((n, r) => n + r.errors, 0),
     };
+    await runtime.unload("bench");
+    // Second case, for context: the example's own manifest limits (cpus 0.5, the default), where the plugin's CPU
+    // quota rather than the proxy bounds both paths.
+    const dflt = await measure("bench-default", await install("bench-default", exampleManifest.container));
+    await runtime.unload("bench-default");
     // Context: a bare node:http server in this process answering a same-sized JSON body (the ceiling of any
     // single-threaded Node hop on this machine).
     const bare = createServer((_req, res) => {
@@ -200,6 +211,7 @@ async function main(): Promise<void> {
       round_duration_ms: DURATION,
       cpus: availableParallelism(),
       loadavg_1m: +loadavg()[0].toFixed(2),
+      plugin_cpus: 1,
       direct_rps: Math.round(direct.rps),
       direct_p99_ms: +direct.p99_ms.toFixed(2),
       proxy_rps: Math.round(proxied.rps),
@@ -222,12 +234,21 @@ async function main(): Promise<void> {
           container: +med(proxies, "container_cpu_us").toFixed(1),
         },
       },
+      default_limits: {
+        plugin_cpus: exampleManifest.container?.cpus,
+        direct_rps: Math.round(med(dflt.directs, "rps")),
+        direct_p99_ms: +med(dflt.directs, "p99_ms").toFixed(2),
+        proxy_rps: Math.round(med(dflt.proxies, "rps")),
+        proxy_p99_ms: +med(dflt.proxies, "p99_ms").toFixed(2),
+        daemon_cpu_us_per_req: +med(dflt.proxies, "daemon_cpu_us").toFixed(1),
+      },
+      ratio_rps_proxy_vs_direct_default_limits: +(med(dflt.proxies, "rps") / med(dflt.directs, "rps")).toFixed(3),
       base_image_ready_ms: Math.round(tImage - t0),
       load_to_healthy_ms: Math.round(tLoad - tImage),
       goal: "ratio_rps_proxy_vs_direct >= 0.5",
     };
     console.log(
-      `container proxy: direct ${result.direct_rps} req/s (p99 ${result.direct_p99_ms} ms), through daemon ${result.proxy_rps} req/s (p99 ${result.proxy_p99_ms} ms), ratio ${result.ratio_rps_proxy_vs_direct}`,
+      `container proxy: direct ${result.direct_rps} req/s (p99 ${result.direct_p99_ms} ms), through daemon ${result.proxy_rps} req/s (p99 ${result.proxy_p99_ms} ms), ratio ${result.ratio_rps_proxy_vs_direct}; daemon ${result.cpu_us_per_req.proxy.daemon} us CPU/request`,
     );
     console.log(`BENCH_JSON ${JSON.stringify(result)}`);
   } finally {
