@@ -102,7 +102,8 @@ type ExitKind = { kind: "normal" } | { kind: "crash"; reason: unknown };
 const roots = new Set<Supervisor>();
 
 /**
- * Events: `restart` ({id, reason}), `exit` ({id, kind, reason}), `gave_up` (SupervisorGaveUp), `stopped`.
+ * Events: `started` ({id, restarts}), `restart` ({id, reason}), `exit` ({id, kind, reason}), `gave_up`
+ * (SupervisorGaveUp), `stopped`.
  * It is itself a ChildHandle (`stop()` + `done`), so supervisors nest.
  */
 export class Supervisor extends EventEmitter {
@@ -140,8 +141,15 @@ export class Supervisor extends EventEmitter {
     for (const c of spec.children) this.addSpec(c);
   }
 
-  /** Starts the children in order; if one fails to start, the started ones are stopped and this rejects. */
-  async startChildren(): Promise<void> {
+  /**
+   * Starts the children in order; if one fails to start, the started ones are stopped and this rejects. Runs in the
+   * serial queue, so an early child crashing while later ones start is handled once they all are up.
+   */
+  startChildren(): Promise<void> {
+    return this.serial(() => this.startInOrder());
+  }
+
+  private async startInOrder(): Promise<void> {
     for (let i = 0; i < this.children.length; i++) {
       try {
         await this.launch(this.children[i]);
@@ -240,8 +248,14 @@ export class Supervisor extends EventEmitter {
     const handle = await c.spec.start();
     if (!handle || typeof (handle as { stop?: unknown }).stop !== "function")
       throw new Error("start() must return a handle with stop()");
+    const hasDone = typeof (handle as { done?: Promise<unknown> }).done?.then === "function";
+    if (!hasDone && !(handle instanceof EventEmitter)) {
+      await Promise.resolve(handle.stop()).catch(() => {});
+      throw new Error("start() must return a handle with a `done` promise or an EventEmitter (exit/crash)");
+    }
     c.handle = handle;
     c.status = "running";
+    this.emit("started", { id: c.spec.id, restarts: c.restarts });
     watch(handle, (exit) => {
       if (c.run !== run) return; // a run we stopped ourselves, or an older one
       c.run++;
@@ -358,7 +372,6 @@ function watch(handle: ChildHandle, onExit: (e: ExitKind) => void): void {
     handle.once("error", (reason) => once({ kind: "crash", reason }));
     return;
   }
-  throw new Error("a child handle needs a `done` promise or must be an EventEmitter");
 }
 
 function describe(reason: unknown): string {

@@ -95,8 +95,9 @@ test("one_for_one: only the crashed child is restarted", async () => {
   const sup = await supervisor.start({ strategy: "one_for_one", children: ["a", "b", "c"].map((id) => lab.child(id)) });
   assert.deepEqual(lab.log, ["start:a#1", "start:b#1", "start:c#1"]);
   const restarted = once(sup, "restart");
+  const started = once(sup, "started"); // after the new run's handle is in place
   lab.latest("b").crash();
-  await lab.starts(1);
+  assert.deepEqual((await started)[0], { id: "b", restarts: 1 });
   assert.deepEqual((await restarted)[0], { id: "b", reason: "exited" });
   assert.deepEqual(lab.log.slice(3), ["start:b#2"]);
   assert.deepEqual(
@@ -301,6 +302,67 @@ test("a child failing to start: the started ones are stopped and start() rejects
   assert.throws(() => new supervisor.Supervisor({ children: [lab.child("x"), lab.child("x")] }), {
     code: "duplicate_child",
   });
+});
+
+test("a restart whose start() fails counts against the intensity; a stop() that hangs is bounded by shutdownMs", async () => {
+  const lab = new Lab();
+  let failStarts = 0;
+  const flaky: supervisor.ChildSpec = {
+    id: "flaky",
+    start: () => {
+      if (failStarts > 0) {
+        failStarts--;
+        throw new Error("not yet");
+      }
+      return lab.child("flaky").start();
+    },
+  };
+  const sup = await supervisor.start({ intensity: 3, period: 60_000, children: [flaky] });
+  // Crash + 2 failing starts + 1 good start = 3 restarts: within intensity 3.
+  failStarts = 2;
+  const exits: string[] = [];
+  sup.on("exit", (e: { kind: string }) => exits.push(e.kind));
+  const restarted = once(sup, "started");
+  lab.latest("flaky").crash();
+  assert.deepEqual((await restarted)[0], { id: "flaky", restarts: 3 });
+  assert.deepEqual(exits, ["crash", "crash", "crash"]);
+  assert.equal(sup.which()[0].status, "running");
+  // One more crash: the 4th restart exceeds the intensity.
+  const gaveUp = once(sup, "gave_up");
+  lab.latest("flaky").crash();
+  await gaveUp;
+
+  // A child whose stop() never settles does not hang the supervisor past shutdownMs.
+  const stuck: supervisor.ChildSpec = {
+    id: "stuck",
+    shutdownMs: 50,
+    start: () => ({ stop: () => new Promise<void>(() => {}), done: new Promise(() => {}) }),
+  };
+  const sup2 = await supervisor.start({ children: [stuck] });
+  const t0 = performance.now();
+  await sup2.stop();
+  const ms = performance.now() - t0;
+  assert.ok(ms >= 45 && ms < 1000, `stop took ${ms} ms`);
+
+  // A handle without done/EventEmitter is refused at start, and stopped.
+  let stopped = false;
+  await assert.rejects(
+    supervisor.start({
+      children: [
+        {
+          id: "odd",
+          start: () =>
+            ({
+              stop: () => {
+                stopped = true;
+              },
+            }) as unknown as supervisor.ChildHandle,
+        },
+      ],
+    }),
+    { code: "start_failed", message: /done/ },
+  );
+  assert.ok(stopped);
 });
 
 /** A real OS process as a child: `crash` on stdin makes it exit 1; stop() = SIGTERM. An EventEmitter handle. */
