@@ -1,15 +1,17 @@
 /**
  * Soak: sustained mixed traffic (JSON GET, 16 KiB POST echo checked byte for byte, static file with ETag, expected
- * 404s) to several steady plugins while other plugins are loaded and unloaded in a loop and one steady plugin is
- * hot-swapped v1 <-> v2. Counts every unexpected status / network error and samples the daemon's RSS and heap.
+ * 404s) to several steady plugins while other plugins are installed and removed in a loop and one steady plugin is
+ * upgraded v1 <-> v2. Counts every unexpected status / network error and samples the process's RSS and heap.
+ * mode "daemon" (default): the whole daemon (startDaemon) with real packages through the admin API (install ?wait=loaded,
+ * upgrade, DELETE ?purge=1); mode "runtime": PluginRuntime load/unload/swap only.
  *
- *   node dist/bench/soak.js            (SOAK_DURATION_MS, default 60000; SOAK_CLIENTS, default 16)
+ *   node dist/bench/soak.js   (SOAK_DURATION_MS, default 60000; SOAK_CLIENTS, default 16; SOAK_MODE daemon|runtime)
  *
  * `runSoak` is also what test/hardening/soak.test.ts runs for a few seconds. Prints `BENCH_JSON {...}` when run
  * as a script: a stability run, so its numbers are errors and memory growth, not a throughput claim.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -17,9 +19,11 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { pluginPaths, standaloneConfig } from "@hecate/sdk";
 import { Pool } from "undici";
+import { startDaemon } from "../src/daemon.js";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { buildPackage, unixRequest } from "../test/lifecycle/helpers.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -29,9 +33,20 @@ export interface SoakOptions {
   clients: number;
   steadyPlugins?: number;
   churnPlugins?: number;
+  mode?: "daemon" | "runtime";
+}
+
+/** What the churn loop drives: plugins come and go, one is upgraded, traffic goes to `base`. */
+interface Target {
+  base: string;
+  add(name: string, version: string): Promise<void>;
+  drop(name: string): Promise<void>;
+  upgrade(name: string, version: string): Promise<void>;
+  close(): Promise<void>;
 }
 
 export interface SoakResult {
+  mode: string;
   duration_ms: number;
   clients: number;
   requests: number;
@@ -50,15 +65,18 @@ export interface SoakResult {
   heap_growth_mib: number;
 }
 
+// Besides GET /who -> {name, version}: the echo and param routes the traffic uses.
+const EXTRA_ROUTES = `
+    { method: "POST", path: "/echo", handler: async (req) => ({ headers: { "content-type": "application/octet-stream" }, body: await req.bytes() }) },
+    { method: "GET", path: "/items/:id", handler: (req) => ({ id: req.params.id, q: req.query }) },`;
+
 function source(name: string, version: string): string {
   return `
 export function manifest() { return { name: ${JSON.stringify(name)}, version: ${JSON.stringify(version)} }; }
 export function init() {}
 export function routes() {
   return [
-    { method: "GET", path: "/who", handler: () => ({ name: ${JSON.stringify(name)}, version: ${JSON.stringify(version)} }) },
-    { method: "POST", path: "/echo", handler: async (req) => ({ headers: { "content-type": "application/octet-stream" }, body: await req.bytes() }) },
-    { method: "GET", path: "/items/:id", handler: (req) => ({ id: req.params.id, q: req.query }) },
+    { method: "GET", path: "/who", handler: () => ({ name: ${JSON.stringify(name)}, version: ${JSON.stringify(version)} }) },${EXTRA_ROUTES}
   ];
 }
 `;
@@ -89,19 +107,14 @@ function memory(): { rss: number; heap: number } {
 export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const steadyCount = opts.steadyPlugins ?? 3;
   const churnCount = opts.churnPlugins ?? 2;
+  const mode = opts.mode ?? "daemon";
   const home = mkdtempSync(join(tmpdir(), "hecate-soak-"));
-  const router = new Router();
-  const server = createHttpServer(router);
-  const port = await listen(server);
-  const runtime = new PluginRuntime({ router, home });
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: opts.clients, keepAliveTimeout: 30_000 });
+  const steady = Array.from({ length: steadyCount }, (_, i) => `steady-${i}`);
+  const churn = Array.from({ length: churnCount }, (_, i) => `churn-${i}`);
+  const target = mode === "daemon" ? await daemonTarget(home, [...steady, ...churn]) : await runtimeTarget(home);
+  const pool = new Pool(target.base, { connections: opts.clients, keepAliveTimeout: 30_000 });
   try {
-    const steady = Array.from({ length: steadyCount }, (_, i) => `steady-${i}`);
-    const churn = Array.from({ length: churnCount }, (_, i) => `churn-${i}`);
-    const specs = new Map<string, PluginSpec[]>();
-    for (const name of [...steady, ...churn])
-      specs.set(name, [writeSpec(home, name, "1.0.0"), writeSpec(home, name, "2.0.0")]);
-    for (const name of steady) await runtime.load(specs.get(name)![0]);
+    for (const name of steady) await target.add(name, "1.0.0");
 
     let requests = 0;
     let errors = 0;
@@ -171,12 +184,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     let swaps = 0;
     const churner = async () => {
       while (!stop) {
-        for (const name of churn) {
-          await runtime.load(specs.get(name)![churnCycles % 2]);
-        }
-        for (const name of churn) await runtime.unload(name, { deadlineMs: 2000 });
-        const target = steady[0];
-        await runtime.swap(target, specs.get(target)![(swaps + 1) % 2], { deadlineMs: 2000 });
+        for (const name of churn) await target.add(name, churnCycles % 2 ? "2.0.0" : "1.0.0");
+        for (const name of churn) await target.drop(name);
+        await target.upgrade(steady[0], swaps % 2 ? "1.0.0" : "2.0.0");
         swaps++;
         churnCycles++;
       }
@@ -195,6 +205,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const end = memory();
     latencies.sort((a, b) => a - b);
     return {
+      mode,
       duration_ms: Math.round(seconds * 1000),
       clients: opts.clients,
       requests,
@@ -214,20 +225,78 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     };
   } finally {
     await pool.close();
-    await runtime.close(1000);
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
+    await target.close();
     rmSync(home, { recursive: true, force: true });
   }
+}
+
+async function runtimeTarget(home: string): Promise<Target> {
+  const router = new Router();
+  const server = createHttpServer(router);
+  const port = await listen(server);
+  const runtime = new PluginRuntime({ router, home });
+  const specs = new Map<string, PluginSpec>();
+  const spec = (name: string, version: string) => {
+    const key = `${name}@${version}`;
+    if (!specs.has(key)) specs.set(key, writeSpec(home, name, version));
+    return specs.get(key)!;
+  };
+  return {
+    base: `http://127.0.0.1:${port}`,
+    add: async (name, version) => void (await runtime.load(spec(name, version))),
+    drop: async (name) => void (await runtime.unload(name, { deadlineMs: 2000 })),
+    upgrade: async (name, version) => void (await runtime.swap(name, spec(name, version), { deadlineMs: 2000 })),
+    async close() {
+      await runtime.close(1000);
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** The whole daemon; plugins are real packages installed, upgraded and removed through the admin API. */
+async function daemonTarget(home: string, names: string[]): Promise<Target> {
+  const work = join(home, "packages");
+  mkdirSync(work, { recursive: true });
+  const archives = new Map<string, Buffer>();
+  for (const name of names)
+    for (const version of ["1.0.0", "2.0.0"]) {
+      const file = await buildPackage(work, {
+        name,
+        version,
+        routes: EXTRA_ROUTES,
+        files: { "priv/static/app.js": staticBody(name) },
+      });
+      archives.set(`${name}@${version}`, readFileSync(file));
+    }
+  const daemon = await startDaemon({ home: join(home, "home"), port: 0, logLevel: "silent", containers: false });
+  const admin = async (method: string, path: string, body?: Buffer) => {
+    const r = await unixRequest(
+      daemon.socketPath,
+      method,
+      path,
+      body,
+      body ? { "content-type": "application/gzip" } : {},
+    );
+    if (r.status >= 300) throw new Error(`${method} ${path} -> ${r.status} ${r.body}`);
+  };
+  return {
+    base: daemon.url,
+    add: (name, version) => admin("POST", "/admin/api/plugins?wait=loaded", archives.get(`${name}@${version}`)),
+    drop: (name) => admin("DELETE", `/admin/api/plugins/${name}?purge=1`),
+    upgrade: (name, version) => admin("POST", `/admin/api/plugins/${name}/upgrade`, archives.get(`${name}@${version}`)),
+    close: () => daemon.close(),
+  };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const result = await runSoak({
     durationMs: Number(process.env.SOAK_DURATION_MS ?? 60_000),
     clients: Number(process.env.SOAK_CLIENTS ?? 16),
+    mode: process.env.SOAK_MODE === "runtime" ? "runtime" : "daemon",
   });
   console.log(
-    `soak: ${result.requests} requests in ${result.duration_ms} ms (${result.rps} req/s), ${result.errors} errors, ${result.churn_cycles} churn cycles, ${result.swaps} swaps, rss ${result.rss_mib_warm} -> ${result.rss_mib_end} MiB, heap ${result.heap_mib_warm} -> ${result.heap_mib_end} MiB`,
+    `soak (${result.mode}): ${result.requests} requests in ${result.duration_ms} ms (${result.rps} req/s), ${result.errors} errors, ${result.churn_cycles} churn cycles, ${result.swaps} swaps, rss ${result.rss_mib_warm} -> ${result.rss_mib_end} MiB, heap ${result.heap_mib_warm} -> ${result.heap_mib_end} MiB`,
   );
   console.log(`BENCH_JSON ${JSON.stringify({ bench: "daemon-soak", ...result })}`);
 }
