@@ -254,3 +254,61 @@ test("state survives a reload: events, read model and files are the plugin's own
     cleanup(h);
   }
 });
+
+test("attachments: over the size setting -> 413 and nothing kept; a form without a file -> 400; unknown task -> 404", async () => {
+  const h = await open({ maxAttachmentBytes: 1000 });
+  try {
+    const t = (await h.request("POST", "/boards/main/tasks", { body: { title: "with files" } })).body as Task;
+    const uploads = join(h.config.paths.data, "uploads");
+    const big = await multipart({ file: { name: "big.bin", data: Buffer.alloc(2000, 1), type: "application/x-test" } });
+    const tooBig = await h.request("POST", `/tasks/${t.id}/attachments`, big);
+    assert.equal(tooBig.status, 413);
+    assert.equal((tooBig.body as { error: { code: string } }).error.code, "payload_too_large");
+    assert.deepEqual(existsSync(uploads) ? readdirSync(uploads) : [], [], "a refused upload leaves no file");
+    const noFile = await h.request("POST", `/tasks/${t.id}/attachments`, await multipart({ note: "just text" }));
+    assert.equal(noFile.status, 400);
+    assert.equal((noFile.body as { error: { code: string } }).error.code, "no_file");
+    const small = await multipart({ file: { name: "ok.txt", data: Buffer.from("ok"), type: "text/plain" } });
+    const missing = await h.request("POST", "/tasks/00000000-0000-4000-8000-000000000000/attachments", small);
+    assert.equal(missing.status, 404);
+    const ok = await h.request("POST", `/tasks/${t.id}/attachments`, small);
+    assert.equal(ok.status, 201);
+    assert.equal((ok.body as Task).attachments.length, 1);
+    assert.deepEqual(readdirSync(uploads), [(ok.body as Task).attachments[0].id]);
+  } finally {
+    await h.close();
+    cleanup(h);
+  }
+});
+
+test("attachments past the per-task maximum: the ones that fit are attached, the rest refused (409) and removed", async () => {
+  const h = await open();
+  try {
+    const t = (await h.request("POST", "/boards/main/tasks", { body: { title: "many files" } })).body as Task;
+    const form = async (n: number, tag: string) => {
+      const fields: Record<string, { name: string; data: Buffer; type: string }> = {};
+      for (let i = 0; i < n; i++)
+        fields[`f${i}`] = { name: `${tag}-${i}.txt`, data: Buffer.from(`${tag}${i}`), type: "text/plain" };
+      return multipart(fields);
+    };
+    for (let i = 0; i < 3; i++)
+      assert.equal((await h.request("POST", `/tasks/${t.id}/attachments`, await form(5, `b${i}`))).status, 201);
+    // 18 attached: of the next 5, two fit.
+    assert.equal((await h.request("POST", `/tasks/${t.id}/attachments`, await form(3, "c"))).status, 201);
+    const over = await h.request("POST", `/tasks/${t.id}/attachments`, await form(5, "d"));
+    assert.equal(over.status, 409);
+    assert.equal((over.body as { error: { code: string } }).error.code, "too_many_attachments");
+    const task = (await h.request("GET", `/tasks/${t.id}`)).body as Task;
+    assert.equal(task.attachments.length, 20);
+    assert.deepEqual(
+      task.attachments.filter((a) => a.name.startsWith("d-")).map((a) => a.name),
+      ["d-0.txt", "d-1.txt"],
+    );
+    // Exactly the attached files are on disk: the three refused ones were removed.
+    const onDisk = readdirSync(join(h.config.paths.data, "uploads")).sort();
+    assert.deepEqual(onDisk, task.attachments.map((a) => a.id).sort());
+  } finally {
+    await h.close();
+    cleanup(h);
+  }
+});
