@@ -225,7 +225,12 @@ function checkSignature(sigBytes: Buffer | undefined, manifestBytes: Buffer, tru
  * links) and the signature per `trust`. Throws PackageError (missing_digests, digest_mismatch with `details.file`,
  * unsigned, untrusted_key, bad_signature).
  */
-export async function verifyPackageDir(dir: string, trust: TrustPolicy): Promise<VerifyResult> {
+export async function verifyPackageDir(
+  dir: string,
+  trust: TrustPolicy,
+  /** Digests already computed for every file of `dir` (e.g. while extracting it); default: hash the files now. */
+  knownDigests?: Record<string, string>,
+): Promise<VerifyResult> {
   const manifestBytes = await readFile(join(dir, FILE_MANIFEST)).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT")
       throw new PackageError("missing_digests", `${FILE_MANIFEST} is missing: packages must be built with hecate pack`);
@@ -239,7 +244,9 @@ export async function verifyPackageDir(dir: string, trust: TrustPolicy): Promise
   const result = checkSignature(sigBytes, manifestBytes, trust);
   let actual: Record<string, string>;
   try {
-    actual = await computeFileDigests(dir);
+    actual = knownDigests
+      ? Object.fromEntries(Object.entries(knownDigests).filter(([f]) => !isIntegrityFile(f)))
+      : await computeFileDigests(dir);
   } catch (err) {
     // A link or special file appearing after install is tampering as far as the loader is concerned.
     if (err instanceof PackageError)

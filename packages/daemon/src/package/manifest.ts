@@ -13,9 +13,6 @@ export const manifestSchema: Record<string, unknown> = require("@hecate/sdk/mani
 /** This daemon's version (packages/daemon/package.json), what `engines.hecate` is checked against by default. */
 export const HECATE_VERSION: string = (require("../../../package.json") as { version: string }).version;
 
-/** Largest manifest.json accepted (it is read into memory). */
-export const MAX_MANIFEST_BYTES = 256 * 1024;
-
 export interface ManifestFieldError {
   /** JSON pointer of the offending field, e.g. `/name`, `/container/memory_mb`. */
   field: string;

@@ -171,3 +171,24 @@ test("extract: an archive made by GNU tar from inside the dir (./ prefixes, dir 
     removeDir(home);
   }
 });
+
+test("extract: a writing pass past its deadline is terminated; staging removed, old package kept", async () => {
+  const home = tempDir();
+  try {
+    const paths = pluginPaths(home, "tasks");
+    const src = join(home, "src");
+    pluginSource(src, "tasks", "1.0.0");
+    await packPlugin(src, join(home, "v1.tar.gz"));
+    await extractPackage(join(home, "v1.tar.gz"), paths.package);
+    const before = snapshot(home);
+    await assert.rejects(extractPackage(join(home, "v1.tar.gz"), paths.package, { timeoutMs: 1 }), (err) => {
+      assert.ok(err instanceof PackageError);
+      assert.equal(err.code, "total_too_large");
+      assert.match(err.message, /did not finish within 1 ms/);
+      return true;
+    });
+    assert.deepEqual(snapshot(home), before);
+  } finally {
+    removeDir(home);
+  }
+});
