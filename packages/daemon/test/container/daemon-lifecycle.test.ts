@@ -154,6 +154,55 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
     }
   });
 
+  it("container crashes are lifecycle events: plugin_crashed_v1 per crash, past the budget plugin_disabled_v1", async () => {
+    const home = join(work, "home-crash");
+    const daemon = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    const events = async () =>
+      (await unixRequest(daemon.socketPath, "GET", `/admin/api/plugins/${NAME}/events`)).json().events as {
+        type: string;
+        data: { reason?: string };
+      }[];
+    const hello = () => fetch(`${daemon.url}/plugin/${NAME}/api/hello`).then((r) => r.status);
+    try {
+      await install(daemon.socketPath, archive);
+      // Restart budget of the container runtime: 3 restarts, the 4th crash disables the plugin.
+      for (let crash = 1; crash <= 4; crash++) {
+        await fetch(`${daemon.url}/plugin/${NAME}/api/exit?code=3`, { method: "POST" }).then((r) => r.arrayBuffer());
+        const crashed = await until(
+          async () => {
+            const es = (await events()).filter((e) => e.type === "plugin_crashed_v1");
+            return es.length === crash ? es : undefined;
+          },
+          20_000,
+          `crash ${crash} recorded`,
+        );
+        assert.match(crashed?.[crash - 1]?.data.reason ?? "", /exit/);
+        if (crash < 4) await until(async () => (await hello()) === 200, 20_000, `restart ${crash}`);
+      }
+      const disabled = await until(
+        async () => {
+          const v = (await unixRequest(daemon.socketPath, "GET", `/admin/api/plugins/${NAME}`)).json();
+          return v.status === "failed" ? v : undefined;
+        },
+        20_000,
+        "plugin failed",
+      );
+      assert.equal(disabled.lastError.code, "disabled");
+      assert.ok((await events()).some((e) => e.type === "plugin_disabled_v1"));
+      assert.equal(await hello(), 404);
+      assert.equal(psAll(home), "", "the disabled plugin's container is gone");
+
+      // The operator brings it back: deactivate + activate -> a fresh container.
+      assert.equal((await unixRequest(daemon.socketPath, "POST", `/admin/api/plugins/${NAME}/deactivate`)).status, 200);
+      const on = await unixRequest(daemon.socketPath, "POST", `/admin/api/plugins/${NAME}/activate`);
+      assert.equal(on.json().status, "loaded", on.body);
+      assert.equal(await hello(), 200);
+    } finally {
+      await daemon.close();
+      assert.equal(psAll(home), "", "no container left");
+    }
+  });
+
   it("kill -9 with a running container plugin -> restart -> container reconciled, orphans removed, none left", async () => {
     const home = join(work, "home-kill");
     await withChildDaemons(home, async (start, podman) => {
