@@ -44,18 +44,21 @@ export async function serveStatic(
   }
   const segs = safeSegments(encodedRel);
   if (!segs) return sendJsonError(res, 400, "bad_path", "invalid path");
-  let realRoot: string;
+  // An upgrade replaces the package dir by two back-to-back renames; a lookup that ran on the thread pool between
+  // them sees ENOENT. Looking up once more is enough: by the time its callback runs, both renames are done.
+  const found = (await locate(root, segs)) ?? (await locate(root, segs));
+  if (!found) return sendJsonError(res, 404, "not_found", "not found");
+  return sendFile(req, res, found.target, found.realRoot, {});
+}
+
+async function locate(root: string, segs: string[]): Promise<{ realRoot: string; target: string } | null> {
   try {
-    realRoot = await realpath(root);
-  } catch {
-    return sendJsonError(res, 404, "not_found", "not found");
-  }
-  let target = join(realRoot, ...segs);
-  try {
+    const realRoot = await realpath(root);
+    let target = join(realRoot, ...segs);
     const st = await stat(target);
     if (st.isDirectory()) target = join(target, "index.html");
+    return { realRoot, target };
   } catch {
-    return sendJsonError(res, 404, "not_found", "not found");
+    return null;
   }
-  return sendFile(req, res, target, realRoot, {});
 }

@@ -3,6 +3,7 @@
  * dir beside the target, verify, rename into place; and the boot-time cleanup of interrupted installs.
  */
 import { randomBytes } from "node:crypto";
+import { renameSync } from "node:fs";
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -116,16 +117,19 @@ const suffix = () => randomBytes(6).toString("hex");
 async function swapInto(staging: string, target: string): Promise<void> {
   const old = join(dirname(target), `.old-${basename(target)}-${suffix()}`);
   let movedOld = false;
+  // Both renames are synchronous, back to back: no request of this process (static files of the running version are
+  // served from `target`) can run between them, so the package dir is missing for microseconds, not for two event
+  // loop turns (the async version made the static page of a plugin flicker to 404 during every upgrade).
   try {
-    await rename(target, old);
+    renameSync(target, old);
     movedOld = true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   try {
-    await rename(staging, target);
+    renameSync(staging, target);
   } catch (err) {
-    if (movedOld) await rename(old, target);
+    if (movedOld) renameSync(old, target);
     throw err;
   }
   // The new package is in place; a failure to delete the old one is cleaned up by recoverPackageDir at boot.

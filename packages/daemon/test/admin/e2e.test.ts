@@ -126,19 +126,26 @@ test("upgrade v1 -> v2 -> v1 ... under keep-alive load: zero failed requests, ev
   let ok = 0;
   const failures: string[] = [];
   const seen = new Set<string>();
+  let n = 0;
+  let staticOk = 0;
   const one = () =>
     new Promise<void>((resolve) => {
-      const req = request({ host: "127.0.0.1", port, path: "/plugin/swap/api/who", agent }, (res) => {
+      // Every 4th request fetches the static page: it must not flicker while the package dir is replaced.
+      const isStatic = n++ % 4 === 3;
+      const path = isStatic ? "/plugin/swap/" : "/plugin/swap/api/who";
+      const req = request({ host: "127.0.0.1", port, path, agent }, (res) => {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (c) => {
           body += c;
         });
         res.on("end", () => {
-          if (res.statusCode === 200) {
+          if (res.statusCode !== 200) failures.push(`${path}: ${res.statusCode} ${body}`);
+          else if (isStatic) staticOk++;
+          else {
             ok++;
             seen.add(JSON.parse(body).version);
-          } else failures.push(`${res.statusCode} ${body}`);
+          }
           resolve();
         });
       });
@@ -167,6 +174,7 @@ test("upgrade v1 -> v2 -> v1 ... under keep-alive load: zero failed requests, ev
   agent.destroy();
   assert.deepEqual(failures, []);
   assert.ok(ok > swaps, `requests served: ${ok}`);
+  assert.ok(staticOk > swaps, `static pages served: ${staticOk}`);
   assert.deepEqual([...seen].sort(), ["1.0.0", "2.0.0"]);
   const events = (await (await d.api("GET", "/admin/api/plugins/swap/events")).json()).events as { type: string }[];
   assert.equal(events.filter((e) => e.type === "plugin_upgraded_v1").length, swaps);
