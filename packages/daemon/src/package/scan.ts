@@ -187,11 +187,12 @@ class NameTable {
   }
 }
 
-function mapTarError(err: Error & { tarCode?: string; code?: string }, entries: number, onlyZeros: boolean) {
+function mapTarError(err: Error & { tarCode?: string; code?: string }, entries: number, zeroStart: boolean) {
   const code = err.tarCode ?? err.code;
   if (code === "TAR_BAD_ARCHIVE") {
     if (/truncated/i.test(err.message)) return new PackageError("truncated", `archive is truncated: ${err.message}`);
-    if (entries === 0 && onlyZeros) return new PackageError("empty", "archive has no entries");
+    // No entry and a null first block: only end-of-archive blocks (a corrupt header after them errs earlier).
+    if (entries === 0 && zeroStart) return new PackageError("empty", "archive has no entries");
   }
   return new PackageError("corrupt_header", `corrupt tar archive: ${err.message}`);
 }
@@ -225,7 +226,7 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
   const names = new NameTable();
   const accepted = new WeakMap<ReadEntry, AcceptedEntry>();
   let declaredTotal = 0;
-  let onlyZeros = true;
+  let zeroStart = true;
   let sawEof = false;
 
   return new Promise<ScanStats>((resolvePromise, rejectPromise) => {
@@ -363,7 +364,7 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
     parser.on("eof", () => {
       sawEof = true;
     });
-    parser.on("error", (err: Error) => settle(failure ?? mapTarError(err, stats.entries, onlyZeros)));
+    parser.on("error", (err: Error) => settle(failure ?? mapTarError(err, stats.entries, zeroStart)));
     parser.on("end", () => {
       if (failure) return;
       if (stats.entries === 0) settle(new PackageError("empty", "archive has no entries"));
@@ -383,8 +384,9 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
         if ((chunk[0] === 0x1f && chunk[1] === 0x8b) || (chunk[0] === 0x28 && chunk[1] === 0xb5 && chunk[2] === 0x2f))
           return fail(new PackageError("corrupt_header", "nested compressed stream inside the gzip"));
       }
+      if (stats.decompressedBytes < 512 && chunk.subarray(0, 512 - stats.decompressedBytes).some((b) => b !== 0))
+        zeroStart = false;
       stats.decompressedBytes += chunk.length;
-      if (onlyZeros && chunk.some((b) => b !== 0)) onlyZeros = false;
       if (stats.decompressedBytes > maxDecompressed)
         return fail(
           new PackageError("total_too_large", `archive decompresses to more than ${maxDecompressed} bytes`, {

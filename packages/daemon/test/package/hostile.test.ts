@@ -471,6 +471,18 @@ const cases: Case[] = [
     scan: true,
     archive: () => Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3]), Buffer.alloc(100, 0xff)]),
   },
+  {
+    name: "gzip of a short text (not a tar)",
+    code: "corrupt_header",
+    scan: true,
+    archive: () => gz(Buffer.from("just some text\n")),
+  },
+  {
+    name: "only directories",
+    code: "missing_manifest",
+    scan: true,
+    archive: () => gz(tarOf([{ name: "dist/", type: "5", mode: 0o755 }])),
+  },
   { name: "empty file", code: "empty", scan: true, archive: () => Buffer.alloc(0) },
   { name: "gzip of nothing", code: "empty", scan: true, archive: () => gz(Buffer.alloc(0)) },
   { name: "only end-of-archive blocks", code: "empty", scan: true, archive: () => gz(Buffer.alloc(10240)) },
