@@ -420,7 +420,14 @@ export class LifecycleService extends EventEmitter {
         return;
       case "plugin_removed_v1":
         await this.o.loader.unload(name);
-        if (has(s, Flags.REMOVED)) this.o.loader.removeFiles(name, ev.data.purge);
+        if (has(s, Flags.REMOVED)) {
+          try {
+            this.o.loader.removeFiles(name, ev.data.purge);
+          } catch (err) {
+            // Leftover files must not stall every later lifecycle step behind this one: log and move on.
+            this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
+          }
+        }
         return;
       default:
         return;
