@@ -102,6 +102,24 @@ export function routes() {
       },
     },
     {
+      // Whatever a container prints reaches the daemon's plugin log (admin API logs): plain lines and the SDK's own.
+      method: "POST",
+      path: "/log",
+      handler: (req) => {
+        console.log(String(req.query.msg ?? "hello"));
+        console.error(`to stderr: ${String(req.query.msg ?? "hello")}`);
+        return { logged: true };
+      },
+    },
+    {
+      // An unexpected error: the SDK answers 500 and logs it as an error line.
+      method: "GET",
+      path: "/boom",
+      handler: () => {
+        throw new Error("boom on purpose");
+      },
+    },
+    {
       method: "POST",
       path: "/alloc",
       handler: (req) => {

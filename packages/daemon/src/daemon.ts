@@ -141,11 +141,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     onCrashed: (name, reason) => lifecycle?.reportCrash(name, reason),
     onDisabled: (name, reason) => lifecycle?.reportDisabled(name, reason),
   });
-  runtime.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
+  /** A plugin's log line (worker or container): kept for the admin API and written to the daemon's log. */
+  const pluginLog = (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
     const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
     logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
-  });
+  };
+  runtime.on("log", pluginLog);
 
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
@@ -163,6 +165,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           if (e.type === "crashed")
             lifecycle?.reportCrash(e.plugin, `${e.reason}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}`);
           else if (e.type === "failed") lifecycle?.reportDisabled(e.plugin, `${e.reason}: ${e.message}`);
+          else if (e.type === "log") pluginLog(e);
         },
       });
       await rt.start();

@@ -312,6 +312,46 @@ export class PodmanClient {
     }
   }
 
+  /**
+   * Follows a container's stdout/stderr from `sinceSeconds` (fractional Unix time) until it stops or `signal` aborts,
+   * one call per line. The Docker-compatible endpoint multiplexes both streams for containers without a TTY:
+   * frames of an 8-byte header (stream 1 = stdout, 2 = stderr; big-endian payload size) and the payload.
+   */
+  async followLogs(
+    id: string,
+    sinceSeconds: number,
+    onLine: (stream: "stdout" | "stderr", line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const r = await request(
+      `http://podman${API}/containers/${id}/logs?follow=true&stdout=true&stderr=true&since=${sinceSeconds.toFixed(3)}`,
+      { dispatcher: this.agent, signal, bodyTimeout: 0, headersTimeout: 10_000 },
+    );
+    if (r.statusCode !== 200) throw new PodmanError(`podman logs: ${r.statusCode} ${await r.body.text()}`);
+    let frames: Buffer = Buffer.alloc(0);
+    const partial = { stdout: "", stderr: "" };
+    const emit = (stream: "stdout" | "stderr", text: string) => {
+      const lines = (partial[stream] + text).split("\n");
+      partial[stream] = lines.pop() ?? "";
+      for (const line of lines) onLine(stream, line);
+      // A plugin printing without newlines must not grow our buffer without bound.
+      if (partial[stream].length > 65_536) {
+        onLine(stream, partial[stream]);
+        partial[stream] = "";
+      }
+    };
+    for await (const chunk of r.body) {
+      frames = frames.length ? Buffer.concat([frames, chunk as Buffer]) : (chunk as Buffer);
+      while (frames.length >= 8) {
+        const size = frames.readUInt32BE(4);
+        if (frames.length < 8 + size) break;
+        emit(frames[0] === 2 ? "stderr" : "stdout", frames.subarray(8, 8 + size).toString("utf8"));
+        frames = frames.subarray(8 + size);
+      }
+    }
+    for (const stream of ["stdout", "stderr"] as const) if (partial[stream]) onLine(stream, partial[stream]);
+  }
+
   /** `podman import` of a rootfs tar from a stream (CLI: see the header comment). */
   async importImage(tar: Readable, ref: string, changes: string[]): Promise<void> {
     const args = ["import"];

@@ -90,7 +90,10 @@ export interface ContainerPluginSpec {
 export type ContainerEvent =
   | { type: "crashed"; plugin: string; reason: "oom" | "exit" | "unhealthy"; exitCode?: number; restarts: number }
   | { type: "restarted"; plugin: string; restarts: number }
-  | { type: "failed"; plugin: string; reason: "oom" | "exit" | "unhealthy"; message: string };
+  | { type: "failed"; plugin: string; reason: "oom" | "exit" | "unhealthy"; message: string }
+  /** A line the container printed: the SDK's JSON log lines keep their level and fields; other stdout lines are
+   *  "info", other stderr lines "error". */
+  | { type: "log"; plugin: string; level: string; msg: string; fields?: Record<string, unknown> };
 
 export interface ContainerRuntimeOptions {
   /** `$HECATE_HOME`. */
@@ -131,6 +134,8 @@ interface Entry {
   restarts: number[];
   healthFails: number;
   failed: boolean;
+  /** Stops following the container's output. */
+  logs?: AbortController;
 }
 
 export interface LoadedContainer {
@@ -211,9 +216,11 @@ export class ContainerRuntime {
       if (this.entries.has(spec.name)) throw new ContainerPluginError(spec.name, "already_loaded", "already loaded");
       await this.start();
       const { adopted, nextGeneration } = await this.adoptOrClear(spec);
+      const startedAt = Date.now();
       const entry = adopted ?? (await this.startContainer(spec, nextGeneration));
       this.mount(entry);
       this.entries.set(spec.name, entry);
+      this.followLogs(entry, adopted ? Date.now() : startedAt);
       return { ...this.describe(entry), adopted: adopted !== undefined };
     });
   }
@@ -256,9 +263,11 @@ export class ContainerRuntime {
     return this.serial(name, async () => {
       const old = this.entries.get(name);
       if (!old) throw new ContainerPluginError(name, "not_loaded", "not loaded");
+      const startedAt = Date.now();
       const entry = await this.startContainer(spec, old.generation + 1);
       this.entries.set(name, entry);
       this.mount(entry);
+      this.followLogs(entry, startedAt);
       await this.retire(old);
       return this.describe(entry);
     });
@@ -306,6 +315,7 @@ export class ContainerRuntime {
     clearInterval(this.healthTimer);
     if (opts.leaveRunning) {
       for (const e of this.entries.values()) {
+        e.logs?.abort();
         await e.proxy.drain(0);
         dropHealthAgent(e.socketPath);
       }
@@ -356,6 +366,18 @@ export class ContainerRuntime {
       const path = join(root, dir);
       if (path !== keep?.socketDir) rmSync(path, { recursive: true, force: true });
     }
+  }
+
+  /** Streams the container's output from `sinceMs` into `log` events until it stops (a restart follows anew). */
+  private followLogs(e: Entry, sinceMs: number): void {
+    if (!this.opts.onEvent) return;
+    e.logs?.abort();
+    const ac = new AbortController();
+    e.logs = ac;
+    const plugin = e.spec.name;
+    void this.podman
+      .followLogs(e.containerId, sinceMs / 1000, (stream, line) => this.emit(logEvent(plugin, stream, line)), ac.signal)
+      .catch(() => {}); // ends with the container or at abort; nothing to report
   }
 
   private describe(e: Entry): LoadedContainer {
@@ -590,6 +612,7 @@ export class ContainerRuntime {
   /** Drain, stop with a deadline, remove. Never throws (best effort; logs nothing to lose). */
   private async retire(e: Entry): Promise<void> {
     e.expectingExit = true;
+    e.logs?.abort();
     await e.proxy.drain(this.opts.drainMs ?? 5000);
     try {
       await this.podman.stopContainer(e.containerId, this.opts.stopTimeoutS ?? 5);
@@ -742,9 +765,11 @@ export class ContainerRuntime {
           await this.waitStopped(e.containerId, 5000);
         }
         e.expectingExit = false;
+        const restartedAt = Date.now();
         await this.podman.startContainer(e.containerId);
         await this.waitHealthy(e, this.opts.healthTimeoutMs ?? 20_000);
         e.healthFails = 0;
+        this.followLogs(e, restartedAt);
       });
       this.emit({ type: "restarted", plugin: e.spec.name, restarts: e.restarts.length });
     } catch (err) {
@@ -794,6 +819,21 @@ function positive(v: number | undefined, dflt: number, plugin: string, field: st
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0)
     throw new ContainerPluginError(plugin, "invalid_manifest", `container.${field} must be a positive number`);
   return v;
+}
+
+const MAX_LOG_LINE = 16 * 1024;
+
+/** One printed line as a log event: the SDK prints `{"level","msg",...fields}` JSON lines; anything else is text. */
+function logEvent(plugin: string, stream: "stdout" | "stderr", raw: string): ContainerEvent {
+  const line = raw.length > MAX_LOG_LINE ? `${raw.slice(0, MAX_LOG_LINE)}…` : raw;
+  if (line.startsWith("{")) {
+    try {
+      const { level, msg, ...fields } = JSON.parse(line) as Record<string, unknown>;
+      if (typeof level === "string" && typeof msg === "string")
+        return { type: "log", plugin, level, msg, ...(Object.keys(fields).length ? { fields } : {}) };
+    } catch {}
+  }
+  return { type: "log", plugin, level: stream === "stderr" ? "error" : "info", msg: line };
 }
 
 function generationOf(c: ContainerSummary): number {

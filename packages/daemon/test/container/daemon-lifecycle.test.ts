@@ -113,6 +113,27 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       // The package is the read-only /plugin of the container; static assets are served by the daemon.
       assert.equal((await fetch(`${daemon.url}/plugin/${NAME}/`)).status, 200);
 
+      // What the container prints lands in the plugin's log of the admin API.
+      await fetch(`${daemon.url}/plugin/${NAME}/api/log?msg=hello-from-stdout`, { method: "POST" }).then((r) =>
+        r.text(),
+      );
+      assert.equal((await fetch(`${daemon.url}/plugin/${NAME}/api/boom`)).status, 500);
+      const logs = await until(
+        async () => {
+          const ls = (await unixRequest(daemon.socketPath, "GET", `/admin/api/plugins/${NAME}/logs?tail=100`)).json()
+            .logs as { level: string; msg: string; plugin: string }[];
+          return ls.some((l) => /boom on purpose/.test(l.msg)) && ls.length >= 3 ? ls : undefined;
+        },
+        10_000,
+        "container output in the plugin log",
+      );
+      assert.ok(logs?.some((l) => l.level === "info" && l.msg === "hello-from-stdout" && l.plugin === NAME));
+      assert.ok(logs?.some((l) => l.level === "error" && l.msg === "to stderr: hello-from-stdout"));
+      assert.ok(
+        logs?.some((l) => l.level === "error" && /boom on purpose/.test(l.msg)),
+        JSON.stringify(logs),
+      );
+
       const off = await unixRequest(daemon.socketPath, "POST", `/admin/api/plugins/${NAME}/deactivate`);
       assert.equal(off.status, 200, off.body);
       assert.equal(off.json().status, "deactivated");
