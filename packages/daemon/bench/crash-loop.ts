@@ -1,7 +1,8 @@
 /**
  * Crash-recovery harness: runs the real daemon (`main.js`) as a child process, drives install / upgrade / remove /
  * deactivate / activate through the admin API (Unix socket), kill -9's the daemon at a random point (mid-request,
- * mid-upload, or between operations), restarts it and checks the invariants:
+ * mid-upload, or between operations; sometimes once more during the restart's boot recovery), restarts it and checks
+ * the invariants:
  *   - the lifecycle store passes PRAGMA integrity_check;
  *   - every plugin settles: loaded (and its API answers with the installed version), deactivated, removed, or failed
  *     with a last error -- nothing stays half-way (installed / extracting / extracted / activated);
@@ -34,7 +35,7 @@ export interface CrashLoopOptions {
 export interface CrashLoopResult {
   iterations: number;
   violations: string[];
-  kills: { mid_operation: number; between_operations: number };
+  kills: { mid_operation: number; between_operations: number; during_boot: number };
   operations: Record<string, number>;
   acknowledged_before_kill: number;
   settled_failed: number;
@@ -87,7 +88,7 @@ export async function runCrashLoop(opts: CrashLoopOptions): Promise<CrashLoopRes
   const seen = new Set<string>();
   const operations: Record<string, number> = {};
   const restartMs: number[] = [];
-  const kills = { mid_operation: 0, between_operations: 0 };
+  const kills = { mid_operation: 0, between_operations: 0, during_boot: 0 };
   let acknowledged = 0;
   let settledFailed = 0;
   const orphanUploads = new Set<string>();
@@ -173,6 +174,15 @@ export async function runCrashLoop(opts: CrashLoopOptions): Promise<CrashLoopRes
       const ack = answered && answered.status < 300 ? op : undefined;
       if (ack) acknowledged++;
 
+      // Sometimes the restart itself is killed (during boot recovery: process managers resuming, packages being
+      // recovered, plugins loading), before the final restart.
+      if (random() < 0.15) {
+        const early = spawnDaemon(home);
+        early.url.catch(() => {});
+        await new Promise((r) => setTimeout(r, 50 + Math.floor(random() * 600)));
+        await kill9(early);
+        kills.during_boot++;
+      }
       const restarted = await start();
       d = restarted.d;
       url = restarted.url;
