@@ -39,7 +39,8 @@ export async function startCommand(opts: StartOptions): Promise<number> {
       : pinoPretty({
           colorize: Boolean(process.stdout.isTTY),
           translateTime: "SYS:HH:MM:ss.l",
-          ignore: "pid,hostname",
+          ignore: "pid,hostname,service",
+          singleLine: true,
           destination: 1,
           sync: true,
         }),
