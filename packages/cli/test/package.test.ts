@@ -4,7 +4,7 @@
  * tampered packages refused at install and at load.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -13,6 +13,15 @@ import { create as tarCreate, extract as tarExtract } from "tar";
 import { cliJson, FIXTURES, get, runCli, startTestDaemon, tempDir } from "./helpers.js";
 
 const ECHO = join(FIXTURES, "echo-plugin");
+
+function podmanWorks(): boolean {
+  try {
+    execFileSync("podman", ["--version"], { stdio: "pipe", timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function nodeTest(cwd: string): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
@@ -67,6 +76,18 @@ test("plugin new -> the scaffold's test passes -> pack -> install -> its route a
   assert.deepEqual(box.entries, ["manifest.json", "src", "priv"]);
   const verified = await cliJson(["plugin", "verify", box.file]);
   assert.equal(verified.name, "box");
+
+  // with Podman here, the container project also installs and answers from its container
+  if (podmanWorks()) {
+    const inContainer = await cliJson(["plugin", "install", boxDir], { home: daemon.home });
+    assert.equal(inContainer.type, "container");
+    assert.equal(inContainer.status, "loaded");
+    const r = await get(`${daemon.url}/plugin/box/api/hello?name=podman`);
+    assert.deepEqual(r.body, { hello: "podman", from: "a container" });
+    await cliJson(["plugin", "remove", "box", "--purge-data"], { home: daemon.home });
+  } else {
+    t.diagnostic("podman not available: container scaffold checked with its own test + pack only");
+  }
 
   // bad names are refused before anything is written
   const bad = await runCli(["plugin", "new", "Bad Name", "--dir", join(work, "bad"), "--json"]);
