@@ -211,7 +211,7 @@ export class AdminApi {
   private async deactivate(res: ServerResponse, name: string): Promise<void> {
     this.view(name);
     const position = await this.o.lifecycle.deactivate(name);
-    await this.o.lifecycle.settled(position); // routes are gone when we answer
+    await this.o.lifecycle.settled(position, this.waitMs); // routes are gone when we answer
     sendJson(res, 200, this.view(name));
   }
 
@@ -219,7 +219,7 @@ export class AdminApi {
     this.view(name);
     const purge = ["1", "true", "yes"].includes(String(ctx.query.purge ?? ""));
     const position = await this.o.lifecycle.remove(name, purge);
-    await this.o.lifecycle.settled(position); // files are gone when we answer
+    await this.o.lifecycle.settled(position, this.waitMs); // files are gone when we answer
     this.o.logs.forget(name);
     sendJson(res, 200, { removed: true, purged: purge });
   }

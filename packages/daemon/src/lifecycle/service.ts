@@ -307,15 +307,18 @@ export class LifecycleService extends EventEmitter {
         .readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 })
         .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
         .at(-1);
+    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current.
+    const folded = (e: RecordedEvent) =>
+      this.feed ? this.feed.caughtUp(e.position).then(() => e) : Promise.resolve(e);
     return new Promise((resolve, reject) => {
       const hit = find();
-      if (hit) return resolve(hit);
+      if (hit) return resolve(folded(hit));
       const onEvent = (e: LifecycleEvent) => {
         if (e.plugin !== name || e.position <= afterPosition) return;
         const found = find();
         if (found) {
           done();
-          resolve(found);
+          resolve(folded(found));
         }
       };
       const timer = setTimeout(() => {
@@ -331,8 +334,28 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** Resolves once the process manager has handled everything up to `position` (side effects done). */
-  async settled(position: number): Promise<void> {
-    await this.pm?.caughtUp(position);
+  async settled(position: number, timeoutMs = 60_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new LifecycleError("timeout", `lifecycle step at position ${position} not done within ${timeoutMs} ms`),
+          ),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([
+        (async () => {
+          await this.pm?.caughtUp(position);
+          await this.feed?.caughtUp(this.o.store.headPosition());
+        })(),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // ---- runtime reports (crash / disable) ----
