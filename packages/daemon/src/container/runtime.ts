@@ -352,7 +352,7 @@ export class ContainerRuntime {
         dropHealthAgent(entry.socketPath);
       }
       await this.podman.removeContainer(c.Id);
-      rmSync(this.entryFor(spec, generationOf(c), c.Id, "").socketDir, { recursive: true, force: true });
+      rmSync(this.socketDirFor(spec.name, generationOf(c)), { recursive: true, force: true });
     }
     return { adopted, nextGeneration };
   }
@@ -415,8 +415,13 @@ export class ContainerRuntime {
     return uid;
   }
 
+  /** `run/containers/{name}.{generation}`: one socket dir per container, so a swap never reuses a live one. */
+  private socketDirFor(name: string, generation: number): string {
+    return join(this.home, "run", "containers", `${name}.${generation}`);
+  }
+
   private entryFor(spec: ContainerPluginSpec, generation: number, containerId: string, containerName: string): Entry {
-    const socketDir = join(this.home, "run", "containers", `${spec.name}.${generation}`);
+    const socketDir = this.socketDirFor(spec.name, generation);
     const socketPath = join(socketDir, SOCKET_NAME);
     return {
       spec,
