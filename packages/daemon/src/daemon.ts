@@ -15,7 +15,7 @@ import { AdminGuard, ensureToken } from "./admin/auth.js";
 import { LogBook } from "./admin/logs.js";
 import { PodmanClient } from "./container/podman.js";
 import { ContainerRuntime } from "./container/runtime.js";
-import { Router } from "./http/router.js";
+import { type MountedRoute, Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
 import { Loader, type PackageOps } from "./lifecycle/loader.js";
 import { LifecycleService } from "./lifecycle/service.js";
@@ -30,6 +30,11 @@ export interface DaemonOptions {
   port?: number;
   /** Default 127.0.0.1. */
   host?: string;
+  /**
+   * Serve the admin API and page on this port only (0 = ephemeral), not on `port`: the admin gets its own origin, so
+   * plugin pages cannot use a logged-in operator's cookie against it. Default: same port as the plugins.
+   */
+  adminPort?: number;
   /** Admin API over a Unix socket; default `$HECATE_HOME/run/hecate.sock`. */
   socketPath?: string;
   requireSignature?: boolean;
@@ -50,6 +55,8 @@ export interface DaemonOptions {
 export interface Daemon {
   url: string;
   port: number;
+  /** Where the admin API and page answer (= `url` unless `adminPort` is set). */
+  adminUrl: string;
   socketPath: string;
   token: string;
   home: string;
@@ -87,7 +94,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const router = new Router();
   const started = Date.now();
   // /health answers from the main thread only and never touches the store or a worker.
-  router.setSystemRoutes("core", [
+  const coreRoutes: MountedRoute[] = [
     {
       method: "GET",
       path: "/health",
@@ -109,7 +116,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         res.end(body);
       },
     },
-  ]);
+  ];
+  router.setSystemRoutes("core", coreRoutes);
   let ready = false;
 
   const store: EventStore = openEventStore({
@@ -187,13 +195,23 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
   });
   const admin = new AdminApi({ lifecycle, guard, logs, incomingDir: runDir, maxUploadBytes: opts.maxUploadBytes });
-  router.setSystemRoutes("admin", admin.routes());
+  // With `adminPort` the admin API and page live on their own origin: a plugin's page (served on the main port) is
+  // then cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie.
+  let adminRouter = router;
+  if (opts.adminPort !== undefined) {
+    adminRouter = new Router();
+    adminRouter.setSystemRoutes("core", coreRoutes);
+  }
+  adminRouter.setSystemRoutes("admin", admin.routes());
 
-  // TCP + Unix socket, same router; only socket connections are trusted without a token.
+  // TCP + Unix socket; only socket connections are trusted without a token.
+  const host = opts.host ?? "127.0.0.1";
   const tcp = createHttpServer(router);
-  const unix = createHttpServer(router);
+  const unix = createHttpServer(adminRouter);
   unix.on("connection", (s) => guard.trustedSockets.add(s));
-  const port = await listen(tcp, opts.port ?? 7770, opts.host ?? "127.0.0.1");
+  const port = await listen(tcp, opts.port ?? 7770, host);
+  const adminTcp = opts.adminPort !== undefined ? createHttpServer(adminRouter) : undefined;
+  const adminPort = adminTcp ? await listen(adminTcp, opts.adminPort, host) : port;
   rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
   await new Promise<void>((resolve, reject) => {
     unix.once("error", reject);
@@ -205,15 +223,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   chmodSync(socketPath, 0o600);
   const pidFile = join(runDir, "hecate.pid");
   writeFileSync(pidFile, `${process.pid}\n`);
-  const host = opts.host ?? "127.0.0.1";
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+  const url = `http://${hostPart}:${port}`;
+  const adminUrl = `http://${hostPart}:${adminPort}`;
 
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       ready = false;
       logger.info("shutting down");
-      const stopped = Promise.all([closeServer(tcp), closeServer(unix)]);
+      const servers = [tcp, unix, ...(adminTcp ? [adminTcp] : [])];
+      const stopped = Promise.all(servers.map(closeServer));
       admin.closeStreams();
       await lifecycle.close();
       await runtime.close(); // drains in-flight requests, runs terminate(), stops workers
@@ -222,8 +242,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         await podman.stopService().catch(() => {});
         await podman.close().catch(() => {});
       }
-      tcp.closeAllConnections();
-      unix.closeAllConnections();
+      for (const server of servers) server.closeAllConnections();
       await stopped;
       await store.close();
       rmSync(socketPath, { force: true });
@@ -258,7 +277,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   ready = true;
   router.setReady(true);
   logger.info({ url, socketPath, plugins: lifecycle.list().length }, "hecate ready");
-  return { url, port, socketPath, token, home, lifecycle, runtime, router, logger, close };
+  return { url, port, adminUrl, socketPath, token, home, lifecycle, runtime, router, logger, close };
 }
 
 function hasContainerTraces(runDir: string): boolean {

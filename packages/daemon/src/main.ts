@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `node packages/daemon/dist/src/main.js`: the daemon in the foreground. Env: HECATE_HOME, HECATE_PORT, HECATE_HOST,
- * HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
+ * HECATE_ADMIN_PORT (admin API on its own port), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
@@ -25,11 +25,13 @@ async function main(): Promise<void> {
     home: hecateHome(),
     port,
     host: process.env.HECATE_HOST || "127.0.0.1",
+    ...(process.env.HECATE_ADMIN_PORT ? { adminPort: Number(process.env.HECATE_ADMIN_PORT) } : {}),
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
     containers: containersOption(process.env.HECATE_CONTAINERS),
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);
+  if (daemon.adminUrl !== daemon.url) console.log(`hecate admin on ${daemon.adminUrl}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

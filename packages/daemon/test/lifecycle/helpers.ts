@@ -98,7 +98,7 @@ export async function startTestDaemon(opts: Partial<DaemonOptions> = {}): Promis
       path: string,
       init: { body?: string | Buffer | Uint8Array; headers?: Record<string, string> } = {},
     ) =>
-      fetch(d.url + path, {
+      fetch(d.adminUrl + path, {
         method,
         body: init.body,
         headers: { authorization: `Bearer ${d.token}`, ...init.headers },
