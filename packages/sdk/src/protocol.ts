@@ -90,6 +90,12 @@ export type WorkerToMain =
   /** Each chunk is acknowledged with `res-ack` once written, so a slow client slows the plugin (backpressure). */
   | { t: "res-chunk"; id: number; chunk: Uint8Array }
   | { t: "res-end"; id: number; error?: string }
+  /**
+   * Flow control of inbound ws messages: the plugin's onMessage for `bytes` more of connection `connId` returned (or
+   * its promise settled). The main thread stops reading that client past a window of unacknowledged bytes, so a
+   * flooding client cannot make the daemon queue messages for a slow plugin.
+   */
+  | { t: "ws-ack"; connId: number; bytes: number }
   | { t: "ws-accept"; connId: number }
   | { t: "ws-reject"; connId: number; status: number }
   | { t: "ws-send"; connId: number; seq: number; data: string | Uint8Array }

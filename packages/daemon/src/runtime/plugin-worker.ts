@@ -67,12 +67,16 @@ interface PendingWs {
   socket: Duplex;
   head: Buffer;
   ws?: WebSocket;
+  /** Inbound message bytes sent to the worker and not yet acknowledged by `ws-ack`. */
+  inflight: number;
 }
 
 /** Bodies up to this size (with a Content-Length) travel inside the `req` message itself. */
 const INLINE_BODY_MAX = 64 * 1024;
 /** Streamed request bodies: stop reading the client past this many unacknowledged bytes. */
 const BODY_WINDOW = 1024 * 1024;
+/** Inbound ws messages: stop reading the client past this many unacknowledged bytes (per connection). */
+const WS_WINDOW = 1024 * 1024;
 /** Replies up to this size are written together with their head (see onResponse). */
 const SINGLE_WRITE_MAX = 16 * 1024;
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"]);
@@ -303,7 +307,7 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     const connId = this.nextId++;
-    this.conns.set(connId, { req, socket, head });
+    this.conns.set(connId, { req, socket, head, inflight: 0 });
     socket.on("close", () => {
       const c = this.conns.get(connId);
       if (c && !c.ws) {
@@ -333,7 +337,10 @@ export class PluginWorker extends EventEmitter {
         return;
       }
       ws.on("message", (data, isBinary) => {
-        const payload = isBinary ? transferable(toBuffer(data)) : toBuffer(data).toString("utf8");
+        const buf = toBuffer(data);
+        c.inflight += buf.byteLength;
+        if (c.inflight > WS_WINDOW && !ws.isPaused) ws.pause();
+        const payload = isBinary ? transferable(buf) : buf.toString("utf8");
         if (typeof payload === "string") this.post({ t: "ws-msg", connId, data: payload });
         else this.post({ t: "ws-msg", connId, data: payload }, [payload.buffer as ArrayBuffer]);
       });
@@ -373,6 +380,13 @@ export class PluginWorker extends EventEmitter {
           else p.res.destroy(); // truncated: the client must not take it for a whole body
         } else p.res.end();
         this.finish(m.id);
+        return;
+      }
+      case "ws-ack": {
+        const c = this.conns.get(m.connId);
+        if (!c) return;
+        c.inflight -= m.bytes;
+        if (c.ws?.isPaused && c.inflight <= WS_WINDOW / 2) c.ws.resume();
         return;
       }
       case "ws-accept":

@@ -231,8 +231,12 @@ export class Dispatcher {
         return;
       case "ws-msg": {
         const c = this.conns.get(msg.connId);
+        const { connId, data } = msg;
+        const bytes = typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
+        const ack = () => this.transport.post({ t: "ws-ack", connId, bytes });
         if (c?.route.handlers.onMessage)
-          this.guard(`ws onMessage ${c.route.path}`, () => c.route.handlers.onMessage!(c.conn, msg.data));
+          this.guard(`ws onMessage ${c.route.path}`, () => c.route.handlers.onMessage!(c.conn, data), ack);
+        else ack();
         return;
       }
       case "ws-closed":
@@ -469,14 +473,18 @@ export class Dispatcher {
       this.guard(`ws onClose ${c.route.path}`, () => c.route.handlers.onClose!(c.conn, code, reason));
   }
 
-  private guard(what: string, fn: () => unknown): void {
+  /** Runs a plugin callback, logging what it throws or rejects; `done` runs once it returned or settled. */
+  private guard(what: string, fn: () => unknown, done?: () => void): void {
     try {
       const r = fn();
-      if (r && typeof (r as Promise<void>).then === "function")
-        (r as Promise<void>).catch((err) => this.log("error", `${what} failed: ${errMessage(err)}`));
+      if (r && typeof (r as Promise<void>).then === "function") {
+        (r as Promise<void>).catch((err) => this.log("error", `${what} failed: ${errMessage(err)}`)).finally(done);
+        return;
+      }
     } catch (err) {
       this.log("error", `${what} failed: ${errMessage(err)}`);
     }
+    done?.();
   }
 }
 
