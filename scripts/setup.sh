@@ -13,8 +13,6 @@ export HECATE_HOME="${HECATE_HOME:-$HOME/.hecate}"
 export HECATE_PORT="${HECATE_PORT:-7770}"
 export HECATE_HOST="${HECATE_HOST:-127.0.0.1}"
 BASE_URL="http://${HECATE_HOST}:${HECATE_PORT}"
-# full plugin URLs in the CLI's output
-export HECATE_PUBLIC_URL="$BASE_URL"
 RUN="$HECATE_HOME/run"
 PID_FILE="$RUN/hecate.pid"
 LOG_FILE="$RUN/hecate.log"
@@ -52,11 +50,13 @@ if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null && [ "$(ready)
   step "daemon already running (pid $(cat "$PID_FILE")) at $BASE_URL"
 else
   step "start the daemon at $BASE_URL (log: $LOG_FILE)"
-  setsid node "$ROOT/packages/daemon/dist/src/main.js" >>"$LOG_FILE" 2>&1 </dev/null &
-  echo $! >"$PID_FILE"
+  rm -f "$PID_FILE"
+  # `hecate start` runs the daemon (which writes its pid to $PID_FILE) and publishes its URL in run/url for the CLI
+  setsid node "$ROOT/packages/cli/dist/src/main.js" start --json >>"$LOG_FILE" 2>&1 </dev/null &
+  starter=$!
   for _ in $(seq 1 300); do
-    [ "$(ready)" = "ready" ] && break
-    if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+    [ "$(ready)" = "ready" ] && [ -f "$RUN/url" ] && break
+    if ! kill -0 "$starter" 2>/dev/null; then
       echo "the daemon exited; last lines of $LOG_FILE:" >&2
       tail -n 30 "$LOG_FILE" >&2
       exit 1

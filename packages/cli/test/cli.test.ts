@@ -9,6 +9,7 @@ import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
+import type { LogLine, PluginView, StoredEvent } from "../src/client.js";
 import { CLI, cliJson, FIXTURES, get, runCli, startTestDaemon, type TestDaemon, tempDir } from "./helpers.js";
 
 const ECHO = join(FIXTURES, "echo-plugin");
@@ -64,11 +65,11 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
   assert.equal(again.code, 6);
   assert.equal(JSON.parse(again.stdout).error.code, "plugin_already_installed");
 
-  const list = await cliJson<{ plugins: any[] }>(["plugin", "list"], { home });
-  const row = list.plugins.find((p) => p.name === "echo-fixture");
+  const list = await cliJson<{ plugins: PluginView[] }>(["plugin", "list"], { home });
+  const row = list.plugins.find((p) => p.name === "echo-fixture")!;
   assert.equal(row.status, "loaded");
   assert.equal(row.type, "in_process");
-  assert.ok(row.routes.some((r: any) => r.path.endsWith("/hello")));
+  assert.ok(row.routes.some((r) => r.path.endsWith("/hello")));
   const table = await runCli(["plugin", "list"], { home });
   assert.equal(table.code, 0);
   assert.match(table.stdout, /NAME.*VERSION.*TYPE.*STATUS.*ROUTES.*LAST ERROR/);
@@ -76,7 +77,7 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
 
   const info = await cliJson(["plugin", "info", "echo-fixture"], { home });
   assert.equal(info.manifest.name, "echo-fixture");
-  const types = info.events.map((e: any) => e.type);
+  const types = info.events.map((e: StoredEvent) => e.type);
   assert.ok(types.includes("plugin_installed_v1") && types.includes("plugin_activated_v1"), types.join(","));
   const infoText = await runCli(["plugin", "info", "echo-fixture"], { home });
   assert.match(infoText.stdout, /history:\n.*plugin_installed_v1/s);
@@ -106,7 +107,7 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
 
   // logs: a throwing handler leaves a log line; --follow streams the next one as it happens
   assert.equal((await get(`${pluginUrl}api/boom`)).status, 500);
-  const logs = await cliJson<{ logs: any[] }>(["plugin", "logs", "echo-fixture"], { home });
+  const logs = await cliJson<{ logs: LogLine[] }>(["plugin", "logs", "echo-fixture"], { home });
   assert.ok(
     logs.logs.some((l) => l.plugin === "echo-fixture" && /boom requested by the test/.test(l.msg)),
     JSON.stringify(logs),
@@ -123,7 +124,7 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  const followedLines: any[] = [];
+  const followedLines: LogLine[] = [];
   let onLine: (() => void) | undefined;
   createInterface({ input: follower.stdout! }).on("line", (line) => {
     followedLines.push(JSON.parse(line));
@@ -153,7 +154,7 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
     assert.equal(gone.code, 5);
     assert.equal(JSON.parse(gone.stdout).error.code, "plugin_not_found");
   }
-  const listed = await cliJson<{ plugins: any[] }>(["plugin", "list"], { home });
+  const listed = await cliJson<{ plugins: PluginView[] }>(["plugin", "list"], { home });
   assert.ok(listed.plugins.every((p) => p.name !== "echo-fixture" || p.status === "removed"));
   const missing = await runCli(["plugin", "info", "never-installed", "--json"], { home });
   assert.equal(missing.code, 5);

@@ -43,6 +43,7 @@ export function runCli(
 }
 
 /** Runs the CLI with --json and parses stdout; fails with the CLI's output when the exit code is not `expectCode`. */
+// biome-ignore lint/suspicious/noExplicitAny: parsed JSON of the many result shapes, narrowed by each test
 export async function cliJson<T = any>(
   args: string[],
   opts: Parameters<typeof runCli>[1] & { expectCode?: number } = {},
@@ -121,7 +122,11 @@ export async function startTestDaemon(
 }
 
 /** GET a URL and return status + parsed body (JSON when possible). */
-export async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+export async function get(
+  url: string,
+  headers: Record<string, string> = {},
+  // biome-ignore lint/suspicious/noExplicitAny: a JSON body of any shape, or text
+): Promise<{ status: number; body: any }> {
   const r = await fetch(url, { headers });
   const text = await r.text();
   try {

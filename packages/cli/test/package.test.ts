@@ -10,6 +10,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { create as tarCreate, extract as tarExtract } from "tar";
+import type { PluginView } from "../src/client.js";
 import { cliJson, FIXTURES, get, runCli, startTestDaemon, tempDir } from "./helpers.js";
 
 const ECHO = join(FIXTURES, "echo-plugin");
@@ -126,9 +127,10 @@ test("signatures: a daemon requiring trusted signatures accepts a signed package
   assert.equal(unsigned.code, 7, unsigned.stderr);
   assert.match(unsigned.stderr, /not signed.*\[unsigned\]/);
   // the refused install stays listed as failed with its reason until removed
-  const failed = (await cliJson(["plugin", "list"], { home })).plugins.find((p: any) => p.name === "echo-fixture");
+  const { plugins } = await cliJson<{ plugins: PluginView[] }>(["plugin", "list"], { home });
+  const failed = plugins.find((p) => p.name === "echo-fixture")!;
   assert.equal(failed.status, "failed");
-  assert.equal(failed.lastError.code, "unsigned");
+  assert.equal(failed.lastError?.code, "unsigned");
   await cliJson(["plugin", "remove", "echo-fixture"], { home });
 
   // signed by a trusted key: verify says trusted, the daemon loads it
