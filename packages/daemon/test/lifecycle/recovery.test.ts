@@ -214,3 +214,37 @@ export function terminate() { writeFileSync(join(getConfig().dataDir, "terminate
   assert.equal(events.length, 4);
   await stopGracefully(again);
 });
+
+test("kill -9 right after plugin_upgraded_v1: restart extracts and loads the new version once", async () => {
+  const home = mkdtempSync(join(work, "home-"));
+  const v2 = await buildPackage(work, { name: "sturdy", version: "2.0.0" });
+  let c = start(home);
+  await c.url;
+  const r = await unixRequest(c.socketPath, "POST", "/admin/api/plugins", readFileSync(pkgV1), {
+    "content-type": "application/gzip",
+  });
+  assert.equal(r.status, 201, r.body);
+  await stopGracefully(c);
+  c = start(home, { HECATE_TEST_CRASH_AFTER: "plugin_upgraded_v1" });
+  await c.url;
+  await unixRequest(c.socketPath, "POST", "/admin/api/plugins/sturdy/upgrade", readFileSync(v2), {
+    "content-type": "application/gzip",
+  }).catch(() => null);
+  assert.equal((await c.exited).signal, "SIGKILL", c.output());
+  c = start(home);
+  const url = await c.url;
+  const v = await view(c, "sturdy");
+  assert.equal(v.status, "loaded", JSON.stringify(v));
+  assert.equal(v.version, "2.0.0");
+  assert.deepEqual(await (await fetch(`${url}/plugin/sturdy/api/who`)).json(), { name: "sturdy", version: "2.0.0" });
+  const events = (await unixRequest(c.socketPath, "GET", "/admin/api/plugins/sturdy/events")).json().events;
+  assert.deepEqual(typesOf(events), {
+    plugin_installed_v1: 1,
+    plugin_package_extracted_v1: 2,
+    plugin_activated_v1: 1,
+    plugin_load_confirmed_v1: 2,
+    plugin_upgraded_v1: 1,
+  });
+  await stopGracefully(c);
+  checkStore(home);
+});
