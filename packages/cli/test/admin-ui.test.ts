@@ -4,16 +4,17 @@
  * event history, the Deactivate button unloads it.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type Browser, chromium } from "playwright-core";
+import { create as tarCreate, extract as tarExtract } from "tar";
 import { cliJson, FIXTURES, get, startTestDaemon, tempDir } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
-test("admin page: drag-and-drop install goes live to loaded, details, deactivate button", async (t) => {
+test("admin page: drag-and-drop install goes live to loaded, details, deactivate and remove buttons, a tampered package shows its error", async (t) => {
   assert.ok(
     existsSync(CHROMIUM),
     `Chromium not found at ${CHROMIUM}: install it with \`bash scripts/setup-system.sh\` (Debian package chromium) or set CHROMIUM_PATH`,
@@ -87,5 +88,23 @@ test("admin page: drag-and-drop install goes live to loaded, details, deactivate
   await page.waitForSelector('tr[data-plugin="echo-fixture"] [data-field="status"][data-status="deactivated"]');
   assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
   assert.ok(await page.locator('tr[data-plugin="echo-fixture"] button[data-action="activate"]').count());
+
+  // Remove (after the confirmation dialog): the row goes away
+  page.once("dialog", (d) => void d.accept());
+  await page.click('tr[data-plugin="echo-fixture"] button[data-action="remove"]');
+  await page.waitForSelector('tr[data-plugin="echo-fixture"]', { state: "detached" });
+
+  // a package tampered after packing: the row shows "failed" and the reason in its last-error cell, live
+  const tampered = join(work, "tampered.tar.gz");
+  const unpacked = join(work, "unpacked");
+  await mkdir(unpacked);
+  await tarExtract({ file: archive, cwd: unpacked });
+  appendFileSync(join(unpacked, "src", "index.js"), "\n// tampered\n");
+  await tarCreate({ gzip: true, file: tampered, cwd: unpacked, portable: true }, ["."]);
+  await page.setInputFiles("#file-input", tampered);
+  await page.waitForSelector('tr[data-plugin="echo-fixture"] [data-field="status"][data-status="failed"]');
+  const lastError = await page.textContent('tr[data-plugin="echo-fixture"] [data-field="last-error"]');
+  assert.match(lastError ?? "", /digest_mismatch: src\/index\.js does not match its SHA-256 digest/);
+  await page.waitForSelector("#upload-status.error");
   assert.deepEqual(pageErrors, []);
 });
