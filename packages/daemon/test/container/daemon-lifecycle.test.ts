@@ -11,11 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
+import { buildPythonImageArchive } from "../../src/container/python-image.js";
 import { LABEL_INSTANCE } from "../../src/container/runtime.js";
 import { startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
 import { type ChildDaemon, spawnDaemon, unixRequest, until } from "../lifecycle/helpers.js";
-import { echoExample, skipReason } from "./helpers.js";
+import { echoExample, repoRoot, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 const NAME = "container-echo";
@@ -172,6 +173,35 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       assert.equal(await podman.ping(), false, "the daemon stopped its podman service");
       assert.equal(psAll(home), "", "no container left");
       await podman.close();
+    }
+  });
+
+  it("a non-Node plugin shipping its own image (OCI archive, Python) goes through the same lifecycle", async () => {
+    const image = "localhost/hecate-test-python-lc:1";
+    const src = mkdtempSync(join(work, "py-"));
+    cpSync(join(repoRoot, "examples/container-python"), src, { recursive: true });
+    const manifestFile = join(src, "manifest.json");
+    const manifest = JSON.parse(readFileSync(manifestFile, "utf8"));
+    writeFileSync(manifestFile, JSON.stringify({ ...manifest, container: { ...manifest.container, image } }));
+    await buildPythonImageArchive(join(src, manifest.container.image_archive), image);
+    execFileSync("podman", ["rmi", "-f", image], { stdio: "ignore" }); // the install must load it from the package
+    const pyArchive = join(work, "container-python.tar.gz");
+    await packPlugin(src, pyArchive);
+    const home = join(work, "home-py");
+    const daemon = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    try {
+      const view = await install(daemon.socketPath, pyArchive);
+      assert.equal(view.status, "loaded", JSON.stringify(view));
+      const r = await fetch(`${daemon.url}/plugin/container-python/api/hello`);
+      assert.equal(r.status, 200);
+      assert.equal(((await r.json()) as { hello: string }).hello, "from python");
+      const rm = await unixRequest(daemon.socketPath, "DELETE", "/admin/api/plugins/container-python?purge=1");
+      assert.equal(rm.status, 200, rm.body);
+      assert.equal(psAll(home), "");
+    } finally {
+      await daemon.close();
+      assert.equal(psAll(home), "", "no container left");
+      execFileSync("podman", ["rmi", "-f", image], { stdio: "ignore" });
     }
   });
 
