@@ -38,8 +38,18 @@ export function printError(err: unknown, json: boolean): void {
     process.stdout.write(`${JSON.stringify({ error: e }, null, 2)}\n`);
     return;
   }
-  let text = `error: ${e.message} [${e.code}]`;
-  if (e.details !== undefined) text += `\n  details: ${JSON.stringify(e.details)}`;
+  // the code goes on the first line; further lines of the message (hints) follow it
+  const [first, ...more] = e.message.split("\n");
+  let text = [`error: ${first} [${e.code}]`, ...more].join("\n");
+  // the plugin's whole view (in lifecycle failures) is for --json; people get the rest of the details
+  const { plugin: _view, ...rest } =
+    e.details && typeof e.details === "object" && !Array.isArray(e.details)
+      ? (e.details as Record<string, unknown>)
+      : {};
+  const shown = e.details && typeof e.details === "object" && !Array.isArray(e.details) ? rest : e.details;
+  if (shown !== undefined && !(typeof shown === "object" && shown && Object.keys(shown).length === 0)) {
+    text += `\n  details: ${JSON.stringify(shown)}`;
+  }
   process.stderr.write(`${text}\n`);
 }
 

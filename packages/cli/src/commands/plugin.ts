@@ -85,19 +85,27 @@ async function withProgress<T extends { status?: string } | { view: { status?: s
     }
   })().catch(() => {});
   try {
-    const result = await action();
-    const finalStatus = "view" in result ? result.view.status : result.status;
-    if (finalStatus && lastStatus !== finalStatus) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 2000);
-        onStatus = () => {
-          if (lastStatus === finalStatus) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-      });
+    const untilStatus = (finalStatus: string | undefined) =>
+      !finalStatus || lastStatus === finalStatus
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, 2000);
+            onStatus = () => {
+              if (lastStatus === finalStatus) {
+                clearTimeout(timer);
+                resolve();
+              }
+            };
+          });
+    let result: T;
+    try {
+      result = await action();
+    } catch (err) {
+      // a refused package / failed load: show the failing step too before the error
+      await untilStatus(failedView(err)?.status);
+      throw err;
     }
+    await untilStatus("view" in result ? result.view.status : result.status);
     return result;
   } finally {
     abort.abort();
@@ -126,7 +134,24 @@ async function upload(
   return { view, bytes: sent };
 }
 
+/** The plugin's view a lifecycle failure carries in its details (the daemon's 422 answers). */
+function failedView(err: unknown): PluginView | undefined {
+  const details = err instanceof CliError ? (err.details as { plugin?: PluginView } | undefined) : undefined;
+  return details?.plugin && typeof details.plugin === "object" ? details.plugin : undefined;
+}
+
 function rejected(err: unknown): never {
+  const view = failedView(err);
+  if (err instanceof CliError && view?.status === "failed") {
+    // the aggregate stays (status failed, listed with its last error); say how to get out of it
+    throw new CliError(
+      err.code,
+      `${err.message}\n  ${view.name} is now listed as failed: fix the package and run \`hecate plugin upgrade <source>\`, or \`hecate plugin remove ${view.name}\``,
+      EXIT.PACKAGE_REJECTED,
+      err.details,
+      err.status,
+    );
+  }
   if (err instanceof CliError && err.status === 422 && err.exitCode !== EXIT.PACKAGE_REJECTED) {
     throw new CliError(err.code, err.message, EXIT.PACKAGE_REJECTED, err.details, err.status);
   }
