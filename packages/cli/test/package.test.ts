@@ -126,7 +126,10 @@ test("signatures: a daemon requiring trusted signatures accepts a signed package
   const unsigned = await runCli(["plugin", "install", ECHO], { home });
   assert.equal(unsigned.code, 7, unsigned.stderr);
   assert.match(unsigned.stderr, /✗ extraction failed: package is not signed/);
-  assert.match(unsigned.stderr, /error: package is not signed.*\[unsigned\]\n.*listed as failed.*hecate plugin upgrade/);
+  assert.match(
+    unsigned.stderr,
+    /error: package is not signed.*\[unsigned\]\n.*listed as failed.*hecate plugin upgrade/,
+  );
   // the refused install stays listed as failed with its reason until removed
   const { plugins } = await cliJson<{ plugins: PluginView[] }>(["plugin", "list"], { home });
   const failed = plugins.find((p) => p.name === "echo-fixture")!;
