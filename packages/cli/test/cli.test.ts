@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -189,5 +189,20 @@ test("the daemon serves this package's OpenAPI document, and it describes every 
     ["/admin/api/events", "get"],
   ]) {
     assert.ok(paths[path]?.[method], `${method.toUpperCase()} ${path} is described`);
+  }
+});
+
+test("hecate start: SIGTERM stops the daemon gracefully (exit 0; socket, pid and URL files removed)", async () => {
+  const home = tempDir("stop");
+  try {
+    const own = await startTestDaemon({ home });
+    const run = join(home, "run");
+    for (const f of ["url", "hecate.sock", "hecate.pid"])
+      assert.ok(existsSync(join(run, f)), `${f} exists while running`);
+    assert.equal(readFileSync(join(run, "url"), "utf8").trim(), own.url);
+    assert.equal(await own.stop(), 0);
+    for (const f of ["url", "hecate.sock", "hecate.pid"]) assert.equal(existsSync(join(run, f)), false, `${f} removed`);
+  } finally {
+    await rm(home, { recursive: true, force: true });
   }
 });

@@ -63,7 +63,8 @@ export interface TestDaemon {
   process: ChildProcess;
   /** Everything the daemon printed (JSON log lines). */
   output: string[];
-  stop(): Promise<void>;
+  /** SIGTERM to `hecate start` (forwarded to the daemon); resolves with its exit code. */
+  stop(): Promise<number | null>;
 }
 
 /** Starts `hecate start --json --port 0` on a fresh home and resolves once it listens and /ready answers 200. */
@@ -112,11 +113,10 @@ export async function startTestDaemon(
     process: child,
     output,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        await exited;
-      }
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const code = await exited;
       if (!opts.home) await rm(home, { recursive: true, force: true });
+      return code;
     },
   };
 }
