@@ -195,3 +195,16 @@ test("a second daemon on the same home is refused; leftover uploads of a crashed
     await other.close();
   }
 });
+
+test("close() ends open event streams and keep-alive connections instead of waiting for them", async () => {
+  const other = await startTestDaemon();
+  const res = await other.api("GET", "/admin/api/events");
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  await reader.read(); // ": connected"
+  const t = performance.now();
+  await other.stop();
+  const closeMs = performance.now() - t;
+  for (;;) if ((await reader.read()).done) break; // the stream ends
+  assert.ok(closeMs < 3000, `close took ${closeMs} ms`);
+});
