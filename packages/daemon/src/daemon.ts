@@ -209,17 +209,27 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tcp = createHttpServer(router);
   const unix = createHttpServer(adminRouter);
   unix.on("connection", (s) => guard.trustedSockets.add(s));
-  const port = await listen(tcp, opts.port ?? 7770, host);
   const adminTcp = opts.adminPort !== undefined ? createHttpServer(adminRouter) : undefined;
-  const adminPort = adminTcp ? await listen(adminTcp, opts.adminPort, host) : port;
-  rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
-  await new Promise<void>((resolve, reject) => {
-    unix.once("error", reject);
-    unix.listen(socketPath, () => {
-      unix.off("error", reject);
-      resolve();
+  let port: number;
+  let adminPort: number;
+  try {
+    port = await listen(tcp, opts.port ?? 7770, host);
+    adminPort = adminTcp ? await listen(adminTcp, opts.adminPort, host) : port;
+    rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
+    await new Promise<void>((resolve, reject) => {
+      unix.once("error", reject);
+      unix.listen(socketPath, () => {
+        unix.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    // e.g. EADDRINUSE: release what was opened so an in-process caller can retry.
+    for (const server of [tcp, unix, adminTcp]) server?.close();
+    await runtime.close();
+    await store.close();
+    throw err;
+  }
   chmodSync(socketPath, 0o600);
   const pidFile = join(runDir, "hecate.pid");
   writeFileSync(pidFile, `${process.pid}\n`);

@@ -208,3 +208,13 @@ test("close() ends open event streams and keep-alive connections instead of wait
   for (;;) if ((await reader.read()).done) break; // the stream ends
   assert.ok(closeMs < 3000, `close took ${closeMs} ms`);
 });
+
+test("a taken port fails the start with EADDRINUSE and releases the home for the next try", async () => {
+  const home = join(d.work, "busy-home");
+  await assert.rejects(
+    startDaemon({ home, port: d.port, logLevel: "silent", containers: false }),
+    (err: NodeJS.ErrnoException) => err.code === "EADDRINUSE",
+  );
+  const ok = await startDaemon({ home, port: 0, logLevel: "silent", containers: false });
+  await ok.close();
+});
