@@ -248,3 +248,39 @@ test("kill -9 right after plugin_upgraded_v1: restart extracts and loads the new
   await stopGracefully(c);
   checkStore(home);
 });
+
+test("kill -9 right after plugin_deactivated_v1 / plugin_removed_v1: restart finishes unload / file removal", async () => {
+  const home = mkdtempSync(join(work, "home-"));
+  let c = start(home);
+  await c.url;
+  const r = await unixRequest(c.socketPath, "POST", "/admin/api/plugins", readFileSync(pkgV1), {
+    "content-type": "application/gzip",
+  });
+  assert.equal(r.status, 201, r.body);
+  await stopGracefully(c);
+
+  c = start(home, { HECATE_TEST_CRASH_AFTER: "plugin_deactivated_v1" });
+  await c.url;
+  await unixRequest(c.socketPath, "POST", "/admin/api/plugins/sturdy/deactivate").catch(() => null);
+  assert.equal((await c.exited).signal, "SIGKILL", c.output());
+  c = start(home);
+  let url = await c.url;
+  assert.equal((await view(c, "sturdy")).status, "deactivated");
+  assert.equal((await fetch(`${url}/plugin/sturdy/api/who`)).status, 404, "not loaded again at boot");
+  let events = (await unixRequest(c.socketPath, "GET", "/admin/api/plugins/sturdy/events")).json().events;
+  assert.equal(typesOf(events).plugin_unload_confirmed_v1, 1, "the interrupted step finished");
+  await stopGracefully(c);
+
+  c = start(home, { HECATE_TEST_CRASH_AFTER: "plugin_removed_v1" });
+  await c.url;
+  await unixRequest(c.socketPath, "DELETE", "/admin/api/plugins/sturdy?purge=1").catch(() => null);
+  assert.equal((await c.exited).signal, "SIGKILL", c.output());
+  c = start(home);
+  url = await c.url;
+  assert.equal((await view(c, "sturdy")).status, "removed");
+  assert.equal(existsSync(pluginPaths(home, "sturdy").root), false, "purged after the restart");
+  events = (await unixRequest(c.socketPath, "GET", "/admin/api/plugins/sturdy/events")).json().events;
+  assert.equal(typesOf(events).plugin_removed_v1, 1);
+  await stopGracefully(c);
+  checkStore(home);
+});
