@@ -71,6 +71,7 @@ export function buildProgram(): Command {
     .option("--home <dir>", "HECATE_HOME (default $HECATE_HOME or ~/.hecate)")
     .option("--url <url>", "talk to the daemon over TCP at this URL instead of $HECATE_HOME/run/hecate.sock")
     .option("--token <token>", "admin token for --url (default: $HECATE_HOME/run/admin.token)")
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", EXIT_CODES_HELP)
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
