@@ -6,9 +6,8 @@
  *   - the lifecycle store passes PRAGMA integrity_check;
  *   - every plugin settles: loaded (and its API answers with the installed version), deactivated, removed, or failed
  *     with a last error -- nothing stays half-way (installed / extracting / extracted / activated);
- *   - no orphans on disk: no .staging-* / .old-* dirs, no package dir of a removed plugin (leftover run/incoming-*
- *     uploads of a killed upload are counted apart as `orphan_uploads`: a known gap of boot recovery, a disk leak
- *     rather than an inconsistency);
+ *   - no orphans on disk: no .staging-* / .old-* dirs, no run/incoming-* upload of a killed request, no package dir
+ *     of a removed plugin;
  *   - no duplicate events: revisions contiguous, generation / activation counters step by one, at most one extract
  *     outcome per generation and one load outcome per activation;
  *   - an operation the API acknowledged before the kill is durable (its effect is visible after the restart).
@@ -39,8 +38,6 @@ export interface CrashLoopResult {
   operations: Record<string, number>;
   acknowledged_before_kill: number;
   settled_failed: number;
-  /** run/incoming-* files left by uploads the kill interrupted, still there after the restart. */
-  orphan_uploads: number;
   restart_ms_p50: number;
   restart_ms_p99: number;
   restart_ms_max: number;
@@ -91,7 +88,6 @@ export async function runCrashLoop(opts: CrashLoopOptions): Promise<CrashLoopRes
   const kills = { mid_operation: 0, between_operations: 0, during_boot: 0 };
   let acknowledged = 0;
   let settledFailed = 0;
-  const orphanUploads = new Set<string>();
   let daemon: ChildDaemon | undefined;
 
   const packages = new Map<string, string>();
@@ -201,7 +197,6 @@ export async function runCrashLoop(opts: CrashLoopOptions): Promise<CrashLoopRes
         violations.push(`#${i} ${op} ${name}${ack ? " (acked)" : ""}: ${v}`);
       }
       settledFailed += (await settledList(d)).filter((v) => v.status === "failed").length;
-      for (const e of safeList(join(home, "run"))) if (e.startsWith("incoming-")) orphanUploads.add(e);
       log(
         `#${i} ${op} ${name} kill=${between ? "after-reply" : "mid"}${ack ? " acked" : ""} restart ${restarted.ms.toFixed(0)} ms${found.length ? ` VIOLATIONS ${found.join("; ")}` : ""}`,
       );
@@ -219,7 +214,6 @@ export async function runCrashLoop(opts: CrashLoopOptions): Promise<CrashLoopRes
     operations,
     acknowledged_before_kill: acknowledged,
     settled_failed: settledFailed,
-    orphan_uploads: orphanUploads.size,
     restart_ms_p50: Math.round(pct(restartMs, 0.5)),
     restart_ms_p99: Math.round(pct(restartMs, 0.99)),
     restart_ms_max: Math.round(Math.max(0, ...restartMs)),
@@ -267,6 +261,8 @@ async function checkInvariants(
     db.close();
   }
 
+  for (const e of safeList(join(home, "run")))
+    if (e.startsWith("incoming-")) v.push(`orphan upload run/${e} after recovery`);
   for (const p of views) {
     const root = join(home, "plugins", p.name);
     const entries = safeList(root);
@@ -390,7 +386,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     log: process.env.CRASH_LOOP_VERBOSE ? (l) => console.log(l) : undefined,
   });
   console.log(
-    `crash-loop: ${r.iterations} kill -9 iterations (seed ${r.seed}), ${r.violations.length} violations, ${r.orphan_uploads} orphan uploads, restart p50 ${r.restart_ms_p50} ms p99 ${r.restart_ms_p99} ms`,
+    `crash-loop: ${r.iterations} kill -9 iterations (seed ${r.seed}), ${r.violations.length} violations, restart p50 ${r.restart_ms_p50} ms p99 ${r.restart_ms_p99} ms`,
   );
   for (const line of r.violations.slice(0, 50)) console.log(`  VIOLATION ${line}`);
   console.log(`BENCH_JSON ${JSON.stringify({ bench: "daemon-crash-loop", ...r, violations: r.violations.length })}`);

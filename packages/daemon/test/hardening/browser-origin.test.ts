@@ -1,7 +1,7 @@
 /**
  * The admin cookie in a real browser (headless Chromium via playwright-core): an attacker page on another origin
- * cannot drive the admin API with a logged-in admin's cookie (Origin guard), and -- still open, so a `todo` -- a
- * plugin's own static page, being same-origin with /admin/, can.
+ * cannot drive the admin API with a logged-in admin's cookie (Origin guard), and -- still open in the default
+ * config, without a separate admin port, so a `todo` -- a plugin's own static page, same-origin with /admin/, can.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
@@ -81,7 +81,7 @@ test("a page on another origin cannot use a logged-in admin's cookie against the
 });
 
 test("a plugin's static page cannot use a logged-in admin's cookie against the admin API", {
-  todo: "plugins are served on the admin's origin: same-origin fetch carries the cookie and Origin == Host (owner: admin/daemon design; fix: admin UI on its own origin/port)",
+  todo: "default config only: plugins share the admin's origin (same-origin fetch carries the cookie, Origin == Host); closed with adminPort / HECATE_ADMIN_PORT, see test/admin/admin-origin.test.ts",
 }, async () => {
   const context = await browser.newContext();
   try {

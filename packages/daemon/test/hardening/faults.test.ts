@@ -61,11 +61,13 @@ function nextEvent(runtime: PluginRuntime, event: string, name: string, ms = 15_
 
 /**
  * Runs `fault` under three probers (daemon /health, the neighbour plugin, the control server) for at least `minMs`,
- * so quick faults still get ~100 samples around them, and checks the daemon and the neighbour stayed healthy.
- * /health p99 must be < 100 ms; when the machine itself is that slow (the control server's p99 too), the bound is
- * 1.5x the control's p99: the test is about the daemon not stalling, not about a shared CI box being idle.
+ * so quick faults still get ~200 samples (p99 is then not just the single worst one), and checks the daemon and the
+ * neighbour stayed healthy. /health p99 must be < 100 ms. When the machine itself is slow (the control server's p99
+ * too: a shared 2-core CI box, Chromium starting in a parallel test file), the bound becomes 2x the control's p99
+ * + 50 ms: what the test must catch is the daemon's main thread stalling (a fault leaking into it shows up as
+ * seconds), not the box being busy. Quiet-machine numbers are printed at the end.
  */
-async function underProbe(label: string, fault: () => Promise<void>, minMs = 1000): Promise<void> {
+async function underProbe(label: string, fault: () => Promise<void>, minMs = 2000): Promise<void> {
   const health = startProber(`${env.base}/health`, 10);
   const neighbour = startProber(`${env.base}/plugin/good/api/who`, 10);
   const baseline = startProber(control.url, 10);
@@ -85,7 +87,7 @@ async function underProbe(label: string, fault: () => Promise<void>, minMs = 100
   assert.deepEqual(h.failures, [], `${label}: /health failures`);
   assert.deepEqual(n.failures, [], `${label}: neighbour failures`);
   assert.ok(h.samples >= 20, `${label}: only ${h.samples} probes`);
-  const bound = Math.max(100, 1.5 * c.p99);
+  const bound = Math.max(100, 2 * c.p99 + 50);
   assert.ok(
     h.p99 < bound,
     `${label}: /health p99 ${h.p99.toFixed(1)} ms (max ${h.max.toFixed(1)}, control p99 ${c.p99.toFixed(1)})`,
