@@ -12,6 +12,7 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:f
 import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { checkHistory } from "../../bench/crash-loop.js";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
 import { gz, manifestJson, type RawEntry, snapshot, tarOf, validEntries } from "../package/forge.js";
 import { json, raw } from "../runtime/helpers.js";
@@ -322,6 +323,39 @@ test("concurrent installs of one name: exactly one wins, the others get 409, one
     [],
     "the losers' uploads were not cleaned up",
   );
+});
+
+test("racing upgrades, deactivate and remove of one plugin end in one consistent state", async () => {
+  const auth = { authorization: `Bearer ${d.token}` };
+  const gzh = { ...auth, "content-type": "application/gzip" };
+  const versions = ["2.0.0", "3.0.0", "4.0.0"];
+  const archives = await Promise.all(versions.map((version) => buildPackage(d.work, { name: "racer", version })));
+  const first = await buildPackage(d.work, { name: "racer", version: "1.0.0" });
+  for (let round = 0; round < 3; round++) {
+    assert.equal((await admin("POST", "/admin/api/plugins", gzh, readFileSync(first))).status, 201);
+    const ops = [
+      ...archives.map((a) => admin("POST", "/admin/api/plugins/racer/upgrade", gzh, readFileSync(a))),
+      admin("POST", "/admin/api/plugins/racer/deactivate", auth),
+      ...(round === 2 ? [admin("DELETE", "/admin/api/plugins/racer?purge=1", auth)] : []),
+    ];
+    const results = await Promise.all(ops);
+    for (const r of results) assert.ok(r.status < 500, `a racing operation failed with ${r.status} ${r.body}`);
+    const view = json(await admin("GET", "/admin/api/plugins/racer", auth));
+    const who = await raw(port, "GET", "/plugin/racer/api/who");
+    if (view.status === "loaded") assert.equal(json(who).version, view.version, "API and view disagree");
+    else assert.equal(who.status, 404, `${view.status} but its API answers ${who.status}`);
+    const events = json(await admin("GET", "/admin/api/plugins/racer/events", auth)).events as {
+      type: string;
+      revision: number;
+      data: unknown;
+    }[];
+    const history = checkHistory(
+      events.map((e) => ({ stream: "plugin-racer", revision: e.revision, type: e.type, data: JSON.stringify(e.data) })),
+    );
+    assert.deepEqual(history, [], `round ${round}`);
+    await admin("DELETE", "/admin/api/plugins/racer?purge=1", auth);
+  }
+  assert.equal((await admin("GET", "/health")).status, 200);
 });
 
 test("files tampered after install: the next activate refuses to load them", async () => {
