@@ -12,6 +12,7 @@ import { connect } from "node:net";
 import type { Duplex } from "node:stream";
 import { Pool } from "undici";
 import type { RouteContext } from "../http/router.js";
+import { sendJsonError } from "../http/static.js";
 
 const HOP_BY_HOP = new Set([
   "connection",
@@ -39,19 +40,6 @@ export interface ContainerProxyOptions {
 
 /** Lengths of the hop-by-hop and x-forwarded-* names: other names skip the lower-casing and the lookups. */
 const SPECIAL_LENGTHS = new Set([...HOP_BY_HOP, ...FORWARDED].map((n) => n.length));
-
-function sendError(res: ServerResponse, status: number, code: string, message: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = JSON.stringify({ error: { code, message } });
-  res.writeHead(status, {
-    "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(body),
-  });
-  res.end(body);
-}
 
 /** Names listed in a Connection header besides the standard tokens (they are hop-by-hop too). */
 function connectionNamed(value: string | undefined): Set<string> | undefined {
@@ -152,8 +140,14 @@ class Exchange {
       return;
     }
     if (err.code === "UND_ERR_HEADERS_TIMEOUT")
-      sendError(res, 504, "plugin_timeout", `plugin ${proxy.plugin} did not answer in time`);
-    else sendError(res, 502, "plugin_unavailable", `plugin ${proxy.plugin} is unavailable: ${err.code ?? err.message}`);
+      sendJsonError(res, 504, "plugin_timeout", `plugin ${proxy.plugin} did not answer in time`);
+    else
+      sendJsonError(
+        res,
+        502,
+        "plugin_unavailable",
+        `plugin ${proxy.plugin} is unavailable: ${err.code ?? err.message}`,
+      );
   }
 
   onUpgrade(): void {} // upgrades go through ContainerProxy.upgrade, never through the pool
@@ -244,7 +238,7 @@ export class ContainerProxy {
   /** Router handler for `/plugin/{name}/api/*`. */
   readonly handle = (req: IncomingMessage, res: ServerResponse, _p: unknown, ctx: RouteContext): void => {
     if (this.closed) {
-      sendError(res, 503, "plugin_unloading", `plugin ${this.plugin} is unloading`);
+      sendJsonError(res, 503, "plugin_unloading", `plugin ${this.plugin} is unloading`);
       return;
     }
     this.inflight++;

@@ -24,6 +24,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import { KeyedSerial } from "../util/keyed-serial.js";
 import {
   Flags,
   flagNames,
@@ -111,7 +112,7 @@ export class LifecycleService extends EventEmitter {
   private readonly states = new Map<string, PluginState>();
   private feed: Subscription | undefined;
   private pm: ProcessManager | undefined;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedSerial();
   private closed = false;
   /** False until boot recovery finished: the admin API refuses changes meanwhile. */
   booted = false;
@@ -530,14 +531,7 @@ export class LifecycleService extends EventEmitter {
 
   /** One admin operation per plugin at a time. */
   private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.locks.set(name, tail);
-    void tail.then(() => {
-      if (this.locks.get(name) === tail) this.locks.delete(name);
-    });
-    return next;
+    return this.locks.run(name, fn);
   }
 }
 

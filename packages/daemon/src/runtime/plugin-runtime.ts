@@ -12,6 +12,7 @@ import type { PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { RouteAnnouncement } from "@hecate/sdk/protocol";
 import { WebSocketServer } from "ws";
 import { type PluginMount, RouteError, type Router } from "../http/router.js";
+import { KeyedSerial } from "../util/keyed-serial.js";
 import { PluginLoadError, type PluginSpec, PluginWorker } from "./plugin-worker.js";
 import { ensureSdkLink } from "./sdk-link.js";
 
@@ -72,7 +73,7 @@ interface Entry {
  */
 export class PluginRuntime extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedSerial();
   private readonly wss: WebSocketServer;
   private readonly router: Router;
   private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
@@ -257,14 +258,7 @@ export class PluginRuntime extends EventEmitter {
 
   /** One lifecycle operation per plugin at a time. */
   private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.locks.set(name, tail);
-    void tail.then(() => {
-      if (this.locks.get(name) === tail) this.locks.delete(name);
-    });
-    return next;
+    return this.locks.run(name, fn);
   }
 }
 
