@@ -12,7 +12,12 @@ import { CommandRejected, type RecordedEvent } from "@hecate/store";
 import type { MountedRoute, RouteContext } from "../http/router.js";
 import { serveStatic } from "../http/static.js";
 import type { PluginEvent } from "../lifecycle/aggregate.js";
-import { LifecycleError, type LifecycleEvent, type LifecycleService } from "../lifecycle/service.js";
+import {
+  LifecycleError,
+  type LifecycleEvent,
+  type LifecycleService,
+  type PackageRejectionRecord,
+} from "../lifecycle/service.js";
 import type { AdminGuard } from "./auth.js";
 import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson } from "./http.js";
 import type { LogBook, LogLine } from "./logs.js";
@@ -99,6 +104,7 @@ export class AdminApi {
         handler: g((q, res, p) => this.upgrade(q, res, p.name)),
       },
       { method: "GET", path: "/admin/api/events", handler: g((q, res) => this.eventStream(q, res)) },
+      { method: "GET", path: "/admin/api/rejections", handler: g((_q, res, _p, c) => this.rejections(res, c)) },
       {
         method: "GET",
         path: "/admin/api/openapi.json",
@@ -181,9 +187,19 @@ export class AdminApi {
     return { file, source: "upload" };
   }
 
+  /** receiveArchive, with a refused body (too large, wrong type, bad path) recorded like any refused package. */
+  private async receiveOrRefuse(req: IncomingMessage, op: "install" | "upgrade", plugin: string | null) {
+    try {
+      return await this.receiveArchive(req);
+    } catch (err) {
+      const source = mediaType(req) === "application/json" ? "path" : "upload";
+      throw await this.o.lifecycle.refuse(err, { op, source, plugin });
+    }
+  }
+
   private async install(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): Promise<void> {
     const wait = waitMode(ctx);
-    const { file, source } = await this.receiveArchive(req);
+    const { file, source } = await this.receiveOrRefuse(req, "install", null);
     const { name, position } = await this.o.lifecycle.install(file, source);
     if (wait === "none") return sendJson(res, 202, this.view(name));
     const outcome = await this.o.lifecycle.waitFor(name, position, LOAD_OUTCOMES, this.waitMs);
@@ -192,7 +208,7 @@ export class AdminApi {
 
   private async upgrade(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     this.view(name);
-    const { file, source } = await this.receiveArchive(req);
+    const { file, source } = await this.receiveOrRefuse(req, "upgrade", name);
     const { position } = await this.o.lifecycle.upgrade(name, file, source);
     const outcomes: PluginEvent["type"][] = this.o.lifecycle.loadsAfterExtract(name)
       ? LOAD_OUTCOMES
@@ -280,8 +296,22 @@ export class AdminApi {
   private eventStream(req: IncomingMessage, res: ServerResponse): void {
     this.openStream(req, res);
     const onEvent = (e: LifecycleEvent) => res.write(`event: lifecycle\ndata: ${JSON.stringify(e)}\n\n`);
+    const onRejection = (r: PackageRejectionRecord) => res.write(`event: rejection\ndata: ${JSON.stringify(r)}\n\n`);
     this.o.lifecycle.on("event", onEvent);
-    res.on("close", () => this.o.lifecycle.off("event", onEvent));
+    this.o.lifecycle.on("rejection", onRejection);
+    res.on("close", () => {
+      this.o.lifecycle.off("event", onEvent);
+      this.o.lifecycle.off("rejection", onRejection);
+    });
+  }
+
+  /** Recent refused packages, newest first (?limit=1..500, default 50). */
+  private rejections(res: ServerResponse, ctx: RouteContext): void {
+    const raw = ctx.query.limit ?? "50";
+    const limit = Number(raw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500)
+      throw new ApiError(400, "invalid_query", "limit must be an integer from 1 to 500", { field: "limit" });
+    sendJson(res, 200, { rejections: this.o.lifecycle.rejections(limit) });
   }
 
   private openStream(req: IncomingMessage, res: ServerResponse): void {

@@ -122,6 +122,23 @@ export interface PackageInfo {
   group_icon?: string | null;
 }
 
+/**
+ * A package refused before any install / upgrade was recorded (the archive could not be read, the manifest names
+ * another plugin, the plugin is already installed...). Nothing on disk changed; the refusal is kept in the history.
+ */
+export interface PackageRejection {
+  op: "install" | "upgrade";
+  code: string;
+  message: string;
+  details?: unknown;
+  source: "upload" | "path";
+  /** The operator's file, when the package was given as {path}. */
+  path?: string;
+  /** Size and sha256 of the refused file (null when it was not received whole, e.g. too large). */
+  bytes: number | null;
+  sha256: string | null;
+}
+
 export type PluginCommand =
   | Command<"install_plugin_v1", PackageInfo>
   | Command<"upgrade_plugin_v1", PackageInfo>
@@ -137,7 +154,8 @@ export type PluginCommand =
   | Command<"fail_plugin_load_v1", { activation: number; version: string; stage: string; message: string }>
   | Command<"confirm_plugin_unloaded_v1", Record<string, never>>
   | Command<"report_plugin_crash_v1", { reason: string }>
-  | Command<"disable_plugin_v1", { reason: string }>;
+  | Command<"disable_plugin_v1", { reason: string }>
+  | Command<"reject_plugin_package_v1", PackageRejection>;
 
 export type PluginCommandType = PluginCommand["type"];
 
@@ -165,7 +183,8 @@ export type PluginEvent =
     }
   | { type: "plugin_unload_confirmed_v1"; data: { at: string } }
   | { type: "plugin_crashed_v1"; data: { reason: string; at: string } }
-  | { type: "plugin_disabled_v1"; data: { reason: string; at: string } };
+  | { type: "plugin_disabled_v1"; data: { reason: string; at: string } }
+  | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } };
 
 export const LIFECYCLE_EVENT_TYPES: PluginEvent["type"][] = [
   "plugin_installed_v1",
@@ -180,6 +199,7 @@ export const LIFECYCLE_EVENT_TYPES: PluginEvent["type"][] = [
   "plugin_unload_confirmed_v1",
   "plugin_crashed_v1",
   "plugin_disabled_v1",
+  "plugin_package_rejected_v1",
 ];
 
 export type RejectionCode =
@@ -282,6 +302,11 @@ function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<R
       if (!installed(s) || !has(s.status, Flags.ACTIVATED))
         return reject("plugin_not_activated", "plugin is not activated");
       return [{ type: "plugin_disabled_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
+    case "reject_plugin_package_v1":
+      if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
+      if (typeof cmd.data?.code !== "string" || typeof cmd.data.message !== "string")
+        return invalid("code and message are required", "code");
+      return [{ type: "plugin_package_rejected_v1", data: { ...cmd.data, at } }];
     default:
       return invalid(`unknown command ${JSON.stringify((cmd as { type: unknown }).type)}`, "type");
   }
@@ -391,6 +416,12 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
         loaded_version: null,
         routes: [],
         status: (s.status & ~Flags.LOADED) | Flags.FAILED,
+      };
+    case "plugin_package_rejected_v1":
+      // The refused package never touched the installed one: status unchanged, only the error is shown.
+      return {
+        ...base,
+        last_error: { stage: "package", code: ev.data.code, message: ev.data.message, at: ev.data.at },
       };
     case "plugin_removed_v1":
       return {

@@ -7,8 +7,9 @@
  * handler finished; every command it dispatches has an id derived from the triggering event, so a redelivery after a
  * kill -9 repeats the (idempotent) side effect and writes no event twice.
  */
+import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { createReadStream, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { isValidPluginName, type PluginManifest } from "@hecate/sdk";
 import {
@@ -29,6 +30,7 @@ import {
   Flags,
   flagNames,
   type PackageInfo,
+  type PackageRejection,
   type PluginCommand,
   type PluginEvent,
   type PluginState,
@@ -87,6 +89,20 @@ export interface LifecycleOptions {
 
 const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 const STREAM_PREFIX = "plugin-";
+/** Daemon-level stream of refused packages (not a `plugin-` stream: no aggregate, no process manager). */
+export const REJECTIONS_STREAM = "package-rejections";
+
+/** Data of `package_rejected_v1` in the `package-rejections` stream. */
+export interface PackageRejectedData extends PackageRejection {
+  /** The plugin it was for, when known (upgrade URL, or a readable manifest); null when the archive was unreadable. */
+  plugin: string | null;
+  at: string;
+}
+
+/** A refusal as the admin API lists and streams it. */
+export interface PackageRejectionRecord extends PackageRejectedData {
+  position: number;
+}
 
 export function viewOf(s: PluginState): PluginView {
   const name = s.name ?? "";
@@ -106,7 +122,10 @@ export function viewOf(s: PluginState): PluginView {
   };
 }
 
-/** Events: `event` (LifecycleEvent) for every lifecycle event appended (live feed for SSE and waiters). */
+/**
+ * Events: `event` (LifecycleEvent) for every lifecycle event appended (live feed for SSE and waiters), `rejection`
+ * (PackageRejectionRecord) for every refused package.
+ */
 export class LifecycleService extends EventEmitter {
   readonly cqrs: Cqrs;
   private readonly states = new Map<string, PluginState>();
@@ -241,25 +260,24 @@ export class LifecycleService extends EventEmitter {
     try {
       manifest = await this.o.pkg.readArchiveManifest(archive);
     } catch (err) {
-      rmSync(archive, { force: true });
-      throw err;
+      throw await this.refuse(err, { op, archive, ...origin(source), plugin: expected ?? null });
     }
     const name = manifest.name;
     if (expected !== undefined && name !== expected) {
-      rmSync(archive, { force: true });
-      throw new LifecycleError("name_mismatch", `the package is for ${name}, not ${expected}`, { field: "name" });
+      const err = new LifecycleError("name_mismatch", `the package is for ${name}, not ${expected}`, { field: "name" });
+      throw await this.refuse(err, { op, archive, ...origin(source), plugin: expected });
     }
     return this.serial(name, async () => {
       const s = this.states.get(name);
       const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
       // Checked before the archive is moved: a refused install must not overwrite the installed package.
       if (op === "install" && isInstalled) {
-        rmSync(archive, { force: true });
-        throw new LifecycleError("plugin_already_installed", `plugin ${name} is already installed (use upgrade)`);
+        const err = new LifecycleError("plugin_already_installed", `plugin ${name} is already installed (use upgrade)`);
+        throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
       }
       if (op === "upgrade" && !isInstalled) {
-        rmSync(archive, { force: true });
-        throw new LifecycleError("plugin_not_found", `plugin ${name} is not installed`);
+        const err = new LifecycleError("plugin_not_found", `plugin ${name} is not installed`);
+        throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
       }
       const paths = this.o.loader.paths(name);
       mkdirSync(paths.root, { recursive: true });
@@ -279,6 +297,55 @@ export class LifecycleService extends EventEmitter {
       const r = await this.dispatch(name, { type, data: info });
       return { name, position: r.position };
     });
+  }
+
+  /**
+   * Records a package refused before any install / upgrade was recorded, removes the refused file, and returns the
+   * error for the caller to throw. Every refusal lands in the `package-rejections` stream (one place to see them all,
+   * names known or not); when the plugin it names is installed, its own stream gets plugin_package_rejected_v1 too, so
+   * its history and lastError show it. Recording is best effort: the caller's error wins over a failed append.
+   */
+  async refuse(
+    err: unknown,
+    r: { op: "install" | "upgrade"; archive?: string; source: "upload" | "path"; path?: string; plugin: string | null },
+  ): Promise<unknown> {
+    try {
+      const file = r.archive ? await fileDigest(r.archive) : null;
+      if (r.archive) rmSync(r.archive, { force: true });
+      const e = err as Error & { code?: unknown; details?: unknown };
+      const rejection: PackageRejection = {
+        op: r.op,
+        code: typeof e?.code === "string" ? e.code : "refused",
+        message: e?.message ?? String(err),
+        ...(e?.details !== undefined ? { details: e.details } : {}),
+        source: r.source,
+        ...(r.path !== undefined ? { path: r.path } : {}),
+        bytes: file?.bytes ?? null,
+        sha256: file?.sha256 ?? null,
+      };
+      const recorded = this.recordRejection(r.plugin, rejection);
+      const s = r.plugin ? this.states.get(r.plugin) : undefined;
+      if (r.plugin && s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED))
+        await this.dispatch(r.plugin, { type: "reject_plugin_package_v1", data: rejection }).catch(ignoreRejection);
+      this.o.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
+      this.emit("rejection", recorded);
+    } catch (recordErr) {
+      this.o.logger.error({ err: recordErr }, "cannot record a package refusal");
+    }
+    return err;
+  }
+
+  /** The most recent refusals, newest first. */
+  rejections(limit = 50): PackageRejectionRecord[] {
+    return this.o.store
+      .readStream(REJECTIONS_STREAM, { direction: "backward", limit })
+      .map((e) => ({ position: e.position, ...(e.data as PackageRejectedData) }));
+  }
+
+  private recordRejection(plugin: string | null, rejection: PackageRejection): PackageRejectionRecord {
+    const data: PackageRejectedData = { ...rejection, plugin, at: new Date().toISOString() };
+    const r = this.o.store.append(REJECTIONS_STREAM, [{ type: "package_rejected_v1", data }]);
+    return { position: r.position, ...data };
   }
 
   /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */
@@ -533,6 +600,26 @@ export class LifecycleService extends EventEmitter {
   private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(name, fn);
   }
+}
+
+/** The service's `source` (a path, or "upload") as a rejection's source fields. */
+function origin(source: string): { source: "upload" | "path"; path?: string } {
+  return source === "upload" ? { source } : { source: "path", path: source };
+}
+
+/** Size and sha256 of a file, read as a stream (uploads may be 256 MiB). */
+async function fileDigest(file: string): Promise<{ bytes: number; sha256: string } | null> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  try {
+    for await (const chunk of createReadStream(file)) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+  } catch {
+    return null; // gone already (or never fully written): the refusal is still recorded
+  }
+  return { bytes, sha256: hash.digest("hex") };
 }
 
 function ignoreRejection(err: unknown): void {

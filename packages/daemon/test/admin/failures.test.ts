@@ -57,13 +57,22 @@ test("a package whose files do not match their digests: 422 with the PackageErro
   await d.api("DELETE", "/admin/api/plugins/tampered?purge=1");
 });
 
-test("not a gzip at all: 422 not_gzip, nothing recorded, no leftovers", async () => {
+test("not a gzip at all: 422 not_gzip, no plugin recorded, only the refusal, no leftovers", async () => {
   const before = d.lifecycle.store.headPosition();
   const r = await d.api("POST", "/admin/api/plugins", { body: Buffer.from("hello, not a tarball"), headers: gz });
   const body = await r.json();
   assert.equal(r.status, 422, JSON.stringify(body));
   assert.equal(body.error.code, "not_gzip");
-  assert.equal(d.lifecycle.store.headPosition(), before, "no lifecycle event");
+  // The one event appended is the daemon-level refusal (the plugin's name was never known).
+  const appended = d.lifecycle.store.readAll({ afterPosition: before });
+  assert.deepEqual(
+    appended.map((e) => [e.stream, e.type]),
+    [["package-rejections", "package_rejected_v1"]],
+  );
+  assert.deepEqual(
+    appended.map((e) => (e.data as { code: string }).code),
+    ["not_gzip"],
+  );
   assert.deepEqual(
     readdirSync(join(d.home, "run")).filter((f) => f.startsWith("incoming-")),
     [],

@@ -3,7 +3,8 @@
  *  - every admin route refuses every wrong credential with 401 JSON, and a refused write changes nothing;
  *  - DNS rebinding: foreign / look-alike Host names and foreign Origins are refused with 403 even with the token;
  *  - hostile archives through the admin API: the specific PackageError code, nothing written outside the plugin
- *    dir, no staging or upload leftovers, a failure event when the plugin was recorded, the daemon serving;
+ *    dir, no staging or upload leftovers, a failure event (the plugin's plugin_extract_failed_v1 when it was recorded,
+ *    else package_rejected_v1 with the upload's size and sha256 in /admin/api/rejections), the daemon serving;
  *  - concurrent installs of one name: exactly one wins, the rest get 409, one plugin_installed_v1;
  *  - files tampered after install: the next activate refuses to load them.
  */
@@ -14,7 +15,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { checkHistory } from "../../bench/crash-loop.js";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { gz, manifestJson, type RawEntry, snapshot, tarOf, validEntries } from "../package/forge.js";
+import { gz, manifestJson, type RawEntry, sha256, snapshot, tarOf, validEntries } from "../package/forge.js";
 import { json, raw } from "../runtime/helpers.js";
 
 let d: TestDaemon;
@@ -283,7 +284,15 @@ test("hostile archives through the admin API: specific code, nothing outside, no
       outcomes[c.label] = "recorded+failed";
     } else {
       assert.equal(view.status, 404, c.label);
-      outcomes[c.label] = "refused-before-record";
+      // Refused before its name was known: still an event, in the daemon's refusal stream.
+      const [last] = json(
+        await admin("GET", "/admin/api/rejections?limit=1", { authorization: `Bearer ${d.token}` }),
+      ).rejections;
+      assert.equal(last?.code, c.code, `${c.label}: no rejection event`);
+      assert.equal(last.sha256, sha256(bytes), c.label);
+      assert.equal(last.bytes, bytes.length, c.label);
+      assert.deepEqual([last.source, last.op, last.plugin], ["upload", "install", null], c.label);
+      outcomes[c.label] = "refused+rejection-event";
     }
     assert.equal((await admin("GET", "/health")).status, 200, `${c.label}: daemon down`);
   }
