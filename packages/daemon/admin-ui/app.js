@@ -206,6 +206,36 @@ function setupDropzone() {
   });
 }
 
+/** @typedef {{position:number,op:string,code:string,message:string,source:string,path?:string,plugin:string|null,bytes:number|null,sha256:string|null,at:string}} Rejection */
+
+const MAX_REJECTIONS = 20;
+/** Refused packages, newest first: loaded from the API, then kept current by the SSE `rejection` events. */
+/** @type {Rejection[]} */
+let rejections = [];
+
+function renderRejections() {
+  const tbody = /** @type {HTMLTableSectionElement} */ ($("#rejections tbody"));
+  tbody.replaceChildren(
+    ...rejections.map((r) =>
+      el("tr", { "data-position": String(r.position) }, [
+        el("td", {}, [new Date(r.at).toLocaleString()]),
+        el("td", {}, [r.op]),
+        el("td", {}, [r.plugin ?? "-"]),
+        el("td", { "data-field": "code" }, [r.code]),
+        el("td", {}, [r.message]),
+        el("td", {}, [r.source === "path" ? (r.path ?? "path") : "upload"]),
+        el("td", { class: "sha", title: r.sha256 ?? "" }, [r.sha256 ? r.sha256.slice(0, 12) : "-"]),
+      ]),
+    ),
+  );
+  $("#no-rejections").hidden = rejections.length > 0;
+}
+
+async function reloadRejections() {
+  rejections = (await api(`/rejections?limit=${MAX_REJECTIONS}`)).rejections;
+  renderRejections();
+}
+
 async function reload() {
   const { plugins: list } = await api("/plugins");
   plugins.clear();
@@ -221,10 +251,17 @@ function connectEvents() {
     status.textContent = "live";
     // resync after a reconnect: events sent while we were away are not replayed
     reload().catch((err) => setUploadStatus(err.message, true));
+    reloadRejections().catch((err) => setUploadStatus(err.message, true));
   });
   source.addEventListener("error", () => {
     status.dataset.state = "closed";
     status.textContent = "reconnecting…";
+  });
+  source.addEventListener("rejection", (msg) => {
+    const r = /** @type {Rejection} */ (JSON.parse(/** @type {MessageEvent} */ (msg).data));
+    if (rejections.some((x) => x.position === r.position)) return; // already in a reload's answer
+    rejections = [r, ...rejections].slice(0, MAX_REJECTIONS);
+    renderRejections();
   });
   source.addEventListener("lifecycle", (msg) => {
     const e = JSON.parse(/** @type {MessageEvent} */ (msg).data);
