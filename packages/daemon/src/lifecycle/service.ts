@@ -303,7 +303,9 @@ export class LifecycleService extends EventEmitter {
    * Records a package refused before any install / upgrade was recorded, removes the refused file, and returns the
    * error for the caller to throw. Every refusal lands in the `package-rejections` stream (one place to see them all,
    * names known or not); when the plugin it names is installed, its own stream gets plugin_package_rejected_v1 too, so
-   * its history and lastError show it. Recording is best effort: the caller's error wins over a failed append.
+   * its history and lastError show it. Recording is best effort: the caller's error wins over a failed append. The
+   * file is removed only after the append: a kill -9 in between leaves an upload the boot sweep removes, never a
+   * refusal without its event.
    */
   async refuse(
     err: unknown,
@@ -311,7 +313,6 @@ export class LifecycleService extends EventEmitter {
   ): Promise<unknown> {
     try {
       const file = r.archive ? await fileDigest(r.archive) : null;
-      if (r.archive) rmSync(r.archive, { force: true });
       const e = err as Error & { code?: unknown; details?: unknown };
       const rejection: PackageRejection = {
         op: r.op,
@@ -324,13 +325,16 @@ export class LifecycleService extends EventEmitter {
         sha256: file?.sha256 ?? null,
       };
       const recorded = this.recordRejection(r.plugin, rejection);
+      await this.crashIfHooked("package_rejected_v1");
+      this.o.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
+      this.emit("rejection", recorded);
       const s = r.plugin ? this.states.get(r.plugin) : undefined;
       if (r.plugin && s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED))
         await this.dispatch(r.plugin, { type: "reject_plugin_package_v1", data: rejection }).catch(ignoreRejection);
-      this.o.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
-      this.emit("rejection", recorded);
     } catch (recordErr) {
       this.o.logger.error({ err: recordErr }, "cannot record a package refusal");
+    } finally {
+      if (r.archive) rmSync(r.archive, { force: true });
     }
     return err;
   }
@@ -463,11 +467,15 @@ export class LifecycleService extends EventEmitter {
     const r = ctx
       ? await ctx.dispatch(pluginAggregate, name, command)
       : await this.cqrs.dispatch(pluginAggregate, name, command);
-    if (this.o.crashAfter && !r.duplicate && r.events.some((e) => e.type === this.o.crashAfter)) {
-      process.kill(process.pid, "SIGKILL");
-      await new Promise(() => {}); // never continue past the "crash"
-    }
+    if (!r.duplicate) for (const e of r.events) await this.crashIfHooked(e.type);
     return r;
+  }
+
+  /** The crash-recovery test hook: SIGKILL right after an event of the configured type was appended. */
+  private async crashIfHooked(type: string): Promise<void> {
+    if (this.o.crashAfter !== type) return;
+    process.kill(process.pid, "SIGKILL");
+    await new Promise(() => {}); // never continue past the "crash"
   }
 
   private onFeed(e: RecordedEvent): void {
