@@ -2,8 +2,11 @@
 # The one set-up command on a fresh machine (README): system packages, build, a running daemon with the taskboard
 # example installed. Idempotent: a second run reuses the running daemon and the installed plugin.
 #
-#   bash scripts/setup.sh          # HECATE_HOME (default ~/.hecate), HECATE_PORT (default 7770) are honoured
+#   bash scripts/setup.sh          # HECATE_HOME (default ~/.hecate), HECATE_PORT (default 7770) and
+#                                  # HECATE_ADMIN_PORT (default HECATE_PORT + 1; "shared" = one port, less safe) are honoured
 #
+# Plugins are served on HECATE_PORT, the admin page and API on their own origin (HECATE_ADMIN_PORT), so a plugin's page
+# cannot drive the admin API with the operator's login cookie. Both URLs are printed at the end.
 # The daemon runs in the background: pid in $HECATE_HOME/run/hecate.pid, log in $HECATE_HOME/run/hecate.log.
 # Stop it with: kill "$(cat ~/.hecate/run/hecate.pid)"
 set -euo pipefail
@@ -55,7 +58,7 @@ else
   setsid node "$ROOT/packages/cli/dist/src/main.js" start --json >>"$LOG_FILE" 2>&1 </dev/null &
   starter=$!
   for _ in $(seq 1 300); do
-    [ "$(ready)" = "ready" ] && [ -f "$RUN/url" ] && break
+    [ "$(ready)" = "ready" ] && [ -f "$RUN/url" ] && [ -f "$RUN/admin-url" ] && break
     if ! kill -0 "$starter" 2>/dev/null; then
       echo "the daemon exited; last lines of $LOG_FILE:" >&2
       tail -n 30 "$LOG_FILE" >&2
@@ -83,5 +86,9 @@ else
 fi
 
 step "done"
-echo "taskboard: $BASE_URL/plugin/taskboard/"
-echo "admin page: $BASE_URL/admin/login?token=\$(cat $RUN/admin.token)"
+# Published by `hecate start` (the admin URL equals the plugin URL only with HECATE_ADMIN_PORT=shared).
+PLUGIN_URL="$(cat "$RUN/url" 2>/dev/null || echo "$BASE_URL")"
+ADMIN_URL="$(cat "$RUN/admin-url" 2>/dev/null || echo "$BASE_URL")"
+echo "plugins:    $PLUGIN_URL  (taskboard: $PLUGIN_URL/plugin/taskboard/)"
+echo "admin:      $ADMIN_URL"
+echo "admin page: $ADMIN_URL/admin/login?token=$(cat "$RUN/admin.token")"

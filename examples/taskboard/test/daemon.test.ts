@@ -41,7 +41,7 @@ interface PackModule {
 function admin(method: string, path: string, body?: Buffer): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${d.token}` };
   if (body) headers["content-type"] = "application/gzip";
-  return fetch(d.url + path, { method, headers, body });
+  return fetch(d.adminUrl + path, { method, headers, body });
 }
 
 const api = (path: string) => `${d.url}/plugin/taskboard/api${path}`;

@@ -46,7 +46,8 @@ async function withClient(cmd: Command, fn: (ctx: CommandContext) => Promise<voi
   const home = homeOf(cmd);
   const url = g.url ?? process.env.HECATE_URL;
   const client = new AdminClient({ home, url, token: g.token ?? process.env.HECATE_TOKEN });
-  const baseUrl = url ?? process.env.HECATE_PUBLIC_URL ?? readDaemonUrl(home);
+  // Plugin URLs are on the plugin port; --url is the admin's (its own port unless the daemon shares one).
+  const baseUrl = process.env.HECATE_PUBLIC_URL ?? readDaemonUrl(home) ?? url;
   try {
     await fn({ client, out: createOutput(Boolean(g.json)), baseUrl });
   } finally {
@@ -54,7 +55,7 @@ async function withClient(cmd: Command, fn: (ctx: CommandContext) => Promise<voi
   }
 }
 
-/** The daemon's TCP URL, when the daemon published it in its run dir (used to print full plugin URLs). */
+/** The daemon's plugin URL, when `hecate start` published it in its run dir (used to print full plugin URLs). */
 function readDaemonUrl(home: string): string | undefined {
   try {
     return readFileSync(resolve(home, "run", "url"), "utf8").trim() || undefined;
@@ -69,7 +70,10 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the hecate version")
     .option("--json", "machine-readable JSON output")
     .option("--home <dir>", "HECATE_HOME (default $HECATE_HOME or ~/.hecate)")
-    .option("--url <url>", "talk to the daemon over TCP at this URL instead of $HECATE_HOME/run/hecate.sock")
+    .option(
+      "--url <url>",
+      "talk to the daemon's admin API over TCP at this URL (its admin port, see run/admin-url) instead of $HECATE_HOME/run/hecate.sock",
+    )
     .option("--token <token>", "admin token for --url (default: $HECATE_HOME/run/admin.token)")
     .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", EXIT_CODES_HELP)
@@ -79,7 +83,11 @@ export function buildProgram(): Command {
   program
     .command("start")
     .description("run the daemon in the foreground (Ctrl-C stops it gracefully)")
-    .option("-p, --port <port>", "TCP port (0 = ephemeral; default 7770 or $HECATE_PORT)")
+    .option("-p, --port <port>", "plugin TCP port (0 = ephemeral; default 7770 or $HECATE_PORT)")
+    .option(
+      "--admin-port <port>",
+      'admin API + page port (default port + 1, e.g. 7771, or $HECATE_ADMIN_PORT; "shared" = on the plugin port: less safe, plugin pages are then same-origin with the admin)',
+    )
     .option("--host <host>", "address to listen on (default 127.0.0.1 or $HECATE_HOST)")
     .option("--log-level <level>", "trace|debug|info|warn|error (default info)")
     .option("--require-signature", "accept only packages signed by a key in $HECATE_HOME/trusted-keys")

@@ -34,14 +34,14 @@ test("admin page: drag-and-drop install goes live to loaded, details, deactivate
 
   // without the cookie the page is refused
   const anonymous = await browser.newPage();
-  const refused = await anonymous.goto(`${daemon.url}/admin/`);
+  const refused = await anonymous.goto(`${daemon.adminUrl}/admin/`);
   assert.equal(refused?.status(), 401);
   await anonymous.close();
 
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
-  await page.goto(`${daemon.url}/admin/login?token=${encodeURIComponent(daemon.token)}`);
+  await page.goto(`${daemon.adminUrl}/admin/login?token=${encodeURIComponent(daemon.token)}`);
   assert.equal(new URL(page.url()).pathname, "/admin/");
   await page.waitForSelector('#connection[data-state="open"]');
   assert.equal(await page.locator("#plugins tbody tr").count(), 0);
@@ -73,7 +73,7 @@ test("admin page: drag-and-drop install goes live to loaded, details, deactivate
   assert.equal(seen[seen.length - 1], "loaded");
   assert.equal(
     await page.getAttribute('tr[data-plugin="echo-fixture"] a[data-field="link"]', "href"),
-    "/plugin/echo-fixture/",
+    `${daemon.url}/plugin/echo-fixture/`, // on the plugin origin, not the admin's
   );
   assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 200);
   await page.waitForSelector("#upload-status:has-text('echo-fixture 1.0.0 is loaded')");

@@ -162,9 +162,9 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
 });
 
 test("over TCP: --url with the token file works, a wrong token exits 4", async () => {
-  const ok = await cliJson<{ plugins: unknown[] }>(["plugin", "list", "--url", daemon.url], { home: daemon.home });
+  const ok = await cliJson<{ plugins: unknown[] }>(["plugin", "list", "--url", daemon.adminUrl], { home: daemon.home });
   assert.ok(Array.isArray(ok.plugins));
-  const bad = await runCli(["plugin", "list", "--url", daemon.url, "--token", "wrong", "--json"], {
+  const bad = await runCli(["plugin", "list", "--url", daemon.adminUrl, "--token", "wrong", "--json"], {
     home: daemon.home,
   });
   assert.equal(bad.code, 4);
@@ -172,7 +172,7 @@ test("over TCP: --url with the token file works, a wrong token exits 4", async (
 });
 
 test("the daemon serves this package's OpenAPI document, and it describes every admin call the CLI makes", async () => {
-  const doc = await get(`${daemon.url}/admin/api/openapi.json`, { authorization: `Bearer ${daemon.token}` });
+  const doc = await get(`${daemon.adminUrl}/admin/api/openapi.json`, { authorization: `Bearer ${daemon.token}` });
   assert.equal(doc.status, 200);
   assert.equal(doc.body.openapi, "3.1.0");
   const paths = doc.body.paths as Record<string, Record<string, unknown>>;
@@ -197,11 +197,13 @@ test("hecate start: SIGTERM stops the daemon gracefully (exit 0; socket, pid and
   try {
     const own = await startTestDaemon({ home });
     const run = join(home, "run");
-    for (const f of ["url", "hecate.sock", "hecate.pid"])
+    for (const f of ["url", "admin-url", "hecate.sock", "hecate.pid"])
       assert.ok(existsSync(join(run, f)), `${f} exists while running`);
     assert.equal(readFileSync(join(run, "url"), "utf8").trim(), own.url);
+    assert.equal(readFileSync(join(run, "admin-url"), "utf8").trim(), own.adminUrl);
     assert.equal(await own.stop(), 0);
-    for (const f of ["url", "hecate.sock", "hecate.pid"]) assert.equal(existsSync(join(run, f)), false, `${f} removed`);
+    for (const f of ["url", "admin-url", "hecate.sock", "hecate.pid"])
+      assert.equal(existsSync(join(run, f)), false, `${f} removed`);
   } finally {
     await rm(home, { recursive: true, force: true });
   }

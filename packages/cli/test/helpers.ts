@@ -58,7 +58,10 @@ export async function cliJson<T = any>(
 
 export interface TestDaemon {
   home: string;
+  /** Plugins (run/url). */
   url: string;
+  /** Admin API + page: their own port by default (run/admin-url). */
+  adminUrl: string;
   token: string;
   process: ChildProcess;
   /** Everything the daemon printed (JSON log lines). */
@@ -86,8 +89,10 @@ export async function startTestDaemon(
     stderr += d;
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
+  // main.js prints "hecate listening on <plugin url>" then "hecate admin on <admin url>"
+  const [url, adminUrl] = await new Promise<[string, string]>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
+    let plugins: string | undefined;
     lines.on("line", (line) => {
       output.push(line);
       let msg = line;
@@ -96,8 +101,9 @@ export async function startTestDaemon(
       } catch {
         // a plain line
       }
-      const m = /listening on (https?:\/\/\S+)/.exec(msg);
-      if (m) resolve(m[1].replace(/\/$/, ""));
+      const m = /(listening|admin) on (https?:\/\/\S+)/.exec(msg);
+      if (m?.[1] === "listening") plugins = m[2].replace(/\/$/, "");
+      else if (m && plugins) resolve([plugins, m[2].replace(/\/$/, "")]);
     });
     exited.then((code) =>
       reject(new Error(`daemon exited (${code}) before listening:\n${output.join("\n")}\n${stderr}`)),
@@ -109,6 +115,7 @@ export async function startTestDaemon(
   return {
     home,
     url,
+    adminUrl,
     token,
     process: child,
     output,

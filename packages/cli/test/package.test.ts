@@ -179,3 +179,41 @@ test("signatures: a daemon requiring trusted signatures accepts a signed package
   assert.match(JSON.parse(load.stdout).error.message, /src\/index\.js/);
   assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
 });
+
+test("hecate plugin install of a fixed package after a refused one succeeds (no upgrade needed)", async (t) => {
+  const work = tempDir("reinstall");
+  const home = join(work, "home");
+  const daemon = await startTestDaemon({ home });
+  t.after(async () => {
+    await daemon.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+  const good = join(work, "echo.tar.gz");
+  await cliJson(["plugin", "pack", ECHO, "-o", good]);
+  const bad = join(work, "tampered.tar.gz");
+  await tamper(good, bad, "src/index.js");
+
+  const refused = await runCli(["plugin", "install", bad], { home });
+  assert.equal(refused.code, 7, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /digest_mismatch/);
+  assert.match(refused.stderr, /listed as failed: fix the package and run `hecate plugin install <source>` again/);
+  // installing the same broken package again is another attempt, refused the same way (not 409)
+  const twice = await runCli(["plugin", "install", bad, "--json"], { home });
+  assert.equal(twice.code, 7, twice.stdout);
+  assert.equal(JSON.parse(twice.stdout).error.code, "digest_mismatch");
+
+  const fixed = await cliJson<PluginView>(["plugin", "install", good], { home });
+  assert.equal(fixed.status, "loaded");
+  assert.equal(fixed.lastError, null);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 200);
+  // the history keeps the refused attempts
+  const info = await cliJson<{ events: { type: string }[] }>(["plugin", "info", "echo-fixture"], { home });
+  const types = info.events.map((e) => e.type);
+  assert.equal(types.filter((x) => x === "plugin_installed_v1").length, 3);
+  assert.equal(types.filter((x) => x === "plugin_extract_failed_v1").length, 2);
+  assert.equal(types.at(-1), "plugin_load_confirmed_v1");
+  // now that it runs, installing it again is refused: upgrade is the way
+  const again = await runCli(["plugin", "install", good, "--json"], { home });
+  assert.notEqual(again.code, 0);
+  assert.equal(JSON.parse(again.stdout).error.code, "plugin_already_installed");
+});

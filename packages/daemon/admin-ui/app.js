@@ -1,6 +1,7 @@
 // @ts-check
 // hecate admin page: plain ES module, no build step. Talks only to the admin API (same origin, cookie auth set by
-// /admin/login?token=...). Live status comes from the SSE stream /admin/api/events.
+// /admin/login?token=...). Live status comes from the SSE stream /admin/api/events. Plugin pages live on another
+// origin (the plugin port) by default, so links to them are absolute.
 
 const API = "/admin/api";
 
@@ -10,6 +11,8 @@ const API = "/admin/api";
 const plugins = new Map();
 /** @type {string | null} */
 let selected = null;
+/** Origin of plugin pages: "" (this origin) when the daemon serves admin and plugins on one port. */
+let pluginBase = "";
 /** Name of the plugin whose upload this page started last (its progress is shown under the drop zone). */
 /** @type {string | null} */
 let lastUpload = null;
@@ -55,7 +58,7 @@ function row(p) {
   const tr = el("tr", { "data-plugin": p.name });
   if (p.name === selected) tr.classList.add("selected");
   const nameCell = el("td", {}, [
-    el("a", { href: p.url, target: "_blank", rel: "noopener", "data-field": "link" }, [p.name]),
+    el("a", { href: pluginBase + p.url, target: "_blank", rel: "noopener", "data-field": "link" }, [p.name]),
   ]);
   const routes = el("td", { class: "routes" }, [
     (p.routes ?? []).map((r) => `${r.method} ${r.path}`).join("\n") || "-",
@@ -237,7 +240,8 @@ async function reloadRejections() {
 }
 
 async function reload() {
-  const { plugins: list } = await api("/plugins");
+  const { plugins: list, pluginPort } = await api("/plugins");
+  pluginBase = pluginPort ? `${location.protocol}//${location.hostname}:${pluginPort}` : "";
   plugins.clear();
   for (const p of list) plugins.set(p.name, p);
   render();

@@ -97,14 +97,20 @@ async function main(): Promise<void> {
   })();
   for (let i = 0; i < ROUNDS; i++) {
     let t = performance.now();
-    const r = await fetch(`${d.url}/admin/api/plugins`, { method: "POST", headers: auth, body: body1 });
+    const r = await fetch(`${d.adminUrl}/admin/api/plugins`, { method: "POST", headers: auth, body: body1 });
     if (r.status !== 201) throw new Error(`install failed: ${r.status} ${await r.text()}`);
     install.push(performance.now() - t);
     t = performance.now();
-    const u = await fetch(`${d.url}/admin/api/plugins/benchy/upgrade`, { method: "POST", headers: auth, body: body2 });
+    const u = await fetch(`${d.adminUrl}/admin/api/plugins/benchy/upgrade`, {
+      method: "POST",
+      headers: auth,
+      body: body2,
+    });
     if (u.status !== 200) throw new Error(`upgrade failed: ${u.status} ${await u.text()}`);
     upgrade.push(performance.now() - t);
-    await (await fetch(`${d.url}/admin/api/plugins/benchy?purge=1`, { method: "DELETE", headers: auth })).arrayBuffer();
+    await (
+      await fetch(`${d.adminUrl}/admin/api/plugins/benchy?purge=1`, { method: "DELETE", headers: auth })
+    ).arrayBuffer();
   }
   probing = false;
   await prober;

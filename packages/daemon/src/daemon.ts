@@ -31,10 +31,12 @@ export interface DaemonOptions {
   /** Default 127.0.0.1. */
   host?: string;
   /**
-   * Serve the admin API and page on this port only (0 = ephemeral), not on `port`: the admin gets its own origin, so
-   * plugin pages cannot use a logged-in operator's cookie against it. Default: same port as the plugins.
+   * The admin API, page and /admin/login get their own listener (own origin), so a plugin's page opened by a
+   * logged-in operator cannot drive the admin API with the operator's cookie (its Origin is the plugin port's).
+   * Default: `port + 1` (7771 next to 7770), ephemeral when `port` is 0. `"shared"` serves the admin on the plugin
+   * port (for a single port behind a proxy): LESS SAFE, any plugin page is then same-origin with the admin API.
    */
-  adminPort?: number;
+  adminPort?: number | "shared";
   /** Admin API over a Unix socket; default `$HECATE_HOME/run/hecate.sock`. */
   socketPath?: string;
   requireSignature?: boolean;
@@ -55,7 +57,7 @@ export interface DaemonOptions {
 export interface Daemon {
   url: string;
   port: number;
-  /** Where the admin API and page answer (= `url` unless `adminPort` is set). */
+  /** Where the admin API and page answer (= `url` only with `adminPort: "shared"`). */
   adminUrl: string;
   socketPath: string;
   token: string;
@@ -78,6 +80,9 @@ function podmanWorks(): boolean {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const home = opts.home;
+  const requestedPort = opts.port ?? 7770;
+  const sharedAdmin = opts.adminPort === "shared";
+  const requestedAdminPort = resolveAdminPort(requestedPort, opts.adminPort); // throws before anything is opened
   const runDir = join(home, "run");
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
   const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
@@ -194,11 +199,20 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
   });
-  const admin = new AdminApi({ lifecycle, guard, logs, incomingDir: runDir, maxUploadBytes: opts.maxUploadBytes });
-  // With `adminPort` the admin API and page live on their own origin: a plugin's page (served on the main port) is
-  // then cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie.
+  let pluginPort: number | null = null; // known once listening; null while the admin shares the plugin port
+  const admin = new AdminApi({
+    lifecycle,
+    guard,
+    logs,
+    incomingDir: runDir,
+    maxUploadBytes: opts.maxUploadBytes,
+    pluginPort: () => pluginPort,
+  });
+  // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
+  // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
+  // are not port-scoped, so the cookie itself is sent). "shared" puts them back on the plugin port.
   let adminRouter = router;
-  if (opts.adminPort !== undefined) {
+  if (!sharedAdmin) {
     adminRouter = new Router();
     adminRouter.setSystemRoutes("core", coreRoutes);
   }
@@ -209,12 +223,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tcp = createHttpServer(router);
   const unix = createHttpServer(adminRouter);
   unix.on("connection", (s) => guard.trustedSockets.add(s));
-  const adminTcp = opts.adminPort !== undefined ? createHttpServer(adminRouter) : undefined;
+  const adminTcp = sharedAdmin ? undefined : createHttpServer(adminRouter);
   let port: number;
   let adminPort: number;
   try {
-    port = await listen(tcp, opts.port ?? 7770, host);
-    adminPort = adminTcp ? await listen(adminTcp, opts.adminPort, host) : port;
+    port = await listen(tcp, requestedPort, host);
+    adminPort = adminTcp ? await listen(adminTcp, requestedAdminPort, host) : port;
+    if (adminTcp) pluginPort = port;
     rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
     await new Promise<void>((resolve, reject) => {
       unix.once("error", reject);
@@ -286,8 +301,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   }
   ready = true;
   router.setReady(true);
-  logger.info({ url, socketPath, plugins: lifecycle.list().length }, "hecate ready");
+  if (adminRouter !== router) adminRouter.setReady(true);
+  logger.info({ url, adminUrl, socketPath, plugins: lifecycle.list().length }, "hecate ready");
   return { url, port, adminUrl, socketPath, token, home, lifecycle, runtime, router, logger, close };
+}
+
+/** The admin listener's port: explicit, else next to the plugin port (ephemeral beside an ephemeral one). */
+export function resolveAdminPort(port: number, adminPort: number | "shared" | undefined): number {
+  if (adminPort === "shared") return port;
+  if (adminPort !== undefined) return adminPort;
+  if (port === 0) return 0;
+  if (port >= 65535) throw new Error(`no default admin port next to port ${port}: set adminPort`);
+  return port + 1;
 }
 
 function hasContainerTraces(runDir: string): boolean {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * `node packages/daemon/dist/src/main.js`: the daemon in the foreground. Env: HECATE_HOME, HECATE_PORT, HECATE_HOST,
- * HECATE_ADMIN_PORT (admin API on its own port), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
+ * HECATE_ADMIN_PORT (admin API + page port; default HECATE_PORT + 1, ephemeral when HECATE_PORT=0; "shared" = on the
+ * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
@@ -15,23 +16,39 @@ function containersOption(v: string | undefined): boolean | "auto" {
   return "auto";
 }
 
+/** undefined = default (next to HECATE_PORT), null = invalid. */
+function adminPortOption(v: string | undefined): number | "shared" | undefined | null {
+  if (v === undefined || v === "") return undefined;
+  if (v === "shared") return "shared";
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 65535 ? n : null;
+}
+
 async function main(): Promise<void> {
   const port = process.env.HECATE_PORT !== undefined ? Number(process.env.HECATE_PORT) : 7770;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error(`HECATE_PORT must be a port number (0-65535), got ${JSON.stringify(process.env.HECATE_PORT)}`);
     process.exit(2);
   }
+  const adminPort = adminPortOption(process.env.HECATE_ADMIN_PORT);
+  if (adminPort === null) {
+    console.error(
+      `HECATE_ADMIN_PORT must be a port number (0-65535) or "shared", got ${JSON.stringify(process.env.HECATE_ADMIN_PORT)}`,
+    );
+    process.exit(2);
+  }
   const daemon = await startDaemon({
     home: hecateHome(),
     port,
     host: process.env.HECATE_HOST || "127.0.0.1",
-    ...(process.env.HECATE_ADMIN_PORT ? { adminPort: Number(process.env.HECATE_ADMIN_PORT) } : {}),
+    ...(adminPort !== undefined ? { adminPort } : {}),
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
     containers: containersOption(process.env.HECATE_CONTAINERS),
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);
-  if (daemon.adminUrl !== daemon.url) console.log(`hecate admin on ${daemon.adminUrl}`);
+  // Always printed (equal to the plugin URL with HECATE_ADMIN_PORT=shared): `hecate start` publishes it in run/admin-url.
+  console.log(`hecate admin on ${daemon.adminUrl}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

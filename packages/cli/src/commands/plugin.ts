@@ -143,10 +143,15 @@ function failedView(err: unknown): PluginView | undefined {
 function rejected(err: unknown): never {
   const view = failedView(err);
   if (err instanceof CliError && view?.status === "failed") {
-    // the aggregate stays (status failed, listed with its last error); say how to get out of it
+    // the aggregate stays (status failed, listed with its last error); say how to get out of it. A plugin that never
+    // got to run (not ACTIVATED / LOADED) may simply be installed again (the daemon's lifecycle rule).
+    const ran = view.flags?.some((f) => f === "ACTIVATED" || f === "LOADED");
+    const retry = ran
+      ? "`hecate plugin upgrade <source>`"
+      : "`hecate plugin install <source>` again (or `hecate plugin upgrade <source>`)";
     throw new CliError(
       err.code,
-      `${err.message}\n  ${view.name} is now listed as failed: fix the package and run \`hecate plugin upgrade <source>\`, or \`hecate plugin remove ${view.name}\``,
+      `${err.message}\n  ${view.name} is now listed as failed: fix the package and run ${retry}, or \`hecate plugin remove ${view.name}\``,
       EXIT.PACKAGE_REJECTED,
       err.details,
       err.status,

@@ -13,6 +13,8 @@ import pinoPretty from "pino-pretty";
 export interface StartOptions {
   home: string;
   port?: string;
+  /** Admin API + page port (default port + 1; "shared" = on the plugin port, less safe). */
+  adminPort?: string;
   host?: string;
   logLevel?: string;
   requireSignature?: boolean;
@@ -27,11 +29,13 @@ export function daemonMainPath(): string {
 export async function startCommand(opts: StartOptions): Promise<number> {
   const env: NodeJS.ProcessEnv = { ...process.env, HECATE_HOME: opts.home };
   if (opts.port !== undefined) env.HECATE_PORT = opts.port;
+  if (opts.adminPort !== undefined) env.HECATE_ADMIN_PORT = opts.adminPort;
   if (opts.host !== undefined) env.HECATE_HOST = opts.host;
   if (opts.logLevel !== undefined) env.HECATE_LOG_LEVEL = opts.logLevel;
   if (opts.requireSignature) env.HECATE_REQUIRE_SIGNATURE = "1";
   const child = spawn(process.execPath, [daemonMainPath()], { env, stdio: ["ignore", "pipe", "inherit"] });
   const urlFile = join(opts.home, "run", "url");
+  const adminUrlFile = join(opts.home, "run", "admin-url");
   const stdout = child.stdout as Readable;
   stdout.pipe(
     opts.json
@@ -45,15 +49,20 @@ export async function startCommand(opts: StartOptions): Promise<number> {
           sync: true,
         }),
   );
-  // Publish the daemon's TCP URL for CLI calls over the socket (so they can print full plugin URLs).
+  // Publish the daemon's TCP URLs: run/url (plugins) for CLI calls over the socket (so they can print full plugin
+  // URLs), run/admin-url (admin API + page) for scripts and `--url`.
   const lines = createInterface({ input: stdout });
-  let published = false;
+  const pending = new Map([
+    [/^hecate listening on (\S+)/, urlFile],
+    [/^hecate admin on (\S+)/, adminUrlFile],
+  ]);
   // (not closing the readline: that would pause the stream the log pipe reads too)
   lines.on("line", (line) => {
-    const m = published ? null : /^hecate listening on (\S+)/.exec(line);
-    if (m) {
-      writeFileSync(urlFile, `${m[1]}\n`, { mode: 0o600 });
-      published = true;
+    for (const [re, file] of pending) {
+      const m = re.exec(line);
+      if (!m) continue;
+      writeFileSync(file, `${m[1]}\n`, { mode: 0o600 });
+      pending.delete(re);
     }
   });
   const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
@@ -66,6 +75,7 @@ export async function startCommand(opts: StartOptions): Promise<number> {
       process.off("SIGINT", onInt);
       process.off("SIGTERM", onTerm);
       rmSync(urlFile, { force: true });
+      rmSync(adminUrlFile, { force: true });
       resolve(code ?? (signal === "SIGINT" || signal === "SIGTERM" ? 0 : 1));
     });
   });

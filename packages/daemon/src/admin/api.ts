@@ -35,6 +35,11 @@ export interface AdminApiOptions {
   /** How long `?wait=loaded` waits (ms), default 120 s. */
   waitTimeoutMs?: number;
   adminUiDir?: string;
+  /**
+   * The plugin listener's port when the admin has its own (null when they share one): listed so the admin page can
+   * link to plugin pages on their origin.
+   */
+  pluginPort?: () => number | null;
 }
 
 type Handler = (
@@ -69,7 +74,9 @@ export class AdminApi {
       {
         method: "GET",
         path: "/admin/api/plugins",
-        handler: g((_q, res) => sendJson(res, 200, { plugins: this.o.lifecycle.list() })),
+        handler: g((_q, res) =>
+          sendJson(res, 200, { plugins: this.o.lifecycle.list(), pluginPort: this.o.pluginPort?.() ?? null }),
+        ),
       },
       { method: "POST", path: "/admin/api/plugins", handler: g((q, res, _p, c) => this.install(q, res, c)) },
       { method: "GET", path: "/admin/api/plugins/:name", handler: g((_q, res, p) => this.getOne(res, p.name)) },

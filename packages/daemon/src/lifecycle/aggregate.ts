@@ -233,13 +233,24 @@ function checkPackage(p: PackageInfo | undefined): Rejection<RejectionCode> | nu
 
 const installed = (s: PluginState) => has(s.status, Flags.INSTALLED) && !has(s.status, Flags.REMOVED);
 
+/**
+ * Whether `install_plugin_v1` is accepted: nothing installed (never, or removed), or the last attempt FAILED and the
+ * plugin is neither ACTIVATED nor LOADED (e.g. its extraction was refused: digest_mismatch, not_gzip, ...), so
+ * nothing runs that an install could clobber. Such an install is a fresh attempt (new generation; the stream keeps
+ * the failed history). A healthy, activated or loaded plugin still needs upgrade.
+ */
+export function acceptsInstall(s: PluginState): boolean {
+  if (!installed(s)) return true;
+  return has(s.status, Flags.FAILED) && !has(s.status, Flags.ACTIVATED | Flags.LOADED);
+}
+
 function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<RejectionCode> {
   const at = now();
   switch (cmd.type) {
     case "install_plugin_v1": {
       const bad = checkPackage(cmd.data);
       if (bad) return bad;
-      if (installed(s))
+      if (!acceptsInstall(s))
         return reject("plugin_already_installed", `plugin ${cmd.data.name} is already installed (use upgrade)`);
       return [{ type: "plugin_installed_v1", data: { ...cmd.data, generation: s.generation + 1, at } }];
     }

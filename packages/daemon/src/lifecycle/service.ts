@@ -27,6 +27,7 @@ import {
 import type { Logger } from "pino";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import {
+  acceptsInstall,
   Flags,
   flagNames,
   type PackageInfo,
@@ -270,8 +271,9 @@ export class LifecycleService extends EventEmitter {
     return this.serial(name, async () => {
       const s = this.states.get(name);
       const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
-      // Checked before the archive is moved: a refused install must not overwrite the installed package.
-      if (op === "install" && isInstalled) {
+      // Checked before the archive is moved (a refused install must not overwrite the installed package), with the
+      // aggregate's own rule: a plugin whose last attempt failed before it ran may be installed again.
+      if (op === "install" && s && !acceptsInstall(s)) {
         const err = new LifecycleError("plugin_already_installed", `plugin ${name} is already installed (use upgrade)`);
         throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
       }

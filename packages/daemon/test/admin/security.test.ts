@@ -19,7 +19,10 @@ after(async () => {
   await d.stop();
 });
 
-/** Raw request over TCP (fetch forbids setting Host). */
+/** The admin API's own listener (the plugin port answers 404 to /admin/). */
+const adminPort = () => Number(new URL(d.adminUrl).port);
+
+/** Raw request over TCP to the admin listener (fetch forbids setting Host). */
 function raw(
   path: string,
   headers: Record<string, string>,
@@ -27,7 +30,7 @@ function raw(
   body?: string | Buffer,
 ): Promise<{ status: number; headers: Record<string, unknown>; json: () => { error: { code: string } } }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port: d.port, path, method, headers }, (res) => {
+    const req = request({ host: "127.0.0.1", port: adminPort(), path, method, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () =>
@@ -64,7 +67,7 @@ test("token file is 0600 and the socket 0600; no/wrong token -> 401 JSON", async
 test("Unix socket needs no token", async () => {
   const r = await unixRequest(d.socketPath, "GET", "/admin/api/plugins");
   assert.equal(r.status, 200);
-  assert.deepEqual(r.json(), { plugins: [] });
+  assert.deepEqual(r.json(), { plugins: [], pluginPort: d.port });
 });
 
 test("foreign Host -> 403 forbidden_host; foreign Origin -> 403 forbidden_origin (even with the token)", async () => {
@@ -124,7 +127,7 @@ test("request-body errors are clear 4xx JSON and leave nothing behind", async ()
     const req = request(
       {
         host: "127.0.0.1",
-        port: d.port,
+        port: adminPort(),
         path: "/admin/api/plugins",
         method: "POST",
         headers: { ...auth, "content-type": "application/gzip" },

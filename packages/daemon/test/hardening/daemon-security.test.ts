@@ -19,12 +19,15 @@ import { gz, manifestJson, type RawEntry, sha256, snapshot, tarOf, validEntries 
 import { json, raw } from "../runtime/helpers.js";
 
 let d: TestDaemon;
+/** The admin listener (its own port by default); plugins are served on `pluginPort`. */
 let port: number;
+let pluginPort: number;
 let goodArchive: string;
 
 before(async () => {
   d = await startTestDaemon();
-  port = Number(new URL(d.url).port);
+  port = Number(new URL(d.adminUrl).port);
+  pluginPort = Number(new URL(d.url).port);
   goodArchive = await buildPackage(d.work, { name: "legit", version: "1.0.0" });
 });
 after(() => d.stop());
@@ -326,7 +329,7 @@ test("concurrent installs of one name: exactly one wins, the others get 409, one
     .events as { type: string }[];
   assert.equal(events.filter((e) => e.type === "plugin_installed_v1").length, 1);
   assert.equal(events.filter((e) => e.type === "plugin_load_confirmed_v1").length, 1);
-  assert.equal(json(await raw(port, "GET", "/plugin/legit/api/who")).version, "1.0.0");
+  assert.equal(json(await raw(pluginPort, "GET", "/plugin/legit/api/who")).version, "1.0.0");
   assert.deepEqual(
     readdirSync(join(d.home, "run")).filter((f) => f.startsWith("incoming-")),
     [],
@@ -394,7 +397,7 @@ test("files tampered after install: the next activate refuses to load them", asy
     assert.notEqual(view.status, "loaded", label);
     const why = `${view.lastError?.code} ${view.lastError?.message}`;
     assert.match(why, /digest|unlisted/i, `${label}: ${why}`);
-    assert.equal((await raw(port, "GET", "/plugin/legit/api/who")).status, 404, `${label}: tampered code serves`);
+    assert.equal((await raw(pluginPort, "GET", "/plugin/legit/api/who")).status, 404, `${label}: tampered code serves`);
   }
   assert.equal((await admin("GET", "/health")).status, 200);
 });

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { CommandRejected, type Cqrs, createCqrs, type EventStore, openEventStore } from "@hecate/store";
 import {
+  acceptsInstall,
   Flags,
   flagNames,
   type PackageInfo,
@@ -255,6 +256,74 @@ test("a failed upgrade keeps the running version loaded", async () => {
   s = state(n);
   assert.equal(statusName(s.status), "loaded", "the swap failed, the old worker still serves");
   assert.equal(s.loaded_version, "1.0.0");
+});
+
+test("install after a failure before the plugin ever ran is a fresh attempt; a running or activated one is not", async () => {
+  const n = "reinstall";
+  const gen = () => state(n).generation;
+  await run(n, { type: "install_plugin_v1", data: pkg(n) });
+  // installing, not failed: refused
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  await run(n, { type: "fail_plugin_extract_v1", data: { generation: gen(), code: "digest_mismatch", message: "x" } });
+  assert.equal(statusName(state(n).status), "failed");
+  assert.equal(acceptsInstall(state(n)), true);
+  // the fresh attempt: a new generation, failure flags and last_error cleared, extraction starts over
+  const again = await run(n, { type: "install_plugin_v1", data: pkg(n, "1.0.1") });
+  assert.deepEqual(
+    again.events.map((e) => e.type),
+    ["plugin_installed_v1"],
+  );
+  let s = state(n);
+  assert.equal(s.generation, 2);
+  assert.deepEqual(flagNames(s.status), ["INSTALLED", "EXTRACTING"]);
+  assert.equal(s.installed_version, "1.0.1");
+  assert.equal(s.last_error, null);
+  // the stale extraction result of the refused attempt no longer applies
+  assert.equal(
+    await rejection(n, { type: "fail_plugin_extract_v1", data: { generation: 1, code: "not_gzip", message: "x" } }),
+    "stale_command",
+  );
+  // the history keeps the failed attempt
+  assert.deepEqual(
+    store.readStream(`plugin-${n}`).map((e) => e.type),
+    ["plugin_installed_v1", "plugin_extract_failed_v1", "plugin_installed_v1"],
+  );
+  await run(n, {
+    type: "extract_plugin_package_v1",
+    data: { generation: gen(), version: "1.0.1", files: 1, bytes: 1 },
+  });
+  await run(n, { type: "activate_plugin_v1", data: {} });
+  // a failed first load is ACTIVATED: it is retried with activate (or replaced with upgrade), not re-installed
+  await run(n, {
+    type: "fail_plugin_load_v1",
+    data: { activation: state(n).activation, version: "1.0.1", stage: "init", message: "boom" },
+  });
+  s = state(n);
+  assert.equal(statusName(s.status), "failed");
+  assert.equal(acceptsInstall(s), false);
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  await run(n, { type: "activate_plugin_v1", data: {} });
+  await run(n, {
+    type: "confirm_plugin_loaded_v1",
+    data: { activation: state(n).activation, version: "1.0.1", routes: [] },
+  });
+  // loaded, and a failed upgrade keeps it LOADED: still refused
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  await run(n, { type: "upgrade_plugin_v1", data: pkg(n, "2.0.0") });
+  await run(n, { type: "fail_plugin_extract_v1", data: { generation: gen(), code: "not_gzip", message: "x" } });
+  assert.equal(statusName(state(n).status), "loaded");
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  // disabled after crashes: FAILED but still ACTIVATED: refused (activate retries it)
+  await run(n, { type: "disable_plugin_v1", data: { reason: "crashed 4 times" } });
+  assert.equal(statusName(state(n).status), "failed");
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  // deactivated and healthy: refused (activate or upgrade)
+  await run(n, { type: "deactivate_plugin_v1", data: {} });
+  assert.equal(acceptsInstall(state(n)), false);
+  assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
+  // removed: installable again, as before
+  await run(n, { type: "remove_plugin_v1", data: { purge: false } });
+  assert.equal(acceptsInstall(state(n)), true);
 });
 
 test("commands with an id are idempotent; a boot reload of an already loaded version writes nothing", async () => {
