@@ -46,12 +46,28 @@ async function withClient(cmd: Command, fn: (ctx: CommandContext) => Promise<voi
   const home = homeOf(cmd);
   const url = g.url ?? process.env.HECATE_URL;
   const client = new AdminClient({ home, url, token: g.token ?? process.env.HECATE_TOKEN });
-  // Plugin URLs are on the plugin port; --url is the admin's (its own port unless the daemon shares one).
-  const baseUrl = process.env.HECATE_PUBLIC_URL ?? readDaemonUrl(home) ?? url;
   try {
+    // Plugin URLs are on the plugin port; --url is the admin's (its own port unless the daemon shares one).
+    const baseUrl = process.env.HECATE_PUBLIC_URL ?? (url ? await pluginOrigin(client, url) : readDaemonUrl(home));
     await fn({ client, out: createOutput(Boolean(g.json)), baseUrl });
   } finally {
     await client.close();
+  }
+}
+
+/**
+ * Over --url: the plugin listener's origin, from the port the admin API lists (null when it shares the admin's).
+ * When that cannot be asked (bad token, daemon down), the admin URL: the command itself then reports the error.
+ */
+async function pluginOrigin(client: AdminClient, adminUrl: string): Promise<string> {
+  try {
+    const { pluginPort } = await client.call<{ pluginPort?: number | null }>("GET", "/admin/api/plugins");
+    if (!pluginPort) return adminUrl;
+    const u = new URL(adminUrl);
+    u.port = String(pluginPort);
+    return u.origin;
+  } catch {
+    return adminUrl;
   }
 }
 

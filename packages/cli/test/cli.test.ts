@@ -169,6 +169,17 @@ test("over TCP: --url with the token file works, a wrong token exits 4", async (
   });
   assert.equal(bad.code, 4);
   assert.equal(JSON.parse(bad.stdout).error.code, "unauthorized");
+  // from another home (no run/url): plugin URLs are on the plugin port, learnt from the admin API, not the admin's
+  const elsewhere = tempDir("remote");
+  try {
+    const tcp = ["--url", daemon.adminUrl, "--token", daemon.token, "--home", elsewhere];
+    const installed = await cliJson<PluginView & { url: string }>(["plugin", "install", ECHO, ...tcp]);
+    assert.equal(installed.url, `${daemon.url}/plugin/echo-fixture/`);
+    assert.equal((await get(`${installed.url}api/hello`)).status, 200);
+    await cliJson(["plugin", "remove", "echo-fixture", ...tcp]);
+  } finally {
+    await rm(elsewhere, { recursive: true, force: true });
+  }
 });
 
 test("the daemon serves this package's OpenAPI document, and it describes every admin call the CLI makes", async () => {
