@@ -212,10 +212,43 @@ test("hecate start: SIGTERM stops the daemon gracefully (exit 0; socket, pid and
       assert.ok(existsSync(join(run, f)), `${f} exists while running`);
     assert.equal(readFileSync(join(run, "url"), "utf8").trim(), own.url);
     assert.equal(readFileSync(join(run, "admin-url"), "utf8").trim(), own.adminUrl);
+    assert.ok(!own.output.join("\n").includes(own.token), "--json output must not carry the admin token");
     assert.equal(await own.stop(), 0);
     for (const f of ["url", "admin-url", "hecate.sock", "hecate.pid"])
       assert.equal(existsSync(join(run, f)), false, `${f} removed`);
   } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+});
+
+test("hecate start (interactive): prints the plugin URL, the admin URL and the admin page's login link", async () => {
+  const home = tempDir("pretty");
+  const child = spawn(process.execPath, [CLI, "start", "--port", "0", "--log-level", "warn"], {
+    env: { ...process.env, HECATE_HOME: home },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  try {
+    let out = "";
+    const link = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (c: Buffer) => {
+        out += c.toString();
+        const m = /hecate admin page: (\S+)/.exec(out);
+        if (m) resolve(m[1]);
+      });
+      exited.then((code) => reject(new Error(`hecate start exited ${code}:\n${out}`)));
+    });
+    const plugins = /hecate listening on (\S+)/.exec(out)?.[1];
+    const admin = /hecate admin on (\S+)/.exec(out)?.[1];
+    assert.ok(plugins && admin && plugins !== admin, out);
+    const token = readFileSync(join(home, "run", "admin.token"), "utf8").trim();
+    assert.equal(link, `${admin}/admin/login?token=${token}`);
+    const login = await fetch(link, { redirect: "manual" });
+    assert.equal(login.status, 303);
+    assert.match(login.headers.get("set-cookie") ?? "", /hecate_admin=/);
+  } finally {
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
     await rm(home, { recursive: true, force: true });
   }
 });

@@ -3,7 +3,7 @@
  * pino JSON logs can be piped through pino-pretty here and signals are forwarded for a graceful stop.
  */
 import { spawn } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
@@ -24,6 +24,12 @@ export interface StartOptions {
 
 export function daemonMainPath(): string {
   return fileURLToPath(import.meta.resolve("@hecate/daemon/main"));
+}
+
+/** `<admin url>/admin/login?token=<run/admin.token>`: opening it sets the admin cookie. */
+function loginLink(home: string, adminUrl: string): string {
+  const token = readFileSync(join(home, "run", "admin.token"), "utf8").trim();
+  return `${adminUrl}/admin/login?token=${encodeURIComponent(token)}`;
 }
 
 export async function startCommand(opts: StartOptions): Promise<number> {
@@ -63,6 +69,9 @@ export async function startCommand(opts: StartOptions): Promise<number> {
       if (!m) continue;
       writeFileSync(file, `${m[1]}\n`, { mode: 0o600 });
       pending.delete(re);
+      // Interactive runs get the admin page's login link; --json output (log shippers, journald) never carries the token.
+      if (file === adminUrlFile && !opts.json)
+        process.stdout.write(`hecate admin page: ${loginLink(opts.home, m[1])}\n`);
     }
   });
   const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
