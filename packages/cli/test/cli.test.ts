@@ -252,3 +252,20 @@ test("hecate start (interactive): prints the plugin URL, the admin URL and the a
     await rm(home, { recursive: true, force: true });
   }
 });
+
+test("hecate start --admin-port shared: one port for plugins and admin (run/url = run/admin-url)", async () => {
+  const home = tempDir("shared");
+  try {
+    const own = await startTestDaemon({ home, args: ["--admin-port", "shared"] });
+    try {
+      assert.equal(own.adminUrl, own.url);
+      assert.equal(readFileSync(join(home, "run", "admin-url"), "utf8").trim(), own.url);
+      const ok = await cliJson<{ plugins: unknown[] }>(["plugin", "list", "--url", own.url], { home });
+      assert.ok(Array.isArray(ok.plugins));
+    } finally {
+      assert.equal(await own.stop(), 0);
+    }
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+});

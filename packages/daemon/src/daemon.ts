@@ -309,6 +309,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 /** The admin listener's port: explicit, else next to the plugin port (ephemeral beside an ephemeral one). */
 export function resolveAdminPort(port: number, adminPort: number | "shared" | undefined): number {
   if (adminPort === "shared") return port;
+  if (adminPort !== undefined && adminPort !== 0 && adminPort === port)
+    throw new Error(`adminPort ${adminPort} is the plugin port: use adminPort "shared" to serve both on one port`);
   if (adminPort !== undefined) return adminPort;
   if (port === 0) return 0;
   if (port >= 65535) throw new Error(`no default admin port next to port ${port}: set adminPort`);

@@ -87,6 +87,7 @@ test("the default admin port is the plugin port + 1 (7771 next to 7770), ephemer
   assert.equal(resolveAdminPort(7770, 0), 0);
   assert.equal(resolveAdminPort(7770, "shared"), 7770);
   assert.throws(() => resolveAdminPort(65535, undefined), /set adminPort/);
+  assert.throws(() => resolveAdminPort(7770, 7770), /use adminPort "shared"/);
   // a real daemon on a fixed port: its admin answers on port + 1
   const port = await freePortPair();
   const fixed = await startTestDaemon({ port });

@@ -97,3 +97,31 @@ test("a plugin whose first load failed (activated) is not re-installed: 409, act
   assert.equal(again.status, 409);
   assert.equal((await again.json()).error.code, "plugin_already_installed");
 });
+
+test("racing re-installs of a refused plugin: exactly one wins, and its package is the one installed", async () => {
+  const d = await startTestDaemon();
+  daemons.push(d);
+  const name = "racer";
+  const refused = await d.api("POST", "/admin/api/plugins", { body: tamperedPackage(name), headers: gzip });
+  assert.equal(refused.status, 422);
+  const versions = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5"];
+  const bodies = await Promise.all(
+    versions.map(async (version) => readFileSync(await buildPackage(d.work, { name, version }))),
+  );
+  const answers = await Promise.all(
+    bodies.map(async (body) => {
+      const r = await d.api("POST", "/admin/api/plugins", { body, headers: gzip });
+      return { status: r.status, body: await r.json() };
+    }),
+  );
+  const winners = answers.filter((a) => a.status === 201);
+  assert.equal(winners.length, 1, JSON.stringify(answers.map((a) => a.status)));
+  for (const a of answers.filter((x) => x.status !== 201)) {
+    assert.equal(a.status, 409, JSON.stringify(a.body));
+    assert.equal(a.body.error.code, "plugin_already_installed");
+  }
+  const version = winners[0]!.body.version as string;
+  assert.deepEqual(await (await fetch(`${d.url}/plugin/${name}/api/who`)).json(), { name, version });
+  const onDisk = readFileSync(join(d.home, "plugins", name, `${name}.tar.gz`));
+  assert.ok(onDisk.equals(bodies[versions.indexOf(version)]!), "a losing upload replaced the winner's archive");
+});
