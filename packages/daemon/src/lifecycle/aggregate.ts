@@ -186,22 +186,6 @@ export type PluginEvent =
   | { type: "plugin_disabled_v1"; data: { reason: string; at: string } }
   | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } };
 
-export const LIFECYCLE_EVENT_TYPES: PluginEvent["type"][] = [
-  "plugin_installed_v1",
-  "plugin_upgraded_v1",
-  "plugin_removed_v1",
-  "plugin_package_extracted_v1",
-  "plugin_extract_failed_v1",
-  "plugin_activated_v1",
-  "plugin_deactivated_v1",
-  "plugin_load_confirmed_v1",
-  "plugin_load_failed_v1",
-  "plugin_unload_confirmed_v1",
-  "plugin_crashed_v1",
-  "plugin_disabled_v1",
-  "plugin_package_rejected_v1",
-];
-
 export type RejectionCode =
   | "invalid_plugin_name"
   | "invalid_command"
@@ -476,8 +460,4 @@ export function statusName(status: number): PluginStatusName {
   if (has(status, Flags.DEACTIVATED)) return "deactivated";
   if (has(status, Flags.EXTRACTED)) return "extracted";
   return "installed";
-}
-
-export function hasFlag(state: PluginState, flag: FlagName): boolean {
-  return has(state.status, Flags[flag]);
 }

@@ -4,9 +4,10 @@
  * record the outcome as confirm_plugin_loaded_v1 / fail_plugin_load_v1.
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { join, resolve, sep } from "node:path";
+import { resolve } from "node:path";
 import { type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
 import type { ContainerRuntime } from "../container/runtime.js";
+import { isInside } from "../http/static.js";
 import type { PluginRuntime } from "../runtime/plugin-runtime.js";
 import { PluginLoadError } from "../runtime/plugin-worker.js";
 import type { PluginType } from "./aggregate.js";
@@ -205,9 +206,8 @@ function ensureLayout(p: PluginPaths): void {
   mkdirSync(p.tmp, { recursive: true });
 }
 
+/** `rel` resolved below `root` (not `root` itself), or null when it points elsewhere. */
 function inside(root: string, rel: string): string | null {
   const full = resolve(root, rel);
-  return full.startsWith(root + sep) ? full : null;
+  return full !== root && isInside(root, full) ? full : null;
 }
-
-export const PLUGINS_DIR = (home: string) => join(home, "plugins");

@@ -43,7 +43,3 @@ export class PackageError extends Error {
     return { code: this.code, message: this.message, details: this.details };
   }
 }
-
-export function isPackageError(err: unknown): err is PackageError {
-  return err instanceof PackageError;
-}
