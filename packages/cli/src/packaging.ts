@@ -10,8 +10,10 @@ import { basename, dirname, isAbsolute, join, normalize, resolve } from "node:pa
 import { PackageError } from "@hecate/daemon/package/errors";
 import { extractPackage, readArchiveManifest } from "@hecate/daemon/package/extract";
 import {
+  FILE_MANIFEST,
+  FILE_SIGNATURE,
   generateSigningKeyPair,
-  loadTrustPolicy,
+  loadTrustedKeys,
   packPlugin,
   type TrustPolicy,
   verifyPackageDir,
@@ -20,9 +22,6 @@ import { validateManifest } from "@hecate/daemon/package/manifest";
 import type { PluginManifest } from "@hecate/sdk";
 import { CliError, EXIT } from "./errors.js";
 import type { Output } from "./output.js";
-
-const FILE_MANIFEST = "hecate-files.json";
-const SIGNATURE_FILE = "hecate-files.sig";
 
 /** PackageError (the daemon's typed package failures) -> CliError with exit code "package rejected". */
 function packageFailure(err: unknown, what: string): never {
@@ -149,7 +148,7 @@ export async function packCommand(out: Output, dir: string, opts: { out?: string
   const r = await packProject(dir, opts.out, key);
   out.result(r, () => {
     out.line(`packed ${r.name}@${r.version}${r.signed ? " (signed)" : ""}: ${r.file} (${r.bytes} bytes)`);
-    out.line(`  contents: ${r.entries.join(", ")}, ${FILE_MANIFEST}${r.signed ? `, ${SIGNATURE_FILE}` : ""}`);
+    out.line(`  contents: ${r.entries.join(", ")}, ${FILE_MANIFEST}${r.signed ? `, ${FILE_SIGNATURE}` : ""}`);
   });
 }
 
@@ -167,9 +166,9 @@ async function extractVerified(archive: string, trust: TrustPolicy) {
 }
 
 async function signatureKeyId(dir: string): Promise<string | null> {
-  const sig = join(dir, SIGNATURE_FILE);
+  const sig = join(dir, FILE_SIGNATURE);
   if (!existsSync(sig)) return null;
-  return ((await readJson(sig, SIGNATURE_FILE)) as { keyId?: string }).keyId ?? null;
+  return ((await readJson(sig, FILE_SIGNATURE)) as { keyId?: string }).keyId ?? null;
 }
 
 export async function signCommand(out: Output, file: string, opts: { key: string; out?: string }): Promise<void> {
@@ -177,7 +176,7 @@ export async function signCommand(out: Output, file: string, opts: { key: string
   // a package is only signed after its digests check out (signing a tampered package would bless it)
   const { work, dir, manifest } = await extractVerified(file, { requireSignature: false, trustedKeys: [] });
   try {
-    await rm(join(dir, SIGNATURE_FILE), { force: true });
+    await rm(join(dir, FILE_SIGNATURE), { force: true });
     const target = resolve(opts.out ?? file);
     const tmp = `${target}.${process.pid}.tmp`;
     try {
@@ -201,7 +200,7 @@ export async function verifyCommand(
   file: string,
   opts: { home: string; trustedKeys?: string; requireSignature?: boolean },
 ): Promise<void> {
-  const trust = await trustPolicyFor(opts);
+  const trust = trustPolicyFor(opts);
   const { work, dir, manifest, files, bytes } = await extractVerified(file, trust);
   try {
     const keyId = await signatureKeyId(dir);
@@ -231,22 +230,16 @@ export async function verifyCommand(
 }
 
 /** The daemon's trust policy (HECATE_HOME/trusted-keys), or one read from another keys dir. */
-async function trustPolicyFor(opts: { home: string; trustedKeys?: string; requireSignature?: boolean }) {
-  const env = { ...process.env, HECATE_REQUIRE_SIGNATURE: opts.requireSignature ? "1" : "0" };
-  if (!opts.trustedKeys) return loadTrustPolicy(opts.home, env);
-  if (!existsSync(opts.trustedKeys)) {
+function trustPolicyFor(opts: { home: string; trustedKeys?: string; requireSignature?: boolean }): TrustPolicy {
+  if (opts.trustedKeys && !existsSync(opts.trustedKeys)) {
     throw new CliError("trusted_keys_not_found", `trusted keys dir ${opts.trustedKeys} does not exist`, EXIT.USAGE, {
       field: "trusted-keys",
     });
   }
-  // loadTrustPolicy reads {home}/trusted-keys: point a scratch home at the given dir
-  const scratch = await mkdtemp(join(tmpdir(), "hecate-trust-"));
-  try {
-    await cp(resolve(opts.trustedKeys), join(scratch, "trusted-keys"), { recursive: true });
-    return loadTrustPolicy(scratch, env);
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
+  return {
+    requireSignature: Boolean(opts.requireSignature),
+    trustedKeys: loadTrustedKeys(resolve(opts.trustedKeys ?? join(opts.home, "trusted-keys"))),
+  };
 }
 
 export async function keygenCommand(

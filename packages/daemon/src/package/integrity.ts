@@ -315,7 +315,15 @@ export async function packPlugin(
  * an ed25519 public key is an operator error and throws, naming the file.
  */
 export function loadTrustPolicy(home: string, env: NodeJS.ProcessEnv = process.env): TrustPolicy {
-  const dir = join(home, "trusted-keys");
+  const flag = env.HECATE_REQUIRE_SIGNATURE;
+  return {
+    requireSignature: flag === "1" || flag === "true",
+    trustedKeys: loadTrustedKeys(join(home, "trusted-keys")),
+  };
+}
+
+/** The ed25519 public keys (`*.pub`, PEM) in `dir`; none when it does not exist. */
+export function loadTrustedKeys(dir: string): TrustedKey[] {
   let names: string[] = [];
   try {
     names = readdirSync(dir).filter((n) => n.endsWith(".pub"));
@@ -334,6 +342,5 @@ export function loadTrustPolicy(home: string, env: NodeJS.ProcessEnv = process.e
     }
     trustedKeys.push({ keyId, publicKeyPem: pem });
   }
-  const flag = env.HECATE_REQUIRE_SIGNATURE;
-  return { requireSignature: flag === "1" || flag === "true", trustedKeys };
+  return trustedKeys;
 }
