@@ -19,7 +19,7 @@ import {
   type PackageRejectionRecord,
 } from "../lifecycle/service.js";
 import type { AdminGuard } from "./auth.js";
-import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson } from "./http.js";
+import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson, sendSse } from "./http.js";
 import type { LogBook, LogLine } from "./logs.js";
 
 export const ADMIN_UI_DIR = fileURLToPath(new URL("../../../admin-ui/", import.meta.url));
@@ -292,9 +292,9 @@ export class AdminApi {
       return;
     }
     this.openStream(req, res);
-    for (const l of lines) res.write(`event: log\ndata: ${JSON.stringify(l)}\n\n`);
+    for (const l of lines) sendSse(res, "log", l);
     const onLine = (l: LogLine) => {
-      if (l.plugin === name) res.write(`event: log\ndata: ${JSON.stringify(l)}\n\n`);
+      if (l.plugin === name) sendSse(res, "log", l);
     };
     this.o.logs.on("line", onLine);
     res.on("close", () => this.o.logs.off("line", onLine));
@@ -302,8 +302,8 @@ export class AdminApi {
 
   private eventStream(req: IncomingMessage, res: ServerResponse): void {
     this.openStream(req, res);
-    const onEvent = (e: LifecycleEvent) => res.write(`event: lifecycle\ndata: ${JSON.stringify(e)}\n\n`);
-    const onRejection = (r: PackageRejectionRecord) => res.write(`event: rejection\ndata: ${JSON.stringify(r)}\n\n`);
+    const onEvent = (e: LifecycleEvent) => sendSse(res, "lifecycle", e);
+    const onRejection = (r: PackageRejectionRecord) => sendSse(res, "rejection", r);
     this.o.lifecycle.on("event", onEvent);
     this.o.lifecycle.on("rejection", onRejection);
     res.on("close", () => {

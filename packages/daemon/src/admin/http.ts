@@ -42,6 +42,11 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   sendJson(res, status, { error: { code, message, ...(details !== undefined ? { details } : {}) } });
 }
 
+/** One server-sent event (`event:` + one `data:` line of JSON) on an open event stream. */
+export function sendSse(res: ServerResponse, event: string, data: unknown): void {
+  res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+}
+
 /** Reads a small JSON body (bounded); 400 invalid_json / 413 body_too_large / 415 unsupported_media_type. */
 export async function readJson(req: IncomingMessage, limit = 64 * 1024): Promise<unknown> {
   const chunks: Buffer[] = [];
