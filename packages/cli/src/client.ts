@@ -53,7 +53,7 @@ export interface LogLine {
 
 export interface ConnectOptions {
   home: string;
-  /** TCP base URL of the daemon, e.g. http://127.0.0.1:7770; unset = Unix socket. */
+  /** TCP base URL of the daemon's admin listener, e.g. http://127.0.0.1:7771; unset = Unix socket. */
   url?: string;
   token?: string;
 }

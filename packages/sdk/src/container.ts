@@ -206,8 +206,7 @@ export async function serveContainerPlugin(
     }
     const found = METHODS.has(method) ? match("http", method, path) : undefined;
     if (!found) {
-      res.writeHead(404, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { code: "not_found", message: `no route for ${method} ${path}` } }));
+      sendJsonError(res, 404, "not_found", `no route for ${method} ${path}`);
       return;
     }
     const id = nextId++;
