@@ -19,7 +19,7 @@ import { standaloneConfig } from "./config.js";
 import type { HttpMethod, PluginConfig, PluginModule } from "./contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "./protocol.js";
 import { Dispatcher } from "./runtime/dispatcher.js";
-import { matchPath } from "./runtime/harness.js";
+import { matchPath } from "./runtime/route-path.js";
 import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
 
 export const DEFAULT_CONTAINER_SOCKET = "/run/plugin/plugin.sock";

@@ -23,7 +23,11 @@ import type { HttpMethod, PluginConfig, PluginManifest, PluginModule } from "../
 import { pluginPaths } from "../paths.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
+import { matchPath } from "./route-path.js";
 import { sendFile, sendJsonError } from "./send-file.js";
+
+// kept importable from here (its tests and older imports use this path)
+export { matchPath } from "./route-path.js";
 
 /** Unacknowledged request-body bytes past which the HTTP server stops reading the client (as the daemon does). */
 const BODY_WINDOW = 1024 * 1024;
@@ -425,27 +429,4 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       resetConfig();
     },
   };
-}
-
-/**
- * Matches the subset of find-my-way's syntax plugins use (`/a/:id`, `/files/*`); the harness lives in the SDK,
- * which has no router dependency, and the daemon does the real matching with find-my-way.
- */
-export function matchPath(pattern: string, path: string): Record<string, string> | null {
-  const ps = pattern.split("/");
-  const xs = path.split("/");
-  const params: Record<string, string> = {};
-  for (let i = 0; i < ps.length; i++) {
-    const p = ps[i];
-    if (p === "*") {
-      params["*"] = decodeURIComponent(xs.slice(i).join("/"));
-      return params;
-    }
-    if (i >= xs.length) return null;
-    if (p.startsWith(":")) {
-      if (xs[i] === "") return null;
-      params[p.slice(1)] = decodeURIComponent(xs[i]);
-    } else if (p !== xs[i]) return null;
-  }
-  return ps.length === xs.length ? params : null;
 }
