@@ -25,8 +25,9 @@ function adminPortOption(v: string | undefined): number | "shared" | undefined |
 }
 
 async function main(): Promise<void> {
-  const port = process.env.HECATE_PORT !== undefined ? Number(process.env.HECATE_PORT) : 7770;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  // unset: startDaemon's default (7770)
+  const port = process.env.HECATE_PORT !== undefined ? Number(process.env.HECATE_PORT) : undefined;
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
     console.error(`HECATE_PORT must be a port number (0-65535), got ${JSON.stringify(process.env.HECATE_PORT)}`);
     process.exit(2);
   }
@@ -39,7 +40,7 @@ async function main(): Promise<void> {
   }
   const daemon = await startDaemon({
     home: hecateHome(),
-    port,
+    ...(port !== undefined ? { port } : {}),
     host: process.env.HECATE_HOST || "127.0.0.1",
     ...(adminPort !== undefined ? { adminPort } : {}),
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
