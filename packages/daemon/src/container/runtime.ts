@@ -31,6 +31,7 @@ import { fileURLToPath } from "node:url";
 import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk";
 import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
+import { KeyedSerial } from "../util/keyed-serial.js";
 import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";
 import {
   type ContainerCreateSpec,
@@ -157,7 +158,7 @@ export class ContainerRuntime {
   private readonly router?: Router;
   private readonly opts: ContainerRuntimeOptions;
   private readonly entries = new Map<string, Entry>();
-  private readonly busy = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedSerial();
   private readonly events = new AbortController();
   private healthTimer: NodeJS.Timeout | undefined;
   private watching = false;
@@ -394,14 +395,7 @@ export class ContainerRuntime {
 
   /** One operation per plugin at a time (load/swap/unload/restart). */
   private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.busy.get(name) ?? Promise.resolve();
-    const next = prev.catch(() => {}).then(fn);
-    const tail = next.catch(() => {});
-    this.busy.set(name, tail);
-    void tail.then(() => {
-      if (this.busy.get(name) === tail) this.busy.delete(name);
-    });
-    return next;
+    return this.locks.run(name, fn);
   }
 
   private uidFor(name: string): number {
