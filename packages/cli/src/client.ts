@@ -1,5 +1,5 @@
 /**
- * Client of the daemon's admin API (see notes/CONTRACTS.md "Admin API"; the CLI uses nothing else).
+ * Client of the daemon's admin API (packages/daemon/openapi.json; the CLI drives the daemon through nothing else).
  * Prefers the Unix socket `$HECATE_HOME/run/hecate.sock` (no token needed); with `--url` it goes over TCP with the
  * bearer token from `$HECATE_HOME/run/admin.token` (or `--token` / `HECATE_TOKEN`).
  */

@@ -1,5 +1,5 @@
 /**
- * The admin API (contract in notes/CONTRACTS.md "Admin API"): plugin lifecycle operations over JSON, the lifecycle
+ * The admin API (contract in packages/daemon/openapi.json): plugin lifecycle operations over JSON, the lifecycle
  * event stream (SSE), plugin logs, and the static admin page. Mounted as the router's "admin" system route group.
  */
 
