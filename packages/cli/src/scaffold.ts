@@ -1,9 +1,9 @@
 /** `hecate plugin new`: copies a template project (packages/cli/templates/) and links the SDK for its tests. */
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { daemonSdkDir } from "@hecate/daemon/runtime/sdk-link";
+import { ensureSdkLink } from "@hecate/daemon/runtime/sdk-link";
 import { isValidPluginName } from "@hecate/sdk/paths";
 import { CliError, EXIT } from "./errors.js";
 
@@ -22,12 +22,10 @@ export interface ScaffoldResult {
  * at run time, so their tests use the very same copy through this link.
  */
 export async function linkSdk(projectDir: string): Promise<string> {
-  const scope = join(projectDir, "node_modules", "@hecate");
-  const link = join(scope, "sdk");
-  await mkdir(scope, { recursive: true });
-  await rm(link, { recursive: true, force: true });
-  await symlink(daemonSdkDir(), link, "dir");
-  return link;
+  // the daemon's own link helper renames over a link only: a real dir there (an installed copy) goes first
+  const link = join(projectDir, "node_modules", "@hecate", "sdk");
+  if (!(await lstat(link).catch(() => null))?.isSymbolicLink()) await rm(link, { recursive: true, force: true });
+  return ensureSdkLink(projectDir);
 }
 
 async function listFiles(dir: string, base = dir): Promise<string[]> {
