@@ -76,10 +76,20 @@ const date = new Date().toISOString();
 const cpu = cpus();
 let md = `# hecate benchmark report\n\nGenerated ${date} by \`npm run bench\`. Every ratio is measured in the same run as its baseline.\n\n`;
 md += `Machine: ${cpu.length} x ${cpu[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}, Node ${process.version}\n\n`;
-md += "## Ratios against baselines\n\n| workspace | metric | value |\n| --- | --- | --- |\n";
-for (const r of runs)
-  for (const res of r.results)
-    for (const [k, v] of rows(res)) if (/ratio/i.test(k)) md += `| ${r.rel} | ${k} | ${fmt(v)} |\n`;
+// Summary: numeric fields whose own name starts with `ratio` (not goals), and failure counters that must be 0.
+const leaf = (k) => k.split(".").pop();
+const isRatio = (k, v) => typeof v === "number" && /^ratio/i.test(leaf(k)) && !/goal$/i.test(leaf(k));
+const isFailureCount = (k, v) =>
+  typeof v === "number" && /^(violations|errors|failures|throughput_failures|non2xx|proxy_errors)$/i.test(leaf(k));
+const summary = (pick) => {
+  let out = "| workspace | bench | metric | value |\n| --- | --- | --- | --- |\n";
+  for (const r of runs)
+    for (const res of r.results)
+      for (const [k, v] of rows(res)) if (pick(k, v)) out += `| ${r.rel} | ${res.bench ?? ""} | ${k} | ${fmt(v)} |\n`;
+  return out;
+};
+md += `## Ratios against baselines (1.0 = as fast as the baseline)\n\n${summary(isRatio)}\n`;
+md += `## Failure counters (every one must be 0)\n\n${summary(isFailureCount)}`;
 md += "\n## All measurements\n";
 for (const r of runs) {
   md += `\n### ${r.rel} (${r.name}) — exit ${r.code}, ${r.seconds.toFixed(0)} s\n\n`;
