@@ -54,7 +54,7 @@ if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null && [ "$(ready)
 else
   step "start the daemon at $BASE_URL (log: $LOG_FILE)"
   rm -f "$PID_FILE"
-  # `hecate start` runs the daemon (which writes its pid to $PID_FILE) and publishes its URL in run/url for the CLI
+  # `hecate start` runs the daemon (which writes its pid to $PID_FILE) which publishes its URLs in run/url and run/admin-url
   setsid node "$ROOT/packages/cli/dist/src/main.js" start --json >>"$LOG_FILE" 2>&1 </dev/null &
   starter=$!
   for _ in $(seq 1 300); do

@@ -4,7 +4,7 @@
  * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -131,11 +131,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     durability: "FULL",
   });
   // Read at every use: a key dropped into trusted-keys/ counts from the next install, without a restart.
-  const trust = () =>
-    loadTrustPolicy(home, {
-      ...process.env,
-      ...(opts.requireSignature !== undefined ? { HECATE_REQUIRE_SIGNATURE: opts.requireSignature ? "1" : "0" } : {}),
-    });
+  const trust = () => {
+    const policy = loadTrustPolicy(home);
+    return opts.requireSignature === undefined ? policy : { ...policy, requireSignature: opts.requireSignature };
+  };
   trust(); // a broken key file fails the start, not the first install
   const pkg: PackageOps = {
     extractPackage: (archive, target, o) =>
@@ -251,6 +250,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const hostPart = host.includes(":") ? `[${host}]` : host;
   const url = `http://${hostPart}:${port}`;
   const adminUrl = `http://${hostPart}:${adminPort}`;
+  // Published for the CLI (full plugin URLs from a socket call, `--url`) and scripts; removed with the pid file.
+  const urlFiles: [string, string][] = [
+    [join(runDir, "url"), url],
+    [join(runDir, "admin-url"), adminUrl],
+  ];
+  for (const [file, value] of urlFiles) writeFileSync(file, `${value}\n`);
 
   let closing: Promise<void> | undefined;
   const close = () => {
@@ -271,11 +276,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await stopped;
       await store.close();
       rmSync(socketPath, { force: true });
-      try {
-        unlinkSync(pidFile);
-      } catch {
-        // already gone
-      }
+      for (const file of [pidFile, ...urlFiles.map(([f]) => f)]) rmSync(file, { force: true });
       logger.info("stopped");
     })();
     return closing;

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);
-  // Always printed (equal to the plugin URL with HECATE_ADMIN_PORT=shared): `hecate start` publishes it in run/admin-url.
+  // Always printed (equal to the plugin URL with HECATE_ADMIN_PORT=shared): the daemon also writes it to run/admin-url.
   console.log(`hecate admin on ${daemon.adminUrl}`);
   let stopping = false;
   const stop = (signal: string) => {

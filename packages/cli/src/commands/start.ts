@@ -3,7 +3,7 @@
  * pino JSON logs can be piped through pino-pretty here and signals are forwarded for a graceful stop.
  */
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
@@ -40,8 +40,6 @@ export async function startCommand(opts: StartOptions): Promise<number> {
   if (opts.logLevel !== undefined) env.HECATE_LOG_LEVEL = opts.logLevel;
   if (opts.requireSignature) env.HECATE_REQUIRE_SIGNATURE = "1";
   const child = spawn(process.execPath, [daemonMainPath()], { env, stdio: ["ignore", "pipe", "inherit"] });
-  const urlFile = join(opts.home, "run", "url");
-  const adminUrlFile = join(opts.home, "run", "admin-url");
   const stdout = child.stdout as Readable;
   stdout.pipe(
     opts.json
@@ -55,25 +53,16 @@ export async function startCommand(opts: StartOptions): Promise<number> {
           sync: true,
         }),
   );
-  // Publish the daemon's TCP URLs: run/url (plugins) for CLI calls over the socket (so they can print full plugin
-  // URLs), run/admin-url (admin API + page) for scripts and `--url`.
-  const lines = createInterface({ input: stdout });
-  const pending = new Map([
-    [/^hecate listening on (\S+)/, urlFile],
-    [/^hecate admin on (\S+)/, adminUrlFile],
-  ]);
-  // (not closing the readline: that would pause the stream the log pipe reads too)
-  lines.on("line", (line) => {
-    for (const [re, file] of pending) {
-      const m = re.exec(line);
-      if (!m) continue;
-      writeFileSync(file, `${m[1]}\n`, { mode: 0o600 });
-      pending.delete(re);
-      // Interactive runs get the admin page's login link; --json output (log shippers, journald) never carries the token.
-      if (file === adminUrlFile && !opts.json)
-        process.stdout.write(`hecate admin page: ${loginLink(opts.home, m[1])}\n`);
-    }
-  });
+  // The daemon itself publishes run/url and run/admin-url; interactive runs also get the admin page's login link
+  // (--json output, for log shippers and journald, never carries the token).
+  if (!opts.json) {
+    const lines = createInterface({ input: stdout });
+    // (not closing the readline: that would pause the stream the log pipe reads too)
+    lines.on("line", (line) => {
+      const m = /^hecate admin on (\S+)/.exec(line);
+      if (m) process.stdout.write(`hecate admin page: ${loginLink(opts.home, m[1])}\n`);
+    });
+  }
   const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
   const onInt = forward("SIGINT");
   const onTerm = forward("SIGTERM");
@@ -83,8 +72,6 @@ export async function startCommand(opts: StartOptions): Promise<number> {
     child.on("exit", (code, signal) => {
       process.off("SIGINT", onInt);
       process.off("SIGTERM", onTerm);
-      rmSync(urlFile, { force: true });
-      rmSync(adminUrlFile, { force: true });
       resolve(code ?? (signal === "SIGINT" || signal === "SIGTERM" ? 0 : 1));
     });
   });
