@@ -6,34 +6,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import type { PluginView as DaemonPluginView } from "@hecate/daemon";
 import { Agent, type Dispatcher, request } from "undici";
 import { CliError, EXIT } from "./errors.js";
 
-export interface PluginView {
-  name: string;
-  version: string;
-  type: "in_process" | "container";
-  status: string;
-  flags: string[];
-  routes: { method: string; path: string }[];
-  url: string;
-  apiUrl: string;
-  lastError: { stage: string; code: string; message: string; at: string } | null;
-  installedAt: string;
-  updatedAt: string;
-  restarts: number;
-  manifest?: Record<string, unknown>;
-}
-
-export interface LifecycleEvent {
-  plugin: string;
-  type: string;
-  revision: number;
-  position: number;
-  data: Record<string, unknown>;
-  createdAt: string;
-  view?: PluginView;
-}
+/** The daemon's own types of what the admin API returns (one definition: they cannot drift apart). */
+export type { LifecycleEvent, LogLine } from "@hecate/daemon";
+/** `GET /admin/api/plugins/:name` adds the manifest to the view. */
+export type PluginView = DaemonPluginView & { manifest?: Record<string, unknown> };
 
 export interface StoredEvent {
   type: string;
@@ -41,14 +21,6 @@ export interface StoredEvent {
   position: number;
   data: Record<string, unknown>;
   createdAt: string;
-}
-
-export interface LogLine {
-  time: string | number;
-  level: string | number;
-  msg: string;
-  plugin: string;
-  fields?: Record<string, unknown>;
 }
 
 export interface ConnectOptions {

@@ -38,7 +38,8 @@ function stepLabel(e: LifecycleEvent): string {
       .replace(/^plugin_/, "")
       .replace(/_v\d+$/, "")
       .replaceAll("_", " ");
-  const why = typeof e.data?.message === "string" ? `: ${e.data.message}` : "";
+  const message = (e.data as { message?: unknown } | null)?.message;
+  const why = typeof message === "string" ? `: ${message}` : "";
   return `${label}${why}`;
 }
 
