@@ -240,7 +240,7 @@ export class AdminApi {
 
   private async remove(res: ServerResponse, name: string, ctx: RouteContext): Promise<void> {
     this.view(name);
-    const purge = ["1", "true", "yes"].includes(String(ctx.query.purge ?? ""));
+    const purge = queryFlag(ctx.query.purge);
     const position = await this.o.lifecycle.remove(name, purge);
     await this.o.lifecycle.settled(position, this.waitMs); // files are gone when we answer
     this.o.logs.forget(name);
@@ -287,7 +287,7 @@ export class AdminApi {
     this.view(name);
     const tail = Math.min(Math.max(Number(ctx.query.tail ?? 100) || 0, 0), 1000);
     const lines = this.o.logs.tail(name, tail);
-    if (!["1", "true"].includes(String(ctx.query.follow ?? ""))) {
+    if (!queryFlag(ctx.query.follow)) {
       sendJson(res, 200, { logs: lines });
       return;
     }
@@ -390,4 +390,9 @@ export function toApiError(err: unknown): ApiError {
   const e = err as Error & { code?: unknown; details?: unknown };
   if (e?.name === "PackageError" && typeof e.code === "string") return new ApiError(422, e.code, e.message, e.details);
   return new ApiError(500, "internal_error", e?.message ?? String(err));
+}
+
+/** A yes/no query parameter (`?purge=1`, `?follow=true`, `?x=yes`): the same spellings everywhere. */
+function queryFlag(value: string | string[] | undefined): boolean {
+  return ["1", "true", "yes"].includes(String(value ?? "").toLowerCase());
 }
