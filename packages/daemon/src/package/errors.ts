@@ -12,6 +12,7 @@ export type PackageErrorCode =
   | "too_many_entries"
   | "file_too_large"
   | "total_too_large"
+  | "extract_timeout"
   | "compression_ratio"
   | "name_too_long"
   | "too_deep"

@@ -36,7 +36,7 @@ function extractInWorker(
     let reply: ExtractReply | undefined;
     let failure: Error | undefined;
     const timer = setTimeout(() => {
-      failure = new PackageError("total_too_large", `extraction did not finish within ${timeoutMs} ms`);
+      failure = new PackageError("extract_timeout", `extraction did not finish within ${timeoutMs} ms`);
       void worker.terminate();
     }, timeoutMs);
     worker.on("message", (m: ExtractReply) => {
@@ -144,7 +144,7 @@ export interface ExtractOptions {
   expectedName?: string;
   /** Checked against the manifest's `engines.hecate` (engine_mismatch). */
   hecateVersion?: string;
-  /** The writing pass is terminated after this long (total_too_large); default 10 minutes. */
+  /** The writing pass is terminated after this long (extract_timeout); default 10 minutes. */
   timeoutMs?: number;
 }
 
