@@ -14,6 +14,7 @@ import type { WebSocket, WebSocketServer } from "ws";
 import type { RouteContext } from "../http/router.js";
 import { rejectUpgrade } from "../http/router.js";
 import { sendFile, sendJsonError } from "../http/static.js";
+import { MessageBatcher, unbatch } from "./message-batch.js";
 
 export interface PluginSpec {
   name: string;
@@ -104,6 +105,11 @@ export class PluginWorker extends EventEmitter {
   private pingDeadline: NodeJS.Timeout | undefined;
   private drainWaiters: (() => void)[] = [];
   private terminatedWaiter: (() => void) | undefined;
+  /** Sees every message while start() waits for `ready` / `load-failed`. */
+  private loadWaiter: ((m: WorkerToMain) => void) | undefined;
+  private readonly batch = new MessageBatcher<MainToWorker>((msgs, transfer) => {
+    if (this.state !== "dead") this.worker.postMessage(msgs, transfer);
+  });
 
   constructor(
     readonly spec: PluginSpec,
@@ -118,7 +124,8 @@ export class PluginWorker extends EventEmitter {
       execArgv: [],
       name: `plugin:${spec.name}`,
     });
-    this.worker.on("message", (m: WorkerToMain) => this.onMessage(m));
+    const onMessage = (m: WorkerToMain) => this.onMessage(m);
+    this.worker.on("message", (data: WorkerToMain | WorkerToMain[]) => unbatch(data, onMessage));
     this.worker.on("error", (err) => {
       this.deathReason ??= `worker error: ${err.message}`;
     });
@@ -155,10 +162,10 @@ export class PluginWorker extends EventEmitter {
       };
       const cleanup = () => {
         clearTimeout(timer);
-        this.worker.off("message", onMsg);
+        this.loadWaiter = undefined;
         this.off("dead", onDead);
       };
-      this.worker.on("message", onMsg);
+      this.loadWaiter = onMsg;
       this.on("dead", onDead);
     });
   }
@@ -177,7 +184,7 @@ export class PluginWorker extends EventEmitter {
 
   private post(msg: MainToWorker, transfer?: ArrayBuffer[]): void {
     if (this.state === "dead") return;
-    this.worker.postMessage(msg, transfer);
+    this.batch.post(msg, transfer);
   }
 
   // ---- HTTP ----
@@ -354,6 +361,7 @@ export class PluginWorker extends EventEmitter {
   // ---- messages, watchdog, lifecycle ----
 
   private onMessage(m: WorkerToMain): void {
+    this.loadWaiter?.(m);
     switch (m.t) {
       case "res":
         this.onResponse(m);

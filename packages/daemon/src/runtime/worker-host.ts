@@ -7,12 +7,16 @@
 import { pathToFileURL } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { sealConfigOnNextSet } from "@hecate/sdk/config";
-import type { MainToWorker, WorkerBoot } from "@hecate/sdk/protocol";
+import type { MainToWorker, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import { Dispatcher } from "@hecate/sdk/runtime/dispatcher";
+import { MessageBatcher, unbatch } from "./message-batch.js";
 
 const port = parentPort!;
 const boot = workerData as WorkerBoot;
-const dispatcher = new Dispatcher({ post: (msg, transfer) => port.postMessage(msg, transfer ?? []) });
+const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMessage(msgs, transfer));
+const dispatcher = new Dispatcher({ post: (msg, transfer) => batch.post(msg, transfer) });
+// Whatever was posted in the last turn (a log line before process.exit...) still goes out.
+process.on("exit", batch.flush);
 
 // A stray rejection is a plugin bug, not a reason to kill its other requests: report it and keep serving.
 process.on("unhandledRejection", (reason) => {
@@ -21,8 +25,9 @@ process.on("unhandledRejection", (reason) => {
   });
 });
 
-port.on("message", (msg: MainToWorker) => dispatcher.handle(msg));
+const handle = (msg: MainToWorker) => dispatcher.handle(msg);
+port.on("message", (data: MainToWorker | MainToWorker[]) => unbatch(data, handle));
 // The dispatcher's setConfig (before init) is final: see sealConfigOnNextSet.
 sealConfigOnNextSet();
 const result = await dispatcher.load(() => import(pathToFileURL(boot.entry).href), boot.config);
-port.postMessage(result);
+batch.post(result); // behind the load's log lines, as before
