@@ -267,7 +267,8 @@ export class PluginWorker extends EventEmitter {
     }
     try {
       const headers: Record<string, string | string[] | number> = {};
-      for (const [k, v] of Object.entries(m.headers)) if (!HOP_BY_HOP.has(k)) headers[k] = v;
+      // for-in, not Object.entries: no [k, v] arrays per header per request (the headers come out of a clone: own keys).
+      for (const k in m.headers) if (!HOP_BY_HOP.has(k)) headers[k] = m.headers[k];
       // The real length wins over whatever the plugin claimed (HEAD replies carry the GET length and no body).
       if (m.body) headers["content-length"] = m.body.byteLength;
       else if (!m.streaming) headers["content-length"] ??= 0;

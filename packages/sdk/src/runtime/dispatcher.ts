@@ -338,7 +338,8 @@ export class Dispatcher {
     const reply = normalizeReply(result);
     const status = reply.status ?? (reply.body === undefined && !reply.stream && !reply.file ? 204 : 200);
     const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(reply.headers ?? {})) headers[k.toLowerCase()] = v;
+    const own = reply.headers;
+    if (own) for (const k of Object.keys(own)) headers[k.toLowerCase()] = own[k];
     if (reply.file) {
       this.transport.post({ t: "res", id, status, headers, file: reply.file });
       return;
