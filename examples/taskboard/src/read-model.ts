@@ -4,6 +4,7 @@
  * below never miss or double an event, even across crashes.
  */
 import { store } from "@hecate/sdk";
+import { TASK_EVENT_TYPES } from "./domain.js";
 
 export const PROJECTION = "board";
 
@@ -41,15 +42,7 @@ export function startReadModel(): store.Projection {
   return store.projection({
     name: PROJECTION,
     file: "taskboard",
-    types: [
-      "board_created_v1",
-      "task_created_v1",
-      "task_moved_v1",
-      "task_completed_v1",
-      "task_reopened_v1",
-      "task_deleted_v1",
-      "file_attached_v1",
-    ],
+    types: ["board_created_v1", ...TASK_EVENT_TYPES],
     setup(db) {
       db.exec(`
         CREATE TABLE IF NOT EXISTS boards (

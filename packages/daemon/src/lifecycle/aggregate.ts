@@ -307,6 +307,18 @@ function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<R
   }
 }
 
+/** State fields an install and an upgrade both take from the package they record. */
+function packageFields(d: PackageInfo & { generation: number }) {
+  return {
+    plugin_type: d.plugin_type,
+    callback_module: d.callback_module ?? null,
+    oci_image: d.oci_image ?? null,
+    package_url: d.source,
+    installed_version: d.version,
+    generation: d.generation,
+  };
+}
+
 function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
   const ev = e as PluginEvent;
   const at = (ev.data as { at?: string }).at ?? null;
@@ -318,17 +330,12 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
         ...initialPluginState,
         plugin_id: d.name,
         name: d.name,
-        plugin_type: d.plugin_type,
-        callback_module: d.callback_module ?? null,
-        oci_image: d.oci_image ?? null,
-        package_url: d.source,
-        installed_version: d.version,
+        ...packageFields(d),
         icon: d.icon ?? null,
         group_name: d.group_name ?? null,
         group_icon: d.group_icon ?? null,
         installed_at: d.at,
         updated_at: d.at,
-        generation: d.generation,
         activation: s.activation,
         status: Flags.INSTALLED | Flags.EXTRACTING,
       };
@@ -337,13 +344,8 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
       const d = ev.data;
       return {
         ...base,
-        plugin_type: d.plugin_type,
-        callback_module: d.callback_module ?? null,
-        oci_image: d.oci_image ?? null,
-        package_url: d.source,
-        installed_version: d.version,
+        ...packageFields(d),
         upgraded_at: d.at,
-        generation: d.generation,
         status: (s.status & ~Flags.FAILED) | Flags.EXTRACTING,
       };
     }
