@@ -18,9 +18,10 @@ import {
   type LifecycleService,
   type PackageRejectionRecord,
 } from "../lifecycle/service.js";
-import type { AdminGuard } from "./auth.js";
+import { ADMIN_RESPONSE_HEADERS, type AdminGuard, sessionCookies } from "./auth.js";
 import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson, sendSse } from "./http.js";
 import type { LogBook, LogLine } from "./logs.js";
+import { SESSION_COOKIE } from "./sessions.js";
 
 export const ADMIN_UI_DIR = fileURLToPath(new URL("../../../admin-ui/", import.meta.url));
 export const OPENAPI_FILE = fileURLToPath(new URL("../../../openapi.json", import.meta.url));
@@ -117,7 +118,13 @@ export class AdminApi {
         path: "/admin/api/openapi.json",
         handler: g((q, res) => serveStatic(q, res, dirname(OPENAPI_FILE), basename(OPENAPI_FILE))),
       },
+      {
+        method: "DELETE",
+        path: "/admin/api/sessions",
+        handler: g((_q, res) => sendJson(res, 200, { revoked: this.o.guard.sessions.revokeAll() })),
+      },
       { method: "GET", path: "/admin/login", handler: g((q, res, _p, c) => this.login(q, res, c), false) },
+      { method: "POST", path: "/admin/logout", handler: g((q, res) => this.logout(q, res), false) },
       {
         method: "GET",
         path: "/admin",
@@ -138,9 +145,11 @@ export class AdminApi {
 
   private guarded(h: Handler, auth: boolean): MountedRoute["handler"] {
     return async (req, res, params, ctx) => {
+      // Also set by the admin listeners for every response; here for the admin on a shared port.
+      for (const [k, v] of Object.entries(ADMIN_RESPONSE_HEADERS)) res.setHeader(k, v);
       try {
         this.o.guard.checkHostAndOrigin(req);
-        if (auth) this.o.guard.checkToken(req);
+        if (auth) this.o.guard.checkAuth(req);
         if (req.method !== "GET" && req.method !== "HEAD" && !this.o.lifecycle.booted)
           throw new ApiError(503, "not_ready", "the daemon is still recovering; retry when /ready answers 200");
         await h(req, res, params, ctx);
@@ -340,16 +349,32 @@ export class AdminApi {
     req.on("close", done);
   }
 
+  /** `?token=<admin token>` -> a new session in the cookie (the token itself never goes into a cookie). */
   private login(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): void {
     const token = typeof ctx.query.token === "string" ? ctx.query.token : "";
-    if (!this.o.guard.viaSocket(req) && !this.o.guard.matches(token))
+    if (!this.o.guard.trustedPeer(req) && !this.o.guard.matches(token))
       throw new ApiError(401, "unauthorized", "wrong or missing token");
+    const id = this.o.guard.sessions.create();
+    const maxAge = Math.floor(this.o.guard.sessions.ttlMs / 1000);
     res.writeHead(303, {
       location: "/admin/",
-      "set-cookie": `hecate_admin=${encodeURIComponent(this.o.guard.token)}; Path=/admin; HttpOnly; SameSite=Strict`,
+      "set-cookie": `${SESSION_COOKIE}=${id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${maxAge}`,
       "content-length": 0,
     });
     res.end();
+  }
+
+  /** Ends the sessions named by the request's cookies (every same-named one) and clears the cookie. */
+  private logout(req: IncomingMessage, res: ServerResponse): void {
+    let revoked = 0;
+    for (const id of sessionCookies(req)) if (this.o.guard.sessions.revoke(id)) revoked++;
+    req.resume();
+    sendJson(
+      res,
+      200,
+      { loggedOut: true, revoked },
+      { "set-cookie": `${SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0` },
+    );
   }
 
   private async page(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): Promise<void> {

@@ -25,7 +25,8 @@ let browser: Browser;
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (bash scripts/setup-system.sh, or CHROMIUM_PATH)`);
-  d = await startTestDaemon(); // the default configuration
+  // the default configuration (plus: this test process may call its own daemon's socket)
+  d = await startTestDaemon({ trustOwnProcessOnSocket: true });
   assert.notEqual(d.adminUrl, d.url);
   // The hostile plugin's page tries the admin API on the admin origin, with credentials, and on its own origin.
   const evilPage = `<!doctype html><title>loading</title><script>

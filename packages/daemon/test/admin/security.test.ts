@@ -1,5 +1,6 @@
 /**
- * Admin API access: token over TCP (header or cookie from /admin/login), none over the 0600 Unix socket; DNS-rebinding
+ * Admin API access: token over TCP (header or session cookie from /admin/login), none over the 0600 Unix socket for
+ * another process of the daemon's uid; DNS-rebinding
  * guard (Host / Origin); typed JSON 4xx for bad request bodies; /health and /ready.
  */
 import assert from "node:assert/strict";
@@ -9,6 +10,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { startDaemon } from "../../src/daemon.js";
 import { buildPackage, startTestDaemon, type TestDaemon, unixRequest } from "../lifecycle/helpers.js";
+import { childSocketRequest } from "./socket-client.js";
 
 let d: TestDaemon;
 
@@ -64,10 +66,12 @@ test("token file is 0600 and the socket 0600; no/wrong token -> 401 JSON", async
   assert.equal(ok.status, 200);
 });
 
-test("Unix socket needs no token", async () => {
-  const r = await unixRequest(d.socketPath, "GET", "/admin/api/plugins");
+test("Unix socket needs no token for another process of the daemon's uid (the CLI); the daemon's own process needs it", async () => {
+  const r = await childSocketRequest(d.socketPath, "/admin/api/plugins");
   assert.equal(r.status, 200);
-  assert.deepEqual(r.json(), { plugins: [], pluginPort: d.port });
+  assert.deepEqual(JSON.parse(r.body), { plugins: [], pluginPort: d.port });
+  // this test process IS the daemon: what a redirected daemon connection looks like (admin/peer.test.ts)
+  assert.equal((await unixRequest(d.socketPath, "GET", "/admin/api/plugins")).status, 401);
 });
 
 test("foreign Host -> 403 forbidden_host; foreign Origin -> 403 forbidden_origin (even with the token)", async () => {

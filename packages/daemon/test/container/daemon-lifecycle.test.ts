@@ -97,7 +97,13 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
 
   it("install -> LOADED -> API through the proxy -> deactivate (container gone) -> activate -> upgrade -> remove", async () => {
     const home = join(work, "home-e2e");
-    const daemon = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    const daemon = await startDaemon({
+      home,
+      port: 0,
+      logLevel: "silent",
+      containers: true,
+      trustOwnProcessOnSocket: true,
+    });
     const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
     try {
       const view = await install(daemon.socketPath, archive);
@@ -188,7 +194,13 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
     const pyArchive = join(work, "container-python.tar.gz");
     await packPlugin(src, pyArchive);
     const home = join(work, "home-py");
-    const daemon = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    const daemon = await startDaemon({
+      home,
+      port: 0,
+      logLevel: "silent",
+      containers: true,
+      trustOwnProcessOnSocket: true,
+    });
     try {
       const view = await install(daemon.socketPath, pyArchive);
       assert.equal(view.status, "loaded", JSON.stringify(view));
@@ -207,7 +219,13 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
 
   it("container crashes are lifecycle events: plugin_crashed_v1 per crash, past the budget plugin_disabled_v1", async () => {
     const home = join(work, "home-crash");
-    const daemon = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    const daemon = await startDaemon({
+      home,
+      port: 0,
+      logLevel: "silent",
+      containers: true,
+      trustOwnProcessOnSocket: true,
+    });
     const events = async () =>
       (await unixRequest(daemon.socketPath, "GET", `/admin/api/plugins/${NAME}/events`)).json().events as {
         type: string;
