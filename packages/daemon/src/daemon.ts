@@ -6,15 +6,19 @@
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { type EventStore, openEventStore } from "@hecate/store";
 import pino, { type Logger } from "pino";
 import { AdminApi } from "./admin/api.js";
-import { AdminGuard, ensureToken } from "./admin/auth.js";
+import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./admin/auth.js";
 import { LogBook } from "./admin/logs.js";
+import { peerCredentialsUnavailable } from "./admin/peer.js";
+import { SessionStore } from "./admin/sessions.js";
 import { PodmanClient } from "./container/podman.js";
 import { ContainerRuntime } from "./container/runtime.js";
+import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
+import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { type MountedRoute, Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
 import { Loader, type PackageOps } from "./lifecycle/loader.js";
@@ -40,8 +44,21 @@ export interface DaemonOptions {
   /** Admin API over a Unix socket; default `$HECATE_HOME/run/hecate.sock`. */
   socketPath?: string;
   requireSignature?: boolean;
-  /** Extra Host names accepted by the admin API's DNS-rebinding guard. */
+  /**
+   * Extra Host names accepted (DNS-rebinding guard) by both the plugin listener and the admin API, besides the
+   * loopback names and the bind address: `name` (any port) or `name:port`. One list for both: they are the names the
+   * operator reaches this machine under, the same for either port (env HECATE_ALLOWED_HOSTS, comma-separated).
+   */
   allowedHosts?: string[];
+  /** Caps on the plugin listener's connections and WebSockets (defaults sized from the fd limit: conn-limits.ts). */
+  limits?: Partial<ConnectionLimits>;
+  /** Admin page login sessions: absolute lifetime (ms), default 12 h. */
+  adminSessionTtlMs?: number;
+  /**
+   * Trust Unix-socket connections made by this very process (in-process tests that call their own daemon's socket).
+   * Default false: a connection from the daemon's own pid is what a plugin's socket swap would produce.
+   */
+  trustOwnProcessOnSocket?: boolean;
   /** pino level, default "info"; "silent" for none. */
   logLevel?: string;
   /** A pino destination (default stdout). */
@@ -69,6 +86,9 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
+/** Concurrent connections on the admin TCP port. */
+const ADMIN_MAX_CONNECTIONS = 256;
+
 function podmanWorks(): boolean {
   try {
     execFileSync("podman", ["--version"], { stdio: "pipe", timeout: 5000 });
@@ -85,6 +105,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const requestedAdminPort = resolveAdminPort(requestedPort, opts.adminPort); // throws before anything is opened
   const runDir = join(home, "run");
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  checkRunDir(runDir);
+  const limits = resolveLimits(opts.limits); // bad values fail the start before anything is opened
+  const host = opts.host ?? "127.0.0.1";
+  const bindName = bindAddressHost(host);
+  const hosts = new HostAllowList([...(opts.allowedHosts ?? []), ...(bindName ? [bindName] : [])]);
   const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
   // Two daemons on one home would share the lifecycle store and fight over plugin dirs.
   if (await socketAnswers(socketPath))
@@ -93,7 +118,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   for (const f of readdirSync(runDir)) if (f.startsWith("incoming-")) rmSync(join(runDir, f), { force: true });
   const logger = pino({ level: opts.logLevel ?? "info", base: { service: "hecate" } }, opts.logDestination);
   const token = ensureToken(join(runDir, "admin.token"));
-  const guard = new AdminGuard(token, opts.allowedHosts ?? []);
+  const guard = new AdminGuard(token, {
+    hosts,
+    sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
+    trustSameProcess: opts.trustOwnProcessOnSocket,
+  });
+  const noPeerCredentials = await peerCredentialsUnavailable();
+  if (noPeerCredentials)
+    logger.warn({ reason: noPeerCredentials }, "no peer credentials: the admin socket needs the token too");
   const logs = new LogBook();
 
   const router = new Router();
@@ -217,12 +249,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   }
   adminRouter.setSystemRoutes("admin", admin.routes());
 
-  // TCP + Unix socket; only socket connections are trusted without a token.
-  const host = opts.host ?? "127.0.0.1";
-  const tcp = createHttpServer(router);
-  const unix = createHttpServer(adminRouter);
-  unix.on("connection", (s) => guard.trustedSockets.add(s));
-  const adminTcp = sharedAdmin ? undefined : createHttpServer(adminRouter);
+  // TCP + Unix socket; only socket connections whose peer credentials pass are trusted without a token.
+  const tcp = createHttpServer(router, { hosts, limits });
+  const adminHeaders = { responseHeaders: ADMIN_RESPONSE_HEADERS };
+  const unix = createHttpServer(adminRouter, adminHeaders);
+  unix.on("connection", (s: Socket) => {
+    const d = guard.admitSocketPeer(s);
+    if (!d.trusted) logger.warn({ reason: d.reason }, "admin socket connection not trusted (token required)");
+  });
+  const adminTcp = sharedAdmin ? undefined : createHttpServer(adminRouter, adminHeaders);
+  // A flood of the admin port itself cannot take the fds the socket needs.
+  if (adminTcp) adminTcp.maxConnections = ADMIN_MAX_CONNECTIONS;
   let port: number;
   let adminPort: number;
   try {
@@ -303,7 +340,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   ready = true;
   router.setReady(true);
   if (adminRouter !== router) adminRouter.setReady(true);
-  logger.info({ url, adminUrl, socketPath, plugins: lifecycle.list().length }, "hecate ready");
+  logger.info(
+    { url, adminUrl, socketPath, plugins: lifecycle.list().length, allowedHosts: hosts.list(), limits },
+    "hecate ready",
+  );
   return { url, port, adminUrl, socketPath, token, home, lifecycle, runtime, router, logger, close };
 }
 

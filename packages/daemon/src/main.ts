@@ -2,13 +2,39 @@
 /**
  * `node packages/daemon/dist/src/main.js`: the daemon in the foreground. Env: HECATE_HOME, HECATE_PORT, HECATE_HOST,
  * HECATE_ADMIN_PORT (admin API + page port; default HECATE_PORT + 1, ephemeral when HECATE_PORT=0; "shared" = on the
- * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
+ * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0),
+ * HECATE_ALLOWED_HOSTS (extra Host names for both listeners, comma-separated: `name` or `name:port`),
+ * HECATE_ADMIN_SESSION_TTL_S (admin page login lifetime, default 43200 = 12 h), and the plugin listener's caps
+ * HECATE_MAX_CONNECTIONS, HECATE_MAX_CONNECTIONS_PER_CLIENT, HECATE_MAX_WEBSOCKETS, HECATE_MAX_WEBSOCKETS_PER_CLIENT,
+ * HECATE_RESERVED_FDS (defaults from the fd limit, see http/conn-limits.ts). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
  */
 import { hecateHome } from "@hecate/sdk";
 import { startDaemon } from "./daemon.js";
+import type { ConnectionLimits } from "./http/conn-limits.js";
+import { parseHostList } from "./http/host-allow.js";
+
+const LIMIT_ENV: [keyof ConnectionLimits, string][] = [
+  ["maxConnections", "HECATE_MAX_CONNECTIONS"],
+  ["maxConnectionsPerClient", "HECATE_MAX_CONNECTIONS_PER_CLIENT"],
+  ["maxWebSockets", "HECATE_MAX_WEBSOCKETS"],
+  ["maxWebSocketsPerClient", "HECATE_MAX_WEBSOCKETS_PER_CLIENT"],
+  ["reservedFds", "HECATE_RESERVED_FDS"],
+];
+
+/** A non-negative integer env value; unset = undefined; anything else exits 2 with a clear message. */
+function intEnv(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    process.exit(2);
+  }
+  return n;
+}
 
 function containersOption(v: string | undefined): boolean | "auto" {
   if (v === "1" || v === "true") return true;
@@ -38,6 +64,12 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
+  const limits: Partial<ConnectionLimits> = {};
+  for (const [key, env] of LIMIT_ENV) {
+    const n = intEnv(env);
+    if (n !== undefined) limits[key] = n;
+  }
+  const sessionTtlS = intEnv("HECATE_ADMIN_SESSION_TTL_S");
   const daemon = await startDaemon({
     home: hecateHome(),
     ...(port !== undefined ? { port } : {}),
@@ -46,6 +78,9 @@ async function main(): Promise<void> {
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
     containers: containersOption(process.env.HECATE_CONTAINERS),
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
+    allowedHosts: parseHostList(process.env.HECATE_ALLOWED_HOSTS),
+    limits,
+    ...(sessionTtlS !== undefined ? { adminSessionTtlMs: sessionTtlS * 1000 } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);
   // Always printed (equal to the plugin URL with HECATE_ADMIN_PORT=shared): the daemon also writes it to run/admin-url.
