@@ -105,6 +105,10 @@ export function buildProgram(): Command {
       'admin API + page port (default port + 1, e.g. 7771, or $HECATE_ADMIN_PORT; "shared" = on the plugin port: less safe, plugin pages are then same-origin with the admin)',
     )
     .option("--host <host>", "address to listen on (default 127.0.0.1 or $HECATE_HOST)")
+    .option(
+      "--allowed-hosts <names>",
+      "extra Host names both ports answer (comma-separated name or name:port; loopback names and --host always; or $HECATE_ALLOWED_HOSTS)",
+    )
     .option("--log-level <level>", "trace|debug|info|warn|error (default info)")
     .option("--require-signature", "accept only packages signed by a key in $HECATE_HOME/trusted-keys")
     .option("--json", "raw JSON log lines instead of pretty ones")
@@ -258,6 +262,19 @@ export function buildProgram(): Command {
     .option("--json", "JSON output")
     .action(async (file: string, opts: { trustedKeys?: string; requireSignature?: boolean }, cmd: Command) =>
       (await packaging()).verifyCommand(createOutput(Boolean(globals(cmd).json)), file, { ...opts, home: homeOf(cmd) }),
+    );
+
+  program
+    .command("admin")
+    .description("admin page login sessions")
+    .command("logout-all")
+    .description("end every admin page login session (browsers must log in again; the token and the CLI still work)")
+    .option("--json", "JSON output")
+    .action((_opts, cmd: Command) =>
+      withClient(cmd, async ({ client, out }) => {
+        const r = await client.call<{ revoked: number }>("DELETE", "/admin/api/sessions");
+        out.result(r, () => out.line(`ended ${r.revoked} admin session(s)`));
+      }),
     );
 
   program

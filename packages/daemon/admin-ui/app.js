@@ -32,6 +32,7 @@ async function api(path, init) {
   const res = await fetch(`${API}${path}`, { credentials: "same-origin", ...init });
   const text = await res.text();
   const body = text ? JSON.parse(text) : undefined;
+  if (res.status === 401) signedOut("Your login session has expired or was revoked.");
   if (!res.ok) {
     const e = body?.error ?? { code: `http_${res.status}`, message: text };
     throw Object.assign(new Error(`${e.message} [${e.code}]`), { code: e.code, details: e.details });
@@ -250,6 +251,7 @@ async function reload() {
 function connectEvents() {
   const status = $("#connection");
   const source = new EventSource(`${API}/events`);
+  events = source;
   source.addEventListener("open", () => {
     status.dataset.state = "open";
     status.textContent = "live";
@@ -260,6 +262,8 @@ function connectEvents() {
   source.addEventListener("error", () => {
     status.dataset.state = "closed";
     status.textContent = "reconnecting…";
+    // a refused stream (e.g. 401: session over) is not retried by the browser: find out why
+    if (source.readyState === EventSource.CLOSED) reload().catch(() => {});
   });
   source.addEventListener("rejection", (msg) => {
     const r = /** @type {Rejection} */ (JSON.parse(/** @type {MessageEvent} */ (msg).data));
@@ -278,6 +282,24 @@ function connectEvents() {
     if (view.name === lastUpload) showInstallProgress(view);
   });
 }
+
+/** @type {EventSource | null} */
+let events = null;
+
+/** The session is gone (logged out, expired, revoked): stop and say how to log in again. @param {string} why */
+function signedOut(why) {
+  events?.close();
+  $("main").hidden = true;
+  $("#logout").hidden = true;
+  const p = $("#signed-out");
+  p.textContent = `${why} Open the login link again (printed by \`hecate start\`: /admin/login?token=…).`;
+  p.hidden = false;
+}
+
+$("#logout").addEventListener("click", async () => {
+  await fetch("/admin/logout", { method: "POST", credentials: "same-origin" }).catch(() => {});
+  signedOut("Logged out.");
+});
 
 setupDropzone();
 connectEvents();

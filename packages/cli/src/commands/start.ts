@@ -16,6 +16,8 @@ export interface StartOptions {
   /** Admin API + page port (default port + 1; "shared" = on the plugin port, less safe). */
   adminPort?: string;
   host?: string;
+  /** Extra Host names (comma-separated) for the DNS-rebinding guard of both listeners. */
+  allowedHosts?: string;
   logLevel?: string;
   requireSignature?: boolean;
   /** Raw JSON log lines (for log shippers / systemd-journald) instead of pretty ones. */
@@ -37,6 +39,7 @@ export async function startCommand(opts: StartOptions): Promise<number> {
   if (opts.port !== undefined) env.HECATE_PORT = opts.port;
   if (opts.adminPort !== undefined) env.HECATE_ADMIN_PORT = opts.adminPort;
   if (opts.host !== undefined) env.HECATE_HOST = opts.host;
+  if (opts.allowedHosts !== undefined) env.HECATE_ALLOWED_HOSTS = opts.allowedHosts;
   if (opts.logLevel !== undefined) env.HECATE_LOG_LEVEL = opts.logLevel;
   if (opts.requireSignature) env.HECATE_REQUIRE_SIGNATURE = "1";
   const child = spawn(process.execPath, [daemonMainPath()], { env, stdio: ["ignore", "pipe", "inherit"] });
