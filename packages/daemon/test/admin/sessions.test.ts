@@ -8,30 +8,20 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { buildPackage, startTestDaemon, type TestDaemon, unixRequest } from "../lifecycle/helpers.js";
+import { launchChromium } from "./chromium.js";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-export const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const CLI = fileURLToPath(new URL("../../../../cli/dist/src/main.js", import.meta.url));
 
 let d: TestDaemon;
 let browser: Browser;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (bash scripts/setup-system.sh, or CHROMIUM_PATH)`);
   d = await startTestDaemon();
   // A hostile plugin page: frames the admin page, and plants a same-named cookie for the host (cookies ignore ports).
   const framer = `<!doctype html><title>framer</title>
@@ -47,7 +37,7 @@ before(async () => {
     headers: { "content-type": "application/gzip" },
   });
   assert.equal(r.status, 201, await r.text());
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {
