@@ -273,7 +273,13 @@ async function daemonTarget(home: string, names: string[]): Promise<Target> {
       });
       archives.set(`${name}@${version}`, readFileSync(file));
     }
-  const daemon = await startDaemon({ home: join(home, "home"), port: 0, logLevel: "silent", containers: false });
+  const daemon = await startDaemon({
+    home: join(home, "home"),
+    port: 0,
+    logLevel: "silent",
+    containers: false,
+    trustOwnProcessOnSocket: true,
+  });
   const admin = async (method: string, path: string, body?: Buffer) => {
     const r = await unixRequest(
       daemon.socketPath,

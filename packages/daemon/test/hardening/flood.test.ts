@@ -122,6 +122,15 @@ test("default limits come from RLIMIT_NOFILE: 20,000 fds -> 5,000 reserved, 15,0
   assert.throws(() => resolveLimits({ maxConnections: 0 }), /maxConnections must be an integer >= 1/);
 });
 
+test("bad limit values stop main.js with a clear message", async () => {
+  const words = spawnDaemon(join(d.work, "bad-limits-1"), { HECATE_MAX_CONNECTIONS: "lots" });
+  assert.equal((await words.exited).code, 2);
+  assert.match(words.output(), /HECATE_MAX_CONNECTIONS must be a non-negative integer, got "lots"/);
+  const zero = spawnDaemon(join(d.work, "bad-limits-2"), { HECATE_MAX_WEBSOCKETS: "0" });
+  assert.notEqual((await zero.exited).code, 0);
+  assert.match(zero.output(), /maxWebSockets must be an integer >= 1, got 0/);
+});
+
 test("one client's 500 connections stop at its cap (200) and leave room for a second client", async () => {
   const port = d.port;
   const mine = await openMany(port, "127.0.0.2", 500);
