@@ -8,6 +8,8 @@
  *   in `run/` (0700, owned by the daemon's uid; checked at start and refused otherwise: `checkRunDir`), so other
  *   uids cannot even connect; the peer check holds even if those modes were loosened. When peer credentials cannot
  *   be read (koffi missing, another OS) no socket connection is trusted and the token is needed there too.
+ *   Should plugin code ever run in another process of the daemon's uid (e.g. a separate plugin-host process), that
+ *   process's pid must be refused here as well: the rule is "an operator's process", not "any process of the uid".
  * - Anything else (TCP, untrusted socket peers) needs the admin token as `Authorization: Bearer` (the CLI) or a live
  *   login session in the `hecate_admin` cookie (the admin page; admin/sessions.ts: a random id, never the token).
  * A DNS-rebinding guard (Host allow-list, Origin = Host) runs on every /admin/ request except trusted socket ones.
