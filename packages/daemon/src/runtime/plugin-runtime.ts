@@ -13,6 +13,7 @@ import type { RouteAnnouncement } from "@hecate/sdk/protocol";
 import { WebSocketServer } from "ws";
 import { type PluginMount, RouteError, type Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
+import { ensureEsmScope } from "./esm-scope.js";
 import { PluginLoadError, type PluginSpec, PluginWorker } from "./plugin-worker.js";
 import { ensureSdkLink } from "./sdk-link.js";
 
@@ -189,6 +190,7 @@ export class PluginRuntime extends EventEmitter {
 
   /** Starts a worker, waits for ready and mounts it; the old mount (if any) is replaced in one swap. */
   private async startWorker(spec: PluginSpec): Promise<PluginWorker> {
+    ensureEsmScope(spec.root);
     const worker = new PluginWorker(spec, {
       resourceLimits: this.o.resourceLimits,
       loadTimeoutMs: spec.loadTimeoutMs ?? this.o.loadTimeoutMs,
