@@ -1,5 +1,5 @@
 /**
- * Issue 11 point 7: every process a plugin starts (spawn / exec / execFile / spawnSync, through ESM named imports
+ * Issue 11 point 7: every process a plugin starts (spawn / exec / execFile / fork / spawnSync, through ESM named imports
  * and the default export alike), and the processes those start, are killed when the plugin is unloaded, swapped
  * out (upgrade) or crashes (a throw in a timer, process.exit). Real `sleep 1000` processes, checked in /proc.
  */
@@ -10,7 +10,7 @@ import { withDetached } from "../../src/runtime/child-guard.js";
 import { type Env, json, raw, setup, writePlugin } from "./helpers.js";
 
 const PLUGIN = (name: string, version: string) => `
-import { spawn, execFile, spawnSync } from "node:child_process";
+import { spawn, execFile, fork, spawnSync } from "node:child_process";
 import cp from "node:child_process";
 import { promisify } from "node:util";
 const pids = [];
@@ -32,6 +32,7 @@ export function routes() {
         await startPair();
         pids.push(cp.exec("exec sleep 1000").pid);
         pids.push(execFile("sleep", ["1000"], () => {}).pid);
+        pids.push(fork(new URL("./child.cjs", import.meta.url).pathname, [], { stdio: "ignore" }).pid);
         // spawnSync returns at once; the grandchild it leaves behind stays in its process group
         const r = spawnSync("sh", ["-c", "sleep 1000 >/dev/null 2>&1 & echo $!"], { encoding: "utf8" });
         pids.push(Number(r.stdout.trim()));
@@ -47,6 +48,9 @@ export function routes() {
   ];
 }
 `;
+
+/** A node child for fork(): idles until killed. */
+const CHILD = (version: string) => ({ [`dist-${version}/child.cjs`]: "setInterval(() => {}, 60_000);\n" });
 
 /** Running (not gone, not a zombie) per /proc; also its process group. */
 function procState(pid: number): { alive: boolean; ppid?: number; pgrp?: number } {
@@ -74,7 +78,7 @@ async function spawnAll(env: Env, name: string): Promise<number[]> {
   const r = await raw(env.port, "GET", `/plugin/${name}/api/spawn`);
   assert.equal(r.status, 200, r.body.toString());
   const { pids } = json(r) as { pids: number[] };
-  assert.equal(pids.length, 9, JSON.stringify(pids));
+  assert.equal(pids.length, 10, JSON.stringify(pids));
   for (const pid of pids) assert.ok(Number.isSafeInteger(pid) && pid > 0, JSON.stringify(pids));
   const states = pids.map(procState);
   assert.ok(
@@ -108,7 +112,7 @@ test("withDetached sets detached:true in spawnSync's options whatever the call s
 });
 
 test("unload kills every process the plugin started, grandchildren included; promisify keeps its shape", async () => {
-  await env.runtime.load(writePlugin(env.home, "kids-a", "1.0.0", PLUGIN("kids-a", "1.0.0")));
+  await env.runtime.load(writePlugin(env.home, "kids-a", "1.0.0", PLUGIN("kids-a", "1.0.0"), CHILD("1.0.0")));
   const p = json(await raw(env.port, "GET", "/plugin/kids-a/api/promisified"));
   assert.deepEqual(p, { execFile: { stdout: "hi\n", stderr: "" }, exec: { stdout: "there\n", stderr: "" } });
   const pids = await spawnAll(env, "kids-a");
@@ -126,9 +130,9 @@ test("unload kills every process the plugin started, grandchildren included; pro
 });
 
 test("swap (upgrade) kills the old version's processes; the new version's keep running until it goes", async () => {
-  await env.runtime.load(writePlugin(env.home, "kids-b", "1.0.0", PLUGIN("kids-b", "1.0.0")));
+  await env.runtime.load(writePlugin(env.home, "kids-b", "1.0.0", PLUGIN("kids-b", "1.0.0"), CHILD("1.0.0")));
   const old = await spawnAll(env, "kids-b");
-  await env.runtime.swap("kids-b", writePlugin(env.home, "kids-b", "2.0.0", PLUGIN("kids-b", "2.0.0")));
+  await env.runtime.swap("kids-b", writePlugin(env.home, "kids-b", "2.0.0", PLUGIN("kids-b", "2.0.0"), CHILD("2.0.0")));
   await allDead(old, 2000);
   const fresh = await spawnAll(env, "kids-b");
   assert.equal(fresh.filter((p) => old.includes(p)).length, 0, "the new version's processes are its own");
@@ -142,7 +146,7 @@ for (const [crash, path] of [
 ] as const) {
   test(`a worker crash (${crash}) kills the processes the plugin started`, async () => {
     const name = path === "/exit" ? "kids-exit" : "kids-throw";
-    await env.runtime.load(writePlugin(env.home, name, "1.0.0", PLUGIN(name, "1.0.0")));
+    await env.runtime.load(writePlugin(env.home, name, "1.0.0", PLUGIN(name, "1.0.0"), CHILD("1.0.0")));
     const pids = await spawnAll(env, name);
     const crashed = new Promise<string>((resolve) =>
       env.runtime.on("crashed", (n: string, reason: string) => n === name && resolve(reason)),
