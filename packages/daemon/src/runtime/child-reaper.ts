@@ -33,7 +33,10 @@ export class ChildReaper {
       });
       // Messages the worker posted before it ended are delivered before `exit` (Node drains the port first).
       worker.once("exit", () => {
-        void this.reap(groups).then(resolve);
+        // never rejects: a failure to signal (no /proc, EPERM) must not become an unhandled rejection of the daemon
+        void this.reap(groups)
+          .catch(() => {})
+          .then(resolve);
       });
     });
     this.tracked.set(worker, { groups, done });
