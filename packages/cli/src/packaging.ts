@@ -91,6 +91,9 @@ export interface PackResult {
   signed: boolean;
 }
 
+/** Written into a package that does not carry a package.json of its own. */
+export const ESM_PACKAGE_JSON = `{"type":"module"}\n`;
+
 /** Packs a plugin project into `outFile` (digests always; signature when `privateKeyPem` is given). */
 export async function packProject(projectDir: string, outFile: string | undefined, privateKeyPem?: string) {
   const dir = resolve(projectDir);
@@ -108,6 +111,12 @@ export async function packProject(projectDir: string, outFile: string | undefine
     for (const e of entries) {
       await mkdir(dirname(join(staging, e)), { recursive: true });
       await cp(join(dir, e), join(staging, e), { recursive: true, dereference: true });
+    }
+    // Plugin code is ESM: without a package.json of its own, a package's `.js` files would load as whatever a
+    // package.json above the daemon's $HECATE_HOME says. (The daemon also guarantees it for older packages.)
+    if (!existsSync(join(staging, "package.json"))) {
+      await writeFile(join(staging, "package.json"), ESM_PACKAGE_JSON, { mode: 0o644 });
+      entries.push("package.json");
     }
     await mkdir(dirname(out), { recursive: true });
     const tmpOut = join(staging, "..", `${basename(staging)}.tar.gz`);

@@ -74,7 +74,7 @@ test("plugin new -> the scaffold's test passes -> pack -> install -> its route a
   const boxTest = await nodeTest(boxDir);
   assert.equal(boxTest.code, 0, boxTest.output);
   const box = await cliJson(["plugin", "pack", boxDir, "-o", join(work, "box.tar.gz")]);
-  assert.deepEqual(box.entries, ["manifest.json", "src", "priv"]);
+  assert.deepEqual(box.entries, ["manifest.json", "src", "priv", "package.json"]);
   const verified = await cliJson(["plugin", "verify", box.file]);
   assert.equal(verified.name, "box");
 

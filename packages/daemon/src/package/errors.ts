@@ -2,6 +2,9 @@
 export type PackageErrorCode =
   | "not_gzip"
   | "truncated"
+  | "extra_gzip_member"
+  | "data_after_eof"
+  | "pax_global_path"
   | "corrupt_header"
   | "empty"
   | "path_traversal"

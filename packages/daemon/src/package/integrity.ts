@@ -12,10 +12,10 @@ import {
   verify,
 } from "node:crypto";
 import { createReadStream, readdirSync, readFileSync } from "node:fs";
-import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { create as tarCreate } from "tar";
-import { PackageError } from "./errors.js";
+import { PackageError, type PackageErrorCode } from "./errors.js";
 
 export const FILE_MANIFEST = "hecate-files.json";
 export const FILE_SIGNATURE = "hecate-files.sig";
@@ -82,30 +82,42 @@ function sha256File(path: string): Promise<string> {
   });
 }
 
-/** Every regular file under `dir` (POSIX relative paths, sorted); links and special files are refused. */
-async function listFiles(dir: string): Promise<string[]> {
+/** Every regular file and every directory under `dir` (POSIX relative paths, sorted); links and special files are refused. */
+async function walkTree(dir: string): Promise<{ files: string[]; dirs: string[] }> {
   const out: string[] = [];
+  const dirs: string[] = [];
   const walk = async (abs: string, rel: string) => {
     const entries = await readdir(abs, { withFileTypes: true });
     for (const e of entries) {
       const childRel = rel ? `${rel}/${e.name}` : e.name;
       const childAbs = join(abs, e.name);
-      if (e.isDirectory()) await walk(childAbs, childRel);
-      else if (e.isFile()) out.push(childRel);
+      if (e.isDirectory()) {
+        dirs.push(childRel);
+        await walk(childAbs, childRel);
+      } else if (e.isFile()) out.push(childRel);
       else if (e.isSymbolicLink())
         throw new PackageError("link_entry", `symbolic link in the package: ${childRel}`, { file: childRel });
       else throw new PackageError("special_file", `special file in the package: ${childRel}`, { file: childRel });
     }
   };
   await walk(dir, "");
-  return out.sort();
+  return { files: out.sort(), dirs: dirs.sort() };
+}
+
+/** Every regular file under `dir` (POSIX relative paths, sorted); links and special files are refused. */
+async function listFiles(dir: string): Promise<string[]> {
+  return (await walkTree(dir)).files;
 }
 
 const isIntegrityFile = (rel: string) => rel === FILE_MANIFEST || rel === FILE_SIGNATURE;
 
 /** SHA-256 of every file in `dir` except hecate-files.json and hecate-files.sig, keys sorted. */
-export async function computeFileDigests(dir: string): Promise<Record<string, string>> {
-  const files = (await listFiles(dir)).filter((f) => !isIntegrityFile(f));
+export async function computeFileDigests(
+  dir: string,
+  /** The files of `dir` when already listed. */
+  listed?: string[],
+): Promise<Record<string, string>> {
+  const files = (listed ?? (await listFiles(dir))).filter((f) => !isIntegrityFile(f));
   const digests: string[] = new Array(files.length);
   let next = 0;
   const worker = async () => {
@@ -221,9 +233,42 @@ function checkSignature(sigBytes: Buffer | undefined, manifestBytes: Buffer, tru
 }
 
 /**
- * Verifies `dir` against its hecate-files.json (every listed file present with its digest, no unlisted file, no
- * links) and the signature per `trust`. Throws PackageError (missing_digests, digest_mismatch with `details.file`,
- * unsigned, untrusted_key, bad_signature).
+ * hecate-files.json / hecate-files.sig of `dir`: undefined when absent; a directory, link or special file in its
+ * place is refused with `code` (a plain EISDIR from readFile used to escape as a non-PackageError).
+ */
+async function readIntegrityFile(dir: string, name: string, code: PackageErrorCode): Promise<Buffer | undefined> {
+  const path = join(dir, name);
+  const notAFile = (what: string) =>
+    new PackageError(code, `${name} is ${what}, not a regular file`, { file: name, reason: "not_a_file" });
+  const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT" || err.code === "ENOTDIR") return undefined;
+    throw err;
+  });
+  if (!st) return undefined;
+  if (st.isDirectory()) throw notAFile("a directory");
+  if (st.isSymbolicLink()) throw notAFile("a symbolic link");
+  if (!st.isFile()) throw notAFile("a special file");
+  return readFile(path).catch((err: NodeJS.ErrnoException) => {
+    // replaced between lstat and read
+    if (err.code === "EISDIR") throw notAFile("a directory");
+    throw err;
+  });
+}
+
+/** Every parent directory of the listed files: the only directories a package may contain. */
+function impliedDirs(files: Iterable<string>): Set<string> {
+  const dirs = new Set<string>();
+  for (const f of files) {
+    const parts = f.split("/");
+    for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
+  }
+  return dirs;
+}
+
+/**
+ * Verifies `dir` against its hecate-files.json (every listed file present with its digest, no unlisted file or
+ * directory, no links) and the signature per `trust`. Throws PackageError (missing_digests, digest_mismatch with
+ * `details.file`, unsigned, untrusted_key, bad_signature).
  */
 export async function verifyPackageDir(
   dir: string,
@@ -231,22 +276,20 @@ export async function verifyPackageDir(
   /** Digests already computed for every file of `dir` (e.g. while extracting it); default: hash the files now. */
   knownDigests?: Record<string, string>,
 ): Promise<VerifyResult> {
-  const manifestBytes = await readFile(join(dir, FILE_MANIFEST)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT")
-      throw new PackageError("missing_digests", `${FILE_MANIFEST} is missing: packages must be built with hecate pack`);
-    throw err;
-  });
-  const sigBytes = await readFile(join(dir, FILE_SIGNATURE)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return undefined;
-    throw err;
-  });
+  const manifestBytes = await readIntegrityFile(dir, FILE_MANIFEST, "missing_digests");
+  if (!manifestBytes)
+    throw new PackageError("missing_digests", `${FILE_MANIFEST} is missing: packages must be built with hecate pack`);
+  const sigBytes = await readIntegrityFile(dir, FILE_SIGNATURE, "bad_signature");
   const declared = parseFileManifest(manifestBytes);
   const result = checkSignature(sigBytes, manifestBytes, trust);
   let actual: Record<string, string>;
+  let dirs: string[];
   try {
+    const tree = await walkTree(dir);
+    dirs = tree.dirs;
     actual = knownDigests
       ? Object.fromEntries(Object.entries(knownDigests).filter(([f]) => !isIntegrityFile(f)))
-      : await computeFileDigests(dir);
+      : await computeFileDigests(dir, tree.files);
   } catch (err) {
     // A link or special file appearing after install is tampering as far as the loader is concerned.
     if (err instanceof PackageError)
@@ -272,6 +315,14 @@ export async function verifyPackageDir(
     if (!(file in declared.files))
       throw new PackageError("digest_mismatch", `${file} is not listed in ${FILE_MANIFEST}`, {
         file,
+        reason: "unlisted",
+      });
+  // An empty directory (or one holding only other empty ones) is content no digest covers: refused like a file.
+  const implied = impliedDirs(Object.keys(declared.files));
+  for (const d of dirs)
+    if (!implied.has(d))
+      throw new PackageError("digest_mismatch", `directory ${d} holds no file listed in ${FILE_MANIFEST}`, {
+        file: d,
         reason: "unlisted",
       });
   return { ...result, files: Object.keys(actual).length };

@@ -23,9 +23,10 @@ import {
 } from "node:fs";
 import { open } from "node:fs/promises";
 import { resolve, sep } from "node:path";
-import { createGunzip } from "node:zlib";
+import { crc32, createInflateRaw } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import { PackageError, type PackageErrorCode } from "./errors.js";
+import { checkGzipTrailer, gzipHeaderLength, MAX_GZIP_HEADER } from "./gzip-member.js";
 
 export interface ExtractLimits {
   /** Entries in the archive (files and directories). */
@@ -197,6 +198,36 @@ function mapTarError(err: Error & { tarCode?: string; code?: string }, entries: 
   return new PackageError("corrupt_header", `corrupt tar archive: ${err.message}`);
 }
 
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `b` is zero (compared natively, 64 KiB at a time). */
+function allZero(b: Buffer): boolean {
+  for (let off = 0; off < b.length; off += ZEROS.length) {
+    const part = b.subarray(off, off + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+/**
+ * Reads one of node-tar's Parser fields that have no public accessor: what follows the end-of-archive blocks (the
+ * parser keeps it in its input buffer and never looks at it) and the pax global header state. Found by their symbol
+ * descriptions; a node-tar without them makes every scan throw (caught by the tests at once), never skips the check.
+ */
+function parserField(parser: Parser, description: string): () => unknown {
+  const sym = Object.getOwnPropertySymbols(parser).find((s) => s.description === description);
+  if (!sym) throw new Error(`node-tar's Parser has no "${description}" field any more: update scan.ts`);
+  return () => (parser as unknown as Record<symbol, unknown>)[sym];
+}
+
+/** A pax global header (`g`) that sets path/linkpath: node-tar ignores them, other tools apply them to every entry. */
+function globalPathOf(gex: unknown): string | undefined {
+  const g = gex as { path?: unknown; linkpath?: unknown } | undefined | null;
+  if (g?.path != null) return "path";
+  if (g?.linkpath != null) return "linkpath";
+  return undefined;
+}
+
 function mapZlibError(err: Error & { code?: string }): PackageError {
   if (err.code === "Z_BUF_ERROR" || /unexpected end/i.test(err.message))
     return new PackageError("truncated", "gzip stream is truncated");
@@ -209,16 +240,19 @@ function mapZlibError(err: Error & { code?: string }): PackageError {
  */
 export async function scanArchive(archivePath: string, limits: ExtractLimits, sink: EntrySink): Promise<ScanStats> {
   const fh = await open(archivePath, "r");
+  let fileSize: number;
+  let headerLength: number;
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new PackageError("not_gzip", "package is not a regular file");
     if (st.size === 0) throw new PackageError("empty", "package file is empty");
-    const head = Buffer.alloc(2);
-    await fh.read(head, 0, 2, 0);
-    if (st.size < 2 || head[0] !== 0x1f || head[1] !== 0x8b)
-      throw new PackageError("not_gzip", "package is not a gzip file (.tar.gz expected)");
-  } finally {
+    fileSize = st.size;
+    const head = Buffer.alloc(Math.min(fileSize, MAX_GZIP_HEADER));
+    await fh.read(head, 0, head.length, 0);
+    headerLength = gzipHeaderLength(head, fileSize);
+  } catch (err) {
     await fh.close();
+    throw err;
   }
 
   const stats: ScanStats = { entries: 0, files: 0, bytes: 0, compressedBytes: 0, decompressedBytes: 0 };
@@ -228,18 +262,22 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
   let declaredTotal = 0;
   let zeroStart = true;
   let sawEof = false;
+  /** CRC-32 of the decompressed bytes, checked against the gzip trailer. */
+  let crc = 0;
 
   return new Promise<ScanStats>((resolvePromise, rejectPromise) => {
     let settled = false;
     let failure: Error | undefined;
-    const source = createReadStream(archivePath, { highWaterMark: 16 * 1024 });
-    const gunzip = createGunzip();
+    // The deflate data after the gzip header: InflateRaw stops at its end (see gzip-member.ts).
+    const source = createReadStream(archivePath, { start: headerLength, highWaterMark: 16 * 1024 });
+    const gunzip = createInflateRaw();
 
     const settle = (err?: Error) => {
       if (settled) return;
       settled = true;
       source.destroy();
       gunzip.destroy();
+      void fh.close().catch(() => {});
       if (err) {
         sink.abort();
         rejectPromise(err);
@@ -268,6 +306,8 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
       const name = entry.path;
       if (++stats.entries > limits.maxEntries)
         throw refuse("too_many_entries", `more than ${limits.maxEntries} entries`, name);
+      const globalKey = globalPathOf(entry.globalExtended);
+      if (globalKey) throw refuse("pax_global_path", `pax global header sets ${globalKey} for every entry`, name);
       const segments = checkEntryName(name, limits);
       const type = entry.type;
       if (LINK_TYPES.has(type))
@@ -361,11 +401,28 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
       // node-tar cuts pax / GNU long-name values at the first NUL; other tools may not. Refuse the ambiguity.
       if (/\0[^\0]/.test(record)) fail(new PackageError("corrupt_header", "NUL byte inside an extended name record"));
     });
+    const leftover = parserField(parser, "buffer");
+    const globalHeader = parserField(parser, "globalExtendedHeader");
+    const dataAfterEof = () =>
+      new PackageError(
+        "data_after_eof",
+        "non-zero data after the tar end-of-archive blocks (another archive there is read by some tools)",
+      );
+    /** Once the end-of-archive blocks are seen, what the parser buffered after them must be zeros. */
+    const checkLeftover = () => {
+      const rest = leftover() as Buffer | undefined;
+      if (rest && !allZero(rest)) fail(dataAfterEof());
+    };
     parser.on("eof", () => {
       sawEof = true;
     });
     parser.on("error", (err: Error) => settle(failure ?? mapTarError(err, stats.entries, zeroStart)));
     parser.on("end", () => {
+      if (failure) return;
+      if (sawEof) checkLeftover();
+      const globalKey = globalPathOf(globalHeader());
+      if (globalKey)
+        fail(new PackageError("pax_global_path", `pax global header sets ${globalKey} (after the last entry)`));
       if (failure) return;
       if (stats.entries === 0) settle(new PackageError("empty", "archive has no entries"));
       else settle();
@@ -387,6 +444,7 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
       if (stats.decompressedBytes < 512 && chunk.subarray(0, 512 - stats.decompressedBytes).some((b) => b !== 0))
         zeroStart = false;
       stats.decompressedBytes += chunk.length;
+      crc = crc32(chunk, crc);
       if (stats.decompressedBytes > maxDecompressed)
         return fail(
           new PackageError("total_too_large", `archive decompresses to more than ${maxDecompressed} bytes`, {
@@ -402,12 +460,23 @@ export async function scanArchive(archivePath: string, limits: ExtractLimits, si
             { compressedBytes: stats.compressedBytes, decompressedBytes: stats.decompressedBytes },
           ),
         );
-      // Trailing data after the end-of-archive blocks is never looked at.
-      if (sawEof) return;
+      // After the end-of-archive blocks only zero padding may follow; it is checked here, not parsed.
+      if (sawEof) {
+        if (!allZero(chunk)) fail(dataAfterEof());
+        return;
+      }
       if (!parser.write(chunk)) gunzip.pause();
+      if (sawEof) checkLeftover();
     });
     gunzip.on("end", () => {
-      if (!settled) parser.end();
+      if (settled) return;
+      // bytesWritten: the compressed bytes the deflate stream took; the trailer follows, then the file must end.
+      checkGzipTrailer(fh, fileSize, headerLength + gunzip.bytesWritten, crc, stats.decompressedBytes).then(
+        () => {
+          if (!settled) parser.end();
+        },
+        (err: Error) => fail(err),
+      );
     });
     source.pipe(gunzip);
   });

@@ -13,6 +13,8 @@ import type { RouteAnnouncement } from "@hecate/sdk/protocol";
 import { WebSocketServer } from "ws";
 import { type PluginMount, RouteError, type Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
+import { ChildReaper } from "./child-reaper.js";
+import { ensureEsmScope } from "./esm-scope.js";
 import { PluginLoadError, type PluginSpec, PluginWorker } from "./plugin-worker.js";
 import { ensureSdkLink } from "./sdk-link.js";
 
@@ -53,6 +55,8 @@ export interface RuntimeOptions {
   unloadDeadlineMs?: number;
   /** Largest ws message accepted from a client (bytes), default 1 MiB. */
   wsMaxPayload?: number;
+  /** A dead worker's child process groups get SIGTERM, then SIGKILL after this long (default 2000 ms). */
+  childGraceMs?: number;
   onCrashed?: (name: string, reason: string) => void;
   onDisabled?: (name: string, reason: string) => void;
 }
@@ -76,7 +80,9 @@ export class PluginRuntime extends EventEmitter {
   private readonly locks = new KeyedSerial();
   private readonly wss: WebSocketServer;
   private readonly router: Router;
-  private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+  private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled" | "childGraceMs">>;
+  /** Kills the process groups a plugin started when its worker ends (see child-guard.ts / child-reaper.ts). */
+  private readonly reaper: ChildReaper;
 
   constructor(options: RuntimeOptions) {
     super();
@@ -95,6 +101,7 @@ export class PluginRuntime extends EventEmitter {
       unloadDeadlineMs: options.unloadDeadlineMs ?? 5000,
       wsMaxPayload: options.wsMaxPayload ?? 1024 * 1024,
     };
+    this.reaper = new ChildReaper(options.childGraceMs ?? 2000);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.o.wsMaxPayload });
     if (options.onCrashed) this.on("crashed", options.onCrashed);
     if (options.onDisabled) this.on("disabled", options.onDisabled);
@@ -125,7 +132,7 @@ export class PluginRuntime extends EventEmitter {
       if (!entry) return false;
       this.entries.delete(name);
       this.router.removePlugin(name);
-      await entry.worker?.stop(options.deadlineMs ?? this.o.unloadDeadlineMs);
+      await this.stopWorker(entry.worker, options.deadlineMs);
       return true;
     });
   }
@@ -149,7 +156,7 @@ export class PluginRuntime extends EventEmitter {
       this.watch(entry, fresh);
       this.emit("swapped", name, this.info(entry));
       // The new version serves from here on; the old worker finishes its in-flight requests, then goes.
-      await old?.stop(options.deadlineMs ?? this.o.unloadDeadlineMs);
+      await this.stopWorker(old, options.deadlineMs);
       return this.info(entry)!;
     });
   }
@@ -187,8 +194,16 @@ export class PluginRuntime extends EventEmitter {
     };
   }
 
+  /** Graceful stop (drain, terminate()) of a worker, resolved once the processes it started are stopped too. */
+  private async stopWorker(worker: PluginWorker | undefined, deadlineMs = this.o.unloadDeadlineMs): Promise<void> {
+    if (!worker) return;
+    await worker.stop(deadlineMs);
+    await this.reaper.reaped(worker.worker);
+  }
+
   /** Starts a worker, waits for ready and mounts it; the old mount (if any) is replaced in one swap. */
   private async startWorker(spec: PluginSpec): Promise<PluginWorker> {
+    ensureEsmScope(spec.root);
     const worker = new PluginWorker(spec, {
       resourceLimits: this.o.resourceLimits,
       loadTimeoutMs: spec.loadTimeoutMs ?? this.o.loadTimeoutMs,
@@ -196,6 +211,7 @@ export class PluginRuntime extends EventEmitter {
       heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
       wss: this.wss,
     });
+    this.reaper.track(worker.worker);
     // Plugin logs (handler errors, unhandled rejections...) go to the daemon's logger when one listens, else stderr.
     worker.on("log", (entry: { plugin: string; level: string; msg: string }) => {
       if (this.listenerCount("log") > 0) this.emit("log", entry);

@@ -9,12 +9,26 @@ import { parentPort, workerData } from "node:worker_threads";
 import { sealConfigOnNextSet } from "@hecate/sdk/config";
 import type { MainToWorker, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import { Dispatcher } from "@hecate/sdk/runtime/dispatcher";
+import { guardChildProcesses } from "./child-guard.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
 
 const port = parentPort!;
 const boot = workerData as WorkerBoot;
 const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMessage(msgs, transfer));
-const dispatcher = new Dispatcher({ post: (msg, transfer) => batch.post(msg, transfer) });
+// Every process the plugin starts is reported at once (not batched: it must reach the main thread even if the
+// worker dies in this very turn) and its process group is killed when the worker ends (see child-guard.ts).
+const children = guardChildProcesses((m) => port.postMessage(m));
+/** When the main thread wants the worker gone (`terminate` carries the deadline). */
+let terminateBy = 0;
+const dispatcher = new Dispatcher({
+  post: (msg, transfer) => {
+    if (msg.t !== "terminated" || children.groups.size === 0) return batch.post(msg, transfer);
+    // The plugin's terminate() has run: stop what it left running before reporting `terminated` (after which the
+    // main thread ends this worker), within half of what is left of the deadline.
+    const graceMs = Math.min(2000, Math.max(100, (terminateBy - Date.now()) / 2));
+    void children.stopAll(graceMs).finally(() => batch.post(msg, transfer));
+  },
+});
 // Whatever was posted in the last turn (a log line before process.exit...) still goes out.
 process.on("exit", batch.flush);
 
@@ -25,7 +39,10 @@ process.on("unhandledRejection", (reason) => {
   });
 });
 
-const handle = (msg: MainToWorker) => dispatcher.handle(msg);
+const handle = (msg: MainToWorker) => {
+  if (msg.t === "terminate") terminateBy = Date.now() + msg.deadlineMs;
+  dispatcher.handle(msg);
+};
 port.on("message", (data: MainToWorker | MainToWorker[]) => unbatch(data, handle));
 // The dispatcher's setConfig (before init) is final: see sealConfigOnNextSet.
 sealConfigOnNextSet();

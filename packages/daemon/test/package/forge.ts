@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gzipSync } from "node:zlib";
+import { crc32, deflateRawSync, gzipSync } from "node:zlib";
 
 export interface RawEntry {
   /** Entry name; a Buffer is written byte for byte (broken UTF-8, NUL, ...). */
@@ -101,6 +101,43 @@ export function tarOf(entries: RawEntry[], opts: { eof?: boolean } = {}): Buffer
 
 export function gz(data: Buffer, level = 6): Buffer {
   return gzipSync(data, { level });
+}
+
+/**
+ * One gzip member written by hand (RFC 1952), with the optional header fields zlib's gzip never writes: extra field,
+ * file name, comment, header CRC.
+ */
+export function gzipMember(
+  data: Buffer,
+  opts: { extra?: Buffer; name?: string; comment?: string; headerCrc?: boolean; flags?: number } = {},
+): Buffer {
+  let flags = opts.flags ?? 0;
+  const parts: Buffer[] = [];
+  if (opts.extra) {
+    flags |= 0x04;
+    const len = Buffer.alloc(2);
+    len.writeUInt16LE(opts.extra.length);
+    parts.push(len, opts.extra);
+  }
+  if (opts.name !== undefined) {
+    flags |= 0x08;
+    parts.push(Buffer.from(`${opts.name}\0`, "latin1"));
+  }
+  if (opts.comment !== undefined) {
+    flags |= 0x10;
+    parts.push(Buffer.from(`${opts.comment}\0`, "latin1"));
+  }
+  if (opts.headerCrc) flags |= 0x02;
+  let header = Buffer.concat([Buffer.from([0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3]), ...parts]);
+  if (opts.headerCrc) {
+    const hcrc = Buffer.alloc(2);
+    hcrc.writeUInt16LE(crc32(header) & 0xffff);
+    header = Buffer.concat([header, hcrc]);
+  }
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(crc32(data));
+  trailer.writeUInt32LE(data.length % 2 ** 32, 4);
+  return Buffer.concat([header, deflateRawSync(data), trailer]);
 }
 
 export const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");

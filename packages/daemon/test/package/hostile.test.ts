@@ -20,6 +20,7 @@ import {
 } from "../../src/package/index.js";
 import {
   gz,
+  gzipMember,
   INDEX_JS,
   manifestJson,
   pax,
@@ -89,6 +90,12 @@ const base256 = (n: bigint): Buffer => {
     v >>= 8n;
   }
   b[0] = n < 0n ? 0xff : 0x80;
+  return b;
+};
+
+/** `b` with the byte `n` from its end inverted. */
+const flipFromEnd = (b: Buffer, n: number): Buffer => {
+  b[b.length - n] ^= 0xff;
   return b;
 };
 
@@ -459,6 +466,92 @@ const cases: Case[] = [
     },
   },
   { name: "not gzip (plain tar)", code: "not_gzip", scan: true, archive: () => tarOf(good()) },
+  // what other tools read differently (issue 11): data after the end, more members, global names
+  {
+    name: "second tar after the end-of-archive blocks",
+    code: "data_after_eof",
+    scan: true,
+    archive: () => gz(Buffer.concat([tarOf(good()), tarOf([file("smuggled.js", "pwned")])])),
+  },
+  {
+    name: "one non-zero byte 100 KiB after the end-of-archive blocks",
+    code: "data_after_eof",
+    scan: true,
+    archive: () => gz(Buffer.concat([tarOf(good()), Buffer.alloc(100 * 1024), Buffer.from("x")])),
+  },
+  {
+    name: "second gzip member (another tar)",
+    code: "extra_gzip_member",
+    scan: true,
+    archive: () => Buffer.concat([gz(tarOf(good())), gz(tarOf([file("smuggled.js", "pwned")]))]),
+  },
+  {
+    name: "empty gzip member before the real one",
+    code: "extra_gzip_member",
+    scan: true,
+    archive: () => Buffer.concat([gz(Buffer.alloc(0)), gz(tarOf(good()))]),
+  },
+  {
+    name: "zero padding after the gzip member",
+    code: "extra_gzip_member",
+    scan: true,
+    archive: () => Buffer.concat([gz(tarOf(good())), Buffer.alloc(512)]),
+  },
+  {
+    name: "garbage after the gzip member",
+    code: "extra_gzip_member",
+    scan: true,
+    archive: () => Buffer.concat([gz(tarOf(good())), Buffer.from("trailing garbage")]),
+  },
+  { name: "gzip CRC-32 mismatch", code: "not_gzip", scan: true, archive: () => flipFromEnd(gz(tarOf(good())), 8) },
+  { name: "gzip size mismatch", code: "not_gzip", scan: true, archive: () => flipFromEnd(gz(tarOf(good())), 1) },
+  { name: "gzip trailer cut off", code: "truncated", scan: true, archive: () => gz(tarOf(good())).subarray(0, -3) },
+  {
+    name: "gzip reserved header flag",
+    code: "not_gzip",
+    scan: true,
+    archive: () => gzipMember(tarOf(good()), { flags: 0x20 }),
+  },
+  {
+    name: "gzip header CRC mismatch",
+    code: "not_gzip",
+    scan: true,
+    archive: () => {
+      const b = gzipMember(tarOf(good()), { name: "x.tar", headerCrc: true });
+      b[16] ^= 0xff; // the header CRC (10 bytes + "x.tar\0")
+      return b;
+    },
+  },
+  {
+    name: "gzip file name never terminated",
+    code: "truncated",
+    scan: true,
+    archive: () => Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3]), Buffer.from("name")]),
+  },
+  {
+    name: "pax global header sets path",
+    code: "pax_global_path",
+    scan: true,
+    archive: () => beforeGood({ ...pax({ path: "../../other/package/dist/index.js" }), type: "g" }),
+  },
+  {
+    name: "pax global header sets a harmless-looking path",
+    code: "pax_global_path",
+    scan: true,
+    archive: () => beforeGood({ ...pax({ path: "dist/index.js" }), type: "g" }),
+  },
+  {
+    name: "pax global header sets linkpath",
+    code: "pax_global_path",
+    scan: true,
+    archive: () => beforeGood({ ...pax({ linkpath: "/etc/passwd" }), type: "g" }),
+  },
+  {
+    name: "pax global path after the last entry",
+    code: "pax_global_path",
+    scan: true,
+    archive: () => withEntries({ ...pax({ path: "evil.js" }), type: "g" }),
+  },
   {
     name: "not gzip (text)",
     code: "not_gzip",
@@ -551,6 +644,27 @@ const cases: Case[] = [
     name: "file not listed in digests",
     code: "digest_mismatch",
     archive: () => withEntries(file("smuggled.js", "extra")),
+  },
+  {
+    name: "empty directory not listed in digests",
+    code: "digest_mismatch",
+    archive: () => withEntries({ name: "dist/hidden/", type: "5", mode: 0o755 }),
+  },
+  {
+    name: "hecate-files.json is a directory",
+    code: "missing_digests",
+    archive: () =>
+      gz(
+        tarOf([
+          ...validEntries("victim").filter((e) => e.name !== "hecate-files.json"),
+          { name: "hecate-files.json/", type: "5", mode: 0o755 },
+        ]),
+      ),
+  },
+  {
+    name: "hecate-files.sig is a directory",
+    code: "bad_signature",
+    archive: () => withEntries({ name: "hecate-files.sig/", type: "5", mode: 0o755 }),
   },
 ];
 
@@ -646,5 +760,35 @@ test("hostile: foreign uid/gid and odd-but-harmless modes extract as the daemon 
     assert.ok(!existsSync(join(fx.target, "..", "..", "other", "package", "data.txt")));
   } finally {
     removeDir(fx.home);
+  }
+});
+
+test("hostile: what stays accepted: zero padding after the tar end, every gzip header field, a pax global comment", async () => {
+  const archives: [string, Buffer][] = [
+    ["20 KiB of zeros after the end-of-archive blocks", gz(Buffer.concat([tarOf(good()), Buffer.alloc(20 * 1024)]))],
+    [
+      "gzip header with extra field, file name, comment and header CRC",
+      gzipMember(tarOf(good()), {
+        extra: Buffer.from("AB\x02\x00hi"),
+        name: "victim.tar",
+        comment: "c",
+        headerCrc: true,
+      }),
+    ],
+    [
+      "pax global header with a comment and mtime",
+      beforeGood({ ...pax({ comment: "built", mtime: "1700000000" }), type: "g" }),
+    ],
+  ];
+  for (const [what, bytes] of archives) {
+    const fx = fixture();
+    try {
+      writeFileSync(fx.archive, bytes);
+      const r = await extractPackage(fx.archive, fx.target, { expectedName: "victim" });
+      assert.equal(r.manifest.name, "victim", what);
+      assert.equal(r.files, 3, what);
+    } finally {
+      removeDir(fx.home);
+    }
   }
 });

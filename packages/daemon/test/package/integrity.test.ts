@@ -167,6 +167,36 @@ test("integrity: tampering after signing and after install is caught, naming the
     symlinkSync("/etc/passwd", join(target, "priv", "leak"));
     await rejectsWith(verifyPackageDir(target, trust), "digest_mismatch", { file: "priv/leak" });
     rmSync(join(target, "priv", "leak"));
+    // a directory holding no listed file (empty, or only empty ones) is refused like an unlisted file
+    mkdirSync(join(target, "dist", "empty", "deeper"), { recursive: true });
+    await rejectsWith(verifyPackageDir(target, trust), "digest_mismatch", { file: "dist/empty", reason: "unlisted" });
+    rmSync(join(target, "dist", "empty"), { recursive: true });
+    await verifyPackageDir(target, trust);
+    // the integrity files replaced by a directory or a link: a PackageError, not a bare EISDIR
+    const sigBytes = readFileSync(join(target, FILE_SIGNATURE));
+    rmSync(join(target, FILE_SIGNATURE));
+    mkdirSync(join(target, FILE_SIGNATURE));
+    await rejectsWith(verifyPackageDir(target, trust), "bad_signature", { file: FILE_SIGNATURE, reason: "not_a_file" });
+    rmSync(join(target, FILE_SIGNATURE), { recursive: true });
+    writeFileSync(join(target, FILE_SIGNATURE), sigBytes);
+    await verifyPackageDir(target, trust);
+    const manifestBytes = readFileSync(join(target, FILE_MANIFEST));
+    rmSync(join(target, FILE_MANIFEST));
+    mkdirSync(join(target, FILE_MANIFEST));
+    await rejectsWith(verifyPackageDir(target, trust), "missing_digests", {
+      file: FILE_MANIFEST,
+      reason: "not_a_file",
+    });
+    rmSync(join(target, FILE_MANIFEST), { recursive: true });
+    writeFileSync(join(home, "elsewhere.json"), manifestBytes);
+    symlinkSync(join(home, "elsewhere.json"), join(target, FILE_MANIFEST));
+    await rejectsWith(verifyPackageDir(target, trust), "missing_digests", {
+      file: FILE_MANIFEST,
+      reason: "not_a_file",
+    });
+    rmSync(join(target, FILE_MANIFEST));
+    writeFileSync(join(target, FILE_MANIFEST), manifestBytes);
+    await verifyPackageDir(target, trust);
     rmSync(join(target, FILE_SIGNATURE));
     await rejectsWith(verifyPackageDir(target, trust), "unsigned");
     rmSync(join(target, FILE_MANIFEST));
