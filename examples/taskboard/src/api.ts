@@ -239,6 +239,8 @@ export function apiRoutes(): RouteDefinition[] {
             return { status: 201, body: row };
           }),
         ),
+        // A file upload: the daemon accepts multipart/form-data here (elsewhere only JSON bodies).
+        { multipart: true },
       ),
       routes.get(
         "/attachments/:fileId",

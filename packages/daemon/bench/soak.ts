@@ -142,7 +142,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           const b = (await r.body.json()) as { name: string };
           if (r.statusCode !== 200 || b.name !== plugin) fail(`${kind} ${r.statusCode} ${JSON.stringify(b)}`);
         } else if (kind === "echo") {
-          const r = await pool.request({ method: "POST", path: `/plugin/${plugin}/api/echo`, body: payload });
+          const r = await pool.request({
+            method: "POST",
+            path: `/plugin/${plugin}/api/echo`,
+            body: payload,
+            headers: { "content-type": "application/json" }, // plugin routes take JSON-typed bodies only (CSRF rule)
+          });
           const b = Buffer.from(await r.body.arrayBuffer());
           if (r.statusCode !== 200 || !b.equals(payload)) fail(`${kind} ${r.statusCode} ${b.length} bytes`);
         } else if (kind === "static") {

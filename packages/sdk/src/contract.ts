@@ -38,6 +38,12 @@ export interface PluginManifest {
     health_path?: string;
     /** Mount the plugin's data dir (`plugins/{name}/data`, kept across upgrades) writable at /data. Default: none. */
     writable_data?: boolean;
+    /**
+     * Request rules the daemon applies before proxying (it does not know a container's routes): `cors` opens every
+     * API route of the plugin to the listed origins, `multipart_paths` (route patterns relative to
+     * `/plugin/{name}/api`, e.g. `/files/:id`) accept `multipart/form-data` bodies. See `RouteRequestOptions`.
+     */
+    http?: { cors?: CorsPolicy; multipart_paths?: string[] };
   };
 }
 
@@ -107,8 +113,35 @@ export interface Reply {
 export type HandlerResult = Reply | Record<string, unknown> | unknown[] | string | Uint8Array | null | undefined;
 export type Handler = (req: PluginRequest) => HandlerResult | Promise<HandlerResult>;
 
+/**
+ * Cross-origin use of a route. Without it the daemon refuses (403) every state-changing request (not GET, HEAD or
+ * OPTIONS) whose `Origin` is not the host the request was sent to. With it, the listed origins may call the route:
+ * the daemon answers the preflight `OPTIONS` itself and sets the `Access-Control-*` reply headers.
+ */
+export interface CorsPolicy {
+  /** Exact origins (`https://app.example:8443`) or "*" for any (then `credentials` must stay off). */
+  origins: string[] | "*";
+  /** Let the browser send cookies / HTTP auth (`Access-Control-Allow-Credentials: true`). Default false. */
+  credentials?: boolean;
+  /** Methods allowed cross-origin; default the route's own. */
+  methods?: HttpMethod[];
+  /** Request headers allowed cross-origin besides `content-type`. */
+  headers?: string[];
+}
+
+/** Request rules of an HTTP route, enforced by the daemon before the plugin sees the request. */
+export interface RouteRequestOptions {
+  /** Open the route to other origins (see CorsPolicy). */
+  cors?: CorsPolicy;
+  /**
+   * Accept `multipart/form-data` bodies (file uploads). Otherwise a state-changing request with a body must be JSON
+   * (`application/json` or `application/*+json`): anything else is refused with 415.
+   */
+  multipart?: boolean;
+}
+
 /** An HTTP route, path relative to `/plugin/{name}/api` (find-my-way syntax: `/tasks/:id`, `/files/*`). */
-export interface HttpRouteDefinition {
+export interface HttpRouteDefinition extends RouteRequestOptions {
   kind?: "http";
   method: HttpMethod | HttpMethod[];
   path: string;

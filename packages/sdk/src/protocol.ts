@@ -3,7 +3,7 @@
  * Bodies travel as Uint8Array chunks whose ArrayBuffers are transferred, not copied.
  * Every request/connection id is allocated by the main thread and unique per worker.
  */
-import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "./contract.js";
+import type { CorsPolicy, HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "./contract.js";
 
 /** `workerData` given to the worker host. */
 export interface WorkerBoot {
@@ -21,6 +21,10 @@ export interface RouteAnnouncement {
   path: string;
   /** ws routes only: origins allowed besides the daemon's host (see WsRouteDefinition). */
   allowedOrigins?: string[] | "*";
+  /** http routes only: cross-origin policy the daemon enforces (see HttpRouteDefinition.cors). */
+  cors?: CorsPolicy;
+  /** http routes only: `multipart/form-data` bodies accepted (see HttpRouteDefinition.multipart). */
+  multipart?: boolean;
 }
 
 // ---- main -> worker ----

@@ -14,7 +14,7 @@
  * would resolve them out of the prefix).
  */
 import { getConfig } from "./config.js";
-import type { Handler, HttpMethod, HttpRouteDefinition, RouteDefinition } from "./contract.js";
+import type { Handler, HttpMethod, HttpRouteDefinition, RouteDefinition, RouteRequestOptions } from "./contract.js";
 import { validateRoutePath } from "./runtime/route-path.js";
 
 export class RoutePathError extends Error {
@@ -45,15 +45,22 @@ export function join(...parts: string[]): string {
   return out === "" ? "/" : out;
 }
 
-export function route(method: HttpMethod | HttpMethod[], path: string, handler: Handler): HttpRouteDefinition {
-  return { kind: "http", method, path: checkPath(path), handler };
+/** `options`: the route's request rules (`cors`, `multipart`; see RouteRequestOptions). */
+export function route(
+  method: HttpMethod | HttpMethod[],
+  path: string,
+  handler: Handler,
+  options: RouteRequestOptions = {},
+): HttpRouteDefinition {
+  return { ...options, kind: "http", method, path: checkPath(path), handler };
 }
 
-export const get = (path: string, handler: Handler) => route("GET", path, handler);
-export const post = (path: string, handler: Handler) => route("POST", path, handler);
-export const put = (path: string, handler: Handler) => route("PUT", path, handler);
-export const patch = (path: string, handler: Handler) => route("PATCH", path, handler);
-export const del = (path: string, handler: Handler) => route("DELETE", path, handler);
+type Shorthand = (path: string, handler: Handler, options?: RouteRequestOptions) => HttpRouteDefinition;
+export const get: Shorthand = (path, handler, options) => route("GET", path, handler, options);
+export const post: Shorthand = (path, handler, options) => route("POST", path, handler, options);
+export const put: Shorthand = (path, handler, options) => route("PUT", path, handler, options);
+export const patch: Shorthand = (path, handler, options) => route("PATCH", path, handler, options);
+export const del: Shorthand = (path, handler, options) => route("DELETE", path, handler, options);
 
 /** The routes (HTTP and ws) with `prefix` put in front of their paths; groups nest. */
 export function group(prefix: string, routes: RouteDefinition[]): RouteDefinition[] {

@@ -9,8 +9,8 @@
  * A failure throws `HttpError` 400 `validation_failed` whose `details` lists every problem found, in all three
  * locations at once: `[{ location: "body" | "query" | "params", path: "/items/0/name", message }]` (`path` is a JSON
  * Pointer into the value, "" for the value itself). A body over the limit (default 1 MiB) is refused with 413
- * `payload_too_large` before it is read whole; a body that is not JSON gets 400 `invalid_json`, a non-JSON content
- * type 415 `unsupported_media_type`.
+ * `payload_too_large` before it is read whole; a body that is not JSON gets 400 `invalid_json`, a body with a
+ * non-JSON content type or none at all 415 `unsupported_media_type`.
  *
  * Query values arrive as strings (or string arrays when repeated). With a JSON Schema they are coerced to the schema's
  * types (`"5"` -> 5, `"true"` -> true, one value -> `[value]` for arrays) and defaults are filled in; with a Standard
@@ -21,6 +21,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import addFormats from "ajv-formats";
 import type { Handler, HandlerResult, PluginRequest } from "./contract.js";
 import { HttpError } from "./contract.js";
+import { isJsonContentType } from "./request-policy.js";
 
 /** A JSON Schema (draft-07 / 2019-09 subset ajv 8 accepts by default) as a plain object or boolean. */
 export type JsonSchema = Record<string, unknown> | boolean;
@@ -140,18 +141,27 @@ export interface BodyOptions {
   limit?: number;
 }
 
-/** Reads the JSON body (bounded) without validating it: 415 for a non-JSON content type, 400 for bad JSON. */
+/**
+ * Reads the JSON body (bounded) without validating it: 415 for a body without a JSON content type (none at all
+ * included: a cross-site `no-cors` fetch can send a Blob without one), 400 for bad JSON.
+ */
 async function readJson(req: PluginRequest, limit: number): Promise<unknown> {
-  const type = String(req.headers["content-type"] ?? "");
-  if (type && !/^application\/([\w.+-]*\+)?json\s*(;|$)/i.test(type))
-    throw new HttpError(415, "unsupported_media_type", `expected a JSON body, got content-type ${type}`);
+  const header = req.headers["content-type"];
+  const type = typeof header === "string" ? header : undefined;
+  if (header !== undefined && !isJsonContentType(type)) throw unsupported(String(header));
   const text = await req.text(limit);
+  if (text.length > 0 && type === undefined) throw unsupported(undefined);
   if (text.trim() === "") return undefined;
   try {
     return JSON.parse(text);
   } catch (err) {
     throw new HttpError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+function unsupported(type: string | undefined): HttpError {
+  const got = type === undefined ? "no content-type" : `content-type ${type}`;
+  return new HttpError(415, "unsupported_media_type", `expected a JSON body (application/json), got ${got}`);
 }
 
 function missingBody(): ValidationIssue {

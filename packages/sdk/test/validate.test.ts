@@ -125,6 +125,10 @@ test("body errors: missing body, invalid JSON, wrong content type, and size limi
   const text = await call("POST", "/tasks", undefined, { "content-type": "text/plain" });
   assert.equal(text.status, 415);
   assert.equal(text.body.error.code, "unsupported_media_type");
+  // A body without any content type (what a cross-site no-cors fetch of a Blob sends) is not taken for JSON.
+  const untyped = await fetch(`${url}/tasks`, { method: "POST", body: new Blob(['{"title":"csrf"}']) });
+  assert.equal(untyped.status, 415);
+  assert.match(((await untyped.json()) as Body).error.message, /got no content-type/);
 
   // Declared length over the limit: refused before reading.
   const big = { customer: "x".repeat(70 * 1024), items: [{ name: "a", qty: 1 }] };

@@ -596,8 +596,12 @@ export class ContainerRuntime {
   private mount(entry: Entry): void {
     const pkg = hostLayout(entry.spec).package;
     const staticDir = resolve(pkg, entry.spec.manifest.static ?? "priv/static");
+    const http = entry.spec.manifest.container?.http;
     const mount: PluginMount = {
-      routes: [{ method: "*", path: "/*", handler: entry.proxy.handle }],
+      routes: [
+        // The daemon does not know a container's routes: the manifest's `container.http` holds its CSRF exceptions.
+        { method: "*", path: "/*", handler: entry.proxy.handle, cors: http?.cors, multipart: http?.multipart_paths },
+      ],
       upgrade: entry.proxy.upgrade,
       staticDir: staticDir.startsWith(`${pkg}/`) && existsSync(staticDir) ? staticDir : undefined,
     };

@@ -11,7 +11,10 @@ import type { Duplex } from "node:stream";
 import { type HttpMethod, isValidPluginName } from "@hecate/sdk";
 import { validateRoutePath } from "@hecate/sdk/runtime/dispatcher";
 import FindMyWay from "find-my-way";
+import { admit, answerPreflight, compileGuard, type Guard, originAllowed, type RoutePolicy } from "./plugin-guard.js";
 import { sendJsonError, serveStatic } from "./static.js";
+
+export { originAllowed } from "./plugin-guard.js";
 
 export const HTTP_METHODS: HttpMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -40,7 +43,8 @@ export type UpgradeHandler = (
   ctx: RouteContext,
 ) => unknown;
 
-export interface MountedRoute {
+/** `cors` / `multipart`: plugin routes only, enforced before the handler runs (see plugin-guard.ts). */
+export interface MountedRoute extends RoutePolicy {
   /** "*" = every method. */
   method: HttpMethod | HttpMethod[] | "*";
   /** find-my-way syntax; relative to `/plugin/{name}/api` for plugins, absolute for system routes. */
@@ -83,6 +87,8 @@ interface Store {
   plugin?: string;
   prefix: string;
   staticDir?: string;
+  /** Plugin API routes: the CSRF / CORS rules checked before the handler. */
+  guard?: Guard;
 }
 
 interface WsStore {
@@ -208,7 +214,13 @@ export class Router {
       for (const r of mount.routes ?? []) {
         const bad = validateRoutePath(r.path);
         if (bad) throw new RouteError(name, `route ${JSON.stringify(r.path)} ${bad}`);
-        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api };
+        let guard: Guard;
+        try {
+          guard = compileGuard(r, methods(r.method));
+        } catch (err) {
+          throw new RouteError(name, `route ${JSON.stringify(r.path)}: ${(err as Error).message}`);
+        }
+        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api, guard };
         on(r.method, api + r.path, store);
       }
       for (const r of mount.ws ?? []) {
@@ -241,6 +253,8 @@ export class Router {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const pathname = q < 0 ? url : url.slice(0, q);
+    if (req.method === "OPTIONS" && req.headers["access-control-request-method"] && preflight(snap, req, res, pathname))
+      return;
     const found = snap.http.find((req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
     if (!found) {
       sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
@@ -275,6 +289,7 @@ export class Router {
         serveStatic(req, res, store.staticDir, ctx.path).catch(() => sendJsonError(res, 500, "static_failed", "error"));
         return;
       }
+      if (store.guard && !admit(req, res, store.guard, ctx.path)) return;
       const r = store.handler!(req, res, found.params as Record<string, string>, ctx);
       if (r && typeof (r as Promise<unknown>).then === "function")
         (r as Promise<unknown>).catch((err) => internalError(res, err));
@@ -339,16 +354,17 @@ export function parseQuery(qs: string): Record<string, string | string[]> {
   return out;
 }
 
-/** Browsers always send Origin on ws upgrades; non-browser clients may omit it (no CSRF risk then). */
-export function originAllowed(req: IncomingMessage, allowed?: string[] | "*"): boolean {
-  const origin = req.headers.origin;
-  if (!origin || allowed === "*") return true;
-  if (allowed?.includes(origin)) return true;
-  try {
-    return new URL(origin).host === req.headers.host;
-  } catch {
-    return false;
-  }
+/**
+ * A CORS preflight for a plugin route whose policy answers it (the route of the method the browser asks about);
+ * false for any other OPTIONS request, which is routed as usual.
+ */
+function preflight(snap: Snapshot, req: IncomingMessage, res: ServerResponse, pathname: string): boolean {
+  const want = req.headers["access-control-request-method"] as HttpMethod;
+  if (!HTTP_METHODS.includes(want)) return false;
+  const target = snap.http.find(want, pathname);
+  const store = target?.store as Store | undefined;
+  if (!store?.guard || !pathname.startsWith(store.prefix)) return false;
+  return answerPreflight(req, res, store.guard);
 }
 
 export function rejectUpgrade(socket: Duplex, status: number, text: string): void {

@@ -287,6 +287,8 @@ function mountFor(worker: PluginWorker): PluginMount {
     routes: http.map((r) => ({
       method: r.methods,
       path: r.path,
+      cors: r.cors,
+      multipart: r.multipart,
       handler: (req, res, params, ctx) => worker.dispatch(r, req, res, params, ctx),
     })),
     ws: ws.map((r) => ({

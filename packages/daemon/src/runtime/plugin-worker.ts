@@ -11,6 +11,7 @@ import { type ResourceLimits, Worker } from "node:worker_threads";
 import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import type { WebSocket, WebSocketServer } from "ws";
+import { HOP_BY_HOP, withoutDaemonCookies } from "../http/reply-headers.js";
 import type { RouteContext } from "../http/router.js";
 import { rejectUpgrade } from "../http/router.js";
 import { sendFile, sendJsonError } from "../http/static.js";
@@ -61,6 +62,8 @@ interface PendingHttp {
   res: ServerResponse;
   /** Streamed body bytes sent to the worker and not yet acknowledged by `body-ack`. */
   inflight: number;
+  /** Streamed reply with a declared Content-Length: bytes still owed; -1 = not counted (chunked, or no body). */
+  owed: number;
 }
 
 interface PendingWs {
@@ -80,7 +83,10 @@ const BODY_WINDOW = 1024 * 1024;
 const WS_WINDOW = 1024 * 1024;
 /** Replies up to this size are written together with their head (see onResponse). */
 const SINGLE_WRITE_MAX = 16 * 1024;
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"]);
+/** Reply header names the daemon decides on (framing, connection, daemon cookies): one lookup per plugin header. */
+const DAEMON_DECIDES = new Set([...HOP_BY_HOP, "content-length", "set-cookie"]);
+/** A Content-Length value: digits only (no sign, no spaces, no list), at most 2^53. */
+const LENGTH = /^\d{1,15}$/;
 const WORKER_HOST = new URL("./worker-host.js", import.meta.url);
 
 /** Events: `dead` (reason: string, expected: boolean), `log` (entry). */
@@ -202,7 +208,7 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     const id = this.nextId++;
-    const pending: PendingHttp = { req, res, inflight: 0 };
+    const pending: PendingHttp = { req, res, inflight: 0, owed: -1 };
     this.reqs.set(id, pending);
     res.on("close", () => {
       // Closed before we finished it: the client went away.
@@ -253,10 +259,21 @@ export class PluginWorker extends EventEmitter {
     });
   }
 
+  /**
+   * The reply head. The daemon owns the framing, whatever the plugin's headers say: the real body length wins over
+   * a plugin's Content-Length (a streamed reply may declare one, which is then held to the byte, see res-chunk /
+   * res-end), Transfer-Encoding and the other hop-by-hop headers are node:http's, a status outside 200-599 (1xx
+   * would be read as an interim reply, and the next reply on the connection as this one's) and header names or
+   * values node:http refuses are a 502, and the plugin cannot set the daemon's cookies.
+   */
   private onResponse(m: Extract<WorkerToMain, { t: "res" }>): void {
     const p = this.reqs.get(m.id);
     if (!p) return;
     const { req, res } = p;
+    if (res.headersSent) {
+      this.breakReply(m.id, p, "sent a second reply head");
+      return;
+    }
     if (m.file) {
       const id = m.id;
       sendFile(req, res, m.file.path, this.realRoot, {
@@ -265,17 +282,46 @@ export class PluginWorker extends EventEmitter {
       }).finally(() => this.finish(id));
       return;
     }
+    const status = m.status;
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
+      this.badReply(m.id, p, `invalid status ${JSON.stringify(status)}`);
+      return;
+    }
+    // HEAD, 204 and 304 replies have no body (node:http drops what is written): a declared length is only a hint.
+    const bodiless = status === 204 || status === 304 || req.method === "HEAD";
+    const headers: Record<string, string | string[] | number> = {};
+    let declared: unknown;
+    // for-in, not Object.entries: no [k, v] arrays per header per request (the headers come out of a clone: own keys).
+    for (const k in m.headers) {
+      const name = k.toLowerCase();
+      if (!DAEMON_DECIDES.has(name)) headers[name] = m.headers[k];
+      else if (name === "content-length") declared = m.headers[k];
+      else if (name === "set-cookie") {
+        const kept = withoutDaemonCookies(m.headers[k]);
+        if (kept !== undefined) headers[name] = kept;
+        if (kept === undefined || kept.length !== m.headers[k].length) this.replyLog(req, "dropped a daemon cookie");
+      }
+    }
+    const length = declared === undefined ? undefined : parseLength(declared);
+    if (status === 204) {
+      // never a body, never a length (RFC 9110 8.6)
+    } else if (m.body) headers["content-length"] = m.body.byteLength;
+    else if (m.streaming) {
+      if (length === null) {
+        this.badReply(m.id, p, `invalid content-length ${JSON.stringify(declared)}`);
+        return;
+      }
+      if (length !== undefined) {
+        headers["content-length"] = length;
+        if (!bodiless) p.owed = length;
+      }
+    } else if (bodiless) {
+      if (length != null) headers["content-length"] = length; // HEAD / 304: the length the GET body would have
+    } else headers["content-length"] = 0;
     try {
-      const headers: Record<string, string | string[] | number> = {};
-      // for-in, not Object.entries: no [k, v] arrays per header per request (the headers come out of a clone: own keys).
-      for (const k in m.headers) if (!HOP_BY_HOP.has(k)) headers[k] = m.headers[k];
-      // The real length wins over whatever the plugin claimed (HEAD replies carry the GET length and no body).
-      if (m.body) headers["content-length"] = m.body.byteLength;
-      else if (!m.streaming) headers["content-length"] ??= 0;
-      res.writeHead(m.status, headers);
+      res.writeHead(status, headers);
     } catch (err) {
-      sendJsonError(res, 500, "bad_reply", `plugin reply rejected: ${(err as Error).message}`);
-      this.finish(m.id);
+      this.badReply(m.id, p, `header refused: ${(err as Error).message}`);
       return;
     }
     if (m.streaming) return;
@@ -286,6 +332,69 @@ export class PluginWorker extends EventEmitter {
       res.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1"), "latin1");
     else res.end(body);
     this.finish(m.id);
+  }
+
+  /** A streamed reply chunk, held to the declared length: one byte more and the connection is closed. */
+  private onChunk(m: Extract<WorkerToMain, { t: "res-chunk" }>): void {
+    const p = this.reqs.get(m.id);
+    if (!p) return;
+    if (!p.res.headersSent) {
+      this.badReply(m.id, p, "sent a body chunk before the reply head");
+      return;
+    }
+    if (p.owed >= 0) {
+      if (m.chunk.byteLength > p.owed) {
+        this.breakReply(m.id, p, `streamed more than its content-length ${p.res.getHeader("content-length")}`);
+        return;
+      }
+      p.owed -= m.chunk.byteLength;
+    }
+    const id = m.id;
+    p.res.write(m.chunk, () => this.post({ t: "res-ack", id }));
+  }
+
+  private onEnd(m: Extract<WorkerToMain, { t: "res-end" }>): void {
+    const p = this.reqs.get(m.id);
+    if (!p) return;
+    if (m.error) {
+      if (!p.res.headersSent) sendJsonError(p.res, 500, "stream_failed", "response stream failed");
+      else p.res.destroy(); // truncated: the client must not take it for a whole body
+    } else if (!p.res.headersSent) {
+      this.badReply(m.id, p, "ended a reply it never started");
+      return;
+    } else if (p.owed > 0) {
+      this.breakReply(m.id, p, `ended its body ${p.owed} bytes short of its content-length`);
+      return;
+    } else p.res.end();
+    this.finish(m.id);
+  }
+
+  /** A reply the client must not get: 502 `bad_reply` instead, and a line in the plugin's log. */
+  private badReply(id: number, p: PendingHttp, why: string): void {
+    this.replyLog(p.req, `refused (502): ${why}`);
+    // Headers the router set for this reply (CORS) or a half-applied writeHead: the error goes out on its own.
+    for (const name of p.res.getHeaderNames()) p.res.removeHeader(name);
+    sendJsonError(p.res, 502, "bad_reply", `plugin ${this.spec.name} sent an invalid reply: ${why}`);
+    this.post({ t: "abort", id }); // a streamed reply's producer stops (it would wait for acks forever)
+    this.finish(id);
+  }
+
+  /**
+   * A reply that broke its framing after its head went out: the connection is closed (the client sees a truncated
+   * reply, and nothing more on this connection: a pipelined reply after it can never be taken for this one's body),
+   * the worker is told to stop, and the plugin's log says why.
+   */
+  private breakReply(id: number, p: PendingHttp, why: string): void {
+    this.replyLog(p.req, `connection closed: ${why}`);
+    this.reqs.delete(id);
+    this.post({ t: "abort", id });
+    p.res.destroy();
+    this.checkDrained();
+  }
+
+  private replyLog(req: IncomingMessage, what: string): void {
+    const path = (req.url ?? "").split("?", 1)[0];
+    this.emit("log", { plugin: this.spec.name, level: "warn", msg: `reply to ${req.method} ${path}: ${what}` });
   }
 
   private finish(id: number): void {
@@ -374,23 +483,12 @@ export class PluginWorker extends EventEmitter {
         if (p.req.isPaused() && p.inflight <= BODY_WINDOW / 2) p.req.resume();
         return;
       }
-      case "res-chunk": {
-        const p = this.reqs.get(m.id);
-        if (!p) return;
-        const id = m.id;
-        p.res.write(m.chunk, () => this.post({ t: "res-ack", id }));
+      case "res-chunk":
+        this.onChunk(m);
         return;
-      }
-      case "res-end": {
-        const p = this.reqs.get(m.id);
-        if (!p) return;
-        if (m.error) {
-          if (!p.res.headersSent) sendJsonError(p.res, 500, "stream_failed", "response stream failed");
-          else p.res.destroy(); // truncated: the client must not take it for a whole body
-        } else p.res.end();
-        this.finish(m.id);
+      case "res-end":
+        this.onEnd(m);
         return;
-      }
       case "ws-ack": {
         const c = this.conns.get(m.connId);
         if (!c) return;
@@ -528,6 +626,12 @@ export class PluginWorker extends EventEmitter {
     this.terminatedWaiter?.();
     this.emit("dead", reason, this.expectedExit && !wasStarting);
   }
+}
+
+/** A plugin's Content-Length as a number; null when it is not one (a list, a sign, spaces, a fraction...). */
+function parseLength(v: unknown): number | null {
+  if (typeof v === "number") return Number.isSafeInteger(v) && v >= 0 ? v : null;
+  return typeof v === "string" && LENGTH.test(v) ? Number(v) : null;
 }
 
 function safeClose(ws: WebSocket, code: number, reason: string): void {

@@ -38,7 +38,7 @@ describe("non-Node container plugin: Python from an OCI archive (real podman)", 
     const e = await request(`${env.base}/plugin/py/api/echo`, {
       method: "POST",
       body: "ping",
-      headers: { "content-type": "text/plain" },
+      headers: { "content-type": "application/json" }, // the daemon takes JSON bodies only (CSRF rule)
     });
     assert.equal(e.statusCode, 200);
     assert.equal(await e.body.text(), "ping");

@@ -257,7 +257,7 @@ test("reply headers: no CRLF injection, hop-by-hop stripped, lengths and status 
   await env.runtime.load(spec);
   for (const path of ["/crlf", "/lf", "/badname", "/status-low", "/status-high", "/status-nan"]) {
     const r = await raw(env.port, "GET", `/plugin/hdr/api${path}`);
-    assert.equal(r.status, 500, `${path} -> ${r.status}`);
+    assert.equal(r.status, 502, `${path} -> ${r.status}`); // bad_reply: the plugin's reply is refused
     assert.equal(r.headers["set-cookie"], undefined, path);
     assert.equal(r.headers["x-b"], undefined, path);
   }

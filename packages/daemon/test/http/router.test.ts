@@ -50,7 +50,10 @@ const proxyMount = (tag: string): PluginMount => ({
 
 test("catch-all proxy routes and upgrades under /plugin/{name}/api", async () => {
   router.setPlugin("c", proxyMount("v1"));
-  const r = await raw(port, "POST", "/plugin/c/api/x/y?z=1", { body: "hi" });
+  const r = await raw(port, "POST", "/plugin/c/api/x/y?z=1", {
+    body: "{}",
+    headers: { "content-type": "application/json" },
+  });
   assert.deepEqual(JSON.parse(r.body.toString()), {
     tag: "v1",
     method: "POST",

@@ -82,15 +82,20 @@ test("load -> API answers -> static served -> unload -> 404", async () => {
     body: JSON.stringify({ a: [1, 2] }),
   });
   assert.deepEqual(json(r2), { got: { a: [1, 2] } });
-  const bad = await raw(env.port, "POST", "/plugin/p1/api/echo", { body: "{nope" });
+  const bad = await raw(env.port, "POST", "/plugin/p1/api/echo", {
+    headers: { "content-type": "application/json" },
+    body: "{nope",
+  });
   assert.equal(bad.status, 400);
   assert.equal(json(bad).error.code, "invalid_json");
 
   // Large body: streamed as transferred chunks, digested in the worker.
   const big = randomBytes(5 * 1024 * 1024 + 17);
-  const r3 = await raw(env.port, "POST", "/plugin/p1/api/digest", { body: big });
+  // (A state-changing request's body must be JSON-typed for the daemon, which checks the header, not the bytes.)
+  const asJson = { "content-type": "application/json" };
+  const r3 = await raw(env.port, "POST", "/plugin/p1/api/digest", { body: big, headers: asJson });
   assert.deepEqual(json(r3), { bytes: big.length, sha256: createHash("sha256").update(big).digest("hex") });
-  const r3b = await raw(env.port, "POST", "/plugin/p1/api/small-limit", { body: "01234567890123" });
+  const r3b = await raw(env.port, "POST", "/plugin/p1/api/small-limit", { body: "01234567890123", headers: asJson });
   assert.equal(r3b.status, 413);
 
   const r4 = await raw(env.port, "GET", "/plugin/p1/api/stream");
@@ -336,7 +341,12 @@ test("a slow plugin slows a large upload instead of buffering it (body flow cont
   );
   await env.runtime.load(writePlugin(env.home, "upload", "1.0.0", code));
   const big = randomBytes(8 * 1024 * 1024);
-  const r = json(await raw(env.port, "PUT", "/plugin/upload/api/blob", { body: big }));
+  const r = json(
+    await raw(env.port, "PUT", "/plugin/upload/api/blob", {
+      body: big,
+      headers: { "content-type": "application/json" },
+    }),
+  );
   assert.equal(r.total, big.length);
   assert.equal(r.sha256, createHash("sha256").update(big).digest("hex"));
   assert.ok(r.maxBuffered < 2.5 * 1024 * 1024, `worker buffered ${r.maxBuffered} bytes of an 8 MiB upload`);

@@ -20,7 +20,7 @@ export function routes() {
   return [
     { method: "POST", path: "/notes", handler: validate.validated({ body: Note }, (_req, { body }) => ({ status: 201, body: { note: body } })) },
     { method: "GET", path: "/limited", handler: ratelimit.limited(limiter, () => ({ ok: true })) },
-    { method: "POST", path: "/upload", handler: async (req) => ({ status: 201, body: await files.receive(req, { limits: { maxFileBytes: 8 * 1024 * 1024 } }) }) },
+    { method: "POST", path: "/upload", multipart: true, handler: async (req) => ({ status: 201, body: await files.receive(req, { limits: { maxFileBytes: 8 * 1024 * 1024 } }) }) },
     { method: "GET", path: "/files/:id", handler: (req) => files.download(req.params.id, "report ü.bin") },
   ];
 }

@@ -57,7 +57,10 @@ test("ws relay: connect, echo, broadcast, Origin policy, closed at unload", asyn
   assert.equal(await nextMessage(a), "echo:r1:hi");
 
   const got = Promise.all([nextMessage(a), nextMessage(b)]);
-  const r = await raw(env.port, "POST", "/plugin/live/api/broadcast", { body: "hello all" });
+  const r = await raw(env.port, "POST", "/plugin/live/api/broadcast", {
+    body: "hello all",
+    headers: { "content-type": "application/json" },
+  });
   assert.deepEqual(json(r), { sent: 2, skipped: 0, failed: 0 });
   assert.deepEqual(await got, ["hello all", "hello all"]);
 

@@ -21,6 +21,7 @@ import type {
 } from "../contract.js";
 import { HttpError } from "../contract.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+import { requestOptionsProblem } from "../request-policy.js";
 import { stopAll as stopSupervisors } from "../supervisor.js";
 import { runTerminateHooks, setLogSink } from "./hooks.js";
 import { validateRoutePath } from "./route-path.js";
@@ -500,7 +501,10 @@ function announce(r: RouteDefinition, id: number): RouteAnnouncement {
     return a;
   }
   const methods = Array.isArray(r.method) ? r.method : [r.method];
-  return { id, kind: "http", methods, path: r.path };
+  const a: RouteAnnouncement = { id, kind: "http", methods, path: r.path };
+  if (r.cors) a.cors = r.cors;
+  if (r.multipart) a.multipart = true;
+  return a;
 }
 
 function validateRoute(r: RouteDefinition): void {
@@ -516,6 +520,8 @@ function validateRoute(r: RouteDefinition): void {
   for (const m of methods)
     if (!ALL_METHODS.includes(m)) throw new Error(`route ${r.path}: unsupported method ${JSON.stringify(m)}`);
   if (typeof r.handler !== "function") throw new Error(`route ${r.path}: handler is not a function`);
+  const problem = requestOptionsProblem(r);
+  if (problem) throw new Error(`route ${r.path}: ${problem}`);
 }
 
 function isReply(v: object): v is Reply {
