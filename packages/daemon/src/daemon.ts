@@ -1,12 +1,13 @@
 /**
- * startDaemon: composes the daemon — lifecycle store + CQRS, PluginRuntime (worker per plugin), ContainerRuntime
- * (only when Podman works; started lazily at the first container plugin), the router, the HTTP server on TCP and on
- * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
+ * startDaemon: the composition root of the supervisor, the process a user starts. It wires the lifecycle store +
+ * CQRS, the package checks, the admin API (TCP + Unix socket) and the plugin listener, whose connections it hands
+ * to the plugin-host processes (supervisor/plugin-hosts.ts). No plugin code ever runs in this process: a plugin that
+ * aborts, signals or exhausts its host takes down a host, which is restarted; the daemon's state stays here.
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
-import { connect, type Socket } from "node:net";
+import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { type EventStore, openEventStore } from "@hecate/store";
 import pino, { type Logger } from "pino";
@@ -15,18 +16,15 @@ import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./
 import { LogBook } from "./admin/logs.js";
 import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
-import { PodmanClient } from "./container/podman.js";
-import { ContainerRuntime } from "./container/runtime.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
-import { type MountedRoute, Router } from "./http/router.js";
+import { Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
-import { Loader, type PackageOps } from "./lifecycle/loader.js";
+import { Loader } from "./lifecycle/loader.js";
 import { LifecycleService } from "./lifecycle/service.js";
-import { extractPackage, readArchiveManifest, recoverPackageDir } from "./package/extract.js";
-import { loadTrustPolicy, verifyPackageDir } from "./package/integrity.js";
-import { HECATE_VERSION, validateManifest } from "./package/manifest.js";
-import { PluginRuntime, type RuntimeOptions } from "./runtime/plugin-runtime.js";
+import { packageOps } from "./package/ops.js";
+import type { RuntimeOptions } from "./runtime/plugin-runtime.js";
+import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
 
 export interface DaemonOptions {
   home: string;
@@ -56,7 +54,7 @@ export interface DaemonOptions {
   adminSessionTtlMs?: number;
   /**
    * Trust Unix-socket connections made by this very process (in-process tests that call their own daemon's socket).
-   * Default false: a connection from the daemon's own pid is what a plugin's socket swap would produce.
+   * Default false. Plugin-host processes are never trusted there.
    */
   trustOwnProcessOnSocket?: boolean;
   /** pino level, default "info"; "silent" for none. */
@@ -65,8 +63,15 @@ export interface DaemonOptions {
   logDestination?: pino.DestinationStream;
   /** Container plugins: true (Podman required), false, or "auto" (when `podman` runs here; default). */
   containers?: boolean | "auto";
-  /** Runtime tuning (tests). */
-  runtime?: Partial<Omit<RuntimeOptions, "router" | "home">>;
+  /** Worker runtime tuning inside the plugin hosts (tests). */
+  runtime?: Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+  /** Plugin-host supervision tuning (tests): see PluginHostsOptions. */
+  hosts?: {
+    crashWindowMs?: number;
+    crashesBeforeIsolation?: number;
+    loadStrikes?: number;
+    activityIntervalMs?: number;
+  };
   /** Admin upload cap, default 256 MiB. */
   maxUploadBytes?: number;
 }
@@ -80,8 +85,8 @@ export interface Daemon {
   token: string;
   home: string;
   lifecycle: LifecycleService;
-  runtime: PluginRuntime;
-  router: Router;
+  /** The plugin-host processes (where plugins run). */
+  hosts: PluginHosts;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -109,7 +114,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const limits = resolveLimits(opts.limits); // bad values fail the start before anything is opened
   const host = opts.host ?? "127.0.0.1";
   const bindName = bindAddressHost(host);
-  const hosts = new HostAllowList([...(opts.allowedHosts ?? []), ...(bindName ? [bindName] : [])]);
+  const allowList = new HostAllowList([...(opts.allowedHosts ?? []), ...(bindName ? [bindName] : [])]);
   const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
   // Two daemons on one home would share the lifecycle store and fight over plugin dirs.
   if (await socketAnswers(socketPath))
@@ -118,110 +123,50 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   for (const f of readdirSync(runDir)) if (f.startsWith("incoming-")) rmSync(join(runDir, f), { force: true });
   const logger = pino({ level: opts.logLevel ?? "info", base: { service: "hecate" } }, opts.logDestination);
   const token = ensureToken(join(runDir, "admin.token"));
+  let hostPids: () => number[] = () => [];
   const guard = new AdminGuard(token, {
-    hosts,
+    hosts: allowList,
     sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
     trustSameProcess: opts.trustOwnProcessOnSocket,
+    // Plugin code runs there: a connection from a plugin host to the admin socket is never trusted.
+    untrustedPids: () => hostPids(),
   });
   const noPeerCredentials = await peerCredentialsUnavailable();
   if (noPeerCredentials)
     logger.warn({ reason: noPeerCredentials }, "no peer credentials: the admin socket needs the token too");
   const logs = new LogBook();
 
-  const router = new Router();
-  const started = Date.now();
-  // /health answers from the main thread only and never touches the store or a worker.
-  const coreRoutes: MountedRoute[] = [
-    {
-      method: "GET",
-      path: "/health",
-      handler: (_req, res) => {
-        const body = JSON.stringify({ status: "ok", uptimeMs: Date.now() - started });
-        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-        res.end(body);
-      },
-    },
-    {
-      method: "GET",
-      path: "/ready",
-      handler: (_req, res) => {
-        const body = JSON.stringify({ ready });
-        res.writeHead(ready ? 200 : 503, {
-          "content-type": "application/json",
-          "content-length": Buffer.byteLength(body),
-        });
-        res.end(body);
-      },
-    },
-  ];
-  router.setSystemRoutes("core", coreRoutes);
-  let ready = false;
-
   const store: EventStore = openEventStore({
     directory: join(home, "lifecycle"),
     storeId: "plugins",
     durability: "FULL",
   });
-  // Read at every use: a key dropped into trusted-keys/ counts from the next install, without a restart.
-  const trust = () => {
-    const policy = loadTrustPolicy(home);
-    return opts.requireSignature === undefined ? policy : { ...policy, requireSignature: opts.requireSignature };
-  };
-  trust(); // a broken key file fails the start, not the first install
-  const pkg: PackageOps = {
-    extractPackage: (archive, target, o) =>
-      extractPackage(archive, target, { trust: trust(), hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
-    readArchiveManifest: (archive) => readArchiveManifest(archive),
-    verifyPackageDir: (dir) => verifyPackageDir(dir, trust()),
-    validateManifest: (v) => validateManifest(v, { hecateVersion: HECATE_VERSION }),
-    recoverPackageDir,
-  };
-
+  const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   let lifecycle: LifecycleService | undefined;
-  const runtime = new PluginRuntime({
-    router,
+  const wantContainers = opts.containers ?? "auto";
+  const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
+  const hosts = new PluginHosts({
     home,
-    ...opts.runtime,
-    onCrashed: (name, reason) => lifecycle?.reportCrash(name, reason),
-    onDisabled: (name, reason) => lifecycle?.reportDisabled(name, reason),
+    containers: containersAvailable,
+    runtime: opts.runtime,
+    allowedHosts: allowList.list(),
+    limits,
+    ...opts.hosts,
   });
-  /** A plugin's log line (worker or container): kept for the admin API and written to the daemon's log. */
-  const pluginLog = (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
+  hostPids = () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined);
+  /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
+  hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
     const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
     logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
-  };
-  runtime.on("log", pluginLog);
+  });
+  hosts.on("crashed", (name: string, reason: string) => lifecycle?.reportCrash(name, reason));
+  hosts.on("disabled", (name: string, reason: string) => lifecycle?.reportDisabled(name, reason));
+  hosts.on("quarantined", (name: string, reason: string) => lifecycle?.reportQuarantine(name, reason));
+  hosts.on("host-crashed", (crash: HostCrash) => lifecycle?.recordHostCrash(crash));
+  hosts.on("host-restarted", (hostId: number, ms: number) => logger.info({ hostId, ms }, "plugin host serving again"));
 
-  const wantContainers = opts.containers ?? "auto";
-  const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
-  let containers: Promise<ContainerRuntime> | undefined;
-  let podman: PodmanClient | undefined;
-  const getContainers = async (): Promise<ContainerRuntime | null> => {
-    if (!containersAvailable) return null;
-    containers ??= (async () => {
-      podman = new PodmanClient({ socketPath: join(runDir, "podman.sock") });
-      const rt = new ContainerRuntime({
-        home,
-        podman,
-        router,
-        onEvent: (e) => {
-          if (e.type === "crashed")
-            lifecycle?.reportCrash(e.plugin, `${e.reason}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}`);
-          else if (e.type === "failed") lifecycle?.reportDisabled(e.plugin, `${e.reason}: ${e.message}`);
-          else if (e.type === "log") pluginLog(e);
-        },
-      });
-      await rt.start();
-      return rt;
-    })().catch((err) => {
-      containers = undefined;
-      throw err;
-    });
-    return containers;
-  };
-
-  const loader = new Loader({ home, runtime, containers: getContainers, pkg });
+  const loader = new Loader({ home, hosts, containers: containersAvailable, pkg });
   lifecycle = new LifecycleService({
     home,
     store,
@@ -241,43 +186,47 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
   // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
-  // are not port-scoped, so the cookie itself is sent). "shared" puts them back on the plugin port.
-  let adminRouter = router;
-  if (!sharedAdmin) {
-    adminRouter = new Router();
-    adminRouter.setSystemRoutes("core", coreRoutes);
-  }
+  // are not port-scoped, so the cookie itself is sent). "shared" puts them back on the plugin port: the main plugin
+  // host then proxies `/admin` to an internal socket of the supervisor, checked exactly like the admin port.
+  const adminRouter = new Router();
   adminRouter.setSystemRoutes("admin", admin.routes());
 
-  // TCP + Unix socket; only socket connections whose peer credentials pass are trusted without a token.
-  const tcp = createHttpServer(router, { hosts, limits });
+  // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
+  // keeps it bound while a host restarts, so new connections wait instead of being refused.
+  const tcp = createNetServer({ pauseOnConnect: true }, (s) => hosts.adopt(s));
+  // Connections accepted and not yet taken over by a host: bounded, so a flood cannot take the supervisor's fds.
+  tcp.maxConnections = limits.maxConnections;
+  // The admin API over the Unix socket (trusted without a token when the peer's credentials pass: AdminGuard) and
+  // over TCP.
   const adminHeaders = { responseHeaders: ADMIN_RESPONSE_HEADERS };
   const unix = createHttpServer(adminRouter, adminHeaders);
   unix.on("connection", (s: Socket) => {
     const d = guard.admitSocketPeer(s);
     if (!d.trusted) logger.warn({ reason: d.reason }, "admin socket connection not trusted (token required)");
   });
-  const adminTcp = sharedAdmin ? undefined : createHttpServer(adminRouter, adminHeaders);
+  const adminTcp = createHttpServer(adminRouter, adminHeaders);
   // A flood of the admin port itself cannot take the fds the socket needs.
-  if (adminTcp) adminTcp.maxConnections = ADMIN_MAX_CONNECTIONS;
+  adminTcp.maxConnections = ADMIN_MAX_CONNECTIONS;
+  const adminSharedPath = join(runDir, "admin-shared.sock");
   let port: number;
   let adminPort: number;
   try {
-    port = await listen(tcp, requestedPort, host);
-    adminPort = adminTcp ? await listen(adminTcp, requestedAdminPort, host) : port;
-    if (adminTcp) pluginPort = port;
+    port = await listen(tcp as unknown as Server, requestedPort, host);
+    if (sharedAdmin) {
+      rmSync(adminSharedPath, { force: true });
+      await listenUnix(adminTcp, adminSharedPath);
+      adminPort = port;
+    } else {
+      adminPort = await listen(adminTcp, requestedAdminPort, host);
+      pluginPort = port;
+    }
     rmSync(socketPath, { force: true }); // a stale socket of a killed daemon (a live one was refused above)
-    await new Promise<void>((resolve, reject) => {
-      unix.once("error", reject);
-      unix.listen(socketPath, () => {
-        unix.off("error", reject);
-        resolve();
-      });
-    });
+    await listenUnix(unix, socketPath);
+    await hosts.start(sharedAdmin ? { adminSocketPath: adminSharedPath } : {});
   } catch (err) {
     // e.g. EADDRINUSE: release what was opened so an in-process caller can retry.
-    for (const server of [tcp, unix, adminTcp]) server?.close();
-    await runtime.close();
+    for (const server of [tcp, unix, adminTcp]) server.close();
+    await hosts.close();
     await store.close();
     throw err;
   }
@@ -297,22 +246,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
-      ready = false;
+      adminRouter.setReady(false);
       logger.info("shutting down");
-      const servers = [tcp, unix, ...(adminTcp ? [adminTcp] : [])];
+      const servers = [unix, adminTcp];
+      // The plugin listener's close callback is not awaited: it would wait for every plugin host that ever received
+      // a connection to confirm (Node tracks handed-off sockets per child), and a replaced host never answers.
+      tcp.close();
       const stopped = Promise.all(servers.map(closeServer));
       admin.closeStreams();
       await lifecycle.close();
-      await runtime.close(); // drains in-flight requests, runs terminate(), stops workers
-      if (containers) await (await containers.catch(() => null))?.close();
-      if (podman) {
-        await podman.stopService().catch(() => {});
-        await podman.close().catch(() => {});
-      }
+      await hosts.close(); // each host drains in-flight requests, runs terminate(), stops workers and containers
       for (const server of servers) server.closeAllConnections();
       await stopped;
       await store.close();
       rmSync(socketPath, { force: true });
+      rmSync(adminSharedPath, { force: true });
       for (const file of [pidFile, ...urlFiles.map(([f]) => f)]) rmSync(file, { force: true });
       logger.info("stopped");
     })();
@@ -329,22 +277,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Boot loads of container plugins adopted or replaced their containers and removed the rest of this instance. If
   // none was loaded but a crashed run left container traces (socket dirs: e.g. killed while unloading a plugin),
   // Podman is started once to remove what nobody wants.
-  if (containersAvailable && !containers && hasContainerTraces(runDir)) {
+  if (containersAvailable && hasContainerTraces(runDir) && !lifecycle.list().some((p) => p.type === "container")) {
     try {
-      const removed = (await (await getContainers())?.sweep()) ?? [];
-      if (removed.length) logger.info({ removed }, "removed containers left by a previous run");
+      const r = await hosts.reconcileContainers([]);
+      logger.info({ failed: r.failed.length }, "removed containers left by a previous run");
     } catch (err) {
       logger.error({ err }, "container cleanup at boot failed");
     }
   }
-  ready = true;
-  router.setReady(true);
-  if (adminRouter !== router) adminRouter.setReady(true);
+  adminRouter.setReady(true);
+  await hosts.setReady(true);
   logger.info(
-    { url, adminUrl, socketPath, plugins: lifecycle.list().length, allowedHosts: hosts.list(), limits },
+    { url, adminUrl, socketPath, plugins: lifecycle.list().length, allowedHosts: allowList.list(), limits },
     "hecate ready",
   );
-  return { url, port, adminUrl, socketPath, token, home, lifecycle, runtime, router, logger, close };
+  return { url, port, adminUrl, socketPath, token, home, lifecycle, hosts, logger, close };
 }
 
 /** The admin listener's port: explicit, else next to the plugin port (ephemeral beside an ephemeral one). */
@@ -364,6 +311,16 @@ function hasContainerTraces(runDir: string): boolean {
   } catch {
     return false;
   }
+}
+
+function listenUnix(server: Server | NetServer, path: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
 }
 
 function socketAnswers(path: string): Promise<boolean> {

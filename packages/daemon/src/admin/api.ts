@@ -55,6 +55,7 @@ const LOAD_OUTCOMES: PluginEvent["type"][] = [
   "plugin_load_failed_v1",
   "plugin_extract_failed_v1",
   "plugin_removed_v1",
+  "plugin_quarantined_v1",
 ];
 
 export class AdminApi {
@@ -270,6 +271,12 @@ export class AdminApi {
         return;
       case "plugin_load_failed_v1":
         sendError(res, 422, "load_failed", d.message ?? "load failed", { stage: d.stage, plugin: view });
+        return;
+      case "plugin_quarantined_v1":
+        sendError(res, 422, "quarantined", (outcome.data as { reason?: string }).reason ?? "quarantined", {
+          stage: "host",
+          plugin: view,
+        });
         return;
       case "plugin_removed_v1":
         sendError(res, 409, "plugin_removed", `plugin ${name} was removed meanwhile`);

@@ -1,15 +1,16 @@
 /**
  * Admin API access control. Who gets in:
  * - A Unix-socket connection whose PEER CREDENTIALS (SO_PEERCRED, read once per connection in admin/peer.ts) name a
- *   process of the daemon's own uid (or root) other than the daemon process itself. The kernel records them at
- *   connect(): a plugin cannot forge them. Being "on the socket" grants nothing: a connection the daemon itself made
- *   (e.g. its container proxy dialing a `plugin.sock` a plugin swapped for a link to `hecate.sock`) has the daemon's
- *   own pid and is refused, as is any other uid (e.g. a container's). What guarantees the rest: the socket is 0600
+ *   process of the daemon's own uid (or root) other than the supervisor itself and its plugin-host processes (where
+ *   plugin code and the container proxy run). The kernel records them at connect(): a plugin cannot forge them.
+ *   Being "on the socket" grants nothing: a connection a plugin host made (e.g. its container proxy dialing a
+ *   `plugin.sock` a plugin swapped for a link to `hecate.sock`) has a host's pid and is refused, as is any other uid
+ *   (e.g. a container's). What guarantees the rest: the socket is 0600
  *   in `run/` (0700, owned by the daemon's uid; checked at start and refused otherwise: `checkRunDir`), so other
  *   uids cannot even connect; the peer check holds even if those modes were loosened. When peer credentials cannot
  *   be read (koffi missing, another OS) no socket connection is trusted and the token is needed there too.
- *   Should plugin code ever run in another process of the daemon's uid (e.g. a separate plugin-host process), that
- *   process's pid must be refused here as well: the rule is "an operator's process", not "any process of the uid".
+ *   The rule is "an operator's process", not "any process of the uid". (A process an in-process plugin spawns runs
+ *   with the daemon's uid under its own pid: in-process plugins are trusted code, see the README's threat model.)
  * - Anything else (TCP, untrusted socket peers) needs the admin token as `Authorization: Bearer` (the CLI) or a live
  *   login session in the `hecate_admin` cookie (the admin page; admin/sessions.ts: a random id, never the token).
  * A DNS-rebinding guard (Host allow-list, Origin = Host) runs on every /admin/ request except trusted socket ones.
@@ -68,6 +69,8 @@ export interface AdminGuardOptions {
   sessions: SessionStore;
   /** Trust socket connections from the daemon's own process (in-process tests only; default false). */
   trustSameProcess?: boolean;
+  /** Pids never trusted on the socket (the plugin-host processes, where plugin code runs). */
+  untrustedPids?: () => Iterable<number>;
 }
 
 export type SocketPeerDecision = { trusted: true; peer: PeerCredentials } | { trusted: false; reason: string };
@@ -88,7 +91,7 @@ export class AdminGuard {
   /** Called for each accepted Unix-socket connection: trusted only when its peer may administer the daemon. */
   admitSocketPeer(socket: Socket): SocketPeerDecision {
     const peer = peerCredentials(socket);
-    const decision = decide(peer, this.o.trustSameProcess ?? false);
+    const decision = decide(peer, this.o.trustSameProcess ?? false, new Set(this.o.untrustedPids?.() ?? []));
     if (decision.trusted) this.trustedSockets.add(socket);
     return decision;
   }
@@ -137,13 +140,15 @@ export class AdminGuard {
   }
 }
 
-function decide(peer: PeerCredentials | null, trustSameProcess: boolean): SocketPeerDecision {
+function decide(peer: PeerCredentials | null, trustSameProcess: boolean, untrusted: Set<number>): SocketPeerDecision {
   if (!peer) return { trusted: false, reason: "peer credentials unavailable" };
   const uid = process.geteuid?.();
   if (peer.uid !== uid && peer.uid !== 0)
     return { trusted: false, reason: `peer uid ${peer.uid} is neither the daemon's (${uid}) nor root` };
   if (peer.pid === process.pid && !trustSameProcess)
     return { trusted: false, reason: "the peer is the daemon process itself (a redirected daemon connection)" };
+  if (untrusted.has(peer.pid))
+    return { trusted: false, reason: `the peer is a plugin-host process (pid ${peer.pid}): plugin code runs there` };
   return { trusted: true, peer };
 }
 

@@ -36,6 +36,8 @@ export interface ContainerProxyOptions {
   connections?: number;
   /** No response headers within this time -> 504, default 60 s. */
   headersTimeoutMs?: number;
+  /** The upstream is the daemon's own admin API (shared admin port): its `hecate_*` cookies pass. */
+  daemonCookies?: boolean;
 }
 
 /** Lengths of the hop-by-hop and x-forwarded-* names: other names skip the lower-casing and the lookups. */

@@ -28,7 +28,8 @@ import {
 } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type PluginConfig, type PluginManifest, pluginPaths } from "@hecate/sdk";
+import type { PluginConfig, PluginManifest } from "@hecate/sdk";
+import { pluginPaths } from "@hecate/sdk/paths";
 import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";

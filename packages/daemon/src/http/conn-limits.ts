@@ -135,7 +135,13 @@ export class ConnectionGate {
 
   private admit(socket: Socket): void {
     const key = socket.remoteAddress;
-    if (key === undefined || this.conns.get(key) >= this.limits.maxConnectionsPerClient) {
+    // The global cap again: `maxConnections` only applies to connections the server accepted itself, not to those a
+    // plugin host receives from the supervisor (emitted as `connection`).
+    if (
+      key === undefined ||
+      this.conns.total >= this.limits.maxConnections ||
+      this.conns.get(key) >= this.limits.maxConnectionsPerClient
+    ) {
       this.refusedConnections++;
       socket.destroy();
       return;

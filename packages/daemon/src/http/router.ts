@@ -8,8 +8,9 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import { type HttpMethod, isValidPluginName } from "@hecate/sdk";
-import { validateRoutePath } from "@hecate/sdk/runtime/dispatcher";
+import type { HttpMethod } from "@hecate/sdk";
+import { isValidPluginName } from "@hecate/sdk/paths";
+import { validateRoutePath } from "@hecate/sdk/runtime/route-path";
 import FindMyWay from "find-my-way";
 import { admit, answerPreflight, compileGuard, type Guard, originAllowed, type RoutePolicy } from "./plugin-guard.js";
 import { sendJsonError, serveStatic } from "./static.js";

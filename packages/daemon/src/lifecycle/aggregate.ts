@@ -155,6 +155,8 @@ export type PluginCommand =
   | Command<"confirm_plugin_unloaded_v1", Record<string, never>>
   | Command<"report_plugin_crash_v1", { reason: string }>
   | Command<"disable_plugin_v1", { reason: string }>
+  /** The supervisor found that this plugin takes its plugin-host process down: it is deactivated until activated. */
+  | Command<"quarantine_plugin_v1", { reason: string }>
   | Command<"reject_plugin_package_v1", PackageRejection>;
 
 export type PluginCommandType = PluginCommand["type"];
@@ -184,6 +186,7 @@ export type PluginEvent =
   | { type: "plugin_unload_confirmed_v1"; data: { at: string } }
   | { type: "plugin_crashed_v1"; data: { reason: string; at: string } }
   | { type: "plugin_disabled_v1"; data: { reason: string; at: string } }
+  | { type: "plugin_quarantined_v1"; data: { reason: string; at: string } }
   | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } };
 
 export type RejectionCode =
@@ -297,6 +300,10 @@ function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<R
       if (!installed(s) || !has(s.status, Flags.ACTIVATED))
         return reject("plugin_not_activated", "plugin is not activated");
       return [{ type: "plugin_disabled_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
+    case "quarantine_plugin_v1":
+      if (!installed(s) || !has(s.status, Flags.ACTIVATED))
+        return reject("plugin_not_activated", "plugin is not activated");
+      return [{ type: "plugin_quarantined_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
     case "reject_plugin_package_v1":
       if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
       if (typeof cmd.data?.code !== "string" || typeof cmd.data.message !== "string")
@@ -413,6 +420,16 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
         loaded_version: null,
         routes: [],
         status: (s.status & ~Flags.LOADED) | Flags.FAILED,
+      };
+    case "plugin_quarantined_v1":
+      // Deactivated (not loaded at boot, `activate` brings it back) and marked failed with the cause.
+      return {
+        ...base,
+        deactivated_at: ev.data.at,
+        last_error: { stage: "host", code: "quarantined", message: ev.data.reason, at: ev.data.at },
+        loaded_version: null,
+        routes: [],
+        status: (s.status & ~(Flags.ACTIVATED | Flags.LOADED)) | Flags.DEACTIVATED | Flags.FAILED,
       };
     case "plugin_package_rejected_v1":
       // The refused package never touched the installed one: status unchanged, only the error is shown.

@@ -1,16 +1,16 @@
 /**
  * The loader bridge: turns an ACTIVATED plugin (its extracted package on disk) into a running plugin, in-process
- * (PluginRuntime: one worker) or in a container (ContainerRuntime), and back. The process managers call it and
- * record the outcome as confirm_plugin_loaded_v1 / fail_plugin_load_v1.
+ * (one worker thread) or in a container, in a plugin-host process (supervisor/plugin-hosts.ts), and back. It runs in
+ * the supervisor: the package is verified and its manifest read here, before any plugin code runs. The process
+ * managers call it and record the outcome as confirm_plugin_loaded_v1 / fail_plugin_load_v1.
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
-import type { ContainerRuntime } from "../container/runtime.js";
+import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import { isInside } from "../http/static.js";
-import type { PluginRuntime } from "../runtime/plugin-runtime.js";
-import { PluginLoadError } from "../runtime/plugin-worker.js";
-import type { PluginType } from "./aggregate.js";
+import type { Hosted } from "../supervisor/plugin-hosts.js";
 
 /** The package module's functions the lifecycle uses (packages/daemon/src/package/*), injected by the daemon. */
 export interface PackageOps {
@@ -42,12 +42,29 @@ export interface LoadResult {
   routes: { method: string; path: string }[];
 }
 
+/** Where plugins run: the plugin-host processes (PluginHosts), seen as one host. */
+export interface LoaderHosts {
+  load(name: string, hosted: Hosted): Promise<LoadedInfo>;
+  unload(name: string): Promise<boolean>;
+  has(name: string): boolean;
+  reconcileContainers(specs: ContainerPluginSpec[]): Promise<ReconcileOutcome>;
+}
+
 export interface LoaderOptions {
   home: string;
-  runtime: PluginRuntime;
-  /** Resolves the container runtime (started lazily: Podman is only spun up for the first container plugin). */
-  containers?: () => Promise<ContainerRuntime | null>;
+  hosts: LoaderHosts;
+  /** False when Podman is not available here: container plugins then fail to load with a clear message. */
+  containers: boolean;
   pkg: PackageOps;
+}
+
+const NO_PODMAN = "container plugins need Podman, which is not available here";
+
+/** A host's load error (PluginLoadError stage, ContainerPluginError code) as a LoadFailure. */
+function loadFailure(err: unknown, fallbackStage: string): LoadFailure {
+  const e = err as Error & { stage?: string; code?: string };
+  if (fallbackStage === "container") return new LoadFailure("container", `${e.code ? `${e.code}: ` : ""}${e.message}`);
+  return new LoadFailure(e.stage ?? fallbackStage, e.message);
 }
 
 export class Loader {
@@ -73,12 +90,10 @@ export class Loader {
     }
   }
 
-  /** True when the plugin is mounted by one of the runtimes. */
-  isLoaded(name: string, type: PluginType): boolean {
-    return type === "container" ? this.loadedContainers.has(name) : this.o.runtime.get(name) !== undefined;
+  /** True when the plugin is loaded in a plugin host. */
+  isLoaded(name: string): boolean {
+    return this.o.hosts.has(name);
   }
-
-  private readonly loadedContainers = new Set<string>();
 
   /**
    * Loads the installed package (or swaps it in when this plugin is already loaded: zero-downtime upgrade).
@@ -112,31 +127,21 @@ export class Loader {
     };
     const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config };
     try {
-      const loaded = this.o.runtime.get(name) ? await this.o.runtime.swap(name, spec) : await this.o.runtime.load(spec);
-      return {
-        version: loaded.version,
-        routes: loaded.routes.flatMap((r) =>
-          r.kind === "ws" ? [{ method: "WS", path: r.path }] : r.methods.map((m) => ({ method: m, path: r.path })),
-        ),
-      };
+      const loaded = await this.o.hosts.load(name, { kind: "worker", spec });
+      return { version: loaded.version, routes: loaded.routes };
     } catch (err) {
-      if (err instanceof PluginLoadError) throw new LoadFailure(err.stage, err.message);
-      throw new LoadFailure("load", (err as Error).message);
+      throw loadFailure(err, "load");
     }
   }
 
   private async loadContainer(name: string, p: PluginPaths, manifest: PluginManifest): Promise<LoadResult> {
-    const containers = this.o.containers ? await this.o.containers() : null;
-    if (!containers) throw new LoadFailure("container", "container plugins need Podman, which is not available here");
+    if (!this.o.containers) throw new LoadFailure("container", NO_PODMAN);
     const spec = { name, dir: p.root, manifest, settings: {} };
     try {
-      if (containers.get(name)) await containers.swap(name, spec);
-      else await containers.load(spec);
+      await this.o.hosts.load(name, { kind: "container", spec });
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      throw new LoadFailure("container", `${code ? `${code}: ` : ""}${(err as Error).message}`);
+      throw loadFailure(err, "container");
     }
-    this.loadedContainers.add(name);
     return { version: manifest.version, routes: [{ method: "*", path: "/*" }] };
   }
 
@@ -146,10 +151,8 @@ export class Loader {
    */
   async reconcileContainers(names: string[]): Promise<Map<string, LoadResult | LoadFailure>> {
     const out = new Map<string, LoadResult | LoadFailure>();
-    const containers = this.o.containers ? await this.o.containers().catch(() => null) : null;
-    if (!containers) {
-      for (const n of names)
-        out.set(n, new LoadFailure("container", "container plugins need Podman, which is not available here"));
+    if (!this.o.containers) {
+      for (const n of names) out.set(n, new LoadFailure("container", NO_PODMAN));
       return out;
     }
     const specs = [];
@@ -167,24 +170,14 @@ export class Loader {
         out.set(name, err instanceof LoadFailure ? err : new LoadFailure("load", (err as Error).message));
       }
     }
-    const r = await containers.reconcile(specs);
-    for (const n of [...r.adopted, ...r.loaded]) this.loadedContainers.add(n);
-    for (const f of r.failed) {
-      const code = (f.error as { code?: string }).code;
-      out.set(f.name, new LoadFailure("container", `${code ? `${code}: ` : ""}${f.error.message}`));
-    }
+    const r = await this.o.hosts.reconcileContainers(specs);
+    for (const f of r.failed) out.set(f.name, loadFailure(f.error, "container"));
     return out;
   }
 
-  /** Unloads from whichever runtime holds it (routes removed at once, in-flight drained). */
-  async unload(name: string): Promise<boolean> {
-    const inProcess = await this.o.runtime.unload(name);
-    let container = false;
-    if (this.loadedContainers.delete(name)) {
-      const containers = this.o.containers ? await this.o.containers() : null;
-      container = (await containers?.unload(name)) ?? false;
-    }
-    return inProcess || container;
+  /** Unloads from whichever host holds it (routes removed at once, in-flight drained). */
+  unload(name: string): Promise<boolean> {
+    return this.o.hosts.unload(name);
   }
 
   /** Deletes the installed package (archive + extracted files); with purge, the plugin's data and store too. */

@@ -92,6 +92,20 @@ const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 const STREAM_PREFIX = "plugin-";
 /** Daemon-level stream of refused packages (not a `plugin-` stream: no aggregate, no process manager). */
 export const REJECTIONS_STREAM = "package-rejections";
+/** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
+// Not "plugin-…": that prefix is the plugin streams'.
+export const HOSTS_STREAM = "host-crashes";
+
+/** Data of `plugin_host_crashed_v1`: the exit, and which plugins were loaded, loading and serving at the time. */
+export interface HostCrashData {
+  hostId: number;
+  pid: number | undefined;
+  code: number | null;
+  signal: string | null;
+  loaded: string[];
+  loading: string[];
+  active: string[];
+}
 
 /** Data of `package_rejected_v1` in the `package-rejections` stream. */
 export interface PackageRejectedData extends PackageRejection {
@@ -185,7 +199,7 @@ export class LifecycleService extends EventEmitter {
         has(s, Flags.ACTIVATED) &&
         !has(s, Flags.REMOVED) &&
         !has(s, Flags.EXTRACTING) &&
-        !this.o.loader.isLoaded(s.name, s.plugin_type),
+        !this.o.loader.isLoaded(s.name),
     );
     const containerNames = toLoad.filter((s) => s.plugin_type === "container").map((s) => s.name!);
     const containerOutcomes = containerNames.length
@@ -450,6 +464,29 @@ export class LifecycleService extends EventEmitter {
     void this.dispatch(name, { type: "disable_plugin_v1", data: { reason } }).catch((err) =>
       this.o.logger.warn({ plugin: name, err }, "cannot record disable"),
     );
+  }
+
+  /** The supervisor quarantined a plugin that takes its plugin host down (see supervisor/plugin-hosts.ts). */
+  reportQuarantine(name: string, reason: string): void {
+    this.o.logger.error({ plugin: name, reason }, "plugin quarantined");
+    void this.dispatch(name, { type: "quarantine_plugin_v1", data: { reason } }).catch((err) =>
+      this.o.logger.warn({ plugin: name, err }, "cannot record quarantine"),
+    );
+  }
+
+  /** A plugin-host process died: `plugin_host_crashed_v1` in the daemon-level `host-crashes` stream. */
+  recordHostCrash(crash: HostCrashData): void {
+    this.o.logger.error(crash, "plugin host died");
+    this.o.store.append(HOSTS_STREAM, [
+      { type: "plugin_host_crashed_v1", data: { ...crash, at: new Date().toISOString() } },
+    ]);
+  }
+
+  /** The latest host deaths, newest first. */
+  hostCrashes(limit = 50): (HostCrashData & { at: string })[] {
+    return this.o.store
+      .readStream(HOSTS_STREAM, { direction: "backward", limit })
+      .map((e) => e.data as HostCrashData & { at: string });
   }
 
   // ---- internals ----

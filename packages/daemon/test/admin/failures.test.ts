@@ -111,7 +111,7 @@ test("runtime crash and disable become plugin_crashed_v1 / plugin_disabled_v1", 
   const waitFor = (type: string, after: number) =>
     d.lifecycle.waitFor("crashy", after, [type as "plugin_crashed_v1"], 10_000);
   const pos0 = d.lifecycle.store.headPosition();
-  const restarted = new Promise((resolve) => d.runtime.once("restarted", resolve));
+  const restarted = new Promise((resolve) => d.hosts.once("restarted", resolve));
   await fetch(`${d.url}/plugin/crashy/api/die`, { method: "POST" });
   const crashed = await waitFor("plugin_crashed_v1", pos0);
   assert.match(String((crashed.data as { reason: string }).reason), /exit|3/);

@@ -1,0 +1,237 @@
+/**
+ * The plugin-host process: everything that runs plugin code, and nothing that holds the daemon's state. The
+ * supervisor forks it (supervisor/host-process.ts) and drives it over the IPC protocol of ./protocol.ts:
+ * - the main host (hostId 1) serves the plugin listener: the supervisor accepts each client connection and hands
+ *   the socket over (`conn`), so requests never pass through the supervisor;
+ * - an isolated host serves its plugins on a Unix socket; the main host mounts them as `remote` plugins.
+ * It owns the router, the plugin HTTP server, one worker thread per in-process plugin and the container runtime.
+ * When the supervisor goes away (even by kill -9: the IPC channel closes) the host exits at once: no orphan host
+ * keeps serving stale routes.
+ */
+import { chmodSync, rmSync } from "node:fs";
+import type { Server } from "node:http";
+import type { Socket } from "node:net";
+import { HostAllowList } from "../http/host-allow.js";
+import { type MountedRoute, type RouteHandler, Router } from "../http/router.js";
+import { createHttpServer } from "../http/server.js";
+import { ContainerPluginHost, type PluginHostEvent, RemotePluginHost, WorkerPluginHost } from "./plugin-host.js";
+import type {
+  HostBoot,
+  HostErrorInfo,
+  HostRequest,
+  HostToSupervisor,
+  LoadedInfo,
+  SupervisorToHost,
+} from "./protocol.js";
+
+function send(m: HostToSupervisor): void {
+  if (process.connected) process.send?.(m);
+}
+
+/**
+ * Reports the plugins that receive requests: a plugin's first request of an interval is reported before it is
+ * dispatched (a request that kills the host at once is known), and every interval the plugins with requests still
+ * in flight (a request that kills the host later, e.g. after seconds of garbage collection, is known too).
+ */
+class ActivityReporter {
+  private seen = new Set<string>();
+
+  constructor(intervalMs: number, busy: () => string[]) {
+    setInterval(() => {
+      this.seen = new Set(busy());
+      if (this.seen.size) send({ t: "active", plugins: [...this.seen] });
+    }, intervalMs).unref();
+  }
+
+  /** `url` of a request; only `/plugin/{name}/...` counts. */
+  touch(url: string | undefined): void {
+    if (!url || !url.startsWith("/plugin/")) return;
+    const end = url.indexOf("/", 8);
+    const name = end < 0 ? url.slice(8) : url.slice(8, end);
+    if (!name || this.seen.has(name)) return;
+    this.seen.add(name);
+    send({ t: "active", plugins: [name] });
+  }
+}
+
+class Host {
+  readonly router = new Router();
+  private readonly worker: WorkerPluginHost;
+  private readonly container: ContainerPluginHost | undefined;
+  private readonly remote: RemotePluginHost;
+  readonly server: Server;
+
+  constructor(readonly boot: HostBoot) {
+    const emit = (e: PluginHostEvent) => send(e);
+    this.worker = new WorkerPluginHost(this.router, boot.home, boot.runtime ?? {}, emit);
+    this.container = boot.containers ? new ContainerPluginHost(this.router, boot.home, emit) : undefined;
+    this.remote = new RemotePluginHost(this.router);
+    // The main host serves the plugin listener: its Host allow-list and caps apply here, where the connections are.
+    this.server = boot.listenPath
+      ? createHttpServer(this.router)
+      : createHttpServer(this.router, { hosts: new HostAllowList(boot.allowedHosts), limits: boot.limits });
+    const activity = new ActivityReporter(boot.activityIntervalMs, () => this.busy());
+    this.server.prependListener("request", (req) => activity.touch(req.url));
+    this.server.prependListener("upgrade", (req) => activity.touch(req.url));
+    if (boot.listenPath) this.server.prependListener("request", trustForwardedFor);
+    this.router.setReady(boot.ready);
+  }
+
+  /** Plugins with requests or WebSockets in flight (worker plugins: the ones whose code runs in this process). */
+  private busy(): string[] {
+    return this.worker.runtime
+      .list()
+      .filter((p) => p.inFlight > 0)
+      .map((p) => p.name);
+  }
+
+  async listen(): Promise<void> {
+    if (this.boot.adminSocketPath)
+      this.router.setSystemRoutes("admin", await adminProxyRoutes(this.boot.adminSocketPath));
+    const path = this.boot.listenPath;
+    if (!path) return;
+    rmSync(path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(path, () => resolve());
+    });
+    chmodSync(path, 0o600);
+  }
+
+  /** A client connection accepted by the supervisor on the plugin listener. */
+  adopt(socket: Socket): void {
+    this.server.emit("connection", socket);
+  }
+
+  async handle(m: HostRequest): Promise<unknown> {
+    switch (m.t) {
+      case "load":
+        return this.load(m);
+      case "unload":
+        return (
+          (await this.worker.unload(m.name, m.deadlineMs)) ||
+          (await this.remote.unload(m.name, m.deadlineMs)) ||
+          ((await this.container?.unload(m.name)) ?? false)
+        );
+      case "reconcile": {
+        if (!this.container) throw new Error("container plugins need Podman, which is not available here");
+        return this.container.reconcile(m.specs);
+      }
+      case "set-ready":
+        this.router.setReady(m.ready);
+        return true;
+      case "list":
+        return {
+          worker: this.worker.runtime.list().map((p) => ({ name: p.name, status: p.status, inFlight: p.inFlight })),
+        };
+      case "close":
+        await this.close();
+        return true;
+    }
+  }
+
+  private async load(m: Extract<HostRequest, { t: "load" }>): Promise<LoadedInfo> {
+    const h = m.hosted;
+    switch (h.kind) {
+      case "worker": {
+        const info = await this.worker.load(h.spec); // replaces a remote mount of the same plugin in one swap
+        await this.remote.release(h.spec.name);
+        return info;
+      }
+      case "remote":
+        await this.worker.unload(h.name);
+        return this.remote.load(h);
+      case "container":
+        if (!this.container) throw new Error("container plugins need Podman, which is not available here");
+        return this.container.load(h.spec);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.router.setReady(false);
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    await this.worker.close();
+    await this.remote.close();
+    await this.container?.close();
+    this.server.closeAllConnections();
+    await stopped;
+    if (this.boot.listenPath) rmSync(this.boot.listenPath, { force: true });
+  }
+}
+
+/**
+ * Isolated hosts are reached through the main host's proxy only (a 0600 socket in the daemon's run dir), which
+ * appends the real client address as the rightmost X-Forwarded-For entry: plugins see that address, as they would
+ * in the main host. One request at a time per proxy connection, so setting it per request is safe.
+ */
+function trustForwardedFor(req: { headers: Record<string, unknown>; socket: Socket }): void {
+  const xff = req.headers["x-forwarded-for"];
+  if (typeof xff !== "string") return;
+  const addr = xff.slice(xff.lastIndexOf(",") + 1).trim();
+  Object.defineProperty(req.socket, "remoteAddress", { value: addr, configurable: true });
+}
+
+/**
+ * `adminPort: "shared"`: the admin API and page on the plugin port, proxied to the supervisor's internal admin
+ * socket, where every request is checked as on the admin port (token, Host, Origin): that socket is not trusted.
+ */
+async function adminProxyRoutes(socketPath: string): Promise<MountedRoute[]> {
+  const { ContainerProxy } = await import("../container/proxy.js");
+  const proxy = new ContainerProxy({ plugin: "admin", socketPath, daemonCookies: true });
+  const handler: RouteHandler = (req, res, p, ctx) => proxy.handle(req, res, p, { ...ctx, path: ctx.pathname });
+  return [
+    { method: "*", path: "/admin", handler },
+    { method: "*", path: "/admin/*", handler },
+  ];
+}
+
+function errorInfo(err: unknown): HostErrorInfo {
+  const e = err as Error & { stage?: string; code?: string };
+  return {
+    message: e?.message ?? String(err),
+    stage: e?.stage,
+    code: typeof e?.code === "string" ? e.code : undefined,
+  };
+}
+
+let host: Host | undefined;
+process.on("disconnect", () => process.exit(0)); // the supervisor is gone: never serve on without it
+process.on("message", (m: SupervisorToHost, handle?: unknown) => {
+  if (m.t === "conn") {
+    const socket = handle as Socket | undefined;
+    if (!socket) return;
+    send({ t: "conn-ack", seq: m.seq });
+    if (host) host.adopt(socket);
+    else socket.destroy();
+    return;
+  }
+  if (m.t === "boot") {
+    host = new Host(m);
+    host.listen().then(
+      () => send({ t: "ready", pid: process.pid }),
+      (err) => {
+        console.error(`plugin host ${m.hostId}: cannot listen: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+    return;
+  }
+  const h = host;
+  if (!h) return;
+  h.handle(m).then(
+    (value) => reply({ t: "reply", id: m.id, ok: true, value }, m.t === "close"),
+    (err) => reply({ t: "reply", id: m.id, ok: false, error: errorInfo(err) }, m.t === "close"),
+  );
+});
+
+/** Sends a reply; after `close` the process exits once the reply is written. */
+function reply(m: HostToSupervisor, exit: boolean): void {
+  if (!process.connected) {
+    if (exit) process.exit(0);
+    return;
+  }
+  process.send?.(m, undefined, undefined, () => {
+    if (exit) process.exit(0);
+  });
+}

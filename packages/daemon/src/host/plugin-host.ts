@@ -1,0 +1,233 @@
+/**
+ * One contract for every way a plugin-host process runs a plugin (the undici `Dispatcher` idea): load (or swap when
+ * loaded), unload, has, close, and crashed / restarted / disabled / log events. Three implementations:
+ * - worker: in-process plugins, one worker thread each (PluginRuntime);
+ * - container: Podman plugins over a Unix socket (ContainerRuntime);
+ * - remote: a plugin served by another (isolated) host process, mounted here as a proxy to that host's socket.
+ * The host process looks hosts up by kind; nothing outside knows which one holds a plugin.
+ */
+import { existsSync } from "node:fs";
+import type { ContainerProxy } from "../container/proxy.js";
+import type { ContainerPluginSpec, ContainerRuntime } from "../container/runtime.js";
+import type { Router } from "../http/router.js";
+import { PluginRuntime, type RuntimeOptions } from "../runtime/plugin-runtime.js";
+import type { PluginSpec } from "../runtime/plugin-worker.js";
+import type { HostedSpec, LoadedInfo, ReconcileOutcome } from "./protocol.js";
+
+export type PluginHostEvent =
+  | { t: "crashed"; plugin: string; reason: string }
+  | { t: "restarted"; plugin: string }
+  | { t: "disabled"; plugin: string; reason: string }
+  | { t: "log"; plugin: string; level: string; msg: string; fields?: Record<string, unknown> };
+
+export interface PluginHost<Spec> {
+  readonly kind: HostedSpec["kind"];
+  /** Loads the plugin, or swaps the new spec in with zero downtime when it is loaded here already. */
+  load(spec: Spec): Promise<LoadedInfo>;
+  /** Routes removed at once, in-flight requests drained, code freed. False when it was not loaded here. */
+  unload(name: string, deadlineMs?: number): Promise<boolean>;
+  has(name: string): boolean;
+  close(): Promise<void>;
+}
+
+type Emit = (e: PluginHostEvent) => void;
+
+export class WorkerPluginHost implements PluginHost<PluginSpec> {
+  readonly kind = "worker" as const;
+  readonly runtime: PluginRuntime;
+
+  constructor(router: Router, home: string, options: HostRuntimeOptions, emit: Emit) {
+    this.runtime = new PluginRuntime({ router, home, ...options });
+    this.runtime.on("crashed", (plugin: string, reason: string) => emit({ t: "crashed", plugin, reason }));
+    this.runtime.on("restarted", (plugin: string) => emit({ t: "restarted", plugin }));
+    this.runtime.on("disabled", (plugin: string, reason: string) => emit({ t: "disabled", plugin, reason }));
+    this.runtime.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) =>
+      emit({ t: "log", ...e }),
+    );
+  }
+
+  async load(spec: PluginSpec): Promise<LoadedInfo> {
+    const r = this.runtime.get(spec.name) ? await this.runtime.swap(spec.name, spec) : await this.runtime.load(spec);
+    return {
+      name: r.name,
+      version: r.version,
+      kind: this.kind,
+      routes: r.routes.flatMap((x) =>
+        x.kind === "ws" ? [{ method: "WS", path: x.path }] : x.methods.map((m) => ({ method: m, path: x.path })),
+      ),
+    };
+  }
+
+  unload(name: string, deadlineMs?: number): Promise<boolean> {
+    return this.runtime.unload(name, deadlineMs === undefined ? {} : { deadlineMs });
+  }
+
+  has(name: string): boolean {
+    return this.runtime.get(name) !== undefined;
+  }
+
+  close(): Promise<void> {
+    return this.runtime.close();
+  }
+}
+
+export type HostRuntimeOptions = Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+
+export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
+  readonly kind = "container" as const;
+  private runtime: Promise<ContainerRuntime> | undefined;
+  private podman: import("../container/podman.js").PodmanClient | undefined;
+
+  constructor(
+    private readonly router: Router,
+    private readonly home: string,
+    private readonly emit: Emit,
+  ) {}
+
+  /** Podman is only started for the first container plugin. */
+  private containers(): Promise<ContainerRuntime> {
+    this.runtime ??= (async () => {
+      // Imported on first use: a host without container plugins starts faster (it restarts on the hot path).
+      const [{ PodmanClient }, { ContainerRuntime }] = await Promise.all([
+        import("../container/podman.js"),
+        import("../container/runtime.js"),
+      ]);
+      this.podman = new PodmanClient({ socketPath: `${this.home}/run/podman.sock` });
+      const rt = new ContainerRuntime({
+        home: this.home,
+        podman: this.podman,
+        router: this.router,
+        onEvent: (e) => {
+          if (e.type === "crashed")
+            this.emit({
+              t: "crashed",
+              plugin: e.plugin,
+              reason: `${e.reason}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}`,
+            });
+          else if (e.type === "failed")
+            this.emit({ t: "disabled", plugin: e.plugin, reason: `${e.reason}: ${e.message}` });
+          else if (e.type === "restarted") this.emit({ t: "restarted", plugin: e.plugin });
+          else if (e.type === "log")
+            this.emit({ t: "log", plugin: e.plugin, level: e.level, msg: e.msg, fields: e.fields });
+        },
+      });
+      await rt.start();
+      return rt;
+    })().catch((err) => {
+      this.runtime = undefined;
+      throw err;
+    });
+    return this.runtime;
+  }
+
+  private loaded = new Set<string>();
+
+  async load(spec: ContainerPluginSpec): Promise<LoadedInfo> {
+    const rt = await this.containers();
+    if (rt.get(spec.name)) await rt.swap(spec.name, spec);
+    else await rt.load(spec);
+    this.loaded.add(spec.name);
+    return { name: spec.name, version: spec.manifest.version, kind: this.kind, routes: [{ method: "*", path: "/*" }] };
+  }
+
+  /** Boot (and host restart): adopt the containers of the previous run, start the missing, remove the rest. */
+  async reconcile(specs: ContainerPluginSpec[]): Promise<ReconcileOutcome> {
+    const rt = await this.containers();
+    const r = await rt.reconcile(specs);
+    const failedNames = new Set(r.failed.map((f) => f.name));
+    const loaded = specs
+      .filter((s) => !failedNames.has(s.name))
+      .map((s) => ({
+        name: s.name,
+        version: s.manifest.version,
+        kind: this.kind,
+        routes: [{ method: "*", path: "/*" }],
+      }));
+    for (const l of loaded) this.loaded.add(l.name);
+    return {
+      loaded,
+      failed: r.failed.map((f) => ({
+        name: f.name,
+        error: { message: f.error.message, code: (f.error as { code?: string }).code },
+      })),
+    };
+  }
+
+  /** Removes containers of this instance that no loaded plugin owns (after boot, or traces of a crashed run). */
+  async sweep(): Promise<string[]> {
+    return (await this.containers()).sweep();
+  }
+
+  async unload(name: string): Promise<boolean> {
+    if (!this.loaded.delete(name)) return false;
+    return (await this.containers()).unload(name);
+  }
+
+  has(name: string): boolean {
+    return this.loaded.has(name);
+  }
+
+  async close(): Promise<void> {
+    if (this.runtime) await (await this.runtime.catch(() => null))?.close();
+    if (this.podman) {
+      await this.podman.stopService().catch(() => {});
+      await this.podman.close().catch(() => {});
+    }
+  }
+}
+
+type RemoteSpec = Extract<HostedSpec, { kind: "remote" }>;
+
+/** Plugins moved into an isolated host process: this (main) host proxies their routes to that host's socket. */
+export class RemotePluginHost implements PluginHost<RemoteSpec> {
+  readonly kind = "remote" as const;
+  private readonly proxies = new Map<string, ContainerProxy>();
+
+  constructor(private readonly router: Router) {}
+
+  async load(spec: RemoteSpec): Promise<LoadedInfo> {
+    const { ContainerProxy } = await import("../container/proxy.js");
+    const proxy = new ContainerProxy({ plugin: spec.name, socketPath: spec.socketPath });
+    // The isolated host routes full paths (`/plugin/{name}/api/...`), not the path relative to the API prefix.
+    this.router.setPlugin(spec.name, {
+      routes: [
+        {
+          method: "*",
+          path: "/*",
+          handler: (req, res, p, ctx) => proxy.handle(req, res, p, { ...ctx, path: ctx.pathname }),
+        },
+      ],
+      upgrade: (req, socket, head, p, ctx) => proxy.upgrade(req, socket, head, p, { ...ctx, path: ctx.pathname }),
+      upgradeAllowedOrigins: "*", // the isolated host applies the plugin's own Origin rules
+      staticDir: spec.staticDir && existsSync(spec.staticDir) ? spec.staticDir : undefined,
+    });
+    const old = this.proxies.get(spec.name);
+    this.proxies.set(spec.name, proxy);
+    await old?.drain();
+    return { name: spec.name, version: "", kind: this.kind, routes: [{ method: "*", path: "/*" }] };
+  }
+
+  async unload(name: string, deadlineMs?: number): Promise<boolean> {
+    const proxy = this.proxies.get(name);
+    if (!proxy) return false;
+    this.proxies.delete(name);
+    this.router.removePlugin(name);
+    await proxy.drain(deadlineMs);
+    return true;
+  }
+
+  /** Forgets a plugin without touching the router (another host kind has just mounted it here). */
+  async release(name: string): Promise<void> {
+    const proxy = this.proxies.get(name);
+    this.proxies.delete(name);
+    await proxy?.drain();
+  }
+
+  has(name: string): boolean {
+    return this.proxies.has(name);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.proxies.keys()].map((n) => this.unload(n, 1000)));
+  }
+}

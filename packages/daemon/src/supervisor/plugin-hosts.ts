@@ -1,0 +1,514 @@
+/**
+ * The supervisor's view of the plugin-host processes: which plugin runs where, what a host's death means, and the
+ * plugin listener's hand-off. The loader talks to it as to a single PluginHost.
+ *
+ * - Placement: every plugin runs in the main host (1), which receives the plugin listener's connections. A plugin
+ *   suspected of taking its host down can be moved into an isolated host of its own; the main host then mounts it
+ *   as a `remote` plugin (a proxy to the isolated host's socket).
+ * - Death of a host: recorded (`host-crashed`), the host restarted (with backoff, never given up) and its loaded
+ *   set restored; client connections accepted meanwhile wait in a queue, so none is refused.
+ * - Attribution at load time (exact): a plugin whose load was running when its host died gets a strike; its load is
+ *   retried once the host is back; at `loadStrikes` (2) strikes it is quarantined (`quarantined`).
+ * - Attribution at serve time: each host reports the plugins that receive requests (`active`, sent before the
+ *   request is dispatched). After `crashesBeforeIsolation` (3) deaths of the main host within `crashWindowMs`
+ *   (5 min), the suspects (the plugins active before every one of those deaths) are moved into isolated hosts,
+ *   where the next death names the culprit exactly; it is quarantined. Isolated plugins stay isolated (served
+ *   through the main host's proxy) until the daemon restarts.
+ */
+import { EventEmitter } from "node:events";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import type { Socket } from "node:net";
+import { join } from "node:path";
+import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { HostRuntimeOptions } from "../host/plugin-host.js";
+import type { HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
+import type { ConnectionLimits } from "../http/conn-limits.js";
+import type { PluginSpec } from "../runtime/plugin-worker.js";
+import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
+
+export type Hosted = { kind: "worker"; spec: PluginSpec } | { kind: "container"; spec: ContainerPluginSpec };
+
+export interface PluginHostsOptions {
+  home: string;
+  containers: boolean;
+  runtime?: HostRuntimeOptions;
+  /** How often a host reports the same active plugin again (ms), default 250. */
+  activityIntervalMs?: number;
+  crashWindowMs?: number;
+  crashesBeforeIsolation?: number;
+  loadStrikes?: number;
+  /** Client connections kept while the main host restarts, default 4096 (more are closed). */
+  maxQueuedConnections?: number;
+  /** The plugin listener's Host allow-list entries (besides loopback) and connection caps, applied by the main host. */
+  allowedHosts?: string[];
+  limits?: ConnectionLimits;
+}
+
+/** What `host-crashed` reports (and the lifecycle records as plugin_host_crashed_v1). */
+export interface HostCrash {
+  hostId: number;
+  pid: number | undefined;
+  code: number | null;
+  signal: string | null;
+  /** Plugins placed on the host. */
+  loaded: string[];
+  /** Plugins whose load was running. */
+  loading: string[];
+  /** Plugins that received requests shortly before the death. */
+  active: string[];
+}
+
+/** The load of a plugin that took its host down too often: it is quarantined, not loaded. */
+export class QuarantinedError extends Error {
+  readonly stage = "host_crash";
+  constructor(
+    readonly plugin: string,
+    reason: string,
+  ) {
+    super(reason);
+    this.name = "QuarantinedError";
+  }
+}
+
+interface Placement {
+  hosted: Hosted;
+  hostId: number;
+}
+
+const MAIN = 1;
+
+/**
+ * Events: `log` (entry), `crashed` / `disabled` (plugin, reason: a plugin's own crash inside a host),
+ * `restarted` (plugin), `host-crashed` (HostCrash), `host-restarted` (hostId, ms from death to serving),
+ * `quarantined` (plugin, reason).
+ */
+export class PluginHosts extends EventEmitter {
+  private readonly hosts = new Map<number, HostProcess>();
+  private readonly starting = new Map<number, Promise<HostProcess>>();
+  private readonly placed = new Map<string, Placement>();
+  /** Plugins moved into isolated hosts: name -> host id. */
+  private readonly isolatedIn = new Map<string, number>();
+  private readonly loading = new Map<number, Set<string>>();
+  /** Loads that restore a host's plugins after its death (known good: blamed only when nothing else loads). */
+  private readonly restoring = new Map<number, Promise<void>>();
+  private readonly restoreLoading = new Map<number, Set<string>>();
+  /** After a host death, retried loads run one at a time (so the next death names its plugin exactly). */
+  private retryChain: Promise<unknown> = Promise.resolve();
+  private readonly activeAt = new Map<number, Map<string, number>>();
+  private readonly crashes = new Map<number, { at: number; suspects: Set<string> }[]>();
+  private readonly strikes = new Map<string, number>();
+  private readonly quarantined = new Map<string, string>();
+  private readonly queue: Socket[] = [];
+  private nextHostId = MAIN + 1;
+  private consecutiveFailures = 0;
+  private closed = false;
+  private ready = false;
+  /** The main host may receive connections: false from its death until its plugins are restored. */
+  private mainServing = true;
+  private adminSocketPath: string | undefined;
+  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits">> &
+    Pick<PluginHostsOptions, "limits"> & { runtime: HostRuntimeOptions };
+
+  constructor(options: PluginHostsOptions) {
+    super();
+    this.o = {
+      activityIntervalMs: 250,
+      crashWindowMs: 5 * 60_000,
+      crashesBeforeIsolation: 3,
+      loadStrikes: 2,
+      maxQueuedConnections: 4096,
+      runtime: {},
+      allowedHosts: [],
+      ...options,
+    };
+    mkdirSync(this.hostsDir, { recursive: true, mode: 0o700 });
+  }
+
+  private get hostsDir(): string {
+    return join(this.o.home, "run", "hosts");
+  }
+
+  /** Starts the main host; `adminSocketPath` when the admin shares the plugin port (proxied by the main host). */
+  async start(options: { adminSocketPath?: string } = {}): Promise<void> {
+    this.adminSocketPath = options.adminSocketPath;
+    await this.host(MAIN);
+  }
+
+  /** `/ready` on the plugin listener (also for every main host started later). */
+  async setReady(ready: boolean): Promise<void> {
+    this.ready = ready;
+    await this.hosts
+      .get(MAIN)
+      ?.request({ t: "set-ready", ready })
+      .catch(() => {});
+  }
+
+  /** Pids of the running host processes (also in `run/hosts/host-{id}.pid`). */
+  pids(): Record<number, number | undefined> {
+    return Object.fromEntries([...this.hosts].map(([id, h]) => [id, h.pid]));
+  }
+
+  /** Host id of a placed plugin (1 = main). */
+  hostOf(name: string): number | undefined {
+    return this.placed.get(name)?.hostId;
+  }
+
+  has(name: string): boolean {
+    return this.placed.has(name);
+  }
+
+  /** A client connection accepted on the plugin listener. */
+  adopt(socket: Socket): void {
+    const main = this.hosts.get(MAIN);
+    if (main?.alive && this.mainServing && !this.starting.has(MAIN) && main.adopt(socket)) return;
+    if (this.closed || this.queue.length >= this.o.maxQueuedConnections) {
+      socket.destroy();
+      return;
+    }
+    this.queue.push(socket);
+  }
+
+  /** Loads (or swaps in, when loaded) a plugin; retried after a host death unless the plugin is quarantined. */
+  async load(name: string, hosted: Hosted): Promise<LoadedInfo> {
+    this.quarantined.delete(name); // an explicit (re)activation lifts a quarantine
+    const hostOf = () => (hosted.kind === "worker" ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
+    try {
+      return await this.attempt(name, hosted, hostOf());
+    } catch (err) {
+      if (!(err instanceof HostDiedError)) throw err;
+    }
+    for (;;) {
+      // The host died during the load: retry once it is restored, alone.
+      const retry = this.retryChain.then(async () => {
+        await this.restoring.get(hostOf());
+        const why = this.quarantined.get(name);
+        if (why !== undefined) throw new QuarantinedError(name, why);
+        if (this.closed) throw new Error("plugin hosts closed");
+        return this.attempt(name, hosted, hostOf());
+      });
+      this.retryChain = retry.catch(() => {});
+      try {
+        return await retry;
+      } catch (err) {
+        if (!(err instanceof HostDiedError)) throw err;
+      }
+    }
+  }
+
+  private async attempt(name: string, hosted: Hosted, hostId: number): Promise<LoadedInfo> {
+    const info = await this.loadOn(hostId, name, hosted);
+    this.strikes.delete(name);
+    return info;
+  }
+
+  private async loadOn(hostId: number, name: string, hosted: Hosted, restore = false): Promise<LoadedInfo> {
+    const host = await this.host(hostId);
+    const sets = restore ? this.restoreLoading : this.loading;
+    const set = sets.get(hostId) ?? new Set<string>();
+    sets.set(hostId, set);
+    set.add(name);
+    try {
+      const info = await host.request<LoadedInfo>({ t: "load", hosted });
+      this.placed.set(name, { hosted, hostId });
+      if (hostId !== MAIN) await this.mountRemote(name, hostId, hosted);
+      return info;
+    } finally {
+      set.delete(name);
+    }
+  }
+
+  /** The main host proxies an isolated plugin's routes to its host. */
+  private async mountRemote(name: string, hostId: number, hosted: Hosted): Promise<void> {
+    const main = await this.host(MAIN);
+    const staticDir = hosted.kind === "worker" ? hosted.spec.staticDir : undefined;
+    const remote: HostedSpec = { kind: "remote", name, socketPath: this.socketOf(hostId), staticDir };
+    await main.request({ t: "load", hosted: remote });
+  }
+
+  async unload(name: string, deadlineMs?: number): Promise<boolean> {
+    const p = this.placed.get(name);
+    if (!p) return false;
+    this.placed.delete(name);
+    const host = this.hosts.get(p.hostId);
+    let done = false;
+    if (host?.alive) done = await host.request<boolean>({ t: "unload", name, deadlineMs }).catch(() => false);
+    if (p.hostId !== MAIN) {
+      this.isolatedIn.delete(name);
+      await this.hosts
+        .get(MAIN)
+        ?.request({ t: "unload", name })
+        .catch(() => false);
+      await this.retireIfEmpty(p.hostId);
+    }
+    return done;
+  }
+
+  /** Boot: container plugins of the previous run adopted (or started, or removed) in one pass. */
+  async reconcileContainers(specs: ContainerPluginSpec[]): Promise<ReconcileOutcome> {
+    const main = await this.host(MAIN);
+    const r = await main.request<ReconcileOutcome>({ t: "reconcile", specs });
+    for (const l of r.loaded) {
+      const spec = specs.find((s) => s.name === l.name);
+      if (spec) this.placed.set(l.name, { hosted: { kind: "container", spec }, hostId: MAIN });
+    }
+    return r;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const s of this.queue.splice(0)) s.destroy();
+    await Promise.all([...this.hosts.values()].map((h) => h.close()));
+    this.hosts.clear();
+    rmSync(this.hostsDir, { recursive: true, force: true });
+  }
+
+  // ---- hosts ----
+
+  private socketOf(hostId: number): string {
+    return join(this.hostsDir, `host-${hostId}.sock`);
+  }
+
+  /** The running host `hostId`, started (or restarted) when needed. */
+  private host(hostId: number): Promise<HostProcess> {
+    const h = this.hosts.get(hostId);
+    if (h?.alive && !this.starting.has(hostId)) return Promise.resolve(h);
+    const pending = this.starting.get(hostId);
+    if (pending) return pending;
+    const started = this.spawn(hostId).finally(() => this.starting.delete(hostId));
+    this.starting.set(hostId, started);
+    return started;
+  }
+
+  private async spawn(hostId: number): Promise<HostProcess> {
+    for (;;) {
+      if (this.closed) throw new Error("plugin hosts closed");
+      const proc = new HostProcess({
+        home: this.o.home,
+        hostId,
+        listenPath: hostId === MAIN ? undefined : this.socketOf(hostId),
+        containers: hostId === MAIN && this.o.containers,
+        runtime: this.o.runtime,
+        activityIntervalMs: this.o.activityIntervalMs,
+        ready: this.ready,
+        adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
+        allowedHosts: this.o.allowedHosts,
+        limits: this.o.limits,
+      });
+      proc.on("event", (e) => this.onHostEvent(hostId, e));
+      if (hostId === MAIN) proc.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
+      this.hosts.set(hostId, proc);
+      try {
+        await proc.start();
+        proc.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(proc, exit, expected));
+        this.consecutiveFailures = 0;
+        writeFileSync(join(this.hostsDir, `host-${hostId}.pid`), `${proc.pid}\n`);
+        if (hostId === MAIN && this.mainServing) this.flushQueue(proc);
+        return proc;
+      } catch (err) {
+        // Never give up (the daemon must not crash-loop with its host), but back off.
+        this.consecutiveFailures++;
+        this.emit("log", {
+          plugin: "-",
+          level: "error",
+          msg: `plugin host ${hostId} failed to start: ${(err as Error).message}`,
+        });
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** this.consecutiveFailures)));
+      }
+    }
+  }
+
+  /** Connections that waited for the main host (a client that gave up meanwhile is handed over all the same). */
+  private flushQueue(main: HostProcess): void {
+    for (const s of this.queue.splice(0)) if (!s.destroyed && !main.adopt(s)) s.destroy();
+  }
+
+  private onHostEvent(hostId: number, e: import("../host/protocol.js").HostEvent): void {
+    switch (e.t) {
+      case "active": {
+        const m = this.activeAt.get(hostId) ?? new Map<string, number>();
+        this.activeAt.set(hostId, m);
+        const now = Date.now();
+        for (const p of e.plugins) m.set(p, now);
+        return;
+      }
+      case "log":
+        this.emit("log", { plugin: e.plugin, level: e.level, msg: e.msg, fields: e.fields });
+        return;
+      case "crashed":
+      case "disabled":
+        this.emit(e.t, e.plugin, e.reason);
+        return;
+      case "restarted":
+        this.emit("restarted", e.plugin);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onHostExit(proc: HostProcess, exit: HostExit, expected: boolean): void {
+    const hostId = proc.id;
+    if (this.hosts.get(hostId) !== proc) return;
+    if (expected || this.closed) return;
+    const diedAt = Date.now();
+    if (hostId === MAIN) this.mainServing = false; // connections wait until the plugins are back
+    const loaded = [...this.placed].filter(([, p]) => p.hostId === hostId).map(([n]) => n);
+    let loading = [...(this.loading.get(hostId) ?? [])];
+    if (!loading.length) loading = [...(this.restoreLoading.get(hostId) ?? [])];
+    this.loading.delete(hostId);
+    this.restoreLoading.delete(hostId);
+    const horizon = diedAt - 2 * this.o.activityIntervalMs - 250;
+    const active = [...(this.activeAt.get(hostId) ?? [])].filter(([, t]) => t >= horizon).map(([n]) => n);
+    this.activeAt.delete(hostId);
+    this.emit("host-crashed", {
+      hostId,
+      pid: proc.pid,
+      code: exit.code,
+      signal: exit.signal,
+      loaded,
+      loading,
+      active,
+    } satisfies HostCrash);
+    const cause = `the plugin host died (${describeExit(exit)})`;
+    if (loading.length) {
+      for (const name of loading) {
+        const n = (this.strikes.get(name) ?? 0) + 1;
+        this.strikes.set(name, n);
+        if (n >= this.o.loadStrikes || hostId !== MAIN)
+          this.quarantine(name, `${cause} while loading it, ${n} time${n > 1 ? "s" : ""}`);
+      }
+    } else this.attributeServeCrash(hostId, new Set(active.filter((n) => this.placed.has(n))), cause);
+    void this.restore(hostId, diedAt);
+  }
+
+  private attributeServeCrash(hostId: number, active: Set<string>, cause: string): void {
+    const onHost = [...this.placed].filter(([, p]) => p.hostId === hostId).map(([n]) => n);
+    if (hostId !== MAIN) {
+      // An isolated host: its plugins are the only suspects.
+      if (onHost.length === 1) this.quarantine(onHost[0], `${cause} while serving it, in isolation`);
+      else if (onHost.length > 1) this.isolate(onHost.slice(Math.ceil(onHost.length / 2)));
+      return;
+    }
+    const now = Date.now();
+    const list = (this.crashes.get(hostId) ?? []).filter((c) => now - c.at < this.o.crashWindowMs);
+    list.push({ at: now, suspects: active });
+    this.crashes.set(hostId, list);
+    if (list.length < this.o.crashesBeforeIsolation) return;
+    this.crashes.set(hostId, []);
+    const recent = list.slice(-this.o.crashesBeforeIsolation);
+    let suspects = [...recent[0].suspects].filter((n) => recent.every((c) => c.suspects.has(n)));
+    if (!suspects.length) suspects = [...new Set(recent.flatMap((c) => [...c.suspects]))];
+    suspects = suspects.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
+    if (!suspects.length) suspects = onHost.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
+    // Never quarantined on suspicion alone (the host may have been killed from outside): each suspect moves into an
+    // isolated host (at most 4 hosts; a group is split again at its next death), where a death names it exactly.
+    const groups = Math.min(4, suspects.length);
+    for (let g = 0; g < groups; g++) this.isolate(suspects.filter((_, i) => i % groups === g));
+  }
+
+  /** Moves plugins into a new isolated host (loaded there when the hosts are restored). */
+  private isolate(names: string[]): void {
+    const hostId = this.nextHostId++;
+    for (const n of names) {
+      const p = this.placed.get(n);
+      if (!p || p.hosted.kind !== "worker") continue;
+      this.isolatedIn.set(n, hostId);
+      p.hostId = hostId;
+    }
+    this.emit("log", {
+      plugin: "-",
+      level: "warn",
+      msg: `plugins ${names.join(", ")} moved into isolated host ${hostId}`,
+    });
+    void this.restore(hostId, Date.now());
+  }
+
+  private quarantine(name: string, reason: string): void {
+    if (this.quarantined.has(name)) return;
+    this.quarantined.set(name, reason);
+    const p = this.placed.get(name);
+    this.placed.delete(name);
+    this.isolatedIn.delete(name);
+    this.strikes.delete(name);
+    this.emit("quarantined", name, reason);
+    if (p && p.hostId !== MAIN) {
+      void this.hosts
+        .get(MAIN)
+        ?.request({ t: "unload", name })
+        .catch(() => {});
+      void this.retireIfEmpty(p.hostId);
+    }
+  }
+
+  private async retireIfEmpty(hostId: number): Promise<void> {
+    if (hostId === MAIN || [...this.placed.values()].some((p) => p.hostId === hostId)) return;
+    const h = this.hosts.get(hostId);
+    this.hosts.delete(hostId);
+    await h?.close().catch(() => {});
+    rmSync(this.socketOf(hostId), { force: true });
+    rmSync(join(this.hostsDir, `host-${hostId}.pid`), { force: true });
+  }
+
+  /** Restarts a dead host and loads its placed plugins again (for the main host: remote mounts too). */
+  private restore(hostId: number, diedAt: number): Promise<void> {
+    const previous = this.restoring.get(hostId) ?? Promise.resolve();
+    const next = previous.then(() => this.restoreNow(hostId, diedAt));
+    this.restoring.set(hostId, next);
+    void next.finally(() => {
+      if (this.restoring.get(hostId) === next) this.restoring.delete(hostId);
+    });
+    return next;
+  }
+
+  private async restoreNow(hostId: number, diedAt: number): Promise<void> {
+    if (this.closed) return;
+    const wanted = () => [...this.placed].filter(([, p]) => p.hostId === hostId);
+    if (hostId !== MAIN && wanted().length === 0) return void this.retireIfEmpty(hostId);
+    let host: HostProcess;
+    try {
+      host = await this.host(hostId);
+    } catch {
+      return; // closed meanwhile
+    }
+    const placements = wanted();
+    const containers = placements.filter(([, p]) => p.hosted.kind === "container");
+    const workers = placements.filter(([, p]) => p.hosted.kind === "worker");
+    const reload = async (name: string, hosted: Hosted) => {
+      try {
+        await this.loadOn(hostId, name, hosted, true);
+      } catch (err) {
+        if (err instanceof HostDiedError) return; // the next restore takes over
+        this.placed.delete(name);
+        this.emit("disabled", name, `reload after a plugin host restart failed: ${(err as Error).message}`);
+      }
+    };
+    try {
+      if (containers.length) {
+        const specs = containers.map(([, p]) => p.hosted.spec as ContainerPluginSpec);
+        const r = await host.request<ReconcileOutcome>({ t: "reconcile", specs });
+        for (const f of r.failed) {
+          this.placed.delete(f.name);
+          this.emit("disabled", f.name, `reload after a plugin host restart failed: ${f.error.message}`);
+        }
+      }
+      const queue = [...workers];
+      const lane = async () => {
+        for (let next = queue.shift(); next; next = queue.shift()) await reload(next[0], next[1].hosted);
+      };
+      await Promise.all(Array.from({ length: Math.min(4, queue.length) }, lane));
+      if (hostId === MAIN)
+        for (const [name, p] of [...this.placed].filter(([, q]) => q.hostId !== MAIN))
+          await this.mountRemote(name, p.hostId, p.hosted).catch(() => {});
+      else for (const [name, p] of wanted()) await this.mountRemote(name, hostId, p.hosted).catch(() => {});
+    } catch (err) {
+      if (err instanceof HostDiedError) return; // its own death restores it again
+      this.emit("log", { plugin: "-", level: "error", msg: `restoring plugin host ${hostId}: ${String(err)}` });
+    }
+    if (!host.alive) return;
+    if (hostId === MAIN) {
+      this.mainServing = true;
+      this.flushQueue(host);
+    }
+    this.emit("host-restarted", hostId, Date.now() - diedAt);
+  }
+}
