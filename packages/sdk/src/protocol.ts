@@ -21,6 +21,8 @@ export interface RouteAnnouncement {
   path: string;
   /** ws routes only: origins allowed besides the daemon's host (see WsRouteDefinition). */
   allowedOrigins?: string[] | "*";
+  /** ws routes only: the route's `maxPayload` when it set one. */
+  maxPayload?: number;
 }
 
 // ---- main -> worker ----
