@@ -17,7 +17,7 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
 import { formatForwardedElement, forwardedNode, parseForwarded } from "@hecate/sdk/forwarded";
-import { buildConnector, Pool } from "undici";
+import { buildConnector, errors, Pool } from "undici";
 import { HOP_BY_HOP, isDaemonCookie } from "../http/reply-headers.js";
 import { type RouteContext, rejectUpgrade } from "../http/router.js";
 import { sendJsonError } from "../http/static.js";
@@ -79,15 +79,16 @@ class PluginProtocolError extends Error {
 /** undici's verdicts on bytes the plugin wrote that are not valid HTTP here (it destroys the socket with them). */
 function isFramingError(err: (Error & { code?: string }) | null | undefined): boolean {
   if (!err) return false;
-  if (err.code?.startsWith("HPE_") || err.code === "UND_ERR_RES_CONTENT_LENGTH_MISMATCH") return true;
+  // HTTPParserError is matched by class: its `code` is not always set (undici 7 maps the llhttp number to no name).
+  if (err instanceof errors.HTTPParserError || err instanceof errors.ResponseContentLengthMismatchError) return true;
   return err.code === "UND_ERR_SOCKET" && (err.message === "bad response" || err.message === "bad upgrade");
 }
 
 function framingMessage(err: Error & { code?: string }): string {
   if (err.code === "UND_ERR_SOCKET" && err.message === "bad response")
     return "an unexpected response (bytes after the end of a response, e.g. a body longer than its content-length; or a 100)";
-  if (err.code === "UND_ERR_RES_CONTENT_LENGTH_MISMATCH") return "a body shorter than its content-length";
-  return `invalid HTTP: ${err.message}${err.code ? ` (${err.code})` : ""}`;
+  if (err instanceof errors.ResponseContentLengthMismatchError) return "a body shorter than its content-length";
+  return `invalid HTTP: ${err.message}`;
 }
 
 const DIGITS = /^\d{1,15}$/;
@@ -143,8 +144,8 @@ class Exchange {
   }
 
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
+    if (statusCode < 100 || statusCode > 599) return this.protocolError(`invalid status ${statusCode}`);
     if (statusCode < 200) return true; // informational answers stay between us and the plugin: never final
-    if (statusCode > 599) return this.protocolError(`invalid status ${statusCode}`);
     this.resumeUpstream = resume;
     let out: string[] = [];
     let connection: string | undefined;

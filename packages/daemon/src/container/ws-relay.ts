@@ -38,6 +38,8 @@ export interface WsRelayOptions {
 const MAX_REFUSAL_BODY = 64 * 1024;
 /** Relay backpressure: stop reading a side while the other has this much unsent, resume below a quarter of it. */
 const HIGH_WATER = 1024 * 1024;
+/** After a client broke the protocol (e.g. an oversized message), how long it has to read our close frame. */
+const CLOSE_GRACE_MS = 500;
 /** Sent by ws itself (the handshake, the offer) or framing we own: never copied from a request or a refusal. */
 const HANDSHAKE_HEADERS = new Set([
   "sec-websocket-key",
@@ -173,9 +175,12 @@ export class WsRelay {
     this.pipe(client, upstream);
     this.pipe(upstream, client);
     client.on("error", (err: Error & { code?: string }) => {
-      // ws has already closed the client (1009 for a message over maxPayload); the plugin is told why.
+      // ws has already sent the client its close (1009 for a message over maxPayload); the plugin is told why. ws
+      // would then read (and drop) the rest of the client's oversized message until the client answers the close,
+      // and a client still sending 90 MiB answers late: it gets a moment to read the close, then is cut off.
       if (upstream.readyState === WebSocket.OPEN)
         upstream.close(err.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH" ? 1009 : 1002, "client protocol error");
+      setTimeout(() => client.terminate(), CLOSE_GRACE_MS).unref();
     });
     upstream.on("error", (err) => {
       this.opts.onProtocolError(`invalid WebSocket traffic from the plugin: ${err.message}`);
