@@ -76,9 +76,9 @@ export function forwardedNode(address: string): string {
 
 /** Serialises one element, quoting values that are not tokens. */
 export function formatForwardedElement(el: ForwardedElement): string {
-  return Object.entries(el)
-    .map(([k, v]) => `${k}=${quoteIfNeeded(v)}`)
-    .join(";");
+  let out = "";
+  for (const k in el) out += `${out ? ";" : ""}${k}=${quoteIfNeeded(el[k])}`; // per proxied request: no arrays
+  return out;
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {

@@ -107,6 +107,8 @@ class Exchange {
   private written = 0;
   /** The body's last byte, held back until the exchange is known to be clean. */
   private tail: Buffer | undefined;
+  /** The plugin connection this response is read from. */
+  private upstream: Socket | undefined;
 
   constructor(
     private readonly proxy: ContainerProxy,
@@ -147,6 +149,7 @@ class Exchange {
     if (statusCode < 100 || statusCode > 599) return this.protocolError(`invalid status ${statusCode}`);
     if (statusCode < 200) return true; // informational answers stay between us and the plugin: never final
     this.resumeUpstream = resume;
+    this.upstream = this.proxy.reading;
     let out: string[] = [];
     let connection: string | undefined;
     let length: string | undefined;
@@ -215,10 +218,9 @@ class Exchange {
     // framing error, and then the client must not see a complete response (its last byte or the chunked terminator
     // is never sent). Bytes the plugin writes later are dropped with the socket, or become the answer to the next
     // request on it: never extra bytes to this client.
-    const upstream = this.proxy.reading;
     queueMicrotask(() => {
       this.finish();
-      if (isFramingError(upstream?.errored)) this.res.destroy();
+      if (isFramingError(this.upstream?.errored)) this.res.destroy();
       else this.res.end(this.tail);
     });
   }
@@ -274,10 +276,13 @@ export class ContainerProxy {
         dial(o, (...args) => {
           const socket = args[1] as Socket | null;
           if (socket) {
-            // Registered before undici's own listeners: tells an exchange which socket its response came from.
-            socket.prependListener("readable", () => {
+            // Registered before undici's own listeners (it parses on "readable", and on "end" for a response that
+            // ends with the connection): tells an exchange which socket its response came from.
+            const mark = () => {
               this.reading = socket;
-            });
+            };
+            socket.prependListener("readable", mark);
+            socket.prependListener("end", mark);
             socket.on("error", (err: Error & { code?: string }) => {
               if (isFramingError(err)) this.protocolError(framingMessage(err));
             });

@@ -61,6 +61,7 @@ export class WsRelay {
   private readonly dials = new WeakMap<IncomingMessage, Dial>();
   /** Open pairs and dials in progress (for `closeAll`). */
   private readonly live = new Set<WebSocket>();
+  private closing = false;
   /** Upstreams whose client side completed the handshake. */
   private readonly pairs = new WeakSet<WebSocket>();
 
@@ -98,6 +99,7 @@ export class WsRelay {
 
   /** Closes every connection (1001 to clients) and refuses new ones with 503. */
   closeAll(): void {
+    this.closing = true;
     this.wss.close();
     for (const ws of this.live) {
       if (ws.readyState === WebSocket.OPEN) ws.close(1001, "plugin unloading");
@@ -156,6 +158,10 @@ export class WsRelay {
       this.live.delete(upstream);
       if (settled) return;
       settle();
+      if (this.closing) {
+        rejectUpgrade(socket, 503, "Service Unavailable"); // unloading: the dial was cut by closeAll
+        return;
+      }
       // A plugin that is not listening is "unavailable"; anything else it answered is a protocol error.
       if (err.code === undefined || err.code.startsWith("HPE_"))
         this.opts.onProtocolError(`invalid WebSocket handshake from the plugin: ${err.message}`);
@@ -232,6 +238,9 @@ export class WsRelay {
       else chunks.push(c);
     });
     res.once("error", () => fail("refusal cut short"));
+    res.once("close", () => {
+      if (!res.complete) fail("refusal cut short"); // e.g. the handshake deadline passed mid-body
+    });
     res.once("end", () => {
       done();
       const body = Buffer.concat(chunks);
