@@ -179,7 +179,7 @@ class Exchange {
     if (named) out = dropNamed(out, named);
     if (length !== undefined && !chunked) {
       if (!DIGITS.test(length)) return this.protocolError(`invalid content-length ${JSON.stringify(length)}`);
-      if (statusCode !== 204) out.push("content-length", length);
+      if (statusCode !== 204) out.push("content-length", String(Number(length)));
       if (!this.isHead && statusCode !== 204 && statusCode !== 304) this.expected = Number(length);
     }
     try {

@@ -38,7 +38,7 @@ export interface WsRelayOptions {
 const MAX_REFUSAL_BODY = 64 * 1024;
 /** Relay backpressure: stop reading a side while the other has this much unsent, resume below a quarter of it. */
 const HIGH_WATER = 1024 * 1024;
-/** After a client broke the protocol (e.g. an oversized message), how long it has to read our close frame. */
+/** How long a peer has to answer our close (after it broke the protocol, or at unload) before it is cut off. */
 const CLOSE_GRACE_MS = 500;
 /** Sent by ws itself (the handshake, the offer) or framing we own: never copied from a request or a refusal. */
 const HANDSHAKE_HEADERS = new Set([
@@ -102,8 +102,11 @@ export class WsRelay {
     this.closing = true;
     this.wss.close();
     for (const ws of this.live) {
-      if (ws.readyState === WebSocket.OPEN) ws.close(1001, "plugin unloading");
-      else ws.terminate();
+      if (ws.readyState !== WebSocket.OPEN) ws.terminate();
+      else {
+        ws.close(1001, "plugin unloading");
+        setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref(); // no 30 s wait on a peer that does not answer
+      }
     }
     this.live.clear();
   }

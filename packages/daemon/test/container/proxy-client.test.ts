@@ -103,4 +103,17 @@ describe("container proxy against forged client input (real podman)", { skip }, 
       "no crash, restart or failure of the plugin",
     );
   });
+
+  it("unload closes relayed WebSockets with 1001", async () => {
+    const w = new WebSocket(`${api.replace("http", "ws")}/ws`);
+    await new Promise((resolve, reject) => {
+      w.once("open", resolve);
+      w.once("error", reject);
+    });
+    const closed = new Promise<number>((resolve) => w.once("close", (code) => resolve(code)));
+    const t0 = Date.now();
+    await env.runtime.unload("usdk");
+    assert.equal(await closed, 1001);
+    assert.ok(Date.now() - t0 < 15_000);
+  });
 });
