@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { chromium } from "playwright-core";
 import { request } from "undici";
 import WebSocket from "ws";
 import { type Env, installPlugin, repoRoot, setup, skipReason } from "./helpers.js";
@@ -14,6 +15,16 @@ import { type Env, installPlugin, repoRoot, setup, skipReason } from "./helpers.
 const skip = skipReason();
 const FIXTURE = join(repoRoot, "packages/daemon/test/container/fixtures/untrusted-sdk");
 const MB = 1024 * 1024;
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 describe("container proxy against forged client input (real podman)", { skip }, () => {
   let env: Env;
@@ -102,6 +113,38 @@ describe("container proxy against forged client input (real podman)", { skip }, 
       [],
       "no crash, restart or failure of the plugin",
     );
+  });
+
+  it("Chromium through the proxy: subprotocol negotiated with the plugin, echo, an oversized message closed 1009", async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${api}/whoami`); // same origin as the ws URL: the daemon's Origin check passes
+      const got = await page.evaluate(
+        async (url) => {
+          const w = new WebSocket(url, ["chat.v2", "chat.v1"]);
+          await new Promise((resolve, reject) => {
+            w.onopen = resolve;
+            w.onerror = reject;
+          });
+          const echo = new Promise<string>((resolve) => {
+            w.onmessage = (e) => resolve(String(e.data));
+          });
+          w.send("from chromium");
+          const text = await echo;
+          const closed = new Promise<number>((resolve) => {
+            w.onclose = (e) => resolve(e.code);
+          });
+          w.send(new Uint8Array(2 * 1024 * 1024));
+          return { protocol: w.protocol, text, code: await closed };
+        },
+        `${api.replace("http", "ws")}/ws`,
+      );
+      // The SDK's ws server picks the first offered subprotocol; the proxy passes the plugin's choice on.
+      assert.deepEqual(got, { protocol: "chat.v2", text: "echo:from chromium", code: 1009 });
+    } finally {
+      await browser.close();
+    }
   });
 
   it("unload closes relayed WebSockets with 1001", async () => {
