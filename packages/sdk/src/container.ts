@@ -14,13 +14,15 @@ import { unlinkSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import { WebSocket, WebSocketServer } from "ws";
+import { WebSocket } from "ws";
 import { standaloneConfig } from "./config.js";
-import type { HttpMethod, PluginConfig, PluginModule } from "./contract.js";
+import { DEFAULT_WS_MAX_PAYLOAD, type HttpMethod, type PluginConfig, type PluginModule } from "./contract.js";
+import { forwardedClientAddress } from "./forwarded.js";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "./protocol.js";
 import { Dispatcher } from "./runtime/dispatcher.js";
 import { matchPath } from "./runtime/route-path.js";
 import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
+import { wsServersByLimit } from "./runtime/ws-servers.js";
 
 export const DEFAULT_CONTAINER_SOCKET = "/run/plugin/plugin.sock";
 export const HEALTH_PATH = "/__health";
@@ -60,6 +62,7 @@ interface PendingWs {
   req: IncomingMessage;
   socket: Duplex;
   head: Buffer;
+  maxPayload: number;
   ws?: WebSocket;
 }
 
@@ -81,7 +84,7 @@ export async function serveContainerPlugin(
   const mod = pluginModule as PluginModule;
   const pending = new Map<number, PendingRes>();
   const wsPending = new Map<number, PendingWs>();
-  const wss = new WebSocketServer({ noServer: true });
+  const wsServers = wsServersByLimit();
   let nextId = 1;
 
   const dispatcher: Dispatcher = new Dispatcher({ post: (msg) => onMessage(msg) });
@@ -125,7 +128,7 @@ export async function serveContainerPlugin(
       case "ws-accept": {
         const w = wsPending.get(msg.connId);
         if (!w) return;
-        wss.handleUpgrade(w.req, w.socket, w.head, (ws) => {
+        wsServers.forLimit(w.maxPayload).handleUpgrade(w.req, w.socket, w.head, (ws) => {
           w.ws = ws;
           ws.on("message", (data, isBinary) => {
             const d = isBinary ? new Uint8Array(data as Buffer) : (data as Buffer).toString("utf8");
@@ -220,7 +223,7 @@ export async function serveContainerPlugin(
       params: found.params,
       query,
       headers: req.headers,
-      remoteAddress: firstHeader(req.headers["x-forwarded-for"]) ?? req.socket.remoteAddress,
+      remoteAddress: clientAddress(req),
       complete: false,
     };
     dispatcher.handle(msg);
@@ -241,7 +244,7 @@ export async function serveContainerPlugin(
       return;
     }
     const connId = nextId++;
-    wsPending.set(connId, { req, socket, head });
+    wsPending.set(connId, { req, socket, head, maxPayload: found.route.maxPayload ?? DEFAULT_WS_MAX_PAYLOAD });
     socket.on("error", () => {});
     dispatcher.handle({
       t: "ws-open",
@@ -251,7 +254,7 @@ export async function serveContainerPlugin(
       params: found.params,
       query,
       headers: req.headers,
-      remoteAddress: firstHeader(req.headers["x-forwarded-for"]) ?? req.socket.remoteAddress,
+      remoteAddress: clientAddress(req),
     });
   });
   // Keep-alive from the daemon's proxy pool: longer than undici's default keepAliveTimeout (4 s).
@@ -273,6 +276,7 @@ export async function serveContainerPlugin(
     closing ??= (async () => {
       await dispatcher.terminate(options.terminateDeadlineMs ?? 5000);
       for (const w of wsPending.values()) w.ws?.terminate();
+      wsServers.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
@@ -290,9 +294,9 @@ export async function serveContainerPlugin(
   return { server, routes, close };
 }
 
-function firstHeader(v: string | string[] | undefined): string | undefined {
-  const s = Array.isArray(v) ? v[0] : v;
-  return s?.split(",")[0]?.trim() || undefined;
+/** The hop the daemon's proxy appended (rightmost), never a client's own claim; the socket peer when unproxied. */
+function clientAddress(req: IncomingMessage): string | undefined {
+  return forwardedClientAddress(req.headers) ?? req.socket.remoteAddress;
 }
 
 /**

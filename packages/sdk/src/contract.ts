@@ -180,7 +180,16 @@ export interface WsRouteDefinition {
    * refuses (403) a browser upgrade whose Origin differs from the Host it was sent to.
    */
   allowedOrigins?: string[] | "*";
+  /**
+   * Largest message (bytes, after reassembly of fragments) accepted from a client on this route; a bigger one closes
+   * the connection with 1009. Default `DEFAULT_WS_MAX_PAYLOAD` (1 MiB). A container plugin's connections also pass the
+   * daemon's proxy, whose own limit (the operator's, default 1 MiB too) caps this.
+   */
+  maxPayload?: number;
 }
+
+/** Default `WsRouteDefinition.maxPayload`: 1 MiB. */
+export const DEFAULT_WS_MAX_PAYLOAD = 1024 * 1024;
 
 export type RouteDefinition = HttpRouteDefinition | WsRouteDefinition;
 

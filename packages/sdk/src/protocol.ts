@@ -25,6 +25,8 @@ export interface RouteAnnouncement {
   cors?: CorsPolicy;
   /** http routes only: `multipart/form-data` bodies accepted (see HttpRouteDefinition.multipart). */
   multipart?: boolean;
+  /** ws routes only: the route's `maxPayload` when it set one. */
+  maxPayload?: number;
 }
 
 // ---- main -> worker ----

@@ -23,6 +23,8 @@ const topics = new Map<string, Set<Tracked>>();
 export interface EndpointOptions {
   /** Origins allowed besides the daemon's own host, or "*" (see WsRouteDefinition.allowedOrigins). */
   allowedOrigins?: string[] | "*";
+  /** Largest client message in bytes (see WsRouteDefinition.maxPayload), default 1 MiB. */
+  maxPayload?: number;
 }
 
 /** A ws route (path relative to `/plugin/{name}/api`) whose connections are tracked for topics and broadcast. */
@@ -44,6 +46,7 @@ export function endpoint(path: string, handlers: WsHandlers = {}, options: Endpo
     },
   };
   if (options.allowedOrigins) def.allowedOrigins = options.allowedOrigins;
+  if (options.maxPayload !== undefined) def.maxPayload = options.maxPayload;
   return def;
 }
 

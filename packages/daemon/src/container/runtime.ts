@@ -427,7 +427,11 @@ export class ContainerRuntime {
       socketDir,
       socketPath,
       uid: this.uidFor(spec.name),
-      proxy: new ContainerProxy({ plugin: spec.name, socketPath }),
+      proxy: new ContainerProxy({
+        plugin: spec.name,
+        socketPath,
+        onProtocolError: (msg) => this.emit({ type: "log", plugin: spec.name, level: "warn", msg }),
+      }),
       healthPath: spec.manifest.container?.health_path ?? DEFAULT_HEALTH_PATH,
       expectingExit: false,
       restarting: false,

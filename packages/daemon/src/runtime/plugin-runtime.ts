@@ -9,8 +9,10 @@
 import { EventEmitter } from "node:events";
 import type { ResourceLimits } from "node:worker_threads";
 import type { PluginManifest, StoreConfig } from "@hecate/sdk";
+import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
 import type { RouteAnnouncement } from "@hecate/sdk/protocol";
-import { WebSocketServer } from "ws";
+import { wsServersByLimit } from "@hecate/sdk/runtime/ws-servers";
+import type { WebSocketServer } from "ws";
 import { type PluginMount, RouteError, type Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { ChildReaper } from "./child-reaper.js";
@@ -78,7 +80,8 @@ interface Entry {
 export class PluginRuntime extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new KeyedSerial();
-  private readonly wss: WebSocketServer;
+  /** One ws server per message limit in use (the daemon's default, and routes' own `maxPayload`). */
+  private readonly wsServers = wsServersByLimit();
   private readonly router: Router;
   private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled" | "childGraceMs">>;
   /** Kills the process groups a plugin started when its worker ends (see child-guard.ts / child-reaper.ts). */
@@ -99,10 +102,9 @@ export class PluginRuntime extends EventEmitter {
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 2000,
       restartBudget: options.restartBudget ?? { maxRestarts: 3, windowMs: 5 * 60_000 },
       unloadDeadlineMs: options.unloadDeadlineMs ?? 5000,
-      wsMaxPayload: options.wsMaxPayload ?? 1024 * 1024,
+      wsMaxPayload: options.wsMaxPayload ?? DEFAULT_WS_MAX_PAYLOAD,
     };
     this.reaper = new ChildReaper(options.childGraceMs ?? 2000);
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.o.wsMaxPayload });
     if (options.onCrashed) this.on("crashed", options.onCrashed);
     if (options.onDisabled) this.on("disabled", options.onDisabled);
   }
@@ -166,6 +168,9 @@ export class PluginRuntime extends EventEmitter {
     return e ? this.info(e) : undefined;
   }
 
+  private readonly wssFor = (maxPayload: number | undefined): WebSocketServer =>
+    this.wsServers.forLimit(maxPayload ?? this.o.wsMaxPayload);
+
   list(): LoadedPlugin[] {
     return [...this.entries.values()].map((e) => this.info(e)!);
   }
@@ -173,7 +178,7 @@ export class PluginRuntime extends EventEmitter {
   /** Unloads everything (daemon shutdown). */
   async close(deadlineMs = this.o.unloadDeadlineMs): Promise<void> {
     await Promise.all([...this.entries.keys()].map((n) => this.unload(n, { deadlineMs })));
-    this.wss.close();
+    this.wsServers.close();
   }
 
   private info(e: Entry): LoadedPlugin | undefined {
@@ -209,7 +214,7 @@ export class PluginRuntime extends EventEmitter {
       loadTimeoutMs: spec.loadTimeoutMs ?? this.o.loadTimeoutMs,
       heartbeatIntervalMs: this.o.heartbeatIntervalMs,
       heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
-      wss: this.wss,
+      wssFor: this.wssFor,
     });
     this.reaper.track(worker.worker);
     // Plugin logs (handler errors, unhandled rejections...) go to the daemon's logger when one listens, else stderr.

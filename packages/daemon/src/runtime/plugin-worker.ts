@@ -52,7 +52,8 @@ export interface WorkerOptions {
   loadTimeoutMs: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
-  wss: WebSocketServer;
+  /** The ws server for a route's message limit (`RouteAnnouncement.maxPayload`; undefined: the daemon's default). */
+  wssFor: (maxPayload: number | undefined) => WebSocketServer;
 }
 
 export type ReadyInfo = Extract<WorkerToMain, { t: "ready" }>;
@@ -70,6 +71,7 @@ interface PendingWs {
   req: IncomingMessage;
   socket: Duplex;
   head: Buffer;
+  maxPayload: number | undefined;
   ws?: WebSocket;
   /** Inbound message bytes sent to the worker and not yet acknowledged by `ws-ack`. */
   inflight: number;
@@ -424,7 +426,7 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     const connId = this.nextId++;
-    this.conns.set(connId, { req, socket, head, inflight: 0 });
+    this.conns.set(connId, { req, socket, head, maxPayload: route.maxPayload, inflight: 0 });
     socket.on("close", () => {
       const c = this.conns.get(connId);
       if (c && !c.ws) {
@@ -447,7 +449,7 @@ export class PluginWorker extends EventEmitter {
   private onWsAccept(connId: number): void {
     const c = this.conns.get(connId);
     if (!c) return;
-    this.opts.wss.handleUpgrade(c.req, c.socket, c.head, (ws) => {
+    this.opts.wssFor(c.maxPayload).handleUpgrade(c.req, c.socket, c.head, (ws) => {
       c.ws = ws;
       if (this.state === "dead") {
         ws.close(1011, "plugin crashed");

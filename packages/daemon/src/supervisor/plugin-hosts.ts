@@ -357,7 +357,8 @@ export class PluginHosts extends EventEmitter {
     if (!loading.length) loading = [...(this.restoreLoading.get(hostId) ?? [])];
     this.loading.delete(hostId);
     this.restoreLoading.delete(hostId);
-    const horizon = diedAt - 2 * this.o.activityIntervalMs - 250;
+    // Wide enough for a host whose main thread got no CPU for a while before it died (a loaded machine, GC).
+    const horizon = diedAt - Math.max(2000, 4 * this.o.activityIntervalMs);
     const active = [...(this.activeAt.get(hostId) ?? [])].filter(([, t]) => t >= horizon).map(([n]) => n);
     this.activeAt.delete(hostId);
     this.emit("host-crashed", {

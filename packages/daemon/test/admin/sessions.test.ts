@@ -187,7 +187,8 @@ test("hecate admin logout-all (CLI over the socket) ends every session; the toke
 });
 
 test("an expired session is refused (short TTL injected through the options)", async () => {
-  const short = await startTestDaemon({ adminSessionTtlMs: 1500 });
+  // Long enough for a loaded CI box to read the cookie before it expires, short enough for a test.
+  const short = await startTestDaemon({ adminSessionTtlMs: 4000 });
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
@@ -195,8 +196,8 @@ test("an expired session is refused (short TTL injected through the options)", a
     await page.waitForSelector("#connection[data-state='open']");
     const [cookie] = (await context.cookies()).filter((c) => c.name === "hecate_admin");
     const set = await fetch(`${short.adminUrl}/admin/login?token=${short.token}`, { redirect: "manual" });
-    assert.match(String(set.headers.get("set-cookie")), /Max-Age=1(;|$)/);
-    await page.waitForTimeout(1700);
+    assert.match(String(set.headers.get("set-cookie")), /Max-Age=4(;|$)/);
+    await page.waitForTimeout(4300);
     const api = await fetch(`${short.adminUrl}/admin/api/plugins`, {
       headers: { cookie: `hecate_admin=${cookie.value}` },
     });

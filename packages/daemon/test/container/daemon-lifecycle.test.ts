@@ -335,7 +335,8 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       assert.ok(running);
       await unixRequest(first.socketPath, "POST", `/admin/api/plugins/${NAME}/deactivate`).catch(() => {});
       assert.equal((await first.exited).signal, "SIGKILL", first.output());
-      assert.equal((await podman.inspectContainer(running.Id))?.State.Running, true, "left running by the crash");
+      // The container may be running still or already stopping: the plugin host can have taken the unload request
+      // in the moment before its supervisor died. Either way the restart must remove it.
 
       const second = start();
       await second.url;

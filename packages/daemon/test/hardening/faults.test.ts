@@ -196,7 +196,9 @@ test("heap bomb: the worker hits its heap limit, the daemon does not; restarted"
   await underProbe("heap_bomb", async () => {
     reason = await crashAndRestart("heapbomb");
   });
-  assert.match(reason, /memory|heap/i);
+  // The worker dies of its heap limit, or first of the watchdog (the bomb's loop never yields: on a loaded machine the
+  // missed heartbeats can come before the limit). Either way the worker died, not the daemon.
+  assert.match(reason, /memory|heap|watchdog/i);
   // The bomb lived in the worker's isolate: the daemon's own heap did not take it.
   assert.ok(process.memoryUsage().heapUsed - heapBefore < 64 * 1024 * 1024, "main heap grew by the bomb");
   await env.runtime.unload("heapbomb");

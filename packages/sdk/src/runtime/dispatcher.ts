@@ -498,6 +498,7 @@ function announce(r: RouteDefinition, id: number): RouteAnnouncement {
   if (r.kind === "ws") {
     const a: RouteAnnouncement = { id, kind: "ws", methods: ["GET"], path: r.path };
     if (r.allowedOrigins) a.allowedOrigins = r.allowedOrigins;
+    if (r.maxPayload !== undefined) a.maxPayload = r.maxPayload;
     return a;
   }
   const methods = Array.isArray(r.method) ? r.method : [r.method];
@@ -513,6 +514,8 @@ function validateRoute(r: RouteDefinition): void {
   if (bad) throw new Error(`route path ${JSON.stringify(r.path)} ${bad}`);
   if (r.kind === "ws") {
     if (!r.handlers || typeof r.handlers !== "object") throw new Error(`ws route ${r.path} has no handlers`);
+    if (r.maxPayload !== undefined && !(Number.isSafeInteger(r.maxPayload) && r.maxPayload > 0))
+      throw new Error(`ws route ${r.path}: maxPayload must be a positive integer (bytes)`);
     return;
   }
   if (r.kind !== undefined && r.kind !== "http") throw new Error(`route ${r.path}: unknown kind ${String(r.kind)}`);
