@@ -80,7 +80,8 @@ md += `Machine: ${cpu.length} x ${cpu[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 
 const leaf = (k) => k.split(".").pop();
 const isRatio = (k, v) => typeof v === "number" && /^ratio/i.test(leaf(k)) && !/goal$/i.test(leaf(k));
 const isFailureCount = (k, v) =>
-  typeof v === "number" && /^(violations|lifecycle_violations|errors|failures|throughput_failures|non2xx|proxy_errors)$/i.test(leaf(k));
+  typeof v === "number" &&
+  /^(violations|lifecycle_violations|errors|failures|throughput_failures|non2xx|proxy_errors)$/i.test(leaf(k));
 const summary = (pick) => {
   let out = "| workspace | bench | metric | value |\n| --- | --- | --- | --- |\n";
   for (const r of runs)
