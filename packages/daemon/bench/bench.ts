@@ -6,7 +6,6 @@
  *  - plugin load time; main-thread heap across 200 load/unload cycles.
  * Prints `BENCH_JSON {...}` last.
  */
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -17,41 +16,16 @@ import { pluginPaths, standaloneConfig } from "@hecate/sdk";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { type LoadResult, pct, round, loadgen as runLoad } from "./run-load.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const loadgen = (url: string, durationMs = DURATION, onChild?: (stop: () => void) => void) =>
+  runLoad(url, CONNECTIONS, durationMs, onChild);
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 200);
 const SWAPS = Number(process.env.BENCH_SWAPS ?? 50);
-
-interface LoadResult {
-  ok: number;
-  non2xx: number;
-  errors: number;
-  rps: number;
-  p50_ms: number;
-  p99_ms: number;
-  bodies: Record<string, number>;
-}
-
-function loadgen(url: string, durationMs = DURATION, onChild?: (stop: () => void) => void): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [new URL("./loadgen.js", import.meta.url).pathname, url, String(CONNECTIONS), String(durationMs)],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
-    onChild?.(() => child.kill("SIGTERM"));
-    let out = "";
-    child.stdout.on("data", (c) => {
-      out += c;
-    });
-    child.on("close", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`loadgen exit ${code}`))));
-  });
-}
 
 // The handler under test, identical in both setups.
 const handler = () => ({ hello: "world", n: 42 });
@@ -79,16 +53,11 @@ function writePlugin(home: string, version: string): PluginSpec {
   return { name: "bench", version, root: paths.root, entry, staticDir: paths.static, config };
 }
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))] ?? 0;
-};
 const heapMiB = () => {
   gc();
   gc();
   return process.memoryUsage().heapUsed / 2 ** 20;
 };
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 const home = mkdtempSync(join(tmpdir(), "hecate-bench-"));
 const router = new Router();

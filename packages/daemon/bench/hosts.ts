@@ -9,7 +9,6 @@
  *    plugin still loaded, its stream unchanged (no event lost or doubled).
  * Prints `BENCH_JSON {...}` last.
  */
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -17,41 +16,16 @@ import { join } from "node:path";
 import { startDaemon } from "../src/daemon.js";
 import { listen } from "../src/http/server.js";
 import { buildPackage } from "../test/lifecycle/helpers.js";
+import { type LoadResult, pct, round, loadgen as runLoad } from "./run-load.js";
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const loadgen = (url: string, durationMs = DURATION, onChild?: (stop: () => void) => void) =>
+  runLoad(url, CONNECTIONS, durationMs, onChild);
 const KILLS = Number(process.env.BENCH_HOST_KILLS ?? 20);
 const KILLS_UNDER_LOAD = Number(process.env.BENCH_HOST_KILLS_UNDER_LOAD ?? 100);
 
-interface LoadResult {
-  ok: number;
-  non2xx: number;
-  errors: number;
-  rps: number;
-  p50_ms: number;
-  p99_ms: number;
-}
-
-function loadgen(url: string, durationMs: number, onChild?: (stop: () => void) => void): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [new URL("./loadgen.js", import.meta.url).pathname, url, String(CONNECTIONS), String(durationMs)],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    onChild?.(() => child.kill("SIGTERM"));
-    let out = "";
-    child.stdout.on("data", (c) => {
-      out += c;
-    });
-    child.on("close", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`loadgen exit ${code}`))));
-  });
-}
-
 const handler = () => ({ hello: "world", n: 42 });
-const pct = (xs: number[], p: number) =>
-  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0;
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 const work = mkdtempSync(join(tmpdir(), "hecate-bench-hosts-"));
 // Isolation would move the plugin out of the main host after 3 deaths: this bench measures restarts, not attribution.

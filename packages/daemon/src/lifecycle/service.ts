@@ -25,6 +25,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import type { HostCrash } from "../supervisor/plugin-hosts.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import {
   acceptsInstall,
@@ -95,17 +96,6 @@ export const REJECTIONS_STREAM = "package-rejections";
 /** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
 // Not "plugin-…": that prefix is the plugin streams'.
 export const HOSTS_STREAM = "host-crashes";
-
-/** Data of `plugin_host_crashed_v1`: the exit, and which plugins were loaded, loading and serving at the time. */
-export interface HostCrashData {
-  hostId: number;
-  pid: number | undefined;
-  code: number | null;
-  signal: string | null;
-  loaded: string[];
-  loading: string[];
-  active: string[];
-}
 
 /** Data of `package_rejected_v1` in the `package-rejections` stream. */
 export interface PackageRejectedData extends PackageRejection {
@@ -475,7 +465,7 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** A plugin-host process died: `plugin_host_crashed_v1` in the daemon-level `host-crashes` stream. */
-  recordHostCrash(crash: HostCrashData): void {
+  recordHostCrash(crash: HostCrash): void {
     this.o.logger.error(crash, "plugin host died");
     this.o.store.append(HOSTS_STREAM, [
       { type: "plugin_host_crashed_v1", data: { ...crash, at: new Date().toISOString() } },
@@ -483,10 +473,10 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** The latest host deaths, newest first. */
-  hostCrashes(limit = 50): (HostCrashData & { at: string })[] {
+  hostCrashes(limit = 50): (HostCrash & { at: string })[] {
     return this.o.store
       .readStream(HOSTS_STREAM, { direction: "backward", limit })
-      .map((e) => e.data as HostCrashData & { at: string });
+      .map((e) => e.data as HostCrash & { at: string });
   }
 
   // ---- internals ----

@@ -44,7 +44,7 @@ export interface PluginHostsOptions {
   limits?: ConnectionLimits;
 }
 
-/** What `host-crashed` reports (and the lifecycle records as plugin_host_crashed_v1). */
+/** What `host-crashed` reports: the data of `plugin_host_crashed_v1` (the lifecycle records it). */
 export interface HostCrash {
   hostId: number;
   pid: number | undefined;
