@@ -48,6 +48,11 @@ export interface DaemonOptions {
   logDestination?: pino.DestinationStream;
   /** Container plugins: true (Podman required), false, or "auto" (when `podman` runs here; default). */
   containers?: boolean | "auto";
+  /**
+   * Operator policy for container sandboxes: `allowExecTmp` lets a manifest ask for an executable /tmp
+   * (`container.exec_tmp`; default false), `maxDataQuotaMb` caps `container.data_quota_mb` (default 1024).
+   */
+  containerPolicy?: { allowExecTmp?: boolean; maxDataQuotaMb?: number };
   /** Runtime tuning (tests). */
   runtime?: Partial<Omit<RuntimeOptions, "router" | "home">>;
   /** Admin upload cap, default 256 MiB. */
@@ -83,8 +88,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const requestedPort = opts.port ?? 7770;
   const sharedAdmin = opts.adminPort === "shared";
   const requestedAdminPort = resolveAdminPort(requestedPort, opts.adminPort); // throws before anything is opened
+  // Everything under $HECATE_HOME is the daemon's alone (0600 files, 0700 dirs) whatever umask it was started with:
+  // the lifecycle and plugin SQLite files, stores, packages, run/. Process-wide, so plugin workers' files too.
+  process.umask(0o077);
   const runDir = join(home, "run");
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  for (const dir of [home, runDir]) chmodSync(dir, 0o700); // made by an older version or by hand with other modes
   const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
   // Two daemons on one home would share the lifecycle store and fight over plugin dirs.
   if (await socketAnswers(socketPath))
@@ -173,6 +182,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         home,
         podman,
         router,
+        ...opts.containerPolicy,
         onEvent: (e) => {
           if (e.type === "crashed")
             lifecycle?.reportCrash(e.plugin, `${e.reason}${e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}`);

@@ -2,7 +2,9 @@
 /**
  * `node packages/daemon/dist/src/main.js`: the daemon in the foreground. Env: HECATE_HOME, HECATE_PORT, HECATE_HOST,
  * HECATE_ADMIN_PORT (admin API + page port; default HECATE_PORT + 1, ephemeral when HECATE_PORT=0; "shared" = on the
- * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0). pino JSON logs on stdout.
+ * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0),
+ * HECATE_CONTAINER_EXEC_TMP=1 (a container manifest may ask for an executable /tmp), HECATE_CONTAINER_MAX_DATA_MB
+ * (cap of container data quotas, default 1024). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
@@ -45,6 +47,12 @@ async function main(): Promise<void> {
     ...(adminPort !== undefined ? { adminPort } : {}),
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
     containers: containersOption(process.env.HECATE_CONTAINERS),
+    containerPolicy: {
+      allowExecTmp: process.env.HECATE_CONTAINER_EXEC_TMP === "1",
+      ...(process.env.HECATE_CONTAINER_MAX_DATA_MB
+        ? { maxDataQuotaMb: Number(process.env.HECATE_CONTAINER_MAX_DATA_MB) }
+        : {}),
+    },
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);

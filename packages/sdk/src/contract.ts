@@ -38,6 +38,10 @@ export interface PluginManifest {
     health_path?: string;
     /** Mount the plugin's data dir (`plugins/{name}/data`, kept across upgrades) writable at /data. Default: none. */
     writable_data?: boolean;
+    /** Disk quota of the data dir in MiB (an ext4 image per plugin), default 256, capped by the operator. */
+    data_quota_mb?: number;
+    /** Ask for an executable /tmp (noexec by default); loads only when the operator's policy allows it. */
+    exec_tmp?: boolean;
   };
 }
 

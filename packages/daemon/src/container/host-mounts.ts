@@ -1,0 +1,165 @@
+/**
+ * Host mounts the daemon (root) makes for container plugins, so nothing a plugin writes lands on the host's disk
+ * without a bound and nothing it writes can be executed:
+ * - the socket dir: a small tmpfs (size and inode count capped), noexec,nosuid,nodev, mode 0700, owned by the
+ *   plugin's uid;
+ * - the data dir (`container.writable_data`): a sparse ext4 image per plugin (`plugins/{name}/data.img`) loop-mounted
+ *   at `plugins/{name}/data`, noexec,nosuid,nodev: the image's size is the plugin's disk quota (ENOSPC past it).
+ *
+ * Node has no mount(2) binding and no well-kept npm package offers one; util-linux `mount`/`umount` (always present
+ * where Podman runs) are called instead. Mount points are read from /proc/self/mountinfo.
+ */
+import { execFileSync } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+
+const MOUNT_FLAGS = "noexec,nosuid,nodev";
+
+/** /proc/self/mountinfo escapes space, tab, newline and backslash as `\ooo`. */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/** Every mount point of this mount namespace (field 5 of /proc/self/mountinfo). */
+export function mountPoints(): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => unescapeMountPath(line.split(" ")[4]));
+}
+
+export function isMountPoint(dir: string): boolean {
+  return mountPoints().includes(dir);
+}
+
+function run(cmd: string, args: string[]): void {
+  try {
+    execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 30_000 });
+  } catch (err) {
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${stderr || (err as Error).message}`);
+  }
+}
+
+/**
+ * Unmounts every mount stacked on `dir` (lazily: a busy mount is detached now and freed when its last user goes).
+ * Never walks the directory's content: a plugin-owned tree is never traversed by the daemon.
+ */
+export function unmountAll(dir: string): void {
+  for (let i = 0; i < 8 && isMountPoint(dir); i++) run("umount", ["-l", dir]);
+}
+
+/**
+ * The socket dir: a fresh tmpfs of `sizeBytes` (and at most `inodes` entries), mode 0700, owned by `uid`.
+ * A previous mount on `dir` is detached first.
+ */
+export function mountSocketDir(dir: string, uid: number, sizeBytes = 1024 * 1024, inodes = 64): void {
+  unmountAll(dir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const opts = `size=${sizeBytes},nr_inodes=${inodes},mode=0700,uid=${uid},gid=${uid},${MOUNT_FLAGS}`;
+  run("mount", ["-t", "tmpfs", "-o", opts, "hecate-plugin-run", dir]);
+}
+
+/** Unmounts a socket dir and removes the (then empty) mount point. */
+export function releaseSocketDir(dir: string): void {
+  if (!existsSync(dir)) return;
+  unmountAll(dir);
+  try {
+    rmdirSync(dir);
+  } catch {
+    // Not empty: a socket dir of a version that did not use a tmpfs (plain dir on the host disk). It is under
+    // run/containers (root 0700) and the container that owned it is gone, so nothing can change it any more.
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Size in MiB of a data image, from its apparent size. */
+function imageSizeMb(image: string): number {
+  return Math.round(statSync(image).size / (1024 * 1024));
+}
+
+/**
+ * The data dir as a loop-mounted ext4 image of `quotaMb` MiB (sparse: only what the plugin writes takes host disk).
+ * Idempotent: an image already mounted there is kept (a swap, an adopted container, a daemon restart after a crash);
+ * a larger quota grows the image online (resize2fs); a smaller one keeps the image's size (shrinking would need the
+ * plugin stopped and could lose data). Data of a plain data dir (before quotas) is moved into the image once.
+ */
+export function mountDataImage(image: string, dir: string, quotaMb: number, uid: number): void {
+  const created = !existsSync(image);
+  if (created) {
+    const fd = openSync(image, "wx", 0o600);
+    closeSync(fd);
+    try {
+      run("truncate", ["-s", `${quotaMb}M`, image]);
+      // -m 0: no blocks reserved for root (the quota is the plugin's); root_owner: the fs root belongs to the plugin.
+      run("mkfs.ext4", ["-q", "-F", "-m", "0", "-E", `root_owner=${uid}:${uid}`, image]);
+    } catch (err) {
+      rmSync(image, { force: true });
+      throw err;
+    }
+    migratePlainDataDir(image, dir);
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!isMountPoint(dir)) {
+    run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, dir]);
+    // mkfs's lost+found (root 0700) would only puzzle the plugin; e2fsck recreates it when it needs one.
+    if (created) rmSync(join(dir, "lost+found"), { recursive: true, force: true });
+  }
+  if (quotaMb > imageSizeMb(image)) {
+    run("truncate", ["-s", `${quotaMb}M`, image]);
+    const loop = loopDeviceOf(dir);
+    if (loop) {
+      run("losetup", ["-c", loop]);
+      run("resize2fs", [loop]);
+    }
+  }
+}
+
+/** The loop device mounted at `dir` (field 10 of mountinfo: the mount source). */
+function loopDeviceOf(dir: string): string | undefined {
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    if (f.length > 9 && unescapeMountPath(f[4]) === dir) {
+      const source = f[f.indexOf("-") + 2];
+      if (source?.startsWith("/dev/loop")) return source;
+    }
+  }
+  return undefined;
+}
+
+/** A data dir with files from before quotas: its content is copied into the new image, then the plain dir goes. */
+function migratePlainDataDir(image: string, dir: string): void {
+  if (!existsSync(dir) || isMountPoint(dir) || readdirSync(dir).length === 0) return;
+  const staging = join(dirname(dir), ".data-migrate");
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { mode: 0o700 });
+  run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, staging]);
+  try {
+    run("cp", ["-a", `${dir}/.`, staging]);
+  } finally {
+    unmountAll(staging);
+    rmdirSync(staging);
+  }
+  const old = `${dir}.old`;
+  renameSync(dir, old);
+  rmSync(old, { recursive: true, force: true });
+}
+
+/** Mount points below `root` (e.g. stale ones of a killed daemon), deepest first. */
+export function mountsUnder(root: string): string[] {
+  const prefix = root.endsWith("/") ? root : `${root}/`;
+  return mountPoints()
+    .filter((m) => m.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+}
