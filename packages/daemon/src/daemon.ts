@@ -4,7 +4,7 @@
  * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -146,8 +146,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
   trust(); // a broken key file fails the start, not the first install
   const pkg: PackageOps = {
-    extractPackage: (archive, target, o) =>
-      extractPackage(archive, target, { trust: trust(), hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
+    extractPackage: async (archive, target, o) => {
+      const r = await extractPackage(archive, target, {
+        trust: trust(),
+        hecateVersion: HECATE_VERSION,
+        expectedName: o?.expectedName,
+      });
+      ownerOnly(target); // extraction applies the archive's modes (0644/0755): the home stays 0600/0700
+      return r;
+    },
     readArchiveManifest: (archive) => readArchiveManifest(archive),
     verifyPackageDir: (dir) => verifyPackageDir(dir, trust()),
     validateManifest: (v) => validateManifest(v, { hecateVersion: HECATE_VERSION }),
@@ -326,6 +333,14 @@ export function resolveAdminPort(port: number, adminPort: number | "shared" | un
   if (port === 0) return 0;
   if (port >= 65535) throw new Error(`no default admin port next to port ${port}: set adminPort`);
   return port + 1;
+}
+
+/** Drops group/other (and setuid/setgid/sticky) bits of a tree the daemon wrote; symlinks are left alone. */
+function ownerOnly(path: string): void {
+  const st = lstatSync(path);
+  if (st.isSymbolicLink()) return;
+  if (st.mode & 0o7077) chmodSync(path, st.mode & 0o700);
+  if (st.isDirectory()) for (const e of readdirSync(path)) ownerOnly(join(path, e));
 }
 
 function hasContainerTraces(runDir: string): boolean {

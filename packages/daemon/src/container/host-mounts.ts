@@ -11,6 +11,7 @@
  */
 import { execFileSync } from "node:child_process";
 import {
+  chmodSync,
   closeSync,
   existsSync,
   mkdirSync,
@@ -116,6 +117,7 @@ export function mountDataImage(image: string, dir: string, quotaMb: number, uid:
     // mkfs's lost+found (root 0700) would only puzzle the plugin; e2fsck recreates it when it needs one.
     if (created) rmSync(join(dir, "lost+found"), { recursive: true, force: true });
   }
+  chmodSync(dir, 0o700); // the image's root (mkfs makes it 0755)
   if (quotaMb > imageSizeMb(image)) {
     run("truncate", ["-s", `${quotaMb}M`, image]);
     const loop = loopDeviceOf(dir);
