@@ -40,6 +40,11 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
+  const maxData = process.env.HECATE_CONTAINER_MAX_DATA_MB;
+  if (maxData !== undefined && maxData !== "" && !(Number.isInteger(Number(maxData)) && Number(maxData) >= 8)) {
+    console.error(`HECATE_CONTAINER_MAX_DATA_MB must be an integer >= 8 (MiB), got ${JSON.stringify(maxData)}`);
+    process.exit(2);
+  }
   const daemon = await startDaemon({
     home: hecateHome(),
     ...(port !== undefined ? { port } : {}),
@@ -49,9 +54,7 @@ async function main(): Promise<void> {
     containers: containersOption(process.env.HECATE_CONTAINERS),
     containerPolicy: {
       allowExecTmp: process.env.HECATE_CONTAINER_EXEC_TMP === "1",
-      ...(process.env.HECATE_CONTAINER_MAX_DATA_MB
-        ? { maxDataQuotaMb: Number(process.env.HECATE_CONTAINER_MAX_DATA_MB) }
-        : {}),
+      ...(maxData ? { maxDataQuotaMb: Number(maxData) } : {}),
     },
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
   });
