@@ -44,10 +44,12 @@ export function isMountPoint(dir: string): boolean {
   return mountPoints().includes(dir);
 }
 
-function run(cmd: string, args: string[]): void {
+/** Runs a util-linux / e2fsprogs command; exit codes in `ok` (default 0) count as success. */
+function run(cmd: string, args: string[], ok: number[] = [0]): void {
   try {
-    execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 30_000 });
+    execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 60_000 });
   } catch (err) {
+    if (ok.includes((err as { status?: number }).status ?? -1)) return;
     const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
     throw new Error(`${cmd} ${args.join(" ")} failed: ${stderr || (err as Error).message}`);
   }
@@ -92,9 +94,11 @@ function imageSizeMb(image: string): number {
 
 /**
  * The data dir as a loop-mounted ext4 image of `quotaMb` MiB (sparse: only what the plugin writes takes host disk).
- * Idempotent: an image already mounted there is kept (a swap, an adopted container, a daemon restart after a crash);
- * a larger quota grows the image online (resize2fs); a smaller one keeps the image's size (shrinking would need the
- * plugin stopped and could lose data). Data of a plain data dir (before quotas) is moved into the image once.
+ * Idempotent: an image already mounted there is kept (a swap, an adopted container, a daemon restart after a crash).
+ * A larger quota grows the image when it is not mounted (e2fsck + resize2fs on the file: online growth needs
+ * CAP_SYS_RESOURCE, which root lacks on these machines), so during a swap it applies from the next load; a smaller
+ * one keeps the image's size (shrinking could lose data). Data of a plain data dir (before quotas) is copied into
+ * the image once.
  */
 export function mountDataImage(image: string, dir: string, quotaMb: number, uid: number): void {
   const created = !existsSync(image);
@@ -112,38 +116,30 @@ export function mountDataImage(image: string, dir: string, quotaMb: number, uid:
     migratePlainDataDir(image, dir);
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const grow = !isMountPoint(dir) && quotaMb > imageSizeMb(image);
+  if (grow) {
+    run("e2fsck", ["-f", "-p", image], [0, 1]); // 1: errors corrected (e.g. the lost+found we remove, recreated)
+    run("truncate", ["-s", `${quotaMb}M`, image]);
+    run("resize2fs", [image]);
+  }
   if (!isMountPoint(dir)) {
     run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, dir]);
-    // mkfs's lost+found (root 0700) would only puzzle the plugin; e2fsck recreates it when it needs one.
-    if (created) rmSync(join(dir, "lost+found"), { recursive: true, force: true });
+    // lost+found of mkfs / e2fsck (root 0700) would only puzzle the plugin; e2fsck recreates it when it needs one.
+    if (created || grow) rmSync(join(dir, "lost+found"), { recursive: true, force: true });
   }
   chmodSync(dir, 0o700); // the image's root (mkfs makes it 0755)
-  if (quotaMb > imageSizeMb(image)) {
-    run("truncate", ["-s", `${quotaMb}M`, image]);
-    const loop = loopDeviceOf(dir);
-    if (loop) {
-      run("losetup", ["-c", loop]);
-      run("resize2fs", [loop]);
-    }
-  }
 }
 
-/** The loop device mounted at `dir` (field 10 of mountinfo: the mount source). */
-function loopDeviceOf(dir: string): string | undefined {
-  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    const f = line.split(" ");
-    if (f.length > 9 && unescapeMountPath(f[4]) === dir) {
-      const source = f[f.indexOf("-") + 2];
-      if (source?.startsWith("/dev/loop")) return source;
-    }
-  }
-  return undefined;
-}
-
-/** A data dir with files from before quotas: its content is copied into the new image, then the plain dir goes. */
+/**
+ * A data dir with files from before quotas: its content is copied into the new image (`cp -a` copies symlinks as
+ * symlinks), and the plain dir is set aside as `data.pre-quota` (in the root-owned plugin dir, out of the container's
+ * reach; a purge removes it). It is not deleted here: an old container may still be writing to it during a swap, and
+ * walking a tree its owner is changing is how a root `rm -r` gets tricked.
+ */
 function migratePlainDataDir(image: string, dir: string): void {
   if (!existsSync(dir) || isMountPoint(dir) || readdirSync(dir).length === 0) return;
   const staging = join(dirname(dir), ".data-migrate");
+  unmountAll(staging);
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { mode: 0o700 });
   run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, staging]);
@@ -153,9 +149,7 @@ function migratePlainDataDir(image: string, dir: string): void {
     unmountAll(staging);
     rmdirSync(staging);
   }
-  const old = `${dir}.old`;
-  renameSync(dir, old);
-  rmSync(old, { recursive: true, force: true });
+  renameSync(dir, `${dir}.pre-quota`);
 }
 
 /** Mount points below `root` (e.g. stale ones of a killed daemon), deepest first. */

@@ -634,21 +634,24 @@ export class ContainerRuntime {
     }
     const short = this.instanceId.slice(0, 8);
     const entry = this.entryFor(spec, generation, "", `hecate-${short}-${spec.name}-${generation}`);
-    // Socket dir: a fresh 1 MiB tmpfs owned by the plugin's uid only (mode 0700), so only it and root see the socket.
-    mountSocketDir(entry.socketDir, entry.uid);
-    // The plugin's package is 0600/0700 like everything under $HECATE_HOME: its uid owns it to read it (mounted
-    // read-only, so it cannot change it).
-    ensureOwnedDir(hostLayout(spec).package, entry.uid);
-    if (spec.manifest.container?.writable_data === true) {
-      const data = hostLayout(spec).data;
-      mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
-      ensureOwnedDir(data, entry.uid);
-    }
-    // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
-    await this.podman.removeContainer(entry.containerName);
     try {
+      // Socket dir: a fresh 1 MiB tmpfs owned by the plugin's uid only (0700), so only it and root see the socket.
+      mountSocketDir(entry.socketDir, entry.uid);
+      // The plugin's package is 0600/0700 like everything under $HECATE_HOME: its uid owns it to read it (mounted
+      // read-only, so it cannot change it).
+      ensureOwnedDir(hostLayout(spec).package, entry.uid);
+      if (spec.manifest.container?.writable_data === true) {
+        const data = hostLayout(spec).data;
+        mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
+        ensureOwnedDir(data, entry.uid);
+      }
+      // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
+      await this.podman.removeContainer(entry.containerName);
       entry.containerId = await this.podman.createContainer(this.createSpec(entry, resolved.image, resolved.nodeBase));
     } catch (err) {
+      try {
+        releaseSocketDir(entry.socketDir);
+      } catch {}
       throw new ContainerPluginError(spec.name, "create_failed", (err as Error).message);
     }
     try {

@@ -6,7 +6,7 @@
  * restarts, upgrades (swap) and reloads, and is unmounted when the plugin is unloaded.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
@@ -110,13 +110,16 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     await until(() => env.events.slice(seen).some((e: ContainerEvent) => e.type === "restarted"), 40_000);
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/after-restart`)).write, "ok");
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`)).text, "v1");
+    // The upgrade asks for a larger quota: the image (in use by the old container) grows at the next load.
+    const image = join(env.home, "plugins", "mx", "data.img");
     const spec = installPlugin(env.home, "mx", hostileFixture, (m) => {
       m.version = "0.2.0";
-      m.container = { ...m.container, writable_data: true, data_quota_mb: 16 };
+      m.container = { ...m.container, writable_data: true, data_quota_mb: 24 };
     });
     await env.runtime.swap("mx", spec);
-    const afterSwap = await post<Write>(`${base}/probe/write?path=/data/after-swap`);
-    assert.equal(afterSwap.write, "ok");
+    const afterSwap = await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`);
+    assert.equal(afterSwap.text, "v1");
+    assert.equal(statSync(image).size, 16 * 1024 * 1024);
     await env.runtime.unload("mx");
     const data = join(env.home, "plugins", "mx", "data");
     assert.equal(isMountPoint(data), false, "unloaded: the image is not mounted");
@@ -125,6 +128,25 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     const again = await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`);
     assert.equal(again.text, "v1");
     assert.ok(isMountPoint(data));
+    assert.equal(statSync(image).size, 24 * 1024 * 1024);
+    const grown = await post<Fill>(`${base}/probe/fill?dir=/data&mb=64&keep=0`);
+    assert.equal(grown.error, "ENOSPC");
+    assert.ok(grown.written > 16 * 1024 * 1024 && grown.written <= 24 * 1024 * 1024, `wrote ${grown.written} bytes`);
+    assert.ok(statSync(image).blocks * 512 <= 24 * 1024 * 1024);
+  });
+
+  it("a plain data dir from before quotas is copied into the new image once and set aside", async () => {
+    const spec = installPlugin(env.home, "mmig", hostileFixture, (m) => {
+      m.container = { ...m.container, writable_data: true, data_quota_mb: 8 };
+    });
+    mkdirSync(join(spec.dir, "data"), { recursive: true });
+    writeFileSync(join(spec.dir, "data", "old.txt"), "from before");
+    await env.runtime.load(spec);
+    const r = await request(`${env.base}/plugin/mmig/api/probe/read?path=/data/old.txt`);
+    assert.deepEqual(await r.body.json(), { read: "ok", text: "from before" });
+    assert.ok(isMountPoint(join(spec.dir, "data")));
+    assert.equal(readFileSync(join(spec.dir, "data.pre-quota", "old.txt"), "utf8"), "from before");
+    await env.runtime.unload("mmig");
   });
 
   it("an executable /tmp needs the manifest AND the operator; a quota above the operator's cap is refused", async () => {
