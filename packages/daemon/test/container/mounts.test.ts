@@ -149,6 +149,27 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     await env.runtime.unload("mmig");
   });
 
+  it("boot sweep after a daemon crash: the socket tmpfs and data image left mounted are unmounted", async () => {
+    const spec = installPlugin(env.home, "mcrash", hostileFixture, (m) => {
+      m.container = { ...m.container, writable_data: true, data_quota_mb: 8 };
+    });
+    // An instance of its own: the sweep must not touch the other tests' containers.
+    const instanceId = "0000feed-crash-test";
+    const crashed = env.newRuntime({ instanceId });
+    const loaded = await crashed.load(spec);
+    await crashed.close({ leaveRunning: true }); // what a kill -9 leaves: container, mounts
+    const socketDir = loaded.socketPath.slice(0, loaded.socketPath.lastIndexOf("/"));
+    const data = join(spec.dir, "data");
+    assert.ok(isMountPoint(socketDir) && isMountPoint(data));
+    const next = env.newRuntime({ instanceId });
+    const removed = await next.sweep(); // the plugin is not wanted any more
+    assert.deepEqual(removed, [loaded.containerName]);
+    assert.equal(isMountPoint(socketDir), false);
+    assert.equal(existsSync(socketDir), false);
+    assert.equal(isMountPoint(data), false);
+    assert.ok(existsSync(`${data}.img`), "the data image itself is kept (only a purge deletes it)");
+  });
+
   it("an executable /tmp needs the manifest AND the operator; a quota above the operator's cap is refused", async () => {
     const spec = installPlugin(env.home, "mexec", hostileFixture, (m) => {
       m.container = { ...m.container, exec_tmp: true };
