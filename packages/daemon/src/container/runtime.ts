@@ -281,7 +281,7 @@ export class ContainerRuntime {
     // Data images of plugins that are not loaded (left mounted by a killed daemon).
     for (const dir of mountsUnder(join(this.home, "plugins"))) {
       const m = /^([^/]+)\/data$/.exec(dir.slice(join(this.home, "plugins").length + 1));
-      if (m && !this.entries.has(m[1])) await this.serial(m[1], async () => unmountAll(dir));
+      if (m) await this.serial(m[1], async () => this.entries.has(m[1]) || unmountAll(dir));
     }
     return removed;
   }
@@ -652,6 +652,7 @@ export class ContainerRuntime {
       try {
         releaseSocketDir(entry.socketDir);
       } catch {}
+      if (err instanceof ContainerPluginError) throw err;
       throw new ContainerPluginError(spec.name, "create_failed", (err as Error).message);
     }
     try {
