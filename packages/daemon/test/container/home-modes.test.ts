@@ -45,10 +45,13 @@ describe("$HECATE_HOME modes under umask 000 (real daemon process, real podman)"
       await daemon.exited;
     }
     const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
-    await podman.ensureService().catch(() => {});
-    const id = readFileSync(join(home, "instance-id"), "utf8").trim();
-    for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`).catch(() => []))
-      await podman.removeContainer(c.Id);
+    try {
+      await podman.ensureService();
+      const id = readFileSync(join(home, "instance-id"), "utf8").trim();
+      for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`)) await podman.removeContainer(c.Id);
+    } catch {
+      // nothing was started
+    }
     await podman.stopService();
     await podman.close();
     for (const m of mountsUnder(home)) execFileSync("umount", ["-l", m]);

@@ -116,6 +116,8 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
       await podman.ensureService();
       const id = readFileSync(join(home, "instance-id"), "utf8").trim();
       for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`)) await podman.removeContainer(c.Id);
+    } catch {
+      // nothing was started
     } finally {
       await podman.stopService();
       await podman.close();
