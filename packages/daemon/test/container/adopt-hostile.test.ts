@@ -8,7 +8,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { request } from "undici";
-import { type Env, installPlugin, repoRoot, setup, skipReason } from "./helpers.js";
+import { type Env, installPlugin, postJson, repoRoot, setup, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 const fixture = join(repoRoot, "packages/daemon/test/container/fixtures/hostile");
@@ -35,9 +35,8 @@ describe("adoption of a tampered container (real podman)", { skip }, () => {
     const spec = installPlugin(env.home, "ev", fixture);
     const first = env.newRuntime();
     const loaded = await first.load(spec);
-    const attack = await request(`${env.base}/plugin/ev/api/attack?kind=symlink-admin`, { method: "POST" });
-    assert.equal(attack.statusCode, 200);
-    await attack.body.dump();
+    const attack = await postJson(`${env.base}/plugin/ev/api/attack?kind=symlink-admin`);
+    assert.equal(attack.status, 200, attack.text);
     await first.close({ leaveRunning: true }); // kill -9: the container keeps running with its tampered socket dir
 
     const second = env.newRuntime();

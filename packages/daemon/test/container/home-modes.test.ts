@@ -15,7 +15,7 @@ import { mountsUnder } from "../../src/container/host-mounts.js";
 import { LABEL_INSTANCE, PodmanClient } from "../../src/container/index.js";
 import { packPlugin } from "../../src/package/integrity.js";
 import { buildPackage, type ChildDaemon, spawnDaemon, unixRequest } from "../lifecycle/helpers.js";
-import { repoRoot, skipReason } from "./helpers.js";
+import { postJson, repoRoot, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 
@@ -95,8 +95,8 @@ describe("$HECATE_HOME modes under umask 000 (real daemon process, real podman)"
     assert.equal(r2.status, 201, r2.body);
     // Both serve: the container reads its 0600/0700 package as its owner; its data dir is usable.
     assert.equal((await fetch(`${url}/plugin/modes-store/api/who`)).status, 200);
-    const w = await fetch(`${url}/plugin/modes-box/api/probe/write?path=/data/x`, { method: "POST" });
-    assert.equal(((await w.json()) as { write: string }).write, "ok");
+    const w = await postJson<{ write: string }>(`${url}/plugin/modes-box/api/probe/write?path=/data/x`);
+    assert.equal(w.json.write, "ok", w.text);
 
     const mounts = new Set(mountsUnder(home));
     assert.ok(mounts.size >= 2, `the socket tmpfs and the data image are mounted: ${[...mounts]}`);

@@ -12,13 +12,14 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { request } from "undici";
 import { WebSocket } from "ws";
 import { isMountPoint } from "../../src/container/host-mounts.js";
 import { LABEL_INSTANCE, PodmanClient } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
 import { unixRequest } from "../lifecycle/helpers.js";
-import { repoRoot, skipReason } from "./helpers.js";
+import { postJson, repoRoot, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 const fixture = join(repoRoot, "packages/daemon/test/container/fixtures/hostile");
@@ -47,14 +48,15 @@ interface Answer {
   json?: Record<string, unknown>;
 }
 
-async function call(url: string, method = "GET", body?: string): Promise<Answer> {
-  const r = await fetch(url, { method, body, headers: body ? { "content-type": "application/json" } : {} });
-  const text = await r.text();
+async function call(url: string, method: "GET" | "POST" = "GET"): Promise<Answer> {
+  if (method === "POST") return postJson(url);
+  const r = await request(url);
+  const text = await r.body.text();
   let json: Record<string, unknown> | undefined;
   try {
     json = JSON.parse(text);
   } catch {}
-  return { status: r.status, text, json };
+  return { status: r.statusCode, text, json };
 }
 
 /** Neither the admin API's answer (`{plugins: [...]}`, a plugin view) nor Podman's (`OK`, capitalised keys, lists). */
@@ -89,7 +91,7 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
     const base = `${d.url}/plugin/${name}/api`;
     const answers = [
       await call(`${base}/admin/api/plugins`),
-      await call(`${base}/admin/api/plugins`, "POST", JSON.stringify({ path: "/etc/passwd" })),
+      await call(`${base}/admin/api/plugins`, "POST"),
       await call(`${base}/_ping`),
       await call(`${base}/v1.41/info`),
       await call(`${base}/v1.41/containers/json`),

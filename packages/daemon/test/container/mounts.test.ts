@@ -12,16 +12,15 @@ import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import { isMountPoint } from "../../src/container/host-mounts.js";
 import type { ContainerEvent, ContainerPluginError } from "../../src/container/index.js";
-import { type Env, installPlugin, repoRoot, setup, skipReason } from "./helpers.js";
+import { type Env, installPlugin, postJson, repoRoot, setup, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 export const hostileFixture = join(repoRoot, "packages/daemon/test/container/fixtures/hostile");
 
 async function post<T>(url: string): Promise<T> {
-  const r = await request(url, { method: "POST" });
-  const text = await r.body.text();
-  assert.equal(r.statusCode, 200, text);
-  return JSON.parse(text) as T;
+  const r = await postJson<T>(url);
+  assert.equal(r.status, 200, r.text);
+  return r.json;
 }
 
 type Exec = { dir: string; copy: string; exec: string };
@@ -106,7 +105,7 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`)).write, "ok");
     // Crash: the container exits, the runtime restarts it (fresh socket dir, verified again).
     const seen = env.events.length;
-    await request(`${base}/attack?kind=rebind`, { method: "POST" }).then((r) => r.body.dump());
+    await postJson(`${base}/attack?kind=rebind`);
     await until(() => env.events.slice(seen).some((e: ContainerEvent) => e.type === "restarted"), 40_000);
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/after-restart`)).write, "ok");
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`)).text, "v1");
