@@ -104,8 +104,12 @@ describe("$HECATE_HOME modes under umask 000 (real daemon process, real podman)"
     assert.deepEqual(bad, [], `open to group/others:\n${bad.join("\n")}`);
     const files = execFileSync("find", [home, "-xdev", "-type", "f"], { encoding: "utf8" }).split("\n");
     assert.ok(
-      files.some((f) => f.endsWith(".sqlite")),
-      "the walk covered SQLite files",
+      files.some((f) => f.includes("/lifecycle/") && f.endsWith(".sqlite")),
+      "the walk covered the lifecycle store",
+    );
+    assert.ok(
+      files.some((f) => f.includes("/plugins/modes-store/store/") && f.endsWith(".sqlite")),
+      `the walk covered the plugin's own store:\n${files.join("\n")}`,
     );
   });
 });
