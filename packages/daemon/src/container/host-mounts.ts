@@ -7,9 +7,10 @@
  *   at `plugins/{name}/data`, noexec,nosuid,nodev: the image's size is the plugin's disk quota (ENOSPC past it).
  *
  * Node has no mount(2) binding and no well-kept npm package offers one; util-linux `mount`/`umount` (always present
- * where Podman runs) are called instead. Mount points are read from /proc/self/mountinfo.
+ * where Podman runs) are called instead, asynchronously (a mount or mkfs never blocks the daemon's event loop). Mount
+ * points are read from /proc/self/mountinfo.
  */
-import { execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import {
   chmodSync,
   closeSync,
@@ -24,6 +25,9 @@ import {
   statSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
 
 const MOUNT_FLAGS = "noexec,nosuid,nodev";
 
@@ -45,12 +49,12 @@ export function isMountPoint(dir: string): boolean {
 }
 
 /** Runs a util-linux / e2fsprogs command; exit codes in `ok` (default 0) count as success. */
-function run(cmd: string, args: string[], ok: number[] = [0]): void {
+async function run(cmd: string, args: string[], ok: number[] = [0]): Promise<void> {
   try {
-    execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 60_000 });
+    await execFileAsync(cmd, args, { timeout: 60_000 });
   } catch (err) {
-    if (ok.includes((err as { status?: number }).status ?? -1)) return;
-    const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
+    if (ok.includes((err as { code?: number }).code ?? -1)) return;
+    const stderr = String((err as { stderr?: string }).stderr ?? "").trim();
     throw new Error(`${cmd} ${args.join(" ")} failed: ${stderr || (err as Error).message}`);
   }
 }
@@ -59,25 +63,25 @@ function run(cmd: string, args: string[], ok: number[] = [0]): void {
  * Unmounts every mount stacked on `dir` (lazily: a busy mount is detached now and freed when its last user goes).
  * Never walks the directory's content: a plugin-owned tree is never traversed by the daemon.
  */
-export function unmountAll(dir: string): void {
-  for (let i = 0; i < 8 && isMountPoint(dir); i++) run("umount", ["-l", dir]);
+export async function unmountAll(dir: string): Promise<void> {
+  for (let i = 0; i < 8 && isMountPoint(dir); i++) await run("umount", ["-l", dir]);
 }
 
 /**
  * The socket dir: a fresh tmpfs of `sizeBytes` (and at most `inodes` entries), mode 0700, owned by `uid`.
  * A previous mount on `dir` is detached first.
  */
-export function mountSocketDir(dir: string, uid: number, sizeBytes = 1024 * 1024, inodes = 64): void {
-  unmountAll(dir);
+export async function mountSocketDir(dir: string, uid: number, sizeBytes = 1024 * 1024, inodes = 64): Promise<void> {
+  await unmountAll(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const opts = `size=${sizeBytes},nr_inodes=${inodes},mode=0700,uid=${uid},gid=${uid},${MOUNT_FLAGS}`;
-  run("mount", ["-t", "tmpfs", "-o", opts, "hecate-plugin-run", dir]);
+  await run("mount", ["-t", "tmpfs", "-o", opts, "hecate-plugin-run", dir]);
 }
 
 /** Unmounts a socket dir and removes the (then empty) mount point. */
-export function releaseSocketDir(dir: string): void {
+export async function releaseSocketDir(dir: string): Promise<void> {
   if (!existsSync(dir)) return;
-  unmountAll(dir);
+  await unmountAll(dir);
   try {
     rmdirSync(dir);
   } catch {
@@ -100,30 +104,30 @@ function imageSizeMb(image: string): number {
  * one keeps the image's size (shrinking could lose data). Data of a plain data dir (before quotas) is copied into
  * the image once.
  */
-export function mountDataImage(image: string, dir: string, quotaMb: number, uid: number): void {
+export async function mountDataImage(image: string, dir: string, quotaMb: number, uid: number): Promise<void> {
   const created = !existsSync(image);
   if (created) {
     const fd = openSync(image, "wx", 0o600);
     closeSync(fd);
     try {
-      run("truncate", ["-s", `${quotaMb}M`, image]);
+      await run("truncate", ["-s", `${quotaMb}M`, image]);
       // -m 0: no blocks reserved for root (the quota is the plugin's); root_owner: the fs root belongs to the plugin.
-      run("mkfs.ext4", ["-q", "-F", "-m", "0", "-E", `root_owner=${uid}:${uid}`, image]);
+      await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-E", `root_owner=${uid}:${uid}`, image]);
     } catch (err) {
       rmSync(image, { force: true });
       throw err;
     }
-    migratePlainDataDir(image, dir);
+    await migratePlainDataDir(image, dir);
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const grow = !isMountPoint(dir) && quotaMb > imageSizeMb(image);
   if (grow) {
-    run("e2fsck", ["-f", "-p", image], [0, 1]); // 1: errors corrected (e.g. the lost+found we remove, recreated)
-    run("truncate", ["-s", `${quotaMb}M`, image]);
-    run("resize2fs", [image]);
+    await run("e2fsck", ["-f", "-p", image], [0, 1]); // 1: errors corrected (e.g. the lost+found we remove, recreated)
+    await run("truncate", ["-s", `${quotaMb}M`, image]);
+    await run("resize2fs", [image]);
   }
   if (!isMountPoint(dir)) {
-    run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, dir]);
+    await run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, dir]);
     // lost+found of mkfs / e2fsck (root 0700) would only puzzle the plugin; e2fsck recreates it when it needs one.
     if (created || grow) rmSync(join(dir, "lost+found"), { recursive: true, force: true });
   }
@@ -136,17 +140,17 @@ export function mountDataImage(image: string, dir: string, quotaMb: number, uid:
  * reach; a purge removes it). It is not deleted here: an old container may still be writing to it during a swap, and
  * walking a tree its owner is changing is how a root `rm -r` gets tricked.
  */
-function migratePlainDataDir(image: string, dir: string): void {
+async function migratePlainDataDir(image: string, dir: string): Promise<void> {
   if (!existsSync(dir) || isMountPoint(dir) || readdirSync(dir).length === 0) return;
   const staging = join(dirname(dir), ".data-migrate");
-  unmountAll(staging);
+  await unmountAll(staging);
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { mode: 0o700 });
-  run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, staging]);
+  await run("mount", ["-o", `loop,${MOUNT_FLAGS}`, image, staging]);
   try {
-    run("cp", ["-a", `${dir}/.`, staging]);
+    await run("cp", ["-a", `${dir}/.`, staging]);
   } finally {
-    unmountAll(staging);
+    await unmountAll(staging);
     rmdirSync(staging);
   }
   renameSync(dir, `${dir}.pre-quota`);

@@ -238,7 +238,8 @@ export class ContainerRuntime {
       try {
         entry = adopted ?? (await this.startContainer(spec, nextGeneration));
       } catch (err) {
-        unmountAll(hostLayout(spec).data); // nothing of this plugin runs: its data image is not needed mounted
+        // Nothing of this plugin runs: its data image need not stay mounted (the load's own error is what counts).
+        await unmountAll(hostLayout(spec).data).catch(() => {});
         throw err;
       }
       this.mount(entry);
@@ -275,13 +276,13 @@ export class ContainerRuntime {
           await this.podman.removeContainer(c.Id);
           removed.push(containerName(c));
         }
-        this.removeStaleSocketDirs(name, keep);
+        await this.removeStaleSocketDirs(name, keep);
       });
     }
     // Data images of plugins that are not loaded (left mounted by a killed daemon).
     for (const dir of mountsUnder(join(this.home, "plugins"))) {
       const m = /^([^/]+)\/data$/.exec(dir.slice(join(this.home, "plugins").length + 1));
-      if (m) await this.serial(m[1], async () => this.entries.has(m[1]) || unmountAll(dir));
+      if (m) await this.serial(m[1], async () => this.entries.has(m[1]) || (await unmountAll(dir)));
     }
     return removed;
   }
@@ -381,19 +382,19 @@ export class ContainerRuntime {
         await link?.close(0);
       }
       await this.podman.removeContainer(c.Id);
-      releaseSocketDir(this.socketDirFor(spec.name, generationOf(c)));
+      await releaseSocketDir(this.socketDirFor(spec.name, generationOf(c)));
     }
     return { adopted, nextGeneration };
   }
 
   /** Socket dirs `run/containers/{name}.{generation}` of this plugin except the loaded one's. */
-  private removeStaleSocketDirs(name: string, keep: Entry | undefined): void {
+  private async removeStaleSocketDirs(name: string, keep: Entry | undefined): Promise<void> {
     const root = join(this.home, "run", "containers");
     if (!existsSync(root)) return;
     for (const dir of readdirSync(root)) {
       if (dir.slice(0, dir.lastIndexOf(".")) !== name) continue;
       const path = join(root, dir);
-      if (path !== keep?.socketDir) releaseSocketDir(path);
+      if (path !== keep?.socketDir) await releaseSocketDir(path);
     }
   }
 
@@ -636,22 +637,20 @@ export class ContainerRuntime {
     const entry = this.entryFor(spec, generation, "", `hecate-${short}-${spec.name}-${generation}`);
     try {
       // Socket dir: a fresh 1 MiB tmpfs owned by the plugin's uid only (0700), so only it and root see the socket.
-      mountSocketDir(entry.socketDir, entry.uid);
+      await mountSocketDir(entry.socketDir, entry.uid);
       // The plugin's package is 0600/0700 like everything under $HECATE_HOME: its uid owns it to read it (mounted
       // read-only, so it cannot change it).
       ensureOwnedDir(hostLayout(spec).package, entry.uid);
       if (spec.manifest.container?.writable_data === true) {
         const data = hostLayout(spec).data;
-        mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
+        await mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
         ensureOwnedDir(data, entry.uid);
       }
       // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
       await this.podman.removeContainer(entry.containerName);
       entry.containerId = await this.podman.createContainer(this.createSpec(entry, resolved.image, resolved.nodeBase));
     } catch (err) {
-      try {
-        releaseSocketDir(entry.socketDir);
-      } catch {}
+      await releaseSocketDir(entry.socketDir).catch(() => {});
       if (err instanceof ContainerPluginError) throw err;
       throw new ContainerPluginError(spec.name, "create_failed", (err as Error).message);
     }
@@ -663,7 +662,7 @@ export class ContainerRuntime {
       entry.expectingExit = true;
       await entry.link?.close(0);
       await this.podman.removeContainer(entry.containerId).catch(() => {});
-      releaseSocketDir(entry.socketDir);
+      await releaseSocketDir(entry.socketDir).catch(() => {});
       if (err instanceof ContainerPluginError)
         throw new ContainerPluginError(
           spec.name,
@@ -707,8 +706,8 @@ export class ContainerRuntime {
     await this.podman.removeContainer(e.containerId).catch(() => {});
     await e.link?.close(0);
     try {
-      releaseSocketDir(e.socketDir);
-      if (!opts.keepData) unmountAll(hostLayout(e.spec).data);
+      await releaseSocketDir(e.socketDir);
+      if (!opts.keepData) await unmountAll(hostLayout(e.spec).data);
     } catch (err) {
       this.emit({ type: "log", plugin: e.spec.name, level: "error", msg: `unmount failed: ${(err as Error).message}` });
     }
@@ -879,7 +878,7 @@ export class ContainerRuntime {
         const restartedAt = Date.now();
         // A fresh socket dir: nothing the crashed process left there (a stale socket, a symlink) is seen again.
         // The old link keeps its fd (and so the old tmpfs) until the new socket is verified and routed.
-        mountSocketDir(e.socketDir, e.uid);
+        await mountSocketDir(e.socketDir, e.uid);
         await this.podman.startContainer(e.containerId);
         await this.waitHealthy(e, this.opts.healthTimeoutMs ?? 20_000);
         e.healthFails = 0;
