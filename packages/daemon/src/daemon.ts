@@ -4,7 +4,8 @@
  * the Unix socket, the admin API and a pino logger — then runs boot recovery and reports ready.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, lstatSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmod, lstat, readdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -152,7 +153,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         hecateVersion: HECATE_VERSION,
         expectedName: o?.expectedName,
       });
-      ownerOnly(target); // extraction applies the archive's modes (0644/0755): the home stays 0600/0700
+      await ownerOnly(target); // extraction applies the archive's modes (0644/0755): the home stays 0600/0700
       return r;
     },
     readArchiveManifest: (archive) => readArchiveManifest(archive),
@@ -335,12 +336,15 @@ export function resolveAdminPort(port: number, adminPort: number | "shared" | un
   return port + 1;
 }
 
-/** Drops group/other (and setuid/setgid/sticky) bits of a tree the daemon wrote; symlinks are left alone. */
-function ownerOnly(path: string): void {
-  const st = lstatSync(path);
+/**
+ * Drops group/other (and setuid/setgid/sticky) bits of a tree the daemon wrote; symlinks are left alone. Async: a
+ * large package never blocks the event loop.
+ */
+async function ownerOnly(path: string): Promise<void> {
+  const st = await lstat(path);
   if (st.isSymbolicLink()) return;
-  if (st.mode & 0o7077) chmodSync(path, st.mode & 0o700);
-  if (st.isDirectory()) for (const e of readdirSync(path)) ownerOnly(join(path, e));
+  if (st.mode & 0o7077) await chmod(path, st.mode & 0o700);
+  if (st.isDirectory()) for (const e of await readdir(path)) await ownerOnly(join(path, e));
 }
 
 function hasContainerTraces(runDir: string): boolean {
