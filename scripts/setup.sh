@@ -49,6 +49,9 @@ ready() {
 }
 
 mkdir -p "$RUN"
+# $HECATE_HOME is the daemon's alone (0700 dirs, 0600 files; the daemon itself runs with umask 077): the log too.
+chmod 700 "$HECATE_HOME" "$RUN"
+(umask 077 && touch "$LOG_FILE") && chmod 600 "$LOG_FILE"
 if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null && [ "$(ready)" = "ready" ]; then
   step "daemon already running (pid $(cat "$PID_FILE")) at $BASE_URL"
 else

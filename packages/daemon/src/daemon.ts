@@ -6,6 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmod, lstat, readdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -63,6 +64,11 @@ export interface DaemonOptions {
   logDestination?: pino.DestinationStream;
   /** Container plugins: true (Podman required), false, or "auto" (when `podman` runs here; default). */
   containers?: boolean | "auto";
+  /**
+   * Operator policy for container sandboxes: `allowExecTmp` lets a manifest ask for an executable /tmp
+   * (`container.exec_tmp`; default false), `maxDataQuotaMb` caps `container.data_quota_mb` (default 1024).
+   */
+  containerPolicy?: { allowExecTmp?: boolean; maxDataQuotaMb?: number };
   /** Worker runtime tuning inside the plugin hosts (tests). */
   runtime?: Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
   /** Plugin-host supervision tuning (tests): see PluginHostsOptions. */
@@ -108,6 +114,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const requestedPort = opts.port ?? 7770;
   const sharedAdmin = opts.adminPort === "shared";
   const requestedAdminPort = resolveAdminPort(requestedPort, opts.adminPort); // throws before anything is opened
+  // Everything under $HECATE_HOME is the daemon's alone (0600 files, 0700 dirs) whatever umask it was started with:
+  // the lifecycle and plugin SQLite files, stores, packages, run/. Process-wide, so plugin workers' files too.
+  process.umask(0o077);
   const runDir = join(home, "run");
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
   checkRunDir(runDir);
@@ -115,6 +124,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const host = opts.host ?? "127.0.0.1";
   const bindName = bindAddressHost(host);
   const allowList = new HostAllowList([...(opts.allowedHosts ?? []), ...(bindName ? [bindName] : [])]);
+  for (const dir of [home, runDir]) chmodSync(dir, 0o700); // made by an older version or by hand with other modes
   const socketPath = opts.socketPath ?? join(runDir, "hecate.sock");
   // Two daemons on one home would share the lifecycle store and fight over plugin dirs.
   if (await socketAnswers(socketPath))
@@ -151,6 +161,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     runtime: opts.runtime,
     allowedHosts: allowList.list(),
     limits,
+    containerPolicy: opts.containerPolicy,
     ...opts.hosts,
   });
   hostPids = () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined);

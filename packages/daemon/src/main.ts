@@ -6,7 +6,9 @@
  * HECATE_ALLOWED_HOSTS (extra Host names for both listeners, comma-separated: `name` or `name:port`),
  * HECATE_ADMIN_SESSION_TTL_S (admin page login lifetime, default 43200 = 12 h), and the plugin listener's caps
  * HECATE_MAX_CONNECTIONS, HECATE_MAX_CONNECTIONS_PER_CLIENT, HECATE_MAX_WEBSOCKETS, HECATE_MAX_WEBSOCKETS_PER_CLIENT,
- * HECATE_RESERVED_FDS (defaults from the fd limit, see http/conn-limits.ts). pino JSON logs on stdout.
+ * HECATE_RESERVED_FDS (defaults from the fd limit, see http/conn-limits.ts),
+ * HECATE_CONTAINER_EXEC_TMP=1 (a container manifest may ask for an executable /tmp), HECATE_CONTAINER_MAX_DATA_MB
+ * (cap of container data quotas, default 1024). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
@@ -64,6 +66,11 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
+  const maxData = process.env.HECATE_CONTAINER_MAX_DATA_MB;
+  if (maxData !== undefined && maxData !== "" && !(Number.isInteger(Number(maxData)) && Number(maxData) >= 8)) {
+    console.error(`HECATE_CONTAINER_MAX_DATA_MB must be an integer >= 8 (MiB), got ${JSON.stringify(maxData)}`);
+    process.exit(2);
+  }
   const limits: Partial<ConnectionLimits> = {};
   for (const [key, env] of LIMIT_ENV) {
     const n = intEnv(env);
@@ -77,6 +84,10 @@ async function main(): Promise<void> {
     ...(adminPort !== undefined ? { adminPort } : {}),
     logLevel: process.env.HECATE_LOG_LEVEL || "info",
     containers: containersOption(process.env.HECATE_CONTAINERS),
+    containerPolicy: {
+      allowExecTmp: process.env.HECATE_CONTAINER_EXEC_TMP === "1",
+      ...(maxData ? { maxDataQuotaMb: Number(maxData) } : {}),
+    },
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
     allowedHosts: parseHostList(process.env.HECATE_ALLOWED_HOSTS),
     limits,

@@ -44,6 +44,10 @@ export interface PluginManifest {
      * `/plugin/{name}/api`, e.g. `/files/:id`) accept `multipart/form-data` bodies. See `RouteRequestOptions`.
      */
     http?: { cors?: CorsPolicy; multipart_paths?: string[] };
+    /** Disk quota of the data dir in MiB (an ext4 image per plugin), default 256, capped by the operator. */
+    data_quota_mb?: number;
+    /** Ask for an executable /tmp (noexec by default); loads only when the operator's policy allows it. */
+    exec_tmp?: boolean;
   };
 }
 

@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn } from "node:child_process";
 import {
+  chmodSync,
   copyFileSync,
   cpSync,
   existsSync,
@@ -91,7 +92,10 @@ export async function buildHostImage(podman: PodmanClient, spec: HostImageSpec):
     for (const e of elfs) for (const l of lddLibraries(e)) libs.add(l);
     // The dynamic loader must sit at its well-known path too.
     for (const l of libs) copyHostFile(root, l);
-    for (const d of ["etc", "tmp", ...(spec.mkdirs ?? [])]) mkdirSync(join(root, d), { recursive: true });
+    for (const d of ["etc", "tmp", "var/tmp", ...(spec.mkdirs ?? [])]) mkdirSync(join(root, d), { recursive: true });
+    // runc gives a tmpfs the mode of its mount point in the image: 1777 makes the container's /tmp and /var/tmp
+    // usable by the plugin's uid.
+    for (const d of ["tmp", "var/tmp"]) chmodSync(join(root, d), 0o1777);
     writeFileSync(
       join(root, "etc/passwd"),
       "root:x:0:0:root:/:/sbin/nologin\nplugin:x:1000:1000:plugin:/:/sbin/nologin\n",
@@ -99,7 +103,8 @@ export async function buildHostImage(podman: PodmanClient, spec: HostImageSpec):
     writeFileSync(join(root, "etc/group"), "root:x:0:\nplugin:x:1000:\n");
     const changes = [...(spec.changes ?? [])];
     for (const [k, v] of Object.entries(spec.labels ?? {})) changes.push(`LABEL ${k}=${v}`);
-    const tar = spawn("tar", ["-C", root, "-cf", "-", "."], { stdio: ["ignore", "pipe", "inherit"] });
+    // go+rX: the image is readable by the plugin's uid whatever the daemon's umask (0077) made of the copies.
+    const tar = spawn("tar", ["-C", root, "--mode=go+rX", "-cf", "-", "."], { stdio: ["ignore", "pipe", "inherit"] });
     await podman.importImage(tar.stdout, spec.ref, changes);
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -151,8 +156,11 @@ export function sdkModuleMounts(fromDir: string): [string, string][] {
   return [...found];
 }
 
+/** Bumped when the image's layout changes (2: /tmp and /var/tmp 1777, modes independent of the umask). */
+const BASE_LAYOUT = 2;
+
 export function nodeBaseImageRef(nodeVersion = process.versions.node): string {
-  return `localhost/hecate-node-base:${nodeVersion}`;
+  return `localhost/hecate-node-base:${nodeVersion}-${BASE_LAYOUT}`;
 }
 
 /** Builds `localhost/hecate-node-base:<node version>` from the host's node binary unless it exists already. */

@@ -22,7 +22,6 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
-  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
@@ -34,6 +33,7 @@ import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";
+import { mountDataImage, mountSocketDir, mountsUnder, releaseSocketDir, unmountAll } from "./host-mounts.js";
 import {
   type ContainerCreateSpec,
   type ContainerSummary,
@@ -42,7 +42,8 @@ import {
   type PodmanEvent,
   sleep,
 } from "./podman.js";
-import { ContainerProxy } from "./proxy.js";
+import { SocketLink } from "./socket-link.js";
+import { UntrustedSocketError, VerifiedSocket } from "./verified-socket.js";
 
 export const LABEL_INSTANCE = "hecate.instance";
 export const LABEL_PLUGIN = "hecate.plugin";
@@ -50,11 +51,17 @@ export const LABEL_GENERATION = "hecate.generation";
 export const LABEL_SPEC = "hecate.spec";
 
 export const DEFAULT_LIMITS = { memory_mb: 128, cpus: 0.5, pids: 64 } as const;
+/** `container.data_quota_mb` when the manifest sets none, and the operator's cap when the runtime is given none. */
+export const DEFAULT_DATA_QUOTA_MB = 256;
+export const DEFAULT_MAX_DATA_QUOTA_MB = 1024;
+/** Part of the spec hash: containers created with an older sandbox layout are replaced, never adopted. */
+const SANDBOX_LAYOUT = 2;
 const SOCKET_NAME = "plugin.sock";
 /** Where things are inside a container. */
 const IN_CONTAINER = { package: "/plugin", data: "/data", run: "/run/plugin", tmp: "/tmp" } as const;
 const INIT_AVAILABLE = existsSync("/usr/libexec/podman/catatonit");
 const DEFAULT_HEALTH_PATH = "/__health";
+const NOEXEC = "noexec,nosuid,nodev";
 
 export type ContainerErrorCode =
   | "invalid_manifest"
@@ -64,7 +71,11 @@ export type ContainerErrorCode =
   | "unhealthy"
   | "not_loaded"
   | "already_loaded"
-  | "route_failed";
+  | "route_failed"
+  /** The plugin's socket path is not a socket it owns (symlink, hard link, other file type, other owner). */
+  | "socket_untrusted"
+  /** The manifest asks for something the operator's policy does not allow (e.g. `container.exec_tmp`). */
+  | "not_allowed";
 
 export class ContainerPluginError extends Error {
   constructor(
@@ -117,6 +128,10 @@ export interface ContainerRuntimeOptions {
   stopTimeoutS?: number;
   /** First uid of the per-plugin uid range (each plugin runs as its own uid), default 200000; range size 50000. */
   uidBase?: number;
+  /** Operator policy: may a manifest ask for an executable /tmp (`container.exec_tmp`)? Default false. */
+  allowExecTmp?: boolean;
+  /** Operator policy: the largest `container.data_quota_mb` a manifest may ask for, default 1024. */
+  maxDataQuotaMb?: number;
 }
 
 interface Entry {
@@ -126,9 +141,11 @@ interface Entry {
   containerId: string;
   containerName: string;
   socketDir: string;
+  /** The plugin's socket in its socket dir: never connected to by path, only opened (and verified) once. */
   socketPath: string;
   uid: number;
-  proxy: ContainerProxy;
+  /** Proxy and health probe on the verified socket; set once the container answered its health check. */
+  link?: SocketLink;
   healthPath: string;
   /** True while we stop/restart it ourselves: its exit is not a crash. */
   expectingExit: boolean;
@@ -219,7 +236,14 @@ export class ContainerRuntime {
       await this.start();
       const { adopted, nextGeneration } = await this.adoptOrClear(spec);
       const startedAt = Date.now();
-      const entry = adopted ?? (await this.startContainer(spec, nextGeneration));
+      let entry: Entry;
+      try {
+        entry = adopted ?? (await this.startContainer(spec, nextGeneration));
+      } catch (err) {
+        // Nothing of this plugin runs: its data image need not stay mounted (the load's own error is what counts).
+        await unmountAll(hostLayout(spec).data).catch(() => {});
+        throw err;
+      }
       this.mount(entry);
       this.entries.set(spec.name, entry);
       this.followLogs(entry, adopted ? Date.now() : startedAt);
@@ -254,8 +278,13 @@ export class ContainerRuntime {
           await this.podman.removeContainer(c.Id);
           removed.push(containerName(c));
         }
-        this.removeStaleSocketDirs(name, keep);
+        await this.removeStaleSocketDirs(name, keep);
       });
+    }
+    // Data images of plugins that are not loaded (left mounted by a killed daemon).
+    for (const dir of mountsUnder(join(this.home, "plugins"))) {
+      const m = /^([^/]+)\/data$/.exec(dir.slice(join(this.home, "plugins").length + 1));
+      if (m) await this.serial(m[1], async () => this.entries.has(m[1]) || (await unmountAll(dir)));
     }
     return removed;
   }
@@ -270,7 +299,7 @@ export class ContainerRuntime {
       this.entries.set(name, entry);
       this.mount(entry);
       this.followLogs(entry, startedAt);
-      await this.retire(old);
+      await this.retire(old, { keepData: true }); // the new generation uses the same data image
       return this.describe(entry);
     });
   }
@@ -318,8 +347,7 @@ export class ContainerRuntime {
     if (opts.leaveRunning) {
       for (const e of this.entries.values()) {
         e.logs?.abort();
-        await e.proxy.drain(0);
-        dropHealthAgent(e.socketPath);
+        await e.link?.close(0); // the mounts stay: the next daemon adopts the container
       }
       this.entries.clear();
       return;
@@ -339,34 +367,36 @@ export class ContainerRuntime {
       .sort((a, b) => generationOf(b) - generationOf(a));
     const nextGeneration = Math.max(0, ...found.map(generationOf)) + 1;
     let adopted: Entry | undefined;
-    const hash = specHash(spec);
+    const hash = this.specHash(spec);
     for (const c of found) {
       if (!adopted && c.State === "running" && c.Labels[LABEL_SPEC] === hash) {
         const entry = this.entryFor(spec, generationOf(c), c.Id, containerName(c));
         const info = await this.podman.inspectContainer(c.Id);
         const uid = Number(info?.Config.User.split(":")[0]);
         if (Number.isInteger(uid) && uid > 0) entry.uid = uid; // the uid it really runs as
-        if (await this.healthOnce(entry, 2000)) {
+        // Verified exactly like a new container's socket: an untrusted one is never adopted.
+        const link = this.verifiedLink(entry, true);
+        if (link && (await link.probe(entry.healthPath, 2000))) {
+          entry.link = link;
           adopted = entry;
           continue;
         }
-        await entry.proxy.drain(0);
-        dropHealthAgent(entry.socketPath);
+        await link?.close(0);
       }
       await this.podman.removeContainer(c.Id);
-      rmSync(this.socketDirFor(spec.name, generationOf(c)), { recursive: true, force: true });
+      await releaseSocketDir(this.socketDirFor(spec.name, generationOf(c)));
     }
     return { adopted, nextGeneration };
   }
 
   /** Socket dirs `run/containers/{name}.{generation}` of this plugin except the loaded one's. */
-  private removeStaleSocketDirs(name: string, keep: Entry | undefined): void {
+  private async removeStaleSocketDirs(name: string, keep: Entry | undefined): Promise<void> {
     const root = join(this.home, "run", "containers");
     if (!existsSync(root)) return;
     for (const dir of readdirSync(root)) {
       if (dir.slice(0, dir.lastIndexOf(".")) !== name) continue;
       const path = join(root, dir);
-      if (path !== keep?.socketDir) rmSync(path, { recursive: true, force: true });
+      if (path !== keep?.socketDir) await releaseSocketDir(path);
     }
   }
 
@@ -392,6 +422,38 @@ export class ContainerRuntime {
       generation: e.generation,
       image: imageOf(e.spec),
     };
+  }
+
+  /**
+   * What the manifest asks of the sandbox, checked against the operator's policy: an executable /tmp only when the
+   * operator allows it, a data quota within the operator's cap.
+   */
+  private sandboxPolicy(spec: ContainerPluginSpec): { execTmp: boolean; dataQuotaMb: number } {
+    const c = spec.manifest.container ?? {};
+    if (c.exec_tmp !== undefined && typeof c.exec_tmp !== "boolean")
+      throw new ContainerPluginError(spec.name, "invalid_manifest", "container.exec_tmp must be a boolean");
+    if (c.exec_tmp === true && this.opts.allowExecTmp !== true)
+      throw new ContainerPluginError(
+        spec.name,
+        "not_allowed",
+        "container.exec_tmp asks for an executable /tmp, which the operator's policy does not allow",
+      );
+    const dataQuotaMb = positive(c.data_quota_mb, DEFAULT_DATA_QUOTA_MB, spec.name, "data_quota_mb");
+    const cap = this.opts.maxDataQuotaMb ?? DEFAULT_MAX_DATA_QUOTA_MB;
+    if (!Number.isInteger(dataQuotaMb) || dataQuotaMb < 8)
+      throw new ContainerPluginError(spec.name, "invalid_manifest", "container.data_quota_mb must be an integer >= 8");
+    if (dataQuotaMb > cap)
+      throw new ContainerPluginError(
+        spec.name,
+        "not_allowed",
+        `container.data_quota_mb ${dataQuotaMb} is above the operator's cap of ${cap} MiB`,
+      );
+    return { execTmp: c.exec_tmp === true, dataQuotaMb };
+  }
+
+  /** specHash plus the policy that shapes the container (an executable /tmp allowed or not). */
+  private specHash(spec: ContainerPluginSpec): string {
+    return specHash(spec, `exec_tmp=${this.opts.allowExecTmp === true}`);
   }
 
   /** One operation per plugin at a time (load/swap/unload/restart). */
@@ -420,18 +482,13 @@ export class ContainerRuntime {
     const socketPath = join(socketDir, SOCKET_NAME);
     return {
       spec,
-      specHash: specHash(spec),
+      specHash: this.specHash(spec),
       generation,
       containerId,
       containerName,
       socketDir,
       socketPath,
       uid: this.uidFor(spec.name),
-      proxy: new ContainerProxy({
-        plugin: spec.name,
-        socketPath,
-        onProtocolError: (msg) => this.emit({ type: "log", plugin: spec.name, level: "warn", msg }),
-      }),
       healthPath: spec.manifest.container?.health_path ?? DEFAULT_HEALTH_PATH,
       expectingExit: false,
       restarting: false,
@@ -447,6 +504,7 @@ export class ContainerRuntime {
       throw new ContainerPluginError(spec.name, "invalid_manifest", "container.command must be an array of strings");
     if (c.writable_data !== undefined && typeof c.writable_data !== "boolean")
       throw new ContainerPluginError(spec.name, "invalid_manifest", "container.writable_data must be a boolean");
+    this.sandboxPolicy(spec); // exec_tmp / data_quota_mb against the operator's policy
     if (c.image_archive) {
       const pkg = hostLayout(spec).package;
       const archive = resolve(pkg, c.image_archive);
@@ -475,8 +533,14 @@ export class ContainerRuntime {
     const cpus = positive(c.cpus, DEFAULT_LIMITS.cpus, spec.name, "cpus");
     const pids = Math.floor(positive(c.pids, DEFAULT_LIMITS.pids, spec.name, "pids"));
     const host = hostLayout(spec);
-    const binds = [`${host.package}:${IN_CONTAINER.package}:ro`, `${entry.socketDir}:${IN_CONTAINER.run}:rw`];
-    if (c.writable_data === true) binds.push(`${host.data}:${IN_CONTAINER.data}:rw`);
+    const { execTmp } = this.sandboxPolicy(spec);
+    // Writable mounts are never executable (the host mounts of the socket dir and the data image are noexec too);
+    // the package is read-only and may hold the plugin's own binaries.
+    const binds = [
+      `${host.package}:${IN_CONTAINER.package}:ro,nosuid,nodev`,
+      `${entry.socketDir}:${IN_CONTAINER.run}:rw,${NOEXEC}`,
+    ];
+    if (c.writable_data === true) binds.push(`${host.data}:${IN_CONTAINER.data}:rw,${NOEXEC}`);
     if (nodeBase) binds.push(...this.sdkBinds);
     let cmd = c.command;
     if (cmd && nodeBase && cmd[0] === "node") cmd = [process.execPath, ...cmd.slice(1)];
@@ -512,7 +576,15 @@ export class ContainerRuntime {
           { Name: "nproc", Soft: 1024, Hard: 1024 },
         ],
         Binds: binds,
-        Tmpfs: { "/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777" },
+        // Podman's read-only rootfs puts writable, executable tmpfs on /tmp, /var/tmp and /run by default: each is
+        // replaced by a bounded noexec one (/dev/shm is noexec by default). Mode: runc gives a tmpfs the mode of its
+        // mount point in the image, so /tmp is usable by the plugin's uid only when the image's /tmp is 1777 (the
+        // base images are built so).
+        Tmpfs: {
+          "/tmp": `rw,${execTmp ? "nosuid,nodev" : NOEXEC},size=16m,mode=1777`,
+          "/var/tmp": `rw,${NOEXEC},size=16m,mode=1777`,
+          "/run": `rw,${NOEXEC},size=1m,mode=755`,
+        },
         // Files, not journald (absent without systemd): the last lines go into load-failure errors.
         LogConfig: { Type: "k8s-file", Config: { "max-size": "1mb" } },
         RestartPolicy: { Name: "no" }, // restarts are ours (budget + reporting)
@@ -565,16 +637,23 @@ export class ContainerRuntime {
     }
     const short = this.instanceId.slice(0, 8);
     const entry = this.entryFor(spec, generation, "", `hecate-${short}-${spec.name}-${generation}`);
-    // Socket dir: owned by the plugin's uid only (mode 0700), so only it and root see the socket.
-    rmSync(entry.socketDir, { recursive: true, force: true });
-    mkdirSync(entry.socketDir, { recursive: true, mode: 0o700 });
-    chownSync(entry.socketDir, entry.uid, entry.uid);
-    if (spec.manifest.container?.writable_data === true) ensureOwnedDir(hostLayout(spec).data, entry.uid);
-    // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
-    await this.podman.removeContainer(entry.containerName);
     try {
+      // Socket dir: a fresh 1 MiB tmpfs owned by the plugin's uid only (0700), so only it and root see the socket.
+      await mountSocketDir(entry.socketDir, entry.uid);
+      // The plugin's package is 0600/0700 like everything under $HECATE_HOME: its uid owns it to read it (mounted
+      // read-only, so it cannot change it).
+      ensureOwnedDir(hostLayout(spec).package, entry.uid);
+      if (spec.manifest.container?.writable_data === true) {
+        const data = hostLayout(spec).data;
+        await mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
+        ensureOwnedDir(data, entry.uid);
+      }
+      // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
+      await this.podman.removeContainer(entry.containerName);
       entry.containerId = await this.podman.createContainer(this.createSpec(entry, resolved.image, resolved.nodeBase));
     } catch (err) {
+      await releaseSocketDir(entry.socketDir).catch(() => {});
+      if (err instanceof ContainerPluginError) throw err;
       throw new ContainerPluginError(spec.name, "create_failed", (err as Error).message);
     }
     try {
@@ -583,9 +662,9 @@ export class ContainerRuntime {
     } catch (err) {
       const logs = await this.logs(entry.containerId);
       entry.expectingExit = true;
-      await entry.proxy.drain(0);
+      await entry.link?.close(0);
       await this.podman.removeContainer(entry.containerId).catch(() => {});
-      rmSync(entry.socketDir, { recursive: true, force: true });
+      await releaseSocketDir(entry.socketDir).catch(() => {});
       if (err instanceof ContainerPluginError)
         throw new ContainerPluginError(
           spec.name,
@@ -599,15 +678,17 @@ export class ContainerRuntime {
   }
 
   private mount(entry: Entry): void {
+    const link = entry.link;
+    if (!link) throw new ContainerPluginError(entry.spec.name, "route_failed", "no verified socket to route to");
     const pkg = hostLayout(entry.spec).package;
     const staticDir = resolve(pkg, entry.spec.manifest.static ?? "priv/static");
     const http = entry.spec.manifest.container?.http;
     const mount: PluginMount = {
       routes: [
         // The daemon does not know a container's routes: the manifest's `container.http` holds its CSRF exceptions.
-        { method: "*", path: "/*", handler: entry.proxy.handle, cors: http?.cors, multipart: http?.multipart_paths },
+        { method: "*", path: "/*", handler: link.proxy.handle, cors: http?.cors, multipart: http?.multipart_paths },
       ],
-      upgrade: entry.proxy.upgrade,
+      upgrade: link.proxy.upgrade,
       staticDir: staticDir.startsWith(`${pkg}/`) && existsSync(staticDir) ? staticDir : undefined,
     };
     try {
@@ -617,38 +698,67 @@ export class ContainerRuntime {
     }
   }
 
-  /** Drain, stop with a deadline, remove. Never throws (best effort; logs nothing to lose). */
-  private async retire(e: Entry): Promise<void> {
+  /**
+   * Drain, stop with a deadline, remove; the socket link and the socket dir's tmpfs go last, the data image is
+   * unmounted unless `keepData` (a swap: the next generation uses it). Never throws (best effort).
+   */
+  private async retire(e: Entry, opts: { keepData?: boolean } = {}): Promise<void> {
     e.expectingExit = true;
     e.logs?.abort();
-    await e.proxy.drain(this.opts.drainMs ?? 5000);
+    await e.link?.proxy.drain(this.opts.drainMs ?? 5000);
     try {
       await this.podman.stopContainer(e.containerId, this.opts.stopTimeoutS ?? 5);
     } catch {}
     await this.podman.removeContainer(e.containerId).catch(() => {});
-    rmSync(e.socketDir, { recursive: true, force: true });
-    dropHealthAgent(e.socketPath);
-  }
-
-  private async healthOnce(e: Entry, timeoutMs: number): Promise<boolean> {
+    await e.link?.close(0);
     try {
-      const r = await request(`http://plugin${e.healthPath}`, {
-        dispatcher: healthAgent(e.socketPath),
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      });
-      await r.body.dump();
-      return r.statusCode === 200;
-    } catch {
-      return false;
+      await releaseSocketDir(e.socketDir);
+      if (!opts.keepData) await unmountAll(hostLayout(e.spec).data);
+    } catch (err) {
+      this.emit({ type: "log", plugin: e.spec.name, level: "error", msg: `unmount failed: ${(err as Error).message}` });
     }
   }
 
+  /**
+   * Opens and verifies the plugin's socket (VerifiedSocket): undefined while nothing is bound there yet (or, with
+   * `quiet`, when it is untrusted); an untrusted entry is a plugin log line and a `socket_untrusted` error.
+   */
+  private verifiedLink(e: Entry, quiet = false): SocketLink | undefined {
+    try {
+      return new SocketLink(e.spec.name, VerifiedSocket.open(e.socketPath, e.uid), (msg) =>
+        this.emit({ type: "log", plugin: e.spec.name, level: "warn", msg }),
+      );
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return undefined;
+      const reason = err instanceof UntrustedSocketError ? err.reason : `cannot open it (${code ?? String(err)})`;
+      const msg = `socket ${IN_CONTAINER.run}/${SOCKET_NAME} refused: ${reason}`;
+      this.emit({ type: "log", plugin: e.spec.name, level: "error", msg });
+      if (quiet) return undefined;
+      throw new ContainerPluginError(e.spec.name, "socket_untrusted", msg);
+    }
+  }
+
+  /**
+   * Waits until the plugin's (verified) socket answers the health check, then makes that socket the entry's link:
+   * the routes are switched to it when the entry is mounted (a restart), and the previous link is closed. A socket
+   * that does not answer is closed and opened (and verified) again: a restarted container binds a new one.
+   */
   private async waitHealthy(e: Entry, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let lastInspect = 0;
     while (Date.now() < deadline) {
-      if (existsSync(e.socketPath) && (await this.healthOnce(e, 1000))) return;
+      const candidate = this.verifiedLink(e);
+      if (candidate && (await candidate.probe(e.healthPath, 1000))) {
+        const old = e.link;
+        e.link = candidate;
+        if (old) {
+          if (this.entries.get(e.spec.name) === e) this.mount(e);
+          await old.close(0);
+        }
+        return;
+      }
+      await candidate?.close(0);
       if (Date.now() - lastInspect > 500) {
         lastInspect = Date.now();
         const info = await this.podman.inspectContainer(e.containerId);
@@ -719,7 +829,7 @@ export class ContainerRuntime {
     const timeout = Math.min(2000, Math.max(200, this.opts.healthIntervalMs ?? 5000));
     for (const e of [...this.entries.values()]) {
       if (e.expectingExit || e.restarting || e.failed) continue;
-      if (await this.healthOnce(e, timeout)) {
+      if (await e.link?.probe(e.healthPath, timeout)) {
         e.healthFails = 0;
         continue;
       }
@@ -774,6 +884,9 @@ export class ContainerRuntime {
         }
         e.expectingExit = false;
         const restartedAt = Date.now();
+        // A fresh socket dir: nothing the crashed process left there (a stale socket, a symlink) is seen again.
+        // The old link keeps its fd (and so the old tmpfs) until the new socket is verified and routed.
+        await mountSocketDir(e.socketDir, e.uid);
         await this.podman.startContainer(e.containerId);
         await this.waitHealthy(e, this.opts.healthTimeoutMs ?? 20_000);
         e.healthFails = 0;
@@ -862,15 +975,13 @@ function imageOf(spec: ContainerPluginSpec): string {
  * package content (its hecate-files.json lists every file's digest; an upgrade replaces the package dir, and a
  * container started before would still see the old, unlinked files through its bind mount).
  */
-export function specHash(spec: ContainerPluginSpec): string {
+export function specHash(spec: ContainerPluginSpec, policy = ""): string {
   let files = "";
   try {
     files = readFileSync(join(hostLayout(spec).package, "hecate-files.json"), "utf8");
   } catch {}
-  return createHash("sha256")
-    .update(JSON.stringify([spec.dir, spec.manifest, spec.settings ?? {}, process.versions.node, files]))
-    .digest("hex")
-    .slice(0, 16);
+  const what = [spec.dir, spec.manifest, spec.settings ?? {}, process.versions.node, files, SANDBOX_LAYOUT, policy];
+  return createHash("sha256").update(JSON.stringify(what)).digest("hex").slice(0, 16);
 }
 
 export function persistentInstanceId(home: string): string {
@@ -883,21 +994,4 @@ export function persistentInstanceId(home: string): string {
   const id = randomUUID();
   writeFileSync(file, `${id}\n`, { mode: 0o600 });
   return id;
-}
-
-const healthAgents = new Map<string, Agent>();
-/** One small agent per socket for health probes (separate from the proxy pool so probes never queue behind it). */
-function healthAgent(socketPath: string): Agent {
-  let a = healthAgents.get(socketPath);
-  if (!a) {
-    a = new Agent({ connect: { socketPath }, keepAliveTimeout: 1000, connections: 1 });
-    healthAgents.set(socketPath, a);
-  }
-  return a;
-}
-
-function dropHealthAgent(socketPath: string): void {
-  const a = healthAgents.get(socketPath);
-  healthAgents.delete(socketPath);
-  void a?.close().catch(() => {});
 }

@@ -64,7 +64,9 @@ class Host {
   constructor(readonly boot: HostBoot) {
     const emit = (e: PluginHostEvent) => send(e);
     this.worker = new WorkerPluginHost(this.router, boot.home, boot.runtime ?? {}, emit);
-    this.container = boot.containers ? new ContainerPluginHost(this.router, boot.home, emit) : undefined;
+    this.container = boot.containers
+      ? new ContainerPluginHost(this.router, boot.home, emit, boot.containerPolicy)
+      : undefined;
     this.remote = new RemotePluginHost(this.router);
     // The main host serves the plugin listener: its Host allow-list and caps apply here, where the connections are.
     this.server = boot.listenPath

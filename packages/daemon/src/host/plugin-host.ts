@@ -12,7 +12,7 @@ import type { ContainerPluginSpec, ContainerRuntime } from "../container/runtime
 import type { Router } from "../http/router.js";
 import { PluginRuntime, type RuntimeOptions } from "../runtime/plugin-runtime.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
-import type { HostedSpec, LoadedInfo, ReconcileOutcome } from "./protocol.js";
+import type { ContainerPolicy, HostedSpec, LoadedInfo, ReconcileOutcome } from "./protocol.js";
 
 export type PluginHostEvent =
   | { t: "crashed"; plugin: string; reason: string }
@@ -82,6 +82,7 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     private readonly router: Router,
     private readonly home: string,
     private readonly emit: Emit,
+    private readonly policy: ContainerPolicy = {},
   ) {}
 
   /** Podman is only started for the first container plugin. */
@@ -97,6 +98,7 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
         home: this.home,
         podman: this.podman,
         router: this.router,
+        ...this.policy,
         onEvent: (e) => {
           if (e.type === "crashed")
             this.emit({

@@ -29,6 +29,13 @@ export interface HostBoot {
   /** The plugin listener's Host allow-list (main host) and connection caps. */
   allowedHosts: string[];
   limits?: ConnectionLimits;
+  /** The operator's container sandbox policy (see DaemonOptions.containerPolicy). */
+  containerPolicy?: ContainerPolicy;
+}
+
+export interface ContainerPolicy {
+  allowExecTmp?: boolean;
+  maxDataQuotaMb?: number;
 }
 
 /** How a plugin is run by a host. */

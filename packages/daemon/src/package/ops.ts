@@ -2,6 +2,8 @@
  * The package operations the lifecycle uses (PackageOps), bound to a home's trust policy: the daemon's one adapter
  * over extract / integrity / manifest.
  */
+import { chmod, lstat, readdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { PackageOps } from "../lifecycle/loader.js";
 import { extractPackage, readArchiveManifest, recoverPackageDir } from "./extract.js";
 import { loadTrustPolicy, verifyPackageDir } from "./integrity.js";
@@ -19,11 +21,29 @@ export function packageOps(home: string, requireSignature?: boolean): PackageOps
   };
   trust();
   return {
-    extractPackage: (archive, target, o) =>
-      extractPackage(archive, target, { trust: trust(), hecateVersion: HECATE_VERSION, expectedName: o?.expectedName }),
+    extractPackage: async (archive, target, o) => {
+      const r = await extractPackage(archive, target, {
+        trust: trust(),
+        hecateVersion: HECATE_VERSION,
+        expectedName: o?.expectedName,
+      });
+      await ownerOnly(target); // extraction applies the archive's modes (0644/0755): the home stays 0600/0700
+      return r;
+    },
     readArchiveManifest: (archive) => readArchiveManifest(archive),
     verifyPackageDir: (dir) => verifyPackageDir(dir, trust()),
     validateManifest: (v) => validateManifest(v, { hecateVersion: HECATE_VERSION }),
     recoverPackageDir,
   };
+}
+
+/**
+ * Drops group/other (and setuid/setgid/sticky) bits of a tree the daemon wrote; symlinks are left alone. Async: a
+ * large package never blocks the event loop.
+ */
+async function ownerOnly(path: string): Promise<void> {
+  const st = await lstat(path);
+  if (st.isSymbolicLink()) return;
+  if (st.mode & 0o7077) await chmod(path, st.mode & 0o700);
+  if (st.isDirectory()) for (const e of await readdir(path)) await ownerOnly(join(path, e));
 }

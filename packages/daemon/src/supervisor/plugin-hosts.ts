@@ -21,7 +21,7 @@ import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { ContainerPluginSpec } from "../container/runtime.js";
 import type { HostRuntimeOptions } from "../host/plugin-host.js";
-import type { HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
+import type { ContainerPolicy, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
@@ -42,6 +42,7 @@ export interface PluginHostsOptions {
   /** The plugin listener's Host allow-list entries (besides loopback) and connection caps, applied by the main host. */
   allowedHosts?: string[];
   limits?: ConnectionLimits;
+  containerPolicy?: ContainerPolicy;
 }
 
 /** What `host-crashed` reports: the data of `plugin_host_crashed_v1` (the lifecycle records it). */
@@ -106,8 +107,8 @@ export class PluginHosts extends EventEmitter {
   /** The main host may receive connections: false from its death until its plugins are restored. */
   private mainServing = true;
   private adminSocketPath: string | undefined;
-  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits">> &
-    Pick<PluginHostsOptions, "limits"> & { runtime: HostRuntimeOptions };
+  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy">> &
+    Pick<PluginHostsOptions, "limits" | "containerPolicy"> & { runtime: HostRuntimeOptions };
 
   constructor(options: PluginHostsOptions) {
     super();
@@ -293,6 +294,7 @@ export class PluginHosts extends EventEmitter {
         adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
         allowedHosts: this.o.allowedHosts,
         limits: this.o.limits,
+        containerPolicy: this.o.containerPolicy,
       });
       proc.on("event", (e) => this.onHostEvent(hostId, e));
       if (hostId === MAIN) proc.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));

@@ -10,6 +10,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { mountsUnder } from "../../src/container/host-mounts.js";
 import { nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { buildPythonImageArchive } from "../../src/container/python-image.js";
 import { LABEL_INSTANCE } from "../../src/container/runtime.js";
@@ -313,11 +314,14 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
           "the healthy container of the same spec was adopted, not restarted; the orphan is gone",
         );
         assert.ok(await podman.inspectContainer(foreign), "another instance's container untouched");
+        // The adopted container's socket tmpfs outlived the killed daemon and is the one in use (verified again).
+        assert.deepEqual(mountsUnder(home), [join(home, "run", "containers", `${NAME}.1`)]);
 
         second.child.kill("SIGTERM");
         assert.equal((await second.exited).code, 0, second.output());
         assert.equal(await podman.ping(), false, "the adopted podman service was stopped too");
         assert.equal(psAll(home), "", "graceful stop leaves no container");
+        assert.deepEqual(mountsUnder(home), [], "nor a mount");
       } finally {
         // Through the CLI: the daemon may have stopped the API service already.
         execFileSync("podman", ["rm", "-f", "--ignore", foreign, orphan], { stdio: "ignore" });
@@ -344,6 +348,7 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       const v = (await unixRequest(second.socketPath, "GET", `/admin/api/plugins/${NAME}`)).json();
       assert.equal(v.status, "deactivated", JSON.stringify(v));
       assert.equal(psAll(home), "", "the deactivated plugin's container was removed at boot");
+      assert.deepEqual(mountsUnder(home), [], "and its socket tmpfs, left mounted by the crash, unmounted");
       second.child.kill("SIGTERM");
       assert.equal((await second.exited).code, 0, second.output());
       assert.equal(await podman.ping(), false, "podman service stopped");

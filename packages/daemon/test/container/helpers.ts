@@ -5,6 +5,7 @@ import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type PluginManifest, pluginPaths } from "@hecate/sdk";
+import { request } from "undici";
 import {
   type ContainerEvent,
   type ContainerPluginSpec,
@@ -118,4 +119,20 @@ export function installPlugin(
   manifest.name = name;
   patch(manifest);
   return { name, dir, manifest };
+}
+
+/**
+ * A state-changing request to a plugin route as a same-origin JSON client sends it (JSON body and content type, no
+ * Origin), so CSRF rules on plugin routes never get in the way of what a test checks.
+ */
+export async function postJson<T = Record<string, unknown>>(
+  url: string,
+): Promise<{ status: number; text: string; json: T }> {
+  const r = await request(url, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  const text = await r.body.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: r.statusCode, text, json: json as T };
 }
