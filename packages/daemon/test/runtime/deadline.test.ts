@@ -13,7 +13,14 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { buildPackage, startTestDaemon, type TestDaemon, until } from "../lifecycle/helpers.js";
+import {
+  buildPackage,
+  spawnDaemon,
+  startTestDaemon,
+  type TestDaemon,
+  unixRequest,
+  until,
+} from "../lifecycle/helpers.js";
 
 const MiB = 1024 * 1024;
 
@@ -209,5 +216,28 @@ describe("no operator cap: deadline default 300 ms; reply cap the default 64 MiB
     const r = await get(d, "/big-stream");
     assert.equal(r.status, 200);
     assert.equal(r.bytes, 80 * MiB);
+  });
+});
+
+describe("the operator's env (main.js)", () => {
+  test("HECATE_HANDLER_TIMEOUT_MS / HECATE_MAX_REPLY_BYTES reach the plugin host; a bad value exits 2", async () => {
+    const home = mkdtempSync(join(pkgDir, "home-"));
+    const bad = spawnDaemon(home, { HECATE_MAX_REPLY_BYTES: "64MB" });
+    assert.equal((await bad.exited).code, 2);
+    assert.match(bad.output(), /HECATE_MAX_REPLY_BYTES must be a non-negative integer/);
+    const d = spawnDaemon(home, { HECATE_HANDLER_TIMEOUT_MS: "300", HECATE_MAX_REPLY_BYTES: "1000000" });
+    try {
+      const url = await d.url;
+      const r = await unixRequest(d.socketPath, "POST", "/admin/api/plugins", readFileSync(await archive), {
+        "content-type": "application/gzip",
+      });
+      assert.equal(r.status, 201, r.body);
+      await until(async () => (await fetch(`${url}/plugin/dl/api/who`)).ok, 20_000, "plugin dl serving");
+      assert.equal((await fetch(`${url}/plugin/dl/api/sleep/900`)).status, 504);
+      assert.equal((await fetch(`${url}/plugin/dl/api/text/600000`)).status, 502);
+    } finally {
+      d.child.kill("SIGTERM");
+      await d.exited;
+    }
   });
 });
