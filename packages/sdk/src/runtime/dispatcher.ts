@@ -408,7 +408,7 @@ export class Dispatcher {
       if (size === undefined) body = encoder.encode(b);
       headers["content-type"] ??= "text/plain; charset=utf-8";
     } else {
-      const json = stringifyWithin(b, cap);
+      const json = jsonOrTooLong(b, cap);
       size = typeof json === "number" ? json : utf8Above(json, cap);
       if (size === undefined) body = encoder.encode(json as string);
       headers["content-type"] ??= "application/json; charset=utf-8";
@@ -550,8 +550,11 @@ function utf8Above(s: string, cap: number): number | undefined {
   return n > cap ? n : undefined;
 }
 
-/** JSON.stringify, or the length reached when the result would pass V8's string limit (RangeError): over any cap. */
-function stringifyWithin(v: unknown, cap: number): string | number {
+/**
+ * JSON.stringify, or `cap + 1` when the JSON would pass V8's longest string (its RangeError). Not bounded: the
+ * stringify itself; JSON outgrowing the worker's heap ends the worker (a plugin crash, measured not fatal to the host).
+ */
+function jsonOrTooLong(v: unknown, cap: number): string | number {
   try {
     return JSON.stringify(v) ?? ""; // undefined for a function or symbol body: empty, as before
   } catch (err) {
