@@ -24,7 +24,7 @@ import { createHttpServer, listen } from "./http/server.js";
 import { Loader } from "./lifecycle/loader.js";
 import { LifecycleService } from "./lifecycle/service.js";
 import { packageOps } from "./package/ops.js";
-import type { RuntimeOptions } from "./runtime/plugin-runtime.js";
+import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
 import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
 
 export interface DaemonOptions {
@@ -121,6 +121,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
   checkRunDir(runDir);
   const limits = resolveLimits(opts.limits); // bad values fail the start before anything is opened
+  checkRequestLimits(opts.runtime ?? {}); // the same for the handler deadline and reply caps
   const host = opts.host ?? "127.0.0.1";
   const bindName = bindAddressHost(host);
   const allowList = new HostAllowList([...(opts.allowedHosts ?? []), ...(bindName ? [bindName] : [])]);

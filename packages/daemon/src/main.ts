@@ -8,13 +8,17 @@
  * HECATE_MAX_CONNECTIONS, HECATE_MAX_CONNECTIONS_PER_CLIENT, HECATE_MAX_WEBSOCKETS, HECATE_MAX_WEBSOCKETS_PER_CLIENT,
  * HECATE_RESERVED_FDS (defaults from the fd limit, see http/conn-limits.ts),
  * HECATE_CONTAINER_EXEC_TMP=1 (a container manifest may ask for an executable /tmp), HECATE_CONTAINER_MAX_DATA_MB
- * (cap of container data quotas, default 1024). pino JSON logs on stdout.
+ * (cap of container data quotas, default 1024).
+ * plugin request limits:
+ * HECATE_HANDLER_TIMEOUT_MS (deadline of a route that sets none, default 30000, 0 = none), HECATE_MAX_HANDLER_TIMEOUT_MS
+ * (cap on every route's deadline, 0 = no cap; default), HECATE_MAX_REPLY_BYTES (largest non-streamed reply body,
+ * default 67108864 = 64 MiB). pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
  */
 import { hecateHome } from "@hecate/sdk";
-import { startDaemon } from "./daemon.js";
+import { type DaemonOptions, startDaemon } from "./daemon.js";
 import type { ConnectionLimits } from "./http/conn-limits.js";
 import { parseHostList } from "./http/host-allow.js";
 
@@ -24,6 +28,12 @@ const LIMIT_ENV: [keyof ConnectionLimits, string][] = [
   ["maxWebSockets", "HECATE_MAX_WEBSOCKETS"],
   ["maxWebSocketsPerClient", "HECATE_MAX_WEBSOCKETS_PER_CLIENT"],
   ["reservedFds", "HECATE_RESERVED_FDS"],
+];
+
+const RUNTIME_ENV: ["handlerTimeoutMs" | "maxHandlerTimeoutMs" | "maxReplyBytes", string][] = [
+  ["handlerTimeoutMs", "HECATE_HANDLER_TIMEOUT_MS"],
+  ["maxHandlerTimeoutMs", "HECATE_MAX_HANDLER_TIMEOUT_MS"],
+  ["maxReplyBytes", "HECATE_MAX_REPLY_BYTES"],
 ];
 
 /** A non-negative integer env value; unset = undefined; anything else exits 2 with a clear message. */
@@ -77,6 +87,11 @@ async function main(): Promise<void> {
     if (n !== undefined) limits[key] = n;
   }
   const sessionTtlS = intEnv("HECATE_ADMIN_SESSION_TTL_S");
+  const runtime: NonNullable<DaemonOptions["runtime"]> = {};
+  for (const [key, env] of RUNTIME_ENV) {
+    const n = intEnv(env);
+    if (n !== undefined) runtime[key] = n;
+  }
   const daemon = await startDaemon({
     home: hecateHome(),
     ...(port !== undefined ? { port } : {}),
@@ -91,6 +106,7 @@ async function main(): Promise<void> {
     ...(process.env.HECATE_REQUIRE_SIGNATURE === "1" ? { requireSignature: true } : {}),
     allowedHosts: parseHostList(process.env.HECATE_ALLOWED_HOSTS),
     limits,
+    runtime,
     ...(sessionTtlS !== undefined ? { adminSessionTtlMs: sessionTtlS * 1000 } : {}),
   });
   console.log(`hecate listening on ${daemon.url}`);

@@ -88,7 +88,10 @@ export interface PluginRequest {
   /** Lower-cased header names. */
   headers: Record<string, string | string[] | undefined>;
   remoteAddress?: string;
-  /** Aborted when the client goes away or the plugin is unloading past its deadline. */
+  /**
+   * Aborted when the client goes away, the route's deadline passes (see RouteRequestOptions.timeoutMs) or the plugin
+   * is unloading past its deadline.
+   */
   signal: AbortSignal;
   /** Body as a stream (never buffered by the host). */
   stream(): Readable;
@@ -133,7 +136,7 @@ export interface CorsPolicy {
   headers?: string[];
 }
 
-/** Request rules of an HTTP route, enforced by the daemon before the plugin sees the request. */
+/** Request rules of an HTTP route, enforced by the daemon (before the plugin sees the request, and its deadline). */
 export interface RouteRequestOptions {
   /** Open the route to other origins (see CorsPolicy). */
   cors?: CorsPolicy;
@@ -142,6 +145,12 @@ export interface RouteRequestOptions {
    * (`application/json` or `application/*+json`): anything else is refused with 415.
    */
   multipart?: boolean;
+  /**
+   * Handler deadline (ms) from the request's dispatch to the reply head, default 30 000; `0` = none. The operator's
+   * cap (`HECATE_MAX_HANDLER_TIMEOUT_MS`) bounds it, `0` included. Past it the client gets 504 `handler_timeout` and
+   * `req.signal` aborts (reason: a `TimeoutError` DOMException). A streamed reply is not cut once its head went out.
+   */
+  timeoutMs?: number;
 }
 
 /** An HTTP route, path relative to `/plugin/{name}/api` (find-my-way syntax: `/tasks/:id`, `/files/*`). */

@@ -5,12 +5,17 @@
  */
 import type { CorsPolicy, HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "./contract.js";
 
+/** Default cap of a non-streamed reply body: 64 MiB (larger answers must stream). */
+export const DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024;
+
 /** `workerData` given to the worker host. */
 export interface WorkerBoot {
   pluginName: string;
   /** Absolute path of the callback module. */
   entry: string;
   config: PluginConfig;
+  /** Largest non-streamed reply body (bytes), default DEFAULT_MAX_REPLY_BYTES (see DispatcherOptions). */
+  maxReplyBytes?: number;
 }
 
 /** A route as announced by the worker after `init`. `id` is what requests refer to. */
@@ -27,6 +32,8 @@ export interface RouteAnnouncement {
   multipart?: boolean;
   /** ws routes only: the route's `maxPayload` when it set one. */
   maxPayload?: number;
+  /** http routes only: the plugin's handler deadline (ms, 0 = none; see HttpRouteDefinition.timeoutMs). */
+  timeoutMs?: number;
 }
 
 // ---- main -> worker ----
@@ -49,8 +56,11 @@ export type MainToWorker =
     }
   | { t: "body"; id: number; chunk: Uint8Array }
   | { t: "end"; id: number }
-  /** The client went away: abort the handler's signal. */
-  | { t: "abort"; id: number }
+  /**
+   * Abort the handler's signal: the client went away, or (`timeoutMs` set) the route's deadline passed and the host
+   * already answered 504.
+   */
+  | { t: "abort"; id: number; timeoutMs?: number }
   /** Flow control: the main thread has written `bytes` more of response `id` to the socket. */
   | { t: "res-ack"; id: number }
   | {

@@ -10,7 +10,7 @@ import { EventEmitter } from "node:events";
 import type { ResourceLimits } from "node:worker_threads";
 import type { PluginManifest, StoreConfig } from "@hecate/sdk";
 import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
-import type { RouteAnnouncement } from "@hecate/sdk/protocol";
+import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement } from "@hecate/sdk/protocol";
 import { wsServersByLimit } from "@hecate/sdk/runtime/ws-servers";
 import type { WebSocketServer } from "ws";
 import { type PluginMount, RouteError, type Router } from "../http/router.js";
@@ -55,12 +55,29 @@ export interface RuntimeOptions {
   restartBudget?: { maxRestarts: number; windowMs: number };
   /** Default unload/swap drain+terminate deadline (ms). */
   unloadDeadlineMs?: number;
+  /** Deadline (ms) of an HTTP route that sets no `timeoutMs`, default 30 000; 0 = none. */
+  handlerTimeoutMs?: number;
+  /** The operator's cap on every route's deadline (ms), a route's `0` included; default 0 = no cap. */
+  maxHandlerTimeoutMs?: number;
+  /** Largest non-streamed reply body (bytes), default 64 MiB: above it a 502 `reply_too_large`; larger must stream. */
+  maxReplyBytes?: number;
   /** Largest ws message accepted from a client (bytes), default 1 MiB. */
   wsMaxPayload?: number;
   /** A dead worker's child process groups get SIGTERM, then SIGKILL after this long (default 2000 ms). */
   childGraceMs?: number;
   onCrashed?: (name: string, reason: string) => void;
   onDisabled?: (name: string, reason: string) => void;
+}
+
+/** The request limits of RuntimeOptions that an operator sets (env in main.ts), checked before anything starts. */
+export function checkRequestLimits(
+  o: Pick<RuntimeOptions, "handlerTimeoutMs" | "maxHandlerTimeoutMs" | "maxReplyBytes">,
+): void {
+  for (const key of ["handlerTimeoutMs", "maxHandlerTimeoutMs", "maxReplyBytes"] as const) {
+    const v = o[key];
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (key === "maxReplyBytes" ? 1 : 0)))
+      throw new Error(`${key} must be a ${key === "maxReplyBytes" ? "positive" : "non-negative"} integer, got ${v}`);
+  }
 }
 
 interface Entry {
@@ -90,6 +107,7 @@ export class PluginRuntime extends EventEmitter {
   constructor(options: RuntimeOptions) {
     super();
     this.router = options.router;
+    checkRequestLimits(options);
     ensureSdkLink(options.home);
     this.o = {
       resourceLimits: options.resourceLimits ?? {
@@ -103,6 +121,9 @@ export class PluginRuntime extends EventEmitter {
       restartBudget: options.restartBudget ?? { maxRestarts: 3, windowMs: 5 * 60_000 },
       unloadDeadlineMs: options.unloadDeadlineMs ?? 5000,
       wsMaxPayload: options.wsMaxPayload ?? DEFAULT_WS_MAX_PAYLOAD,
+      handlerTimeoutMs: options.handlerTimeoutMs ?? 30_000,
+      maxHandlerTimeoutMs: options.maxHandlerTimeoutMs ?? 0,
+      maxReplyBytes: options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES,
     };
     this.reaper = new ChildReaper(options.childGraceMs ?? 2000);
     if (options.onCrashed) this.on("crashed", options.onCrashed);
@@ -215,6 +236,9 @@ export class PluginRuntime extends EventEmitter {
       heartbeatIntervalMs: this.o.heartbeatIntervalMs,
       heartbeatTimeoutMs: this.o.heartbeatTimeoutMs,
       wssFor: this.wssFor,
+      handlerTimeoutMs: this.o.handlerTimeoutMs,
+      maxHandlerTimeoutMs: this.o.maxHandlerTimeoutMs,
+      maxReplyBytes: this.o.maxReplyBytes,
     });
     this.reaper.track(worker.worker);
     // Plugin logs (handler errors, unhandled rejections...) go to the daemon's logger when one listens, else stderr.

@@ -49,6 +49,12 @@ export class PluginLoadError extends Error {
 
 export interface WorkerOptions {
   resourceLimits: ResourceLimits;
+  /** Deadline of a route that sets no `timeoutMs` (ms, 0 = none). */
+  handlerTimeoutMs: number;
+  /** The operator's cap on every route's deadline, `0` (none) included; 0 = no cap. */
+  maxHandlerTimeoutMs: number;
+  /** Largest non-streamed reply body (bytes): checked by the worker's dispatcher before encoding, and here. */
+  maxReplyBytes: number;
   loadTimeoutMs: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
@@ -65,6 +71,10 @@ interface PendingHttp {
   inflight: number;
   /** Streamed reply with a declared Content-Length: bytes still owed; -1 = not counted (chunked, or no body). */
   owed: number;
+  /** Date.now() past which the reply head is late (504); 0 = no deadline, or the head went out. */
+  deadline: number;
+  /** The route's deadline (ms), for the 504 and the worker's abort reason. */
+  timeoutMs: number;
 }
 
 interface PendingWs {
@@ -98,6 +108,10 @@ export class PluginWorker extends EventEmitter {
   manifest?: PluginManifest;
   storeConfig: StoreConfig | null = null;
   routes: RouteAnnouncement[] = [];
+  /** Each route's effective handler deadline (ms, 0 = none), by route id. */
+  private deadlines: number[] = [];
+  /** Sweeps the pending requests for passed deadlines (see startDeadlineSweep). */
+  private sweeper: NodeJS.Timeout | undefined;
   readonly startedAt = Date.now();
   loadMs = 0;
   private readonly realRoot: string;
@@ -125,7 +139,12 @@ export class PluginWorker extends EventEmitter {
   ) {
     super();
     this.realRoot = realpathSync(spec.root);
-    const boot: WorkerBoot = { pluginName: spec.name, entry: spec.entry, config: spec.config };
+    const boot: WorkerBoot = {
+      pluginName: spec.name,
+      entry: spec.entry,
+      config: spec.config,
+      maxReplyBytes: opts.maxReplyBytes,
+    };
     this.worker = new Worker(WORKER_HOST, {
       workerData: boot,
       resourceLimits: spec.resourceLimits ?? opts.resourceLimits,
@@ -157,6 +176,7 @@ export class PluginWorker extends EventEmitter {
           this.state = "ready";
           this.loadMs = Date.now() - this.startedAt;
           this.startWatchdog();
+          this.startDeadlineSweep();
           resolve(m);
         } else if (m.t === "load-failed") {
           cleanup();
@@ -210,7 +230,9 @@ export class PluginWorker extends EventEmitter {
       return;
     }
     const id = this.nextId++;
-    const pending: PendingHttp = { req, res, inflight: 0, owed: -1 };
+    const timeoutMs = this.deadlines[route.id] ?? 0;
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : 0;
+    const pending: PendingHttp = { req, res, inflight: 0, owed: -1, deadline, timeoutMs };
     this.reqs.set(id, pending);
     res.on("close", () => {
       // Closed before we finished it: the client went away.
@@ -271,6 +293,7 @@ export class PluginWorker extends EventEmitter {
   private onResponse(m: Extract<WorkerToMain, { t: "res" }>): void {
     const p = this.reqs.get(m.id);
     if (!p) return;
+    p.deadline = 0; // the head is here: a streamed or file body is not cut by the deadline
     const { req, res } = p;
     if (res.headersSent) {
       this.breakReply(m.id, p, "sent a second reply head");
@@ -320,6 +343,11 @@ export class PluginWorker extends EventEmitter {
     } else if (bodiless) {
       if (length != null) headers["content-length"] = length; // HEAD / 304: the length the GET body would have
     } else headers["content-length"] = 0;
+    if (m.body && m.body.byteLength > this.opts.maxReplyBytes) {
+      // The SDK's dispatcher refuses these before encoding; this catches a worker that posts around it.
+      this.badReply(m.id, p, `body of ${m.body.byteLength} bytes above the ${this.opts.maxReplyBytes}-byte cap`);
+      return;
+    }
     try {
       res.writeHead(status, headers);
     } catch (err) {
@@ -545,6 +573,40 @@ export class PluginWorker extends EventEmitter {
     }
   }
 
+  /**
+   * Handler deadlines, enforced here on the main thread so a wedged worker cannot dodge them: ONE interval per
+   * worker sweeps the pending requests, so a dispatch costs one Date.now() (~0.1 us here) instead of a
+   * setTimeout + clearTimeout pair (~0.6-1.3 us, plus a Timeout object per request). Its period is a tenth of the
+   * shortest route deadline (10-250 ms), so a 504 comes at most ~10% (250 ms) late. The deadline runs from the
+   * dispatch to the reply head: a streamed or file reply is not cut once its head went out.
+   */
+  private startDeadlineSweep(): void {
+    const { handlerTimeoutMs, maxHandlerTimeoutMs } = this.opts;
+    this.deadlines = [];
+    for (const r of this.routes) this.deadlines[r.id] = routeDeadline(r, handlerTimeoutMs, maxHandlerTimeoutMs);
+    const shortest = Math.min(...this.deadlines.filter((ms) => ms > 0));
+    if (!Number.isFinite(shortest)) return;
+    this.sweeper = setInterval(() => this.sweepDeadlines(), Math.min(250, Math.max(10, shortest / 10)));
+    this.sweeper.unref();
+  }
+
+  private sweepDeadlines(): void {
+    if (this.reqs.size === 0) return;
+    const now = Date.now();
+    for (const [id, p] of this.reqs) if (p.deadline !== 0 && p.deadline <= now) this.timeOut(id, p);
+  }
+
+  /** Past its deadline with no reply head: 504 to the client, the handler's `req.signal` aborts, a log line. */
+  private timeOut(id: number, p: PendingHttp): void {
+    this.reqs.delete(id);
+    this.post({ t: "abort", id, timeoutMs: p.timeoutMs });
+    this.replyLog(p.req, `no reply within ${p.timeoutMs} ms: 504`);
+    if (!p.res.headersSent)
+      sendJsonError(p.res, 504, "handler_timeout", `plugin ${this.spec.name} did not answer within ${p.timeoutMs} ms`);
+    else p.res.destroy();
+    this.checkDrained();
+  }
+
   private startWatchdog(): void {
     const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.opts;
     // The deadline is a timer of its own armed with each ping: checking it on the next interval tick instead let a
@@ -611,6 +673,7 @@ export class PluginWorker extends EventEmitter {
     const wasStarting = this.state === "starting";
     this.state = "dead";
     clearInterval(this.watchdog);
+    clearInterval(this.sweeper);
     clearTimeout(this.pingDeadline);
     const reason = this.deathReason ?? `worker exited with code ${code}`;
     for (const [id, p] of this.reqs) {
@@ -628,6 +691,17 @@ export class PluginWorker extends EventEmitter {
     this.terminatedWaiter?.();
     this.emit("dead", reason, this.expectedExit && !wasStarting);
   }
+}
+
+/**
+ * A route's handler deadline (ms, 0 = none): its own `timeoutMs`, else the default; the operator's cap (when > 0)
+ * bounds both, `0` included. ws routes have none (a connection lives as long as it likes).
+ */
+export function routeDeadline(route: RouteAnnouncement, defaultMs: number, capMs: number): number {
+  if (route.kind !== "http") return 0;
+  const own = route.timeoutMs ?? defaultMs;
+  if (capMs > 0) return own === 0 ? capMs : Math.min(own, capMs);
+  return own;
 }
 
 /** A plugin's Content-Length as a number; null when it is not one (a list, a sign, spaces, a fraction...). */

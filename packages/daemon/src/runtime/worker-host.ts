@@ -20,15 +20,18 @@ const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMess
 const children = guardChildProcesses((m) => port.postMessage(m));
 /** When the main thread wants the worker gone (`terminate` carries the deadline). */
 let terminateBy = 0;
-const dispatcher = new Dispatcher({
-  post: (msg, transfer) => {
-    if (msg.t !== "terminated" || children.groups.size === 0) return batch.post(msg, transfer);
-    // The plugin's terminate() has run: stop what it left running before reporting `terminated` (after which the
-    // main thread ends this worker), within half of what is left of the deadline.
-    const graceMs = Math.min(2000, Math.max(100, (terminateBy - Date.now()) / 2));
-    void children.stopAll(graceMs).finally(() => batch.post(msg, transfer));
+const dispatcher = new Dispatcher(
+  {
+    post: (msg, transfer) => {
+      if (msg.t !== "terminated" || children.groups.size === 0) return batch.post(msg, transfer);
+      // The plugin's terminate() has run: stop what it left running before reporting `terminated` (after which the
+      // main thread ends this worker), within half of what is left of the deadline.
+      const graceMs = Math.min(2000, Math.max(100, (terminateBy - Date.now()) / 2));
+      void children.stopAll(graceMs).finally(() => batch.post(msg, transfer));
+    },
   },
-});
+  { maxReplyBytes: boot.maxReplyBytes },
+);
 // Whatever was posted in the last turn (a log line before process.exit...) still goes out.
 process.on("exit", batch.flush);
 

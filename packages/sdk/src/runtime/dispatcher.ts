@@ -20,7 +20,7 @@ import type {
   WsRouteDefinition,
 } from "../contract.js";
 import { HttpError } from "../contract.js";
-import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+import { DEFAULT_MAX_REPLY_BYTES, type MainToWorker, type RouteAnnouncement, type WorkerToMain } from "../protocol.js";
 import { requestOptionsProblem } from "../request-policy.js";
 import { stopAll as stopSupervisors } from "../supervisor.js";
 import { runTerminateHooks, setLogSink } from "./hooks.js";
@@ -34,6 +34,14 @@ export interface DispatcherTransport {
 }
 
 export type LoadResult = Extract<WorkerToMain, { t: "ready" } | { t: "load-failed" }>;
+
+export interface DispatcherOptions {
+  /**
+   * Largest non-streamed reply body in bytes (default DEFAULT_MAX_REPLY_BYTES): a larger `body` is answered 502
+   * `reply_too_large` (and logged) instead of being encoded; larger answers must stream.
+   */
+  maxReplyBytes?: number;
+}
 
 const ALL_METHODS: HttpMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -143,8 +151,13 @@ export class Dispatcher {
   private readonly requests = new Map<number, ActiveRequest>();
   private readonly conns = new Map<number, ActiveConn>();
   private terminating = false;
+  private readonly maxReplyBytes: number;
 
-  constructor(private readonly transport: DispatcherTransport) {
+  constructor(
+    private readonly transport: DispatcherTransport,
+    options: DispatcherOptions = {},
+  ) {
+    this.maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
     // SDK helpers (scheduler...) log into this plugin's log.
     setLogSink((level, msg, fields) => this.log(level, msg, fields));
   }
@@ -213,7 +226,12 @@ export class Dispatcher {
       case "abort": {
         const r = this.requests.get(msg.id);
         if (r) {
-          r.abort(new Error("client went away"));
+          // A deadline aborts like AbortSignal.timeout() does: a TimeoutError DOMException.
+          r.abort(
+            msg.timeoutMs === undefined
+              ? new Error("client went away")
+              : new DOMException(`handler deadline of ${msg.timeoutMs} ms passed`, "TimeoutError"),
+          );
           this.wakeAcks(r, Number.POSITIVE_INFINITY);
           this.requests.delete(msg.id);
         }
@@ -310,7 +328,7 @@ export class Dispatcher {
     }
     if (!this.requests.has(msg.id)) return; // aborted meanwhile: nobody to answer
     try {
-      await this.sendReply(msg.id, msg.method, result, active);
+      await this.sendReply(msg.id, msg.method, msg.path, result, active);
     } catch (err) {
       this.log("error", `sending the reply of ${msg.method} ${msg.path} failed: ${errMessage(err)}`);
       this.transport.post({ t: "res-end", id: msg.id, error: errMessage(err) });
@@ -335,7 +353,13 @@ export class Dispatcher {
     return { status: 500, body: { error: { code: "internal_error", message: "internal error" } } };
   }
 
-  private async sendReply(id: number, method: string, result: HandlerResult, active: ActiveRequest): Promise<void> {
+  private async sendReply(
+    id: number,
+    method: string,
+    path: string,
+    result: HandlerResult,
+    active: ActiveRequest,
+  ): Promise<void> {
     const reply = normalizeReply(result);
     const status = reply.status ?? (reply.body === undefined && !reply.stream && !reply.file ? 204 : 200);
     const headers: Record<string, string | string[]> = {};
@@ -368,18 +392,42 @@ export class Dispatcher {
       this.transport.post({ t: "res-end", id });
       return;
     }
+    // Every body is sized BEFORE it is encoded: encoding a huge string (300 MB) aborted the whole process from
+    // inside V8 (EncodeUtf8String), past what the worker's heap limit can catch.
+    const cap = this.maxReplyBytes;
     let body: Uint8Array | undefined;
+    let size: number | undefined;
     const b = reply.body;
     if (b === undefined || b === null) body = undefined;
     else if (b instanceof Uint8Array) {
-      body = b;
+      if (b.byteLength > cap) size = b.byteLength;
+      else body = b;
       headers["content-type"] ??= "application/octet-stream";
     } else if (typeof b === "string") {
-      body = encoder.encode(b);
+      size = utf8Above(b, cap);
+      if (size === undefined) body = encoder.encode(b);
       headers["content-type"] ??= "text/plain; charset=utf-8";
     } else {
-      body = encoder.encode(JSON.stringify(b));
+      const json = jsonOrTooLong(b, cap);
+      size = typeof json === "number" ? json : utf8Above(json, cap);
+      if (size === undefined) body = encoder.encode(json as string);
       headers["content-type"] ??= "application/json; charset=utf-8";
+    }
+    if (size !== undefined) {
+      this.log(
+        "error",
+        `reply to ${method} ${path} refused (502): its body (at least ${size} bytes) is above the ${cap}-byte cap of a non-streamed reply; stream it instead`,
+      );
+      const error = { code: "reply_too_large", message: `the plugin's reply is above ${cap} bytes` };
+      body = encoder.encode(JSON.stringify({ error }));
+      this.transport.post({
+        t: "res",
+        id,
+        status: 502,
+        headers: { "content-type": "application/json; charset=utf-8" },
+        body,
+      });
+      return;
     }
     if (method === "HEAD" && body) {
       headers["content-length"] = String(body.byteLength);
@@ -490,6 +538,31 @@ export class Dispatcher {
   }
 }
 
+/**
+ * undefined when `s` encodes to at most `cap` UTF-8 bytes, else its size (or a lower bound) without encoding it:
+ * at most 3 bytes per UTF-16 unit, at least 1. Only a string between cap/3 and cap units is measured exactly
+ * (Buffer.byteLength flattens it once: the same allocation encoding would make, bounded by the cap).
+ */
+function utf8Above(s: string, cap: number): number | undefined {
+  if (s.length * 3 <= cap) return undefined;
+  if (s.length > cap) return s.length;
+  const n = Buffer.byteLength(s, "utf8");
+  return n > cap ? n : undefined;
+}
+
+/**
+ * JSON.stringify, or `cap + 1` when the JSON would pass V8's longest string (its RangeError). Not bounded: the
+ * stringify itself; JSON outgrowing the worker's heap ends the worker (a plugin crash, measured not fatal to the host).
+ */
+function jsonOrTooLong(v: unknown, cap: number): string | number {
+  try {
+    return JSON.stringify(v) ?? ""; // undefined for a function or symbol body: empty, as before
+  } catch (err) {
+    if (err instanceof RangeError && /string length/i.test(err.message)) return cap + 1;
+    throw err;
+  }
+}
+
 function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -505,6 +578,7 @@ function announce(r: RouteDefinition, id: number): RouteAnnouncement {
   const a: RouteAnnouncement = { id, kind: "http", methods, path: r.path };
   if (r.cors) a.cors = r.cors;
   if (r.multipart) a.multipart = true;
+  if (r.timeoutMs !== undefined) a.timeoutMs = r.timeoutMs;
   return a;
 }
 
@@ -523,6 +597,8 @@ function validateRoute(r: RouteDefinition): void {
   for (const m of methods)
     if (!ALL_METHODS.includes(m)) throw new Error(`route ${r.path}: unsupported method ${JSON.stringify(m)}`);
   if (typeof r.handler !== "function") throw new Error(`route ${r.path}: handler is not a function`);
+  if (r.timeoutMs !== undefined && !(Number.isSafeInteger(r.timeoutMs) && r.timeoutMs >= 0))
+    throw new Error(`route ${r.path}: timeoutMs must be a non-negative integer (ms, 0 = none)`);
   const problem = requestOptionsProblem(r);
   if (problem) throw new Error(`route ${r.path}: ${problem}`);
 }
