@@ -289,7 +289,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Boot loads of container plugins adopted or replaced their containers and removed the rest of this instance. If
   // none was loaded but a crashed run left container traces (socket dirs: e.g. killed while unloading a plugin),
   // Podman is started once to remove what nobody wants.
-  if (containersAvailable && hasContainerTraces(runDir) && !lifecycle.list().some((p) => p.type === "container")) {
+  if (containersAvailable && hasContainerTraces(runDir) && !hosts.containersReconciled) {
     try {
       const r = await hosts.reconcileContainers([]);
       logger.info({ failed: r.failed.length }, "removed containers left by a previous run");

@@ -104,6 +104,8 @@ export class PluginHosts extends EventEmitter {
   private consecutiveFailures = 0;
   private closed = false;
   private ready = false;
+  /** True once container plugins were reconciled (boot): their leftovers of a previous run are gone. */
+  containersReconciled = false;
   /** The main host may receive connections: false from its death until its plugins are restored. */
   private mainServing = true;
   private adminSocketPath: string | undefined;
@@ -246,6 +248,7 @@ export class PluginHosts extends EventEmitter {
 
   /** Boot: container plugins of the previous run adopted (or started, or removed) in one pass. */
   async reconcileContainers(specs: ContainerPluginSpec[]): Promise<ReconcileOutcome> {
+    this.containersReconciled = true;
     const main = await this.host(MAIN);
     const r = await main.request<ReconcileOutcome>({ t: "reconcile", specs });
     for (const l of r.loaded) {

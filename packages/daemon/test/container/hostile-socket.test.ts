@@ -109,7 +109,7 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
   before(async () => {
     work = mkdtempSync(join(tmpdir(), "hct-hostile-"));
     home = join(work, "home");
-    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true, trustOwnProcessOnSocket: true });
   });
   after(async () => {
     await d?.close();
@@ -206,7 +206,7 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
     // Its own home: a restart of the daemon above would reload every plugin of the tests before.
     await d.close();
     home = join(work, "home-data");
-    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true, trustOwnProcessOnSocket: true });
     const r = await install(await pack(work, "evil-data", { writable_data: true, data_quota_mb: 8 }));
     assert.equal(r.status, 201, JSON.stringify(r.body));
     const put = await call(`${d.url}/plugin/evil-data/api/probe/write?path=/data/keep&text=kept`, "POST");
@@ -215,7 +215,7 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
     assert.ok(existsSync(image));
     await d.close();
     assert.equal(isMountPoint(join(home, "plugins", "evil-data", "data")), false, "unmounted at close");
-    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true });
+    d = await startDaemon({ home, port: 0, logLevel: "silent", containers: true, trustOwnProcessOnSocket: true });
     const got = await call(`${d.url}/plugin/evil-data/api/probe/write?path=/data/keep&text=kept`, "POST");
     assert.equal(got.json?.text, "kept");
     const del = await unixRequest(d.socketPath, "DELETE", "/admin/api/plugins/evil-data?purge=1");
