@@ -124,8 +124,7 @@ export class Router {
         method: "GET",
         path: "/health",
         // Answers from the main thread only: never touches a worker.
-        handler: (_req, res) =>
-          json(res, 200, { status: "ok", uptime_s: Math.round((Date.now() - this.started) / 1000) }),
+        handler: (_req, res) => json(res, 200, { status: "ok", uptimeMs: Date.now() - this.started }),
       },
       {
         method: "GET",

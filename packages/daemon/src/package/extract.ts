@@ -3,12 +3,13 @@
  * dir beside the target, verify, rename into place; and the boot-time cleanup of interrupted installs.
  */
 import { randomBytes } from "node:crypto";
-import { renameSync } from "node:fs";
+import { existsSync, renameSync } from "node:fs";
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { PluginManifest } from "@hecate/sdk/contract";
 import { PackageError } from "./errors.js";
+import { exchangePaths } from "./exchange.js";
 import type { ExtractJob, ExtractReply } from "./extract-worker.js";
 import { type TrustPolicy, verifyPackageDir } from "./integrity.js";
 import { parseManifest } from "./manifest.js";
@@ -113,13 +114,19 @@ function checkName(manifest: PluginManifest, options: ExtractOptions): void {
 
 const suffix = () => randomBytes(6).toString("hex");
 
-/** Moves `staging` to `target`; an existing target is moved aside first and removed only after the swap. */
+/**
+ * Moves `staging` to `target`. An existing target is exchanged with the staging dir in one syscall (exchange.ts: a
+ * plugin host serving the running version's static files never sees the package dir missing), then removed.
+ */
 async function swapInto(staging: string, target: string): Promise<void> {
+  if (existsSync(target) && (await exchangePaths(staging, target))) {
+    await rm(staging, { recursive: true, force: true }).catch(() => {}); // now the old package; boot sweeps leftovers
+    return;
+  }
   const old = join(dirname(target), `.old-${basename(target)}-${suffix()}`);
   let movedOld = false;
-  // Both renames are synchronous, back to back: no request of this process (static files of the running version are
-  // served from `target`) can run between them, so the package dir is missing for microseconds, not for two event
-  // loop turns (the async version made the static page of a plugin flicker to 404 during every upgrade).
+  // Where the exchange is not available: both renames synchronous, back to back, so the package dir is missing for
+  // microseconds only.
   try {
     renameSync(target, old);
     movedOld = true;
