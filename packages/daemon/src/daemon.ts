@@ -6,7 +6,6 @@
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { chmod, lstat, readdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";

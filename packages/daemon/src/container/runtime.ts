@@ -29,7 +29,6 @@ import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PluginConfig, PluginManifest } from "@hecate/sdk";
 import { pluginPaths } from "@hecate/sdk/paths";
-import { Agent, request } from "undici";
 import type { PluginMount, Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";

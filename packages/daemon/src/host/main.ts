@@ -45,7 +45,7 @@ class ActivityReporter {
 
   /** `url` of a request; only `/plugin/{name}/...` counts. */
   touch(url: string | undefined): void {
-    if (!url || !url.startsWith("/plugin/")) return;
+    if (!url?.startsWith("/plugin/")) return;
     const end = url.indexOf("/", 8);
     const name = end < 0 ? url.slice(8) : url.slice(8, end);
     if (!name || this.seen.has(name)) return;

@@ -417,7 +417,7 @@ export class PluginHosts extends EventEmitter {
     const hostId = this.nextHostId++;
     for (const n of names) {
       const p = this.placed.get(n);
-      if (!p || p.hosted.kind !== "worker") continue;
+      if (p?.hosted.kind !== "worker") continue;
       this.isolatedIn.set(n, hostId);
       p.hostId = hostId;
     }
