@@ -133,14 +133,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   for (const f of readdirSync(runDir)) if (f.startsWith("incoming-")) rmSync(join(runDir, f), { force: true });
   const logger = pino({ level: opts.logLevel ?? "info", base: { service: "hecate" } }, opts.logDestination);
   const token = ensureToken(join(runDir, "admin.token"));
-  let hostPids: () => number[] = () => [];
-  const guard = new AdminGuard(token, {
-    hosts: allowList,
-    sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
-    trustSameProcess: opts.trustOwnProcessOnSocket,
-    // Plugin code runs there: a connection from a plugin host to the admin socket is never trusted.
-    untrustedPids: () => hostPids(),
-  });
   const noPeerCredentials = await peerCredentialsUnavailable();
   if (noPeerCredentials)
     logger.warn({ reason: noPeerCredentials }, "no peer credentials: the admin socket needs the token too");
@@ -152,7 +144,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     durability: "FULL",
   });
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
-  let lifecycle: LifecycleService | undefined;
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
   const hosts = new PluginHosts({
@@ -164,21 +155,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     containerPolicy: opts.containerPolicy,
     ...opts.hosts,
   });
-  hostPids = () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined);
-  /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
-  hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
-    logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
-    const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
-    logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
+  const guard = new AdminGuard(token, {
+    hosts: allowList,
+    sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
+    trustSameProcess: opts.trustOwnProcessOnSocket,
+    // Plugin code runs there: a connection from a plugin host to the admin socket is never trusted.
+    untrustedPids: () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined),
   });
-  hosts.on("crashed", (name: string, reason: string) => lifecycle?.reportCrash(name, reason));
-  hosts.on("disabled", (name: string, reason: string) => lifecycle?.reportDisabled(name, reason));
-  hosts.on("quarantined", (name: string, reason: string) => lifecycle?.reportQuarantine(name, reason));
-  hosts.on("host-crashed", (crash: HostCrash) => lifecycle?.recordHostCrash(crash));
-  hosts.on("host-restarted", (hostId: number, ms: number) => logger.info({ hostId, ms }, "plugin host serving again"));
-
   const loader = new Loader({ home, hosts, containers: containersAvailable, pkg });
-  lifecycle = new LifecycleService({
+  const lifecycle = new LifecycleService({
     home,
     store,
     loader,
@@ -186,6 +171,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
   });
+  /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
+  hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
+    logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
+    const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
+    logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
+  });
+  hosts.on("crashed", (name: string, reason: string) => lifecycle.reportCrash(name, reason));
+  hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));
+  hosts.on("quarantined", (name: string, reason: string) => lifecycle.reportQuarantine(name, reason));
+  hosts.on("host-crashed", (crash: HostCrash) => lifecycle.recordHostCrash(crash));
+  hosts.on("host-restarted", (hostId: number, ms: number) => logger.info({ hostId, ms }, "plugin host serving again"));
   let pluginPort: number | null = null; // known once listening; null while the admin shares the plugin port
   const admin = new AdminApi({
     lifecycle,

@@ -122,10 +122,6 @@ class Host {
       case "set-ready":
         this.router.setReady(m.ready);
         return true;
-      case "list":
-        return {
-          worker: this.worker.runtime.list().map((p) => ({ name: p.name, status: p.status, inFlight: p.inFlight })),
-        };
       case "close":
         await this.close();
         return true;

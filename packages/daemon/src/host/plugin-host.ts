@@ -76,6 +76,8 @@ export type HostRuntimeOptions = Partial<Omit<RuntimeOptions, "router" | "home" 
 export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
   readonly kind = "container" as const;
   private runtime: Promise<ContainerRuntime> | undefined;
+  /** The runtime once started: the one record of which container plugins are loaded (no side set). */
+  private started: ContainerRuntime | undefined;
   private podman: import("../container/podman.js").PodmanClient | undefined;
 
   constructor(
@@ -114,6 +116,7 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
         },
       });
       await rt.start();
+      this.started = rt;
       return rt;
     })().catch((err) => {
       this.runtime = undefined;
@@ -122,14 +125,15 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     return this.runtime;
   }
 
-  private loaded = new Set<string>();
+  private info(spec: ContainerPluginSpec): LoadedInfo {
+    return { name: spec.name, version: spec.manifest.version, kind: this.kind, routes: [{ method: "*", path: "/*" }] };
+  }
 
   async load(spec: ContainerPluginSpec): Promise<LoadedInfo> {
     const rt = await this.containers();
     if (rt.get(spec.name)) await rt.swap(spec.name, spec);
     else await rt.load(spec);
-    this.loaded.add(spec.name);
-    return { name: spec.name, version: spec.manifest.version, kind: this.kind, routes: [{ method: "*", path: "/*" }] };
+    return this.info(spec);
   }
 
   /** Boot (and host restart): adopt the containers of the previous run, start the missing, remove the rest. */
@@ -137,17 +141,8 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     const rt = await this.containers();
     const r = await rt.reconcile(specs);
     const failedNames = new Set(r.failed.map((f) => f.name));
-    const loaded = specs
-      .filter((s) => !failedNames.has(s.name))
-      .map((s) => ({
-        name: s.name,
-        version: s.manifest.version,
-        kind: this.kind,
-        routes: [{ method: "*", path: "/*" }],
-      }));
-    for (const l of loaded) this.loaded.add(l.name);
     return {
-      loaded,
+      loaded: specs.filter((s) => !failedNames.has(s.name)).map((s) => this.info(s)),
       failed: r.failed.map((f) => ({
         name: f.name,
         error: { message: f.error.message, code: (f.error as { code?: string }).code },
@@ -155,18 +150,12 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     };
   }
 
-  /** Removes containers of this instance that no loaded plugin owns (after boot, or traces of a crashed run). */
-  async sweep(): Promise<string[]> {
-    return (await this.containers()).sweep();
-  }
-
   async unload(name: string): Promise<boolean> {
-    if (!this.loaded.delete(name)) return false;
-    return (await this.containers()).unload(name);
+    return (await this.started?.unload(name)) ?? false;
   }
 
   has(name: string): boolean {
-    return this.loaded.has(name);
+    return this.started?.get(name) !== undefined;
   }
 
   async close(): Promise<void> {

@@ -57,7 +57,6 @@ export type HostRequest =
   | { t: "unload"; id: number; name: string; deadlineMs?: number }
   /** Boot reconciliation of container plugins (adopt the previous run's containers). */
   | { t: "reconcile"; id: number; specs: ContainerPluginSpec[] }
-  | { t: "list"; id: number }
   | { t: "set-ready"; id: number; ready: boolean }
   | { t: "close"; id: number };
 

@@ -21,7 +21,7 @@ import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { ContainerPluginSpec } from "../container/runtime.js";
 import type { HostRuntimeOptions } from "../host/plugin-host.js";
-import type { ContainerPolicy, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
+import type { ContainerPolicy, HostEvent, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
@@ -90,8 +90,9 @@ export class PluginHosts extends EventEmitter {
   /** Plugins moved into isolated hosts: name -> host id. */
   private readonly isolatedIn = new Map<string, number>();
   private readonly loading = new Map<number, Set<string>>();
-  /** Loads that restore a host's plugins after its death (known good: blamed only when nothing else loads). */
+  /** A dead host's restore in progress (retried loads wait for it). */
   private readonly restoring = new Map<number, Promise<void>>();
+  /** Loads that restore a host's plugins after its death (known good: blamed only when nothing else loads). */
   private readonly restoreLoading = new Map<number, Set<string>>();
   /** After a host death, retried loads run one at a time (so the next death names its plugin exactly). */
   private retryChain: Promise<unknown> = Promise.resolve();
@@ -149,11 +150,6 @@ export class PluginHosts extends EventEmitter {
   /** Pids of the running host processes (also in `run/hosts/host-{id}.pid`). */
   pids(): Record<number, number | undefined> {
     return Object.fromEntries([...this.hosts].map(([id, h]) => [id, h.pid]));
-  }
-
-  /** Host id of a placed plugin (1 = main). */
-  hostOf(name: string): number | undefined {
-    return this.placed.get(name)?.hostId;
   }
 
   has(name: string): boolean {
@@ -272,6 +268,10 @@ export class PluginHosts extends EventEmitter {
     return join(this.hostsDir, `host-${hostId}.sock`);
   }
 
+  private pidFileOf(hostId: number): string {
+    return join(this.hostsDir, `host-${hostId}.pid`);
+  }
+
   /** The running host `hostId`, started (or restarted) when needed. */
   private host(hostId: number): Promise<HostProcess> {
     const h = this.hosts.get(hostId);
@@ -306,7 +306,7 @@ export class PluginHosts extends EventEmitter {
         await proc.start();
         proc.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(proc, exit, expected));
         this.consecutiveFailures = 0;
-        writeFileSync(join(this.hostsDir, `host-${hostId}.pid`), `${proc.pid}\n`);
+        writeFileSync(this.pidFileOf(hostId), `${proc.pid}\n`);
         if (hostId === MAIN && this.mainServing) this.flushQueue(proc);
         return proc;
       } catch (err) {
@@ -327,7 +327,7 @@ export class PluginHosts extends EventEmitter {
     for (const s of this.queue.splice(0)) if (!s.destroyed && !main.adopt(s)) s.destroy();
   }
 
-  private onHostEvent(hostId: number, e: import("../host/protocol.js").HostEvent): void {
+  private onHostEvent(hostId: number, e: HostEvent): void {
     switch (e.t) {
       case "active": {
         const m = this.activeAt.get(hostId) ?? new Map<string, number>();
@@ -452,7 +452,7 @@ export class PluginHosts extends EventEmitter {
     this.hosts.delete(hostId);
     await h?.close().catch(() => {});
     rmSync(this.socketOf(hostId), { force: true });
-    rmSync(join(this.hostsDir, `host-${hostId}.pid`), { force: true });
+    rmSync(this.pidFileOf(hostId), { force: true });
   }
 
   /** Restarts a dead host and loads its placed plugins again (for the main host: remote mounts too). */
