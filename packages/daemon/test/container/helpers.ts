@@ -31,6 +31,8 @@ export function podmanUnavailable(): string | null {
 
 export function skipReason(): string | false {
   const r = podmanUnavailable();
+  // CI installs Podman (.ci/run): there a missing or broken Podman fails these tests instead of skipping them.
+  if (r && process.env.CI) return false;
   if (r) {
     console.error(`\n!!!!!!!! SKIPPING CONTAINER TESTS: ${r} !!!!!!!!\n`);
     return r;

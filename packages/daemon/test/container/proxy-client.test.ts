@@ -7,24 +7,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { chromium } from "playwright-core";
 import { request } from "undici";
 import WebSocket from "ws";
+import { launchChromium } from "../admin/chromium.js";
 import { type Env, installPlugin, repoRoot, setup, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 const FIXTURE = join(repoRoot, "packages/daemon/test/container/fixtures/untrusted-sdk");
 const MB = 1024 * 1024;
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 describe("container proxy against forged client input (real podman)", { skip }, () => {
   let env: Env;
@@ -116,7 +106,7 @@ describe("container proxy against forged client input (real podman)", { skip }, 
   });
 
   it("Chromium through the proxy: subprotocol negotiated with the plugin, echo, an oversized message closed 1009", async () => {
-    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.goto(`${api}/whoami`); // same origin as the ws URL: the daemon's Origin check passes
