@@ -10,6 +10,7 @@ import {
   type ContainerEvent,
   type ContainerPluginSpec,
   ContainerRuntime,
+  LABEL_INSTANCE,
   PodmanClient,
 } from "../../src/container/index.js";
 import { Router } from "../../src/http/router.js";
@@ -137,4 +138,22 @@ export async function postJson<T = Record<string, unknown>>(
     json = JSON.parse(text);
   } catch {}
   return { status: r.statusCode, text, json: json as T };
+}
+
+/**
+ * Teardown for a test that ran a daemon on `home`: removes every container of that home's instance (if a daemon ever
+ * started one) and stops the Podman API service on the home's socket.
+ */
+export async function removeHomeContainers(home: string): Promise<void> {
+  const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
+  try {
+    await podman.ensureService();
+    const id = readFileSync(join(home, "instance-id"), "utf8").trim();
+    for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`)) await podman.removeContainer(c.Id);
+  } catch {
+    // nothing was started
+  } finally {
+    await podman.stopService();
+    await podman.close();
+  }
 }

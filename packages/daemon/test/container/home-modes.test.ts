@@ -12,10 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { mountsUnder } from "../../src/container/host-mounts.js";
-import { LABEL_INSTANCE, PodmanClient } from "../../src/container/index.js";
 import { packPlugin } from "../../src/package/integrity.js";
 import { buildPackage, type ChildDaemon, spawnDaemon, unixRequest } from "../lifecycle/helpers.js";
-import { postJson, repoRoot, skipReason } from "./helpers.js";
+import { postJson, removeHomeContainers, repoRoot, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 
@@ -44,16 +43,7 @@ describe("$HECATE_HOME modes under umask 000 (real daemon process, real podman)"
       daemon.child.kill("SIGTERM");
       await daemon.exited;
     }
-    const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
-    try {
-      await podman.ensureService();
-      const id = readFileSync(join(home, "instance-id"), "utf8").trim();
-      for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`)) await podman.removeContainer(c.Id);
-    } catch {
-      // nothing was started
-    }
-    await podman.stopService();
-    await podman.close();
+    await removeHomeContainers(home);
     for (const m of mountsUnder(home)) execFileSync("umount", ["-l", m]);
     rmSync(work, { recursive: true, force: true });
   });

@@ -15,11 +15,10 @@ import { after, before, describe, it } from "node:test";
 import { request } from "undici";
 import { WebSocket } from "ws";
 import { isMountPoint } from "../../src/container/host-mounts.js";
-import { LABEL_INSTANCE, PodmanClient } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
 import { unixRequest } from "../lifecycle/helpers.js";
-import { postJson, repoRoot, skipReason } from "./helpers.js";
+import { postJson, removeHomeContainers, repoRoot, skipReason } from "./helpers.js";
 
 const skip = skipReason();
 const fixture = join(repoRoot, "packages/daemon/test/container/fixtures/hostile");
@@ -113,17 +112,7 @@ describe("hostile container plugin vs. the daemon's connections (real podman, re
   });
   after(async () => {
     await d?.close();
-    const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
-    try {
-      await podman.ensureService();
-      const id = readFileSync(join(home, "instance-id"), "utf8").trim();
-      for (const c of await podman.listContainers(`${LABEL_INSTANCE}=${id}`)) await podman.removeContainer(c.Id);
-    } catch {
-      // nothing was started
-    } finally {
-      await podman.stopService();
-      await podman.close();
-    }
+    await removeHomeContainers(home);
     rmSync(work, { recursive: true, force: true });
   });
 
