@@ -8,7 +8,9 @@
  *   import * as plugin from "./plugin.js";
  *   await serveContainerPlugin(plugin);
  *
- * The daemon passes the plugin's config as JSON in `HECATE_PLUGIN_CONFIG`; `GET /__health` answers 200 once loaded.
+ * The daemon passes the plugin's config as JSON in `HECATE_PLUGIN_CONFIG`, and its handler deadline and reply cap
+ * in `HECATE_HANDLER_TIMEOUT_MS`, `HECATE_MAX_HANDLER_TIMEOUT_MS` and `HECATE_MAX_REPLY_BYTES` (the same settings, and
+ * the same HttpExchanges, as for in-process plugins); `GET /__health` answers 200 once loaded.
  */
 import { unlinkSync } from "node:fs";
 import { realpath } from "node:fs/promises";
@@ -18,8 +20,9 @@ import { WebSocket } from "ws";
 import { standaloneConfig } from "./config.js";
 import { DEFAULT_WS_MAX_PAYLOAD, type HttpMethod, type PluginConfig, type PluginModule } from "./contract.js";
 import { forwardedClientAddress } from "./forwarded.js";
-import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "./protocol.js";
+import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement, type WorkerToMain } from "./protocol.js";
 import { Dispatcher } from "./runtime/dispatcher.js";
+import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./runtime/http-exchanges.js";
 import { matchPath } from "./runtime/route-path.js";
 import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
 import { wsServersByLimit } from "./runtime/ws-servers.js";
@@ -35,6 +38,10 @@ export interface ServeContainerOptions {
   handleSignals?: boolean;
   /** Deadline of the plugin's `terminate()` at shutdown, default 5000 ms. */
   terminateDeadlineMs?: number;
+  /** Handler deadlines; default: `HECATE_HANDLER_TIMEOUT_MS` / `HECATE_MAX_HANDLER_TIMEOUT_MS`, else 30 s / no cap. */
+  deadlines?: DeadlineOptions;
+  /** Largest non-streamed reply body (bytes); default: `HECATE_MAX_REPLY_BYTES`, else 64 MiB. */
+  maxReplyBytes?: number;
 }
 
 export interface ContainerPluginServer {
@@ -51,11 +58,6 @@ export class ContainerLoadError extends Error {
     super(`plugin failed to load at ${stage}: ${message}`);
     this.name = "ContainerLoadError";
   }
-}
-
-interface PendingRes {
-  req: IncomingMessage;
-  res: ServerResponse;
 }
 
 interface PendingWs {
@@ -76,55 +78,50 @@ function configFromEnv(mod: PluginModule): PluginConfig {
   return standaloneConfig(name);
 }
 
+/** A non-negative integer setting from the environment the daemon gave the container; `fallback` when unset. */
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const v = Number(raw);
+  if (!Number.isSafeInteger(v) || v < 0)
+    throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
 export async function serveContainerPlugin(
   pluginModule: unknown,
   options: ServeContainerOptions = {},
 ): Promise<ContainerPluginServer> {
   const socketPath = options.socketPath ?? DEFAULT_CONTAINER_SOCKET;
   const mod = pluginModule as PluginModule;
-  const pending = new Map<number, PendingRes>();
   const wsPending = new Map<number, PendingWs>();
   const wsServers = wsServersByLimit();
   let nextId = 1;
 
-  const dispatcher: Dispatcher = new Dispatcher({ post: (msg) => onMessage(msg) });
+  const maxReplyBytes = options.maxReplyBytes ?? envInt("HECATE_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES);
+  const deadlines = options.deadlines ?? {
+    handlerTimeoutMs: envInt("HECATE_HANDLER_TIMEOUT_MS", DEFAULT_HANDLER_TIMEOUT_MS),
+    maxHandlerTimeoutMs: envInt("HECATE_MAX_HANDLER_TIMEOUT_MS", 0),
+  };
+  const dispatcher: Dispatcher = new Dispatcher({ post: (msg) => onMessage(msg) }, { maxReplyBytes });
   const config = options.config ?? configFromEnv(mod);
+  const root = config.paths?.root ?? "/plugin";
+  const http = new HttpExchanges({
+    plugin: config.pluginName,
+    post: (msg) => dispatcher.handle(msg),
+    serveFile: (req, res, file) => sendPluginFile(req, res, file, [root, config.paths?.data]),
+    log: (msg) => console.error(JSON.stringify({ level: "warn", msg })),
+    maxReplyBytes,
+    transfer: false,
+  });
   const loaded = await dispatcher.load(mod, config);
   if (loaded.t === "load-failed") throw new ContainerLoadError(loaded.stage, loaded.message);
   const routes = loaded.routes;
-  const root = config.paths?.root ?? "/plugin";
+  http.setRoutes(routes, deadlines);
 
   function onMessage(msg: WorkerToMain): void {
+    if (http.handle(msg)) return;
     switch (msg.t) {
-      case "res": {
-        const p = pending.get(msg.id);
-        if (!p) return;
-        if (msg.file) {
-          void sendPluginFile(p.req, p.res, msg.file, [root, config.paths?.data]).finally(() => pending.delete(msg.id));
-          return;
-        }
-        p.res.writeHead(msg.status, msg.headers);
-        if (!msg.streaming) {
-          pending.delete(msg.id);
-          p.res.end(msg.body ? Buffer.from(msg.body.buffer, msg.body.byteOffset, msg.body.byteLength) : undefined);
-        }
-        return;
-      }
-      case "res-chunk": {
-        const p = pending.get(msg.id);
-        if (!p) return;
-        // Acknowledge once the socket took the chunk: a slow client slows the handler's stream.
-        p.res.write(msg.chunk, () => dispatcher.handle({ t: "res-ack", id: msg.id }));
-        return;
-      }
-      case "res-end": {
-        const p = pending.get(msg.id);
-        if (!p) return;
-        pending.delete(msg.id);
-        if (msg.error) p.res.destroy(new Error(msg.error));
-        else p.res.end();
-        return;
-      }
       case "ws-accept": {
         const w = wsPending.get(msg.connId);
         if (!w) return;
@@ -212,11 +209,7 @@ export async function serveContainerPlugin(
       sendJsonError(res, 404, "not_found", `no route for ${method} ${path}`);
       return;
     }
-    const id = nextId++;
-    pending.set(id, { req, res });
-    const msg: MainToWorker = {
-      t: "req",
-      id,
+    http.dispatch(req, res, {
       routeId: found.route.id,
       method: method as HttpMethod,
       path,
@@ -224,16 +217,6 @@ export async function serveContainerPlugin(
       query,
       headers: req.headers,
       remoteAddress: clientAddress(req),
-      complete: false,
-    };
-    dispatcher.handle(msg);
-    req.on("data", (chunk: Buffer) => dispatcher.handle({ t: "body", id, chunk: new Uint8Array(chunk) }));
-    req.on("end", () => dispatcher.handle({ t: "end", id }));
-    res.on("close", () => {
-      if (pending.has(id) || !res.writableFinished) {
-        pending.delete(id);
-        dispatcher.handle({ t: "abort", id });
-      }
     });
   });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -275,6 +258,7 @@ export async function serveContainerPlugin(
   const close = () => {
     closing ??= (async () => {
       await dispatcher.terminate(options.terminateDeadlineMs ?? 5000);
+      http.close();
       for (const w of wsPending.values()) w.ws?.terminate();
       wsServers.close();
       await new Promise<void>((resolve) => {

@@ -2,7 +2,7 @@
  * Reverse proxy from the daemon's router to a container plugin's Unix socket. The plugin is untrusted: whatever it
  * writes on its socket, the client connection stays correctly framed.
  * - HTTP: undici Pool on the socket; request and response bodies are streamed (never buffered), status and
- *   end-to-end headers preserved, hop-by-hop headers and daemon-named cookies (`http/reply-headers.ts`) removed,
+ *   end-to-end headers preserved, hop-by-hop headers and daemon-named cookies (`@hecate/sdk/runtime/reply-headers`) removed,
  *   `x-forwarded-*` and `Forwarded` set (the client address appended on the right).
  * - Reply framing is the daemon's: Content-Length is re-set from the plugin's (checked) value, Transfer-Encoding is
  *   Node's own; a body shorter or longer than its Content-Length, or bytes after the end of a response, close the
@@ -17,8 +17,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
 import { formatForwardedElement, forwardedNode, parseForwarded } from "@hecate/sdk/forwarded";
+import { HOP_BY_HOP, isDaemonCookie } from "@hecate/sdk/runtime/reply-headers";
 import { buildConnector, errors, Pool } from "undici";
-import { HOP_BY_HOP, isDaemonCookie } from "../http/reply-headers.js";
 import { type RouteContext, rejectUpgrade } from "../http/router.js";
 import { sendJsonError } from "../http/static.js";
 import { WsRelay } from "./ws-relay.js";
@@ -38,7 +38,7 @@ export interface ContainerProxyOptions {
   socketPath: string;
   /** Max parallel connections to the container, default 64. */
   connections?: number;
-  /** No response headers within this time -> 504, default 60 s (also the WebSocket handshake deadline). */
+  /** No response headers within this time -> 504, default 60 s, 0 = no limit (also the WebSocket handshake deadline). */
   headersTimeoutMs?: number;
   /** The upstream is the daemon's own admin API (shared admin port): its `hecate_*` cookies pass. */
   daemonCookies?: boolean;
@@ -239,7 +239,7 @@ class Exchange {
       return;
     }
     if (err.code === "UND_ERR_HEADERS_TIMEOUT")
-      sendJsonError(res, 504, "plugin_timeout", `plugin ${proxy.plugin} did not answer in time`);
+      sendJsonError(res, 504, "handler_timeout", `plugin ${proxy.plugin} did not answer in time`);
     else if (logged) sendJsonError(res, 502, "plugin_bad_response", `plugin ${proxy.plugin} sent an invalid response`);
     else
       sendJsonError(
@@ -305,7 +305,7 @@ export class ContainerProxy {
       plugin: opts.plugin,
       socketPath: opts.socketPath,
       maxPayload: opts.wsMaxPayload ?? DEFAULT_WS_MAX_PAYLOAD,
-      handshakeTimeoutMs: opts.headersTimeoutMs ?? 60_000,
+      handshakeTimeoutMs: opts.headersTimeoutMs || 60_000,
       onProtocolError: (m) => this.protocolError(m),
     });
   }

@@ -131,7 +131,22 @@ export interface ContainerRuntimeOptions {
   allowExecTmp?: boolean;
   /** Operator policy: the largest `container.data_quota_mb` a manifest may ask for, default 1024. */
   maxDataQuotaMb?: number;
+  /**
+   * The daemon's handler deadline and reply cap (as for in-process plugins): given to the container's SDK, which
+   * enforces them per route (504 handler_timeout, 502 reply_too_large). A set cap also bounds the proxy's wait for
+   * a reply head; without one the proxy waits as long as the route's own deadline allows.
+   */
+  replies?: ContainerReplyLimits;
 }
+
+export interface ContainerReplyLimits {
+  handlerTimeoutMs?: number;
+  maxHandlerTimeoutMs?: number;
+  maxReplyBytes?: number;
+}
+
+/** The proxy's wait for a reply head beyond the operator's cap: the SDK's own 504 arrives first. */
+const PROXY_DEADLINE_MARGIN_MS = 2000;
 
 interface Entry {
   spec: ContainerPluginSpec;
@@ -450,9 +465,19 @@ export class ContainerRuntime {
     return { execTmp: c.exec_tmp === true, dataQuotaMb };
   }
 
-  /** specHash plus the policy that shapes the container (an executable /tmp allowed or not). */
+  /** specHash plus the policy that shapes the container (an executable /tmp allowed or not, its reply limits). */
   private specHash(spec: ContainerPluginSpec): string {
-    return specHash(spec, `exec_tmp=${this.opts.allowExecTmp === true}`);
+    return specHash(spec, `exec_tmp=${this.opts.allowExecTmp === true};${this.replyEnv().join(";")}`);
+  }
+
+  /** The reply limits as the container's SDK reads them (HECATE_HANDLER_TIMEOUT_MS, ...); unset ones keep its defaults. */
+  private replyEnv(): string[] {
+    const r = this.opts.replies ?? {};
+    const env: string[] = [];
+    if (r.handlerTimeoutMs !== undefined) env.push(`HECATE_HANDLER_TIMEOUT_MS=${r.handlerTimeoutMs}`);
+    if (r.maxHandlerTimeoutMs !== undefined) env.push(`HECATE_MAX_HANDLER_TIMEOUT_MS=${r.maxHandlerTimeoutMs}`);
+    if (r.maxReplyBytes !== undefined) env.push(`HECATE_MAX_REPLY_BYTES=${r.maxReplyBytes}`);
+    return env;
   }
 
   /** One operation per plugin at a time (load/swap/unload/restart). */
@@ -548,7 +573,12 @@ export class ContainerRuntime {
       Image: image,
       ...(cmd ? { Entrypoint: [cmd[0]], Cmd: cmd.slice(1) } : {}),
       User: `${entry.uid}:${entry.uid}`,
-      Env: [`HECATE_PLUGIN_CONFIG=${JSON.stringify(this.containerConfig(spec))}`, "HOME=/tmp", "NODE_ENV=production"],
+      Env: [
+        `HECATE_PLUGIN_CONFIG=${JSON.stringify(this.containerConfig(spec))}`,
+        "HOME=/tmp",
+        "NODE_ENV=production",
+        ...this.replyEnv(),
+      ],
       WorkingDir: "/plugin",
       StopTimeout: this.opts.stopTimeoutS ?? 5,
       Labels: {
@@ -724,9 +754,11 @@ export class ContainerRuntime {
    */
   private verifiedLink(e: Entry, quiet = false): SocketLink | undefined {
     try {
-      return new SocketLink(e.spec.name, VerifiedSocket.open(e.socketPath, e.uid), (msg) =>
-        this.emit({ type: "log", plugin: e.spec.name, level: "warn", msg }),
-      );
+      const cap = this.opts.replies?.maxHandlerTimeoutMs ?? 0;
+      return new SocketLink(e.spec.name, VerifiedSocket.open(e.socketPath, e.uid), {
+        headersTimeoutMs: cap > 0 ? cap + PROXY_DEADLINE_MARGIN_MS : 0,
+        onProtocolError: (msg) => this.emit({ type: "log", plugin: e.spec.name, level: "warn", msg }),
+      });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return undefined;

@@ -5,7 +5,7 @@
  * number (which could by then be another plugin's socket).
  */
 import { Agent, request } from "undici";
-import { ContainerProxy } from "./proxy.js";
+import { ContainerProxy, type ContainerProxyOptions } from "./proxy.js";
 import type { VerifiedSocket } from "./verified-socket.js";
 
 export class SocketLink {
@@ -17,9 +17,9 @@ export class SocketLink {
   constructor(
     plugin: string,
     readonly socket: VerifiedSocket,
-    onProtocolError?: (message: string) => void,
+    proxy: Pick<ContainerProxyOptions, "headersTimeoutMs" | "onProtocolError"> = {},
   ) {
-    this.proxy = new ContainerProxy({ plugin, socketPath: socket.path, onProtocolError });
+    this.proxy = new ContainerProxy({ plugin, socketPath: socket.path, ...proxy });
     this.probeAgent = new Agent({ connect: { socketPath: socket.path }, keepAliveTimeout: 1000, connections: 1 });
   }
 

@@ -18,8 +18,8 @@
 import { type IncomingMessage, STATUS_CODES } from "node:http";
 import { connect } from "node:net";
 import type { Duplex } from "node:stream";
+import { HOP_BY_HOP, isDaemonCookie } from "@hecate/sdk/runtime/reply-headers";
 import WebSocket, { WebSocketServer } from "ws";
-import { HOP_BY_HOP, isDaemonCookie } from "../http/reply-headers.js";
 import { rejectUpgrade } from "../http/router.js";
 
 export interface WsRelayOptions {

@@ -65,7 +65,14 @@ class Host {
     const emit = (e: PluginHostEvent) => send(e);
     this.worker = new WorkerPluginHost(this.router, boot.home, boot.runtime ?? {}, emit);
     this.container = boot.containers
-      ? new ContainerPluginHost(this.router, boot.home, emit, boot.containerPolicy)
+      ? new ContainerPluginHost(this.router, boot.home, emit, {
+          ...boot.containerPolicy,
+          replies: {
+            handlerTimeoutMs: boot.runtime?.handlerTimeoutMs,
+            maxHandlerTimeoutMs: boot.runtime?.maxHandlerTimeoutMs,
+            maxReplyBytes: boot.runtime?.maxReplyBytes,
+          },
+        })
       : undefined;
     this.remote = new RemotePluginHost(this.router);
     // The main host serves the plugin listener: its Host allow-list and caps apply here, where the connections are.

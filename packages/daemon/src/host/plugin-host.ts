@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import type { ContainerProxy } from "../container/proxy.js";
-import type { ContainerPluginSpec, ContainerRuntime } from "../container/runtime.js";
+import type { ContainerPluginSpec, ContainerReplyLimits, ContainerRuntime } from "../container/runtime.js";
 import type { Router } from "../http/router.js";
 import { PluginRuntime, type RuntimeOptions } from "../runtime/plugin-runtime.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
@@ -84,7 +84,8 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     private readonly router: Router,
     private readonly home: string,
     private readonly emit: Emit,
-    private readonly policy: ContainerPolicy = {},
+    /** The operator's container policy, and the handler deadline and reply cap in-process plugins get too. */
+    private readonly policy: ContainerPolicy & { replies?: ContainerReplyLimits } = {},
   ) {}
 
   /** Podman is only started for the first container plugin. */

@@ -150,11 +150,7 @@ test("one client's 500 connections stop at its cap (200) and leave room for a se
     for (const s of mine) s.destroy();
   }
   // until the host has seen those closes, its gate still counts client 1 at its cap and resets a new connection
-  await until(
-    async () => (await statusFrom(port, "127.0.0.2").catch(() => 0)) === 200,
-    5000,
-    "client 1 served again",
-  );
+  await until(async () => (await statusFrom(port, "127.0.0.2").catch(() => 0)) === 200, 5000, "client 1 served again");
 });
 
 test("WebSockets are capped per client (3) and globally (5): 503 too_many_websockets", async () => {

@@ -6,36 +6,46 @@
  *   const r = await h.request("POST", "/tasks", { body: { title: "a" } });   // r.status, r.headers, r.body
  *   await h.close();
  *
- * `h.listen()` also serves the plugin over real HTTP on 127.0.0.1 (streamed request bodies with the daemon's flow
- * control, streamed replies, `Reply.file` with ETag / Range / Content-Disposition), for tests that need sockets:
+ * HTTP goes over a real socket on 127.0.0.1 through the daemon's own host side of the protocol (HttpExchanges:
+ * reply framing, request-body flow control, handler deadlines, the reply cap), so a plugin answers the same here as
+ * in the daemon. `h.listen()` gives that server's URL, for tests that talk HTTP themselves (fetch, a browser):
  *
  *   const { url } = await h.listen();
  *   const res = await fetch(`${url}/tasks`);   // url = http://127.0.0.1:<port>; API paths go right after it
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { readFile, realpath } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { realpath } from "node:fs/promises";
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resetConfig, standaloneConfig } from "../config.js";
 import type { HttpMethod, PluginConfig, PluginManifest, PluginModule } from "../contract.js";
 import { pluginPaths } from "../paths.js";
-import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "../protocol.js";
+import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement, type WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
+import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./http-exchanges.js";
 import { matchPath } from "./route-path.js";
 import { sendFile, sendJsonError } from "./send-file.js";
 
 // kept importable from here (its tests and older imports use this path)
 export { matchPath } from "./route-path.js";
 
-/** Unacknowledged request-body bytes past which the HTTP server stops reading the client (as the daemon does). */
-const BODY_WINDOW = 1024 * 1024;
-
 export interface HarnessOptions {
   settings?: Record<string, unknown>;
   /** Overrides of the standalone config (name defaults to the manifest's name). */
   config?: Partial<PluginConfig>;
+  /** Handler deadlines, as the daemon's settings: default 30 s for a route without `timeoutMs`, no cap. */
+  deadlines?: Partial<DeadlineOptions>;
+  /** Largest non-streamed reply body (bytes), default 64 MiB as in the daemon. */
+  maxReplyBytes?: number;
 }
 
 export interface HarnessResponse {
@@ -97,21 +107,6 @@ export class HarnessLoadError extends Error {
   }
 }
 
-interface HttpExchange {
-  req: IncomingMessage;
-  res: ServerResponse;
-  /** Body bytes handed to the plugin and not yet acknowledged. */
-  inflight: number;
-}
-
-interface Pending {
-  resolve(r: HarnessResponse): void;
-  reject(e: Error): void;
-  status: number;
-  headers: Record<string, string | string[]>;
-  chunks: Uint8Array[];
-}
-
 const tempHomes = new Set<string>();
 
 function makeTempHome(name: string): string {
@@ -125,15 +120,14 @@ function makeTempHome(name: string): string {
 }
 
 export async function createTestHarness(mod: unknown, options: HarnessOptions = {}): Promise<TestHarness> {
-  const pending = new Map<number, Pending>();
-  let dispatcher: Dispatcher;
+  const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
   const transport = {
     post(msg: WorkerToMain) {
       // Deliver asynchronously, like a MessagePort would, so re-entrancy matches the daemon.
-      queueMicrotask(() => void onMessage(msg));
+      queueMicrotask(() => onMessage(msg));
     },
   };
-  dispatcher = new Dispatcher(transport);
+  const dispatcher = new Dispatcher(transport, { maxReplyBytes });
   const m = mod as PluginModule & { default?: PluginModule };
   const manifestFn = typeof m.manifest === "function" ? m.manifest : m.default?.manifest;
   const name = options.config?.pluginName ?? (manifestFn ? manifestFn().name : "standalone");
@@ -147,16 +141,30 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   const loaded = await dispatcher.load(m as PluginModule, config);
   if (loaded.t === "load-failed") throw new HarnessLoadError(loaded.stage, loaded.message);
   const routes = loaded.routes;
+  const http = new HttpExchanges({
+    plugin: name,
+    post: (msg) => dispatcher.handle(msg),
+    serveFile: async (req, res, file) =>
+      sendFile(req, res, file.path, await realpath(config.paths.root), {
+        downloadName: file.downloadName,
+        contentType: file.contentType,
+      }),
+    log: (msg) => console.warn(`[plugin ${name}] ${msg}`),
+    maxReplyBytes,
+    transfer: false,
+  });
+  http.setRoutes(routes, {
+    handlerTimeoutMs: options.deadlines?.handlerTimeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS,
+    maxHandlerTimeoutMs: options.deadlines?.maxHandlerTimeoutMs ?? 0,
+  });
   let nextId = 1;
   const wsClients = new Map<number, WsClient>();
-  const httpPending = new Map<number, HttpExchange>();
-  let server: Server | undefined;
+  let server: Promise<Server> | undefined;
+  // One keep-alive agent for request(): a test's requests reuse their connections.
+  const agent = new Agent({ keepAlive: true });
 
-  async function onMessage(msg: WorkerToMain): Promise<void> {
-    if ("id" in msg && httpPending.has(msg.id)) {
-      onHttpMessage(msg);
-      return;
-    }
+  function onMessage(msg: WorkerToMain): void {
+    if (http.handle(msg)) return;
     if (msg.t === "ws-accept" || msg.t === "ws-reject") {
       const c = wsClients.get(msg.connId);
       if (msg.t === "ws-reject") wsClients.delete(msg.connId);
@@ -173,36 +181,6 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       wsClients.delete(msg.connId);
       dispatcher.handle({ t: "ws-closed", connId: msg.connId, code: msg.code, reason: msg.reason });
       c.onClosed({ code: msg.code, reason: msg.reason });
-    } else if (msg.t === "res") {
-      const p = pending.get(msg.id);
-      if (!p) return;
-      p.status = msg.status;
-      p.headers = msg.headers;
-      if (msg.file) {
-        try {
-          const data = await readFile(msg.file.path);
-          p.headers["content-type"] ??= msg.file.contentType ?? "application/octet-stream";
-          if (msg.file.downloadName)
-            p.headers["content-disposition"] =
-              `attachment; filename*=UTF-8''${encodeURIComponent(msg.file.downloadName)}`;
-          finish(msg.id, data);
-        } catch (err) {
-          pending.delete(msg.id);
-          p.reject(err as Error);
-        }
-      } else if (!msg.streaming) finish(msg.id, msg.body);
-    } else if (msg.t === "res-chunk") {
-      const p = pending.get(msg.id);
-      if (!p) return;
-      p.chunks.push(msg.chunk);
-      dispatcher.handle({ t: "res-ack", id: msg.id });
-    } else if (msg.t === "res-end") {
-      const p = pending.get(msg.id);
-      if (!p) return;
-      if (msg.error) {
-        pending.delete(msg.id);
-        p.reject(new Error(`response stream failed: ${msg.error}`));
-      } else finish(msg.id, Buffer.concat(p.chunks));
     }
   }
 
@@ -227,40 +205,6 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     return query;
   }
 
-  function onHttpMessage(msg: WorkerToMain): void {
-    const x = httpPending.get((msg as { id: number }).id)!;
-    const { req, res } = x;
-    if (msg.t === "body-ack") {
-      x.inflight -= msg.bytes;
-      if (x.inflight <= BODY_WINDOW && req.isPaused()) req.resume();
-    } else if (msg.t === "res") {
-      if (msg.file) {
-        const file = msg.file;
-        void realpath(config.paths.root)
-          .then((root) =>
-            sendFile(req, res, file.path, root, { downloadName: file.downloadName, contentType: file.contentType }),
-          )
-          .catch(() => sendJsonError(res, 404, "not_found", "not found"))
-          .finally(() => httpPending.delete(msg.id));
-        return;
-      }
-      const headers: Record<string, string | string[] | number> = { ...msg.headers };
-      if (msg.body) headers["content-length"] = msg.body.byteLength;
-      else if (!msg.streaming) headers["content-length"] ??= 0;
-      res.writeHead(msg.status, headers);
-      if (!msg.streaming) {
-        httpPending.delete(msg.id);
-        res.end(msg.body);
-      }
-    } else if (msg.t === "res-chunk") {
-      res.write(msg.chunk, () => dispatcher.handle({ t: "res-ack", id: msg.id }));
-    } else if (msg.t === "res-end") {
-      httpPending.delete(msg.id);
-      if (msg.error) res.destroy();
-      else res.end();
-    }
-  }
-
   function serveHttp(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
     const method = (req.method ?? "GET") as HttpMethod;
@@ -270,15 +214,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       sendJsonError(res, 404, "not_found", "no such route");
       return;
     }
-    const id = nextId++;
-    const x: HttpExchange = { req, res, inflight: 0 };
-    httpPending.set(id, x);
-    res.on("close", () => {
-      if (httpPending.delete(id)) dispatcher.handle({ t: "abort", id });
-    });
-    dispatcher.handle({
-      t: "req",
-      id,
+    http.dispatch(req, res, {
       routeId: m.route.id,
       method,
       path: url.pathname,
@@ -286,38 +222,31 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       query: parseQuery(url.search),
       headers: req.headers,
       remoteAddress: req.socket.remoteAddress,
-      complete: false,
-    });
-    req.on("data", (chunk: Buffer) => {
-      if (!httpPending.has(id)) return;
-      x.inflight += chunk.byteLength;
-      dispatcher.handle({ t: "body", id, chunk });
-      if (x.inflight > BODY_WINDOW) req.pause();
-    });
-    req.on("end", () => {
-      if (httpPending.has(id)) dispatcher.handle({ t: "end", id });
     });
   }
 
-  function finish(id: number, body: Uint8Array | undefined): void {
-    const p = pending.get(id)!;
-    pending.delete(id);
-    const raw = Buffer.from(body ?? new Uint8Array());
-    const ct = String(p.headers["content-type"] ?? "");
-    let parsed: unknown = raw.length ? raw : undefined;
-    if (raw.length && /json/.test(ct)) parsed = JSON.parse(raw.toString("utf8"));
-    else if (raw.length && /^text\//.test(ct)) parsed = raw.toString("utf8");
-    p.resolve({ status: p.status, headers: p.headers, body: parsed, raw });
+  function listening(port = 0): Promise<Server> {
+    server ??= new Promise<Server>((resolve, reject) => {
+      const s = createServer(serveHttp);
+      s.once("error", reject);
+      s.listen(port, "127.0.0.1", () => resolve(s));
+    });
+    return server;
+  }
+
+  function parsed(status: number, headers: HarnessResponse["headers"], raw: Buffer): HarnessResponse {
+    const ct = String(headers["content-type"] ?? "");
+    let body: unknown = raw.length ? raw : undefined;
+    if (raw.length && /json/.test(ct)) body = JSON.parse(raw.toString("utf8"));
+    else if (raw.length && /^text\//.test(ct)) body = raw.toString("utf8");
+    return { status, headers, body, raw };
   }
 
   return {
     config,
     manifest: loaded.manifest,
     routes,
-    request(method, path, opts = {}) {
-      const q = path.indexOf("?");
-      const pathname = q < 0 ? path : path.slice(0, q);
-      const query = parseQuery(q < 0 ? "" : path.slice(q + 1));
+    async request(method, path, opts = {}) {
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k.toLowerCase()] = v;
       let body: Uint8Array | undefined;
@@ -330,33 +259,22 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         }
         headers["content-length"] = String(body.byteLength);
       }
-      const found = match(method, pathname);
-      if (!found) {
-        const raw = Buffer.from(JSON.stringify({ error: { code: "not_found", message: "no such route" } }));
-        return Promise.resolve({
-          status: 404,
-          headers: { "content-type": "application/json" },
-          body: JSON.parse(raw.toString()),
-          raw,
-        });
-      }
-      const id = nextId++;
+      const { port } = (await listening()).address() as AddressInfo;
       return new Promise<HarnessResponse>((resolve, reject) => {
-        pending.set(id, { resolve, reject, status: 0, headers: {}, chunks: [] });
-        const req: MainToWorker = {
-          t: "req",
-          id,
-          routeId: found.route.id,
-          method,
-          path: pathname,
-          params: found.params,
-          query,
-          headers,
-          remoteAddress: "127.0.0.1",
-          body,
-          complete: true,
-        };
-        dispatcher.handle(req);
+        const req = httpRequest({ host: "127.0.0.1", port, method, path, headers, agent }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", reject);
+          res.on("end", () => {
+            try {
+              resolve(parsed(res.statusCode ?? 0, res.headers as HarnessResponse["headers"], Buffer.concat(chunks)));
+            } catch (err) {
+              reject(err as Error);
+            }
+          });
+        });
+        req.on("error", reject);
+        req.end(body);
       });
     },
     connect(path, opts = {}) {
@@ -407,22 +325,17 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       });
     },
     async listen(opts = {}) {
-      if (!server) {
-        const s = createServer(serveHttp);
-        await new Promise<void>((resolve, reject) => {
-          s.once("error", reject);
-          s.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
-        });
-        server = s;
-      }
-      const port = (server.address() as AddressInfo).port;
-      return { url: `http://127.0.0.1:${port}`, port, server };
+      const s = await listening(opts.port);
+      const port = (s.address() as AddressInfo).port;
+      return { url: `http://127.0.0.1:${port}`, port, server: s };
     },
     async close(deadlineMs = 5000) {
       await dispatcher.terminate(deadlineMs);
-      if (server) {
-        const s = server;
-        server = undefined;
+      http.close();
+      agent.destroy();
+      const s = await server?.catch(() => undefined);
+      server = undefined;
+      if (s) {
         s.closeAllConnections();
         await new Promise<void>((resolve) => s.close(() => resolve()));
       }

@@ -124,3 +124,41 @@ test("harness ws: connect, echo, broadcast, refusal, closed at close()", async (
   assert.deepEqual(await a.closed, { code: 1001, reason: "plugin unloading" });
   assert.equal(ws.connectionCount(), 0);
 });
+
+test("harness requests go through the daemon's host side: deadlines, the reply cap, cookie rules", async () => {
+  const sleepy: PluginModule = {
+    manifest: () => ({ name: "sleepy", version: "1.0.0" }),
+    init() {},
+    routes: () => [
+      {
+        method: "GET",
+        path: "/nap",
+        handler: async (req) => {
+          await new Promise((r) => setTimeout(r, 2000));
+          return { aborted: req.signal.aborted };
+        },
+      },
+      { method: "GET", path: "/quick", timeoutMs: 0, handler: () => "x".repeat(2000) },
+      {
+        method: "GET",
+        path: "/cookie",
+        handler: () => ({ status: 200, headers: { "set-cookie": ["hecate_admin=x", "a=b"] }, body: "ok" }),
+      },
+    ],
+  };
+  const h = await createTestHarness(sleepy, { deadlines: { handlerTimeoutMs: 200 }, maxReplyBytes: 1000 });
+  try {
+    const t = performance.now();
+    const late = await h.request("GET", "/nap");
+    assert.equal(late.status, 504);
+    assert.equal((late.body as { error: { code: string } }).error.code, "handler_timeout");
+    assert.ok(performance.now() - t < 1500, "answered at the 200 ms deadline, not after the 2 s nap");
+    const big = await h.request("GET", "/quick");
+    assert.equal(big.status, 502);
+    assert.equal((big.body as { error: { code: string } }).error.code, "reply_too_large");
+    const cookie = await h.request("GET", "/cookie");
+    assert.deepEqual(cookie.headers["set-cookie"], ["a=b"], "the daemon's cookies are dropped, as in the daemon");
+  } finally {
+    await h.close();
+  }
+});
