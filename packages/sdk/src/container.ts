@@ -16,7 +16,6 @@ import { unlinkSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import { WebSocket } from "ws";
 import { standaloneConfig } from "./config.js";
 import { DEFAULT_WS_MAX_PAYLOAD, type HttpMethod, type PluginConfig, type PluginModule } from "./contract.js";
 import { forwardedClientAddress } from "./forwarded.js";
@@ -25,6 +24,7 @@ import { Dispatcher } from "./runtime/dispatcher.js";
 import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./runtime/http-exchanges.js";
 import { matchPath } from "./runtime/route-path.js";
 import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
+import { rejectUpgrade, WsConnections } from "./runtime/ws-connections.js";
 import { wsServersByLimit } from "./runtime/ws-servers.js";
 
 export const DEFAULT_CONTAINER_SOCKET = "/run/plugin/plugin.sock";
@@ -60,14 +60,6 @@ export class ContainerLoadError extends Error {
   }
 }
 
-interface PendingWs {
-  req: IncomingMessage;
-  socket: Duplex;
-  head: Buffer;
-  maxPayload: number;
-  ws?: WebSocket;
-}
-
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
 function configFromEnv(mod: PluginModule): PluginConfig {
@@ -94,9 +86,7 @@ export async function serveContainerPlugin(
 ): Promise<ContainerPluginServer> {
   const socketPath = options.socketPath ?? DEFAULT_CONTAINER_SOCKET;
   const mod = pluginModule as PluginModule;
-  const wsPending = new Map<number, PendingWs>();
   const wsServers = wsServersByLimit();
-  let nextId = 1;
 
   const maxReplyBytes = options.maxReplyBytes ?? envInt("HECATE_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES);
   const deadlines = options.deadlines ?? {
@@ -114,53 +104,19 @@ export async function serveContainerPlugin(
     maxReplyBytes,
     transfer: false,
   });
+  const ws = new WsConnections({
+    post: (msg) => dispatcher.handle(msg),
+    serverFor: (maxPayload) => wsServers.forLimit(maxPayload ?? DEFAULT_WS_MAX_PAYLOAD),
+    transfer: false,
+  });
   const loaded = await dispatcher.load(mod, config);
   if (loaded.t === "load-failed") throw new ContainerLoadError(loaded.stage, loaded.message);
   const routes = loaded.routes;
   http.setRoutes(routes, deadlines);
 
   function onMessage(msg: WorkerToMain): void {
-    if (http.handle(msg)) return;
+    if (http.handle(msg) || ws.handle(msg)) return;
     switch (msg.t) {
-      case "ws-accept": {
-        const w = wsPending.get(msg.connId);
-        if (!w) return;
-        wsServers.forLimit(w.maxPayload).handleUpgrade(w.req, w.socket, w.head, (ws) => {
-          w.ws = ws;
-          ws.on("message", (data, isBinary) => {
-            const d = isBinary ? new Uint8Array(data as Buffer) : (data as Buffer).toString("utf8");
-            dispatcher.handle({ t: "ws-msg", connId: msg.connId, data: d });
-          });
-          ws.on("close", (code, reason) => {
-            wsPending.delete(msg.connId);
-            dispatcher.handle({ t: "ws-closed", connId: msg.connId, code, reason: reason.toString() });
-          });
-          ws.on("error", () => {});
-        });
-        return;
-      }
-      case "ws-reject": {
-        const w = wsPending.get(msg.connId);
-        if (!w) return;
-        wsPending.delete(msg.connId);
-        w.socket.end(`HTTP/1.1 ${msg.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-        return;
-      }
-      case "ws-send": {
-        const ws = wsPending.get(msg.connId)?.ws;
-        if (!ws || ws.readyState !== WebSocket.OPEN) {
-          dispatcher.handle({ t: "ws-sent", connId: msg.connId, seq: msg.seq });
-          return;
-        }
-        ws.send(msg.data, { binary: typeof msg.data !== "string" }, () =>
-          dispatcher.handle({ t: "ws-sent", connId: msg.connId, seq: msg.seq }),
-        );
-        return;
-      }
-      case "ws-close": {
-        wsPending.get(msg.connId)?.ws?.close(msg.code, msg.reason);
-        return;
-      }
       case "log": {
         const line = JSON.stringify({ level: msg.level, msg: msg.msg, ...msg.fields });
         if (msg.level === "error" || msg.level === "fatal" || msg.level === "warn") console.error(line);
@@ -223,22 +179,23 @@ export async function serveContainerPlugin(
     const { path, query } = split(req.url);
     const found = match("ws", "GET", path);
     if (!found) {
-      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      rejectUpgrade(socket, 404, "Not Found");
       return;
     }
-    const connId = nextId++;
-    wsPending.set(connId, { req, socket, head, maxPayload: found.route.maxPayload ?? DEFAULT_WS_MAX_PAYLOAD });
-    socket.on("error", () => {});
-    dispatcher.handle({
-      t: "ws-open",
-      connId,
-      routeId: found.route.id,
-      path,
-      params: found.params,
-      query,
-      headers: req.headers,
-      remoteAddress: clientAddress(req),
-    });
+    ws.open(
+      req,
+      socket,
+      head,
+      {
+        routeId: found.route.id,
+        path,
+        params: found.params,
+        query,
+        headers: req.headers,
+        remoteAddress: clientAddress(req),
+      },
+      found.route.maxPayload,
+    );
   });
   // Keep-alive from the daemon's proxy pool: longer than undici's default keepAliveTimeout (4 s).
   server.keepAliveTimeout = 65_000;
@@ -259,7 +216,7 @@ export async function serveContainerPlugin(
     closing ??= (async () => {
       await dispatcher.terminate(options.terminateDeadlineMs ?? 5000);
       http.close();
-      for (const w of wsPending.values()) w.ws?.terminate();
+      ws.closeAll(1001, "plugin stopping");
       wsServers.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

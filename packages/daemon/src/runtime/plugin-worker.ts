@@ -11,10 +11,10 @@ import type { Duplex } from "node:stream";
 import { type ResourceLimits, Worker } from "node:worker_threads";
 import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
-import { HttpExchanges, transferable } from "@hecate/sdk/runtime/http-exchanges";
-import type { WebSocket, WebSocketServer } from "ws";
+import { HttpExchanges } from "@hecate/sdk/runtime/http-exchanges";
+import { rejectUpgrade, WsConnections } from "@hecate/sdk/runtime/ws-connections";
+import type { WebSocketServer } from "ws";
 import type { RouteContext } from "../http/router.js";
-import { rejectUpgrade } from "../http/router.js";
 import { sendFile, sendJsonError } from "../http/static.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
 
@@ -65,18 +65,6 @@ export interface WorkerOptions {
 
 export type ReadyInfo = Extract<WorkerToMain, { t: "ready" }>;
 
-interface PendingWs {
-  req: IncomingMessage;
-  socket: Duplex;
-  head: Buffer;
-  maxPayload: number | undefined;
-  ws?: WebSocket;
-  /** Inbound message bytes sent to the worker and not yet acknowledged by `ws-ack`. */
-  inflight: number;
-}
-
-/** Inbound ws messages: stop reading the client past this many unacknowledged bytes (per connection). */
-const WS_WINDOW = 1024 * 1024;
 const WORKER_HOST = new URL("./worker-host.js", import.meta.url);
 
 /** Events: `dead` (reason: string, expected: boolean), `log` (entry). */
@@ -89,9 +77,8 @@ export class PluginWorker extends EventEmitter {
   readonly startedAt = Date.now();
   loadMs = 0;
   private readonly realRoot: string;
-  private nextId = 1;
   private readonly http: HttpExchanges;
-  private readonly conns = new Map<number, PendingWs>();
+  private readonly ws: WsConnections;
   deathReason: string | undefined;
   private expectedExit = false;
   private watchdog: NodeJS.Timeout | undefined;
@@ -122,6 +109,11 @@ export class PluginWorker extends EventEmitter {
         }),
       log: (msg) => this.emit("log", { plugin: spec.name, level: "warn", msg }),
       maxReplyBytes: opts.maxReplyBytes,
+      transfer: true,
+    });
+    this.ws = new WsConnections({
+      post: (msg, transfer) => this.post(msg, transfer),
+      serverFor: opts.wssFor,
       transfer: true,
     });
     const boot: WorkerBoot = {
@@ -188,7 +180,7 @@ export class PluginWorker extends EventEmitter {
   }
 
   get wsCount(): number {
-    return this.conns.size;
+    return this.ws.size;
   }
 
   get threadId(): number {
@@ -239,94 +231,28 @@ export class PluginWorker extends EventEmitter {
       rejectUpgrade(socket, 503, "Service Unavailable");
       return;
     }
-    const connId = this.nextId++;
-    this.conns.set(connId, { req, socket, head, maxPayload: route.maxPayload, inflight: 0 });
-    socket.on("close", () => {
-      const c = this.conns.get(connId);
-      if (c && !c.ws) {
-        this.conns.delete(connId);
-        this.post({ t: "ws-closed", connId, code: 1006, reason: "" });
-      }
-    });
-    this.post({
-      t: "ws-open",
-      connId,
-      routeId: route.id,
-      path: ctx.path,
-      params,
-      query: ctx.query,
-      headers: req.headers,
-      remoteAddress: req.socket.remoteAddress,
-    });
-  }
-
-  private onWsAccept(connId: number): void {
-    const c = this.conns.get(connId);
-    if (!c) return;
-    this.opts.wssFor(c.maxPayload).handleUpgrade(c.req, c.socket, c.head, (ws) => {
-      c.ws = ws;
-      if (this.state === "dead") {
-        ws.close(1011, "plugin crashed");
-        return;
-      }
-      ws.on("message", (data, isBinary) => {
-        const buf = toBuffer(data);
-        c.inflight += buf.byteLength;
-        if (c.inflight > WS_WINDOW && !ws.isPaused) ws.pause();
-        const payload = isBinary ? transferable(buf) : buf.toString("utf8");
-        if (typeof payload === "string") this.post({ t: "ws-msg", connId, data: payload });
-        else this.post({ t: "ws-msg", connId, data: payload }, [payload.buffer as ArrayBuffer]);
-      });
-      ws.on("close", (code, reason) => {
-        if (this.conns.delete(connId)) this.post({ t: "ws-closed", connId, code, reason: reason.toString("utf8") });
-      });
-      ws.on("error", () => {});
-    });
+    this.ws.open(
+      req,
+      socket,
+      head,
+      {
+        routeId: route.id,
+        path: ctx.path,
+        params,
+        query: ctx.query,
+        headers: req.headers,
+        remoteAddress: req.socket.remoteAddress,
+      },
+      route.maxPayload,
+    );
   }
 
   // ---- messages, watchdog, lifecycle ----
 
   private onMessage(m: WorkerToMain): void {
     this.loadWaiter?.(m);
-    if (this.http.handle(m)) return;
+    if (this.http.handle(m) || this.ws.handle(m)) return;
     switch (m.t) {
-      case "ws-ack": {
-        const c = this.conns.get(m.connId);
-        if (!c) return;
-        c.inflight -= m.bytes;
-        if (c.ws?.isPaused && c.inflight <= WS_WINDOW / 2) c.ws.resume();
-        return;
-      }
-      case "ws-accept":
-        this.onWsAccept(m.connId);
-        return;
-      case "ws-reject": {
-        const c = this.conns.get(m.connId);
-        if (c) {
-          this.conns.delete(m.connId);
-          rejectUpgrade(c.socket, m.status, m.status === 404 ? "Not Found" : "Forbidden");
-        }
-        return;
-      }
-      case "ws-send": {
-        const ws = this.conns.get(m.connId)?.ws;
-        if (!ws) return;
-        const { connId, seq } = m;
-        ws.send(m.data, (err) => {
-          if (!err) this.post({ t: "ws-sent", connId, seq });
-        });
-        return;
-      }
-      case "ws-close": {
-        const c = this.conns.get(m.connId);
-        if (!c) return;
-        if (c.ws) safeClose(c.ws, m.code, m.reason);
-        else {
-          this.conns.delete(m.connId);
-          rejectUpgrade(c.socket, 403, "Forbidden");
-        }
-        return;
-      }
       case "pong":
         if (m.n === this.pingN) {
           this.pingSentAt = 0;
@@ -406,27 +332,9 @@ export class PluginWorker extends EventEmitter {
     clearTimeout(this.pingDeadline);
     const reason = this.deathReason ?? `worker exited with code ${code}`;
     this.http.failAll("plugin_crashed", `plugin ${this.spec.name}: ${reason}`);
-    for (const [connId, c] of this.conns) {
-      this.conns.delete(connId);
-      if (c.ws)
-        safeClose(c.ws, this.expectedExit ? 1001 : 1011, this.expectedExit ? "plugin unloaded" : "plugin crashed");
-      else rejectUpgrade(c.socket, 503, "Service Unavailable");
-    }
+    if (this.expectedExit) this.ws.closeAll(1001, "plugin unloaded");
+    else this.ws.closeAll(1011, "plugin crashed");
     this.terminatedWaiter?.();
     this.emit("dead", reason, this.expectedExit && !wasStarting);
   }
-}
-
-function safeClose(ws: WebSocket, code: number, reason: string): void {
-  try {
-    ws.close(code, reason.slice(0, 120));
-  } catch {
-    ws.terminate(); // invalid close code from the plugin
-  }
-}
-
-function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
 }

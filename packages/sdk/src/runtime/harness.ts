@@ -26,14 +26,23 @@ import {
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import { resetConfig, standaloneConfig } from "../config.js";
-import type { HttpMethod, PluginConfig, PluginManifest, PluginModule } from "../contract.js";
+import {
+  DEFAULT_WS_MAX_PAYLOAD,
+  type HttpMethod,
+  type PluginConfig,
+  type PluginManifest,
+  type PluginModule,
+} from "../contract.js";
 import { pluginPaths } from "../paths.js";
 import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement, type WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
 import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./http-exchanges.js";
 import { matchPath } from "./route-path.js";
 import { sendFile, sendJsonError } from "./send-file.js";
+import { rejectUpgrade, WsConnections } from "./ws-connections.js";
+import { wsServersByLimit } from "./ws-servers.js";
 
 // kept importable from here (its tests and older imports use this path)
 export { matchPath } from "./route-path.js";
@@ -83,7 +92,7 @@ export interface TestHarness {
   /** Opens a ws connection to a ws route; rejects with the status when the plugin refuses it. */
   connect(path: string, options?: { headers?: Record<string, string> }): Promise<HarnessWs>;
   /**
-   * Serves the plugin's HTTP routes over a real socket on 127.0.0.1 (ephemeral port unless given); `url` is the base
+   * Serves the plugin's HTTP and WebSocket routes over a real socket on 127.0.0.1 (ephemeral port unless given); `url` is the base
    * the API paths are appended to. Closed by `close()`.
    */
   listen(options?: { port?: number }): Promise<{ url: string; port: number; server: Server }>;
@@ -158,13 +167,21 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     maxHandlerTimeoutMs: options.deadlines?.maxHandlerTimeoutMs ?? 0,
   });
   let nextId = 1;
+  // WebSockets over the listen() server: the same host side as the daemon's (ids shared with connect()'s).
+  const wsServers = wsServersByLimit();
+  const wsConns = new WsConnections({
+    post: (msg) => dispatcher.handle(msg),
+    serverFor: (maxPayload) => wsServers.forLimit(maxPayload ?? DEFAULT_WS_MAX_PAYLOAD),
+    transfer: false,
+    nextId: () => nextId++,
+  });
   const wsClients = new Map<number, WsClient>();
   let server: Promise<Server> | undefined;
   // One keep-alive agent for request(): a test's requests reuse their connections.
   const agent = new Agent({ keepAlive: true });
 
   function onMessage(msg: WorkerToMain): void {
-    if (http.handle(msg)) return;
+    if (http.handle(msg) || wsConns.handle(msg)) return;
     if (msg.t === "ws-accept" || msg.t === "ws-reject") {
       const c = wsClients.get(msg.connId);
       if (msg.t === "ws-reject") wsClients.delete(msg.connId);
@@ -191,6 +208,14 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         const params = matchPath(r.path, pathname);
         if (params) return { route: r, params };
       }
+    }
+    return undefined;
+  }
+
+  function wsRoute(pathname: string): { route: RouteAnnouncement; params: Record<string, string> } | undefined {
+    for (const r of routes) {
+      const params = r.kind === "ws" ? matchPath(r.path, pathname) : null;
+      if (params) return { route: r, params };
     }
     return undefined;
   }
@@ -228,6 +253,24 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
   function listening(port = 0): Promise<Server> {
     server ??= new Promise<Server>((resolve, reject) => {
       const s = createServer(serveHttp);
+      s.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = new URL(req.url ?? "/", "http://127.0.0.1");
+        const found = wsRoute(url.pathname);
+        if (!found) return rejectUpgrade(socket, 404, "Not Found");
+        const fields = {
+          routeId: found.route.id,
+          path: url.pathname,
+          params: found.params,
+          query: parseQuery(url.search),
+        };
+        wsConns.open(
+          req,
+          socket,
+          head,
+          { ...fields, headers: req.headers, remoteAddress: req.socket.remoteAddress },
+          found.route.maxPayload,
+        );
+      });
       s.once("error", reject);
       s.listen(port, "127.0.0.1", () => resolve(s));
     });
@@ -280,14 +323,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     connect(path, opts = {}) {
       const q = path.indexOf("?");
       const pathname = q < 0 ? path : path.slice(0, q);
-      let match: { route: RouteAnnouncement; params: Record<string, string> } | undefined;
-      for (const r of routes) {
-        const params = r.kind === "ws" ? matchPath(r.path, pathname) : null;
-        if (params) {
-          match = { route: r, params };
-          break;
-        }
-      }
+      const match = wsRoute(pathname);
       if (!match) return Promise.reject(new Error(`ws upgrade refused with status 404`));
       const connId = nextId++;
       return new Promise<HarnessWs>((resolve, reject) => {
@@ -332,6 +368,8 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     async close(deadlineMs = 5000) {
       await dispatcher.terminate(deadlineMs);
       http.close();
+      wsConns.closeAll(1001, "plugin unloading");
+      wsServers.close();
       agent.destroy();
       const s = await server?.catch(() => undefined);
       server = undefined;

@@ -118,10 +118,25 @@ test("harness ws: connect, echo, broadcast, refusal, closed at close()", async (
   assert.deepEqual(c.messages, []);
   await assert.rejects(h.connect("/private"), /status 403/);
   await assert.rejects(h.connect("/nope"), /status 404/);
+  // the same routes over a real socket (listen()), through the daemon's host side of the ws protocol
+  const { url } = await h.listen();
+  const { default: WebSocket } = await import("ws");
+  const real = new WebSocket(`${url.replace("http:", "ws:")}/chat/1`);
+  await new Promise((resolve, reject) => real.once("open", resolve).once("error", reject));
+  const heard = new Promise<string>((resolve) => real.once("message", (d) => resolve(String(d))));
+  a.send("over memory");
+  assert.equal(await heard, "1> over memory", "a socket client and in-memory clients share the room");
+  const refused = new WebSocket(`${url.replace("http:", "ws:")}/private`);
+  const status = await new Promise<number>((resolve) =>
+    refused.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
+  );
+  assert.equal(status, 403);
+  const realClosed = new Promise<number>((resolve) => real.once("close", (code) => resolve(code)));
   b.close();
-  assert.equal(ws.subscribers("room:1"), 1);
+  assert.equal(ws.subscribers("room:1"), 2, "a and the socket client");
   await h.close();
   assert.deepEqual(await a.closed, { code: 1001, reason: "plugin unloading" });
+  assert.equal(await realClosed, 1001);
   assert.equal(ws.connectionCount(), 0);
 });
 
