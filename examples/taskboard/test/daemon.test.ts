@@ -149,7 +149,7 @@ test("the packed plugin installs through the admin API and serves its page, API,
   assert.equal((await admin("POST", "/admin/api/plugins/taskboard/deactivate")).status, 200);
   const [code] = await closed;
   assert.equal(code, 1001, "connections are closed cleanly at unload");
-  assert.equal((await fetch(api("/boards"))).status, 404);
+  assert.equal((await fetch(api("/boards"))).status, 503); // deactivated: plugin_not_active
   assert.equal((await admin("POST", "/admin/api/plugins/taskboard/activate")).status, 200);
   const after = (await (await fetch(api(`/tasks/${task.id}`))).json()) as { column: string; attachments: unknown[] };
   assert.equal(after.column, "done");

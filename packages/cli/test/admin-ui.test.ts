@@ -86,7 +86,7 @@ test("admin page: drag-and-drop install goes live to loaded, details, deactivate
   // the Deactivate button unloads it; the row follows
   await page.click('tr[data-plugin="echo-fixture"] button[data-action="deactivate"]');
   await page.waitForSelector('tr[data-plugin="echo-fixture"] [data-field="status"][data-status="deactivated"]');
-  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 503); // plugin_not_active
   assert.ok(await page.locator('tr[data-plugin="echo-fixture"] button[data-action="activate"]').count());
 
   // Remove (after the confirmation dialog): the row goes away

@@ -84,7 +84,7 @@ test("install (progress, URL), list, info, deactivate, activate, logs, remove", 
 
   const deactivated = await cliJson(["plugin", "deactivate", "echo-fixture"], { home });
   assert.equal(deactivated.status, "deactivated");
-  assert.equal((await get(`${pluginUrl}api/hello`)).status, 404);
+  assert.equal((await get(`${pluginUrl}api/hello`)).status, 503); // plugin_not_active (test/user-errors.test.ts)
   const twice = await runCli(["plugin", "deactivate", "echo-fixture"], { home });
   assert.equal(twice.code, 6);
   assert.match(twice.stderr, /plugin_not_activated/);

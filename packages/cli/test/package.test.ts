@@ -167,7 +167,7 @@ test("signatures: a daemon requiring trusted signatures accepts a signed package
   assert.equal(i.code, 7, i.stdout + i.stderr);
   assert.match(i.stderr, /src\/index\.js does not match its SHA-256 digest/);
   assert.match(i.stderr, /digest_mismatch/);
-  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 503); // failed: plugin_not_active
   await cliJson(["plugin", "remove", "echo-fixture"], { home });
 
   // tampered after install: the next load refuses it
@@ -177,7 +177,7 @@ test("signatures: a daemon requiring trusted signatures accepts a signed package
   const load = await runCli(["plugin", "activate", "echo-fixture", "--json"], { home });
   assert.notEqual(load.code, 0);
   assert.match(JSON.parse(load.stdout).error.message, /src\/index\.js/);
-  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 404);
+  assert.equal((await get(`${daemon.url}/plugin/echo-fixture/api/hello`)).status, 503);
 });
 
 test("hecate plugin install of a fixed package after a refused one succeeds (no upgrade needed)", async (t) => {

@@ -22,6 +22,7 @@ import { Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
 import { Loader } from "./lifecycle/loader.js";
 import { LifecycleService } from "./lifecycle/service.js";
+import { inactivePlugins } from "./lifecycle/user-messages.js";
 import { packageOps } from "./package/ops.js";
 import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
 import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
@@ -176,6 +177,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
     const level = (["trace", "debug", "info", "warn", "error", "fatal"].includes(e.level) ? e.level : "info") as "info";
     logger[level]({ plugin: e.plugin, ...e.fields }, e.msg);
+  });
+  // The main host's router tells clients of an installed plugin that is not loaded why (503), not a bare 404: it gets
+  // the set of such plugins after every lifecycle event (coalesced per turn; sent only when it changed).
+  let inactiveQueued = false;
+  lifecycle.on("event", () => {
+    if (inactiveQueued) return;
+    inactiveQueued = true;
+    setImmediate(() => {
+      inactiveQueued = false;
+      void hosts.setInactive(inactivePlugins(lifecycle.list()));
+    });
   });
   hosts.on("crashed", (name: string, reason: string) => lifecycle.reportCrash(name, reason));
   hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));

@@ -117,7 +117,12 @@ export interface Reply {
   file?: { path: string; downloadName?: string; contentType?: string };
 }
 
-export type HandlerResult = Reply | Record<string, unknown> | unknown[] | string | Uint8Array | null | undefined;
+/**
+ * What a handler returns: a `Reply`, or a body sent as JSON (any object or array: interface types included), a string
+ * (text/plain) or bytes, or nothing (204).
+ */
+// `object`, not `Record<string, unknown>`: an interface has no index signature, so it was not assignable to a Record.
+export type HandlerResult = Reply | object | string | Uint8Array | null | undefined;
 export type Handler = (req: PluginRequest) => HandlerResult | Promise<HandlerResult>;
 
 /**

@@ -1,6 +1,7 @@
 export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
 export * as files from "./files.js";
+export * as log from "./log.js";
 export * from "./paths.js";
 export * as ratelimit from "./ratelimit.js";
 export * as routes from "./routes.js";

@@ -12,6 +12,7 @@
  * `storeConfig()`, and closes it (projections and subscriptions first) at unload. Standalone (no host), the first
  * call opens it from the standalone config.
  */
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import {
   type AggregateDefinition,
@@ -57,6 +58,8 @@ export class PluginStoreError extends Error {
 interface OpenStore {
   store: EventStore;
   projections: Map<string, Projection>;
+  /** How each running projection was defined (to start it again in `rebuild`). */
+  definitions: Map<string, ProjectionDefinition>;
   subscriptions: Set<Subscription>;
 }
 
@@ -77,7 +80,7 @@ export function open(options: Pick<StoreConfig, "durability"> = {}): EventStore 
   if (!isValidPluginName(storeId))
     throw new PluginStoreError("invalid_store_id", `storeId ${JSON.stringify(storeId)} is not a valid name`, "storeId");
   const store = openEventStore({ directory: config.paths.store, storeId, durability: options.durability ?? "FULL" });
-  opened = { store, projections: new Map(), subscriptions: new Set() };
+  opened = { store, projections: new Map(), definitions: new Map(), subscriptions: new Set() };
   onTerminate(close);
   return store;
 }
@@ -152,6 +155,15 @@ export interface ProjectionDefinition {
   setup?(db: ReadModelDb): void;
   /** Applies one event; runs in the same read-model transaction as the checkpoint. Synchronous. */
   apply(db: ReadModelDb, event: RecordedEvent): void;
+  /**
+   * The read model's shape version (default 1). Bump it when a new plugin version changes what `setup`/`apply`
+   * write: that version builds a new read-model file (`{file}.v{version}.sqlite`) from the whole store, while the
+   * previous version, still serving during a zero-downtime upgrade, keeps its own file; files two or more versions
+   * old are deleted (unless `file` is shared with other projections).
+   */
+  version?: number;
+  /** Drops the tables `setup` created: needed by `store.rebuild(name)`. */
+  reset?(db: ReadModelDb): void;
   types?: string[];
   streamPrefix?: string;
   retryDelayMs?: number;
@@ -168,9 +180,48 @@ export function projection(def: ProjectionDefinition): Projection {
     throw new PluginStoreError("invalid_projection", `read-model file ${JSON.stringify(file)} is invalid`, "file");
   if (o.projections.has(def.name))
     throw new PluginStoreError("invalid_projection", `projection "${def.name}" is already running`, "name");
-  const { file: _file, ...rest } = def;
-  const p = startProjection(o.store, { ...rest, readModel: join(getConfig().paths.sqlite, `${file}.sqlite`) });
+  return startDefined(o, def, false);
+}
+
+function startDefined(o: OpenStore, def: ProjectionDefinition, rebuild: boolean): Projection {
+  const { file = def.name, version = 1, ...rest } = def;
+  if (!Number.isInteger(version) || version < 1)
+    throw new PluginStoreError(
+      "invalid_projection",
+      `projection "${def.name}": version must be a positive integer`,
+      "version",
+    );
+  const dir = getConfig().paths.sqlite;
+  const fileOf = (v: number) => join(dir, v === 1 ? `${file}.sqlite` : `${file}.v${v}.sqlite`);
+  // Older files of a read model this projection owns (no shared `file`): two versions back cannot be serving.
+  if (def.file === undefined)
+    for (let v = 1; v <= version - 2; v++)
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(fileOf(v) + suffix, { force: true });
+  const p = startProjection(o.store, { ...rest, readModel: fileOf(version), rebuild });
   o.projections.set(def.name, p);
+  o.definitions.set(def.name, def);
+  return p;
+}
+
+/**
+ * Rebuilds a running projection from the store now: stops it, drops its read model with its `reset`, and starts it
+ * again from the first event; resolves once it caught up. Queries by name (`query`, `readModel`) use the new one; a
+ * `Projection` object kept from before is stopped.
+ */
+export async function rebuild(name: string): Promise<Projection> {
+  const o = current();
+  const old = projectionNamed(name);
+  const def = o.definitions.get(name)!;
+  if (typeof def.reset !== "function")
+    throw new PluginStoreError(
+      "invalid_projection",
+      `projection "${name}" has no reset(db): it cannot be rebuilt`,
+      "reset",
+    );
+  o.projections.delete(name);
+  await old.stop();
+  const p = startDefined(o, def, true);
+  await p.caughtUp(o.store.headPosition());
   return p;
 }
 

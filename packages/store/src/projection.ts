@@ -12,6 +12,16 @@ export interface ProjectionOptions {
   readModel: string;
   /** Creates tables/indexes; runs in a transaction at every start, so use IF NOT EXISTS. */
   setup?(db: Database.Database): void;
+  /**
+   * The read model's shape version (default 1). When it differs from the version the read-model file was built
+   * with, the projection is rebuilt from the store: `reset(db)` drops the old tables, the checkpoint goes back to 0,
+   * `setup` runs, and every event is applied again (in the background; `caughtUp()` waits for it).
+   */
+  version?: number;
+  /** Drops what `setup`/`apply` created (needed for a rebuild: a version change or `rebuild: true`). */
+  reset?(db: Database.Database): void;
+  /** Rebuild from the store at this start even if the version did not change (see `version`). */
+  rebuild?: boolean;
   /** Applies one event; runs in the same read-model transaction as the checkpoint update. Must be synchronous. */
   apply(db: Database.Database, event: RecordedEvent): void;
   types?: string[];
@@ -74,6 +84,34 @@ export async function waitForProjections(
 }
 
 /**
+ * Inside the start transaction: when the read model was built with another version than `options.version` (or
+ * `options.rebuild`), `reset` drops it and the checkpoint is removed, so the projection applies every event again.
+ * The version is recorded per projection name in `_hecate_projection_versions` (a file built before versions
+ * existed counts as version 1).
+ */
+function resetIfChanged(db: Database.Database, name: string, options: ProjectionOptions, hasCheckpoint: boolean): void {
+  const version = options.version ?? 1;
+  if (!Number.isInteger(version) || version < 1)
+    throw new InvalidArgumentError(`projection "${name}": version must be a positive integer`);
+  db.exec("CREATE TABLE IF NOT EXISTS _hecate_projection_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)");
+  const stored = db.prepare("SELECT version FROM _hecate_projection_versions WHERE name = ?").pluck().get(name) as
+    | number
+    | undefined;
+  const built = stored ?? (hasCheckpoint ? 1 : undefined);
+  if (built !== undefined && (built !== version || options.rebuild)) {
+    if (typeof options.reset !== "function")
+      throw new InvalidArgumentError(
+        `projection "${name}" must be rebuilt (read model version ${built}, now ${version}): give it reset(db), which drops its tables`,
+      );
+    options.reset(db);
+    db.prepare("DELETE FROM _hecate_projection_checkpoints WHERE name = ?").run(name);
+  }
+  db.prepare(
+    "INSERT INTO _hecate_projection_versions(name, version) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version",
+  ).run(name, version);
+}
+
+/**
  * A projection into a separate SQLite read model. Each event is applied and the projection's checkpoint (a table in
  * the read-model file) updated in ONE read-model transaction, so a crash at any point neither applies an event twice
  * nor skips one: the next start resumes after the last committed checkpoint.
@@ -94,8 +132,11 @@ export function startProjection(store: EventStore, options: ProjectionOptions): 
     db.pragma("synchronous = NORMAL");
     db.exec(`CREATE TABLE IF NOT EXISTS _hecate_projection_checkpoints (
       name TEXT PRIMARY KEY, store_id TEXT NOT NULL, position INTEGER NOT NULL, updated_at TEXT NOT NULL)`);
-    if (options.setup) db.transaction(() => options.setup!(db)).immediate();
     const getCp = db.prepare("SELECT position FROM _hecate_projection_checkpoints WHERE name = ?").pluck();
+    db.transaction(() => {
+      resetIfChanged(db, name, options, getCp.get(name) !== undefined);
+      options.setup?.(db);
+    }).immediate();
     const setCp = db.prepare(`INSERT INTO _hecate_projection_checkpoints(name, store_id, position, updated_at)
       VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`);
     const applyTx = db.transaction((event: RecordedEvent) => {

@@ -18,6 +18,7 @@ import {
   type LifecycleService,
   type PackageRejectionRecord,
 } from "../lifecycle/service.js";
+import { rejectionMessage } from "../lifecycle/user-messages.js";
 import { ADMIN_RESPONSE_HEADERS, type AdminGuard, sessionCookies } from "./auth.js";
 import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson, sendSse } from "./http.js";
 import type { LogBook, LogLine } from "./logs.js";
@@ -165,7 +166,7 @@ export class AdminApi {
 
   private view(name: string) {
     const v = this.o.lifecycle.view(name);
-    if (!v) throw new ApiError(404, "plugin_not_found", `no plugin ${JSON.stringify(name)}`);
+    if (!v) throw new ApiError(404, "plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
     return v;
   }
 

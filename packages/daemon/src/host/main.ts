@@ -84,6 +84,7 @@ class Host {
     this.server.prependListener("upgrade", (req) => activity.touch(req.url));
     if (boot.listenPath) this.server.prependListener("request", trustForwardedFor);
     this.router.setReady(boot.ready);
+    this.router.setInactive(boot.inactive ?? {});
   }
 
   /** Plugins with requests or WebSockets in flight (worker plugins: the ones whose code runs in this process). */
@@ -128,6 +129,9 @@ class Host {
       }
       case "set-ready":
         this.router.setReady(m.ready);
+        return true;
+      case "set-inactive":
+        this.router.setInactive(m.plugins);
         return true;
       case "close":
         await this.close();

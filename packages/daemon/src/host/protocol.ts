@@ -24,6 +24,8 @@ export interface HostBoot {
   activityIntervalMs: number;
   /** `/ready` answers 200 (boot finished). */
   ready: boolean;
+  /** Installed plugins that are not loaded: name -> the message of their URLs' 503 (see `set-inactive`). */
+  inactive?: Record<string, string>;
   /** Admin shared with the plugin port: `/admin` is proxied to the supervisor's internal admin socket. */
   adminSocketPath?: string;
   /** The plugin listener's Host allow-list (main host) and connection caps. */
@@ -58,6 +60,8 @@ export type HostRequest =
   /** Boot reconciliation of container plugins (adopt the previous run's containers). */
   | { t: "reconcile"; id: number; specs: ContainerPluginSpec[] }
   | { t: "set-ready"; id: number; ready: boolean }
+  /** The installed plugins that are not loaded (the whole set, replacing the last): name -> message for clients. */
+  | { t: "set-inactive"; id: number; plugins: Record<string, string> }
   | { t: "close"; id: number };
 
 /** A client connection (the socket travels as the message's handle); the host answers `conn-ack`. */

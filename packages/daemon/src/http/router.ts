@@ -5,6 +5,8 @@
  *
  * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
  * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API) anywhere else.
+ * A path that some route serves with other methods answers 405 with `Allow`; a URL of a plugin that is installed but
+ * not loaded (deactivated, failed, starting: see `setInactive`) answers 503 `plugin_not_active` saying what to do.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
@@ -14,6 +16,7 @@ import { validateRoutePath } from "@hecate/sdk/runtime/route-path";
 import FindMyWay from "find-my-way";
 import { admit, answerPreflight, compileGuard, type Guard, originAllowed, type RoutePolicy } from "./plugin-guard.js";
 import { sendJsonError, serveStatic } from "./static.js";
+import { refuseUpgrade } from "./upgrade-reply.js";
 
 export { originAllowed } from "./plugin-guard.js";
 
@@ -116,6 +119,8 @@ export class Router {
   private readonly systemGroups = new Map<string, MountedRoute[]>();
   private version = 0;
   private ready = false;
+  /** Installed plugins not loaded here: name -> what to tell a client (from the supervisor, see setInactive). */
+  private inactive: ReadonlyMap<string, string> = new Map();
   private readonly started = Date.now();
 
   constructor() {
@@ -163,6 +168,14 @@ export class Router {
 
   hasPlugin(name: string): boolean {
     return this.plugins.has(name);
+  }
+
+  /**
+   * The plugins that are installed but not loaded (deactivated, failed, still starting), each with the message a
+   * request to its URLs gets (503 `plugin_not_active`) instead of a bare 404. Replaces the previous set.
+   */
+  setInactive(plugins: Record<string, string>): void {
+    this.inactive = new Map(Object.entries(plugins));
   }
 
   /** Replaces one named group of daemon-level routes (absolute paths, never under `/plugin/`). */
@@ -257,7 +270,7 @@ export class Router {
       return;
     const found = snap.http.find((req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
     if (!found) {
-      sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+      this.noRoute(snap, req, res, pathname);
       return;
     }
     const store = found.store as Store;
@@ -283,7 +296,7 @@ export class Router {
       if (store.kind === "static") {
         // `api/...` that matched no API route is a 404, not a file lookup.
         if (!store.staticDir || ctx.path === "api" || ctx.path.startsWith("api/")) {
-          sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+          this.noRoute(snap, req, res, pathname);
           return;
         }
         serveStatic(req, res, store.staticDir, ctx.path).catch(() => sendJsonError(res, 500, "static_failed", "error"));
@@ -298,6 +311,30 @@ export class Router {
     }
   }
 
+  /** No route for this method: 503 for an inactive plugin's URL, 405 when other methods are served there, else 404. */
+  private noRoute(snap: Snapshot, req: IncomingMessage, res: ServerResponse, pathname: string): void {
+    const inactive = this.inactiveMessage(pathname);
+    if (inactive) {
+      sendJsonError(res, 503, "plugin_not_active", inactive);
+      return;
+    }
+    const allow = allowedMethods(snap, pathname);
+    if (allow.length > 0) {
+      res.setHeader("allow", allow.join(", "));
+      sendJsonError(res, 405, "method_not_allowed", `${req.method} is not allowed here; use ${allow.join(", ")}`);
+      return;
+    }
+    sendJsonError(res, 404, "not_found", `no route for ${req.method} ${pathname}`);
+  }
+
+  /** The message for a URL under `/plugin/{name}` of a plugin that is installed but not mounted here. */
+  private inactiveMessage(pathname: string): string | undefined {
+    if (this.inactive.size === 0 || !pathname.startsWith("/plugin/")) return undefined;
+    const end = pathname.indexOf("/", 8);
+    const name = end < 0 ? pathname.slice(8) : pathname.slice(8, end);
+    return this.plugins.has(name) ? undefined : this.inactive.get(name);
+  }
+
   /** The `upgrade` listener of the HTTP server: Origin check, then the route's upgrade handler. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const snap = this.snapshot;
@@ -306,7 +343,9 @@ export class Router {
     const pathname = q < 0 ? url : url.slice(0, q);
     const found = req.method === "GET" ? snap.ws.find("GET", pathname) : null;
     if (!found) {
-      rejectUpgrade(socket, 404, "Not Found");
+      const inactive = this.inactiveMessage(pathname);
+      if (inactive) refuseUpgrade(socket, 503, "Service Unavailable", "plugin_not_active", inactive);
+      else rejectUpgrade(socket, 404, "Not Found");
       return;
     }
     const store = found.store as WsStore;
@@ -352,6 +391,21 @@ export function parseQuery(qs: string): Record<string, string | string[]> {
     out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
   }
   return out;
+}
+
+/**
+ * The methods some route answers at `pathname` (for 405 + Allow). A plugin's static catch-all counts when it has a
+ * static dir, outside its `api/` (where it never serves).
+ */
+function allowedMethods(snap: Snapshot, pathname: string): string[] {
+  return HTTP_METHODS.filter((m) => {
+    const store = snap.http.find(m, pathname)?.store as Store | undefined;
+    if (!store || !pathname.startsWith(store.prefix)) return false;
+    if (store.kind !== "static") return true;
+    if (!store.staticDir) return false;
+    const rel = pathname.slice(store.prefix.length);
+    return rel !== "api" && !rel.startsWith("api/");
+  });
 }
 
 /**

@@ -41,6 +41,7 @@ import {
   statusName,
 } from "./aggregate.js";
 import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
+import { rejectionMessage } from "./user-messages.js";
 
 export interface PluginView {
   name: string;
@@ -278,11 +279,14 @@ export class LifecycleService extends EventEmitter {
       // Checked before the archive is moved (a refused install must not overwrite the installed package), with the
       // aggregate's own rule: a plugin whose last attempt failed before it ran may be installed again.
       if (op === "install" && s && !acceptsInstall(s)) {
-        const err = new LifecycleError("plugin_already_installed", `plugin ${name} is already installed (use upgrade)`);
+        const err = new LifecycleError(
+          "plugin_already_installed",
+          rejectionMessage(name, "plugin_already_installed", statusName(s.status))!,
+        );
         throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
       }
       if (op === "upgrade" && !isInstalled) {
-        const err = new LifecycleError("plugin_not_found", `plugin ${name} is not installed`);
+        const err = new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
         throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
       }
       const paths = this.o.loader.paths(name);
@@ -365,15 +369,30 @@ export class LifecycleService extends EventEmitter {
   }
 
   async activate(name: string): Promise<number> {
-    return (await this.dispatch(name, { type: "activate_plugin_v1", data: {} })).position;
+    return (await this.userCommand(name, { type: "activate_plugin_v1", data: {} })).position;
   }
 
   async deactivate(name: string): Promise<number> {
-    return (await this.dispatch(name, { type: "deactivate_plugin_v1", data: {} })).position;
+    return (await this.userCommand(name, { type: "deactivate_plugin_v1", data: {} })).position;
   }
 
   async remove(name: string, purge: boolean): Promise<number> {
-    return (await this.dispatch(name, { type: "remove_plugin_v1", data: { purge } })).position;
+    return (await this.userCommand(name, { type: "remove_plugin_v1", data: { purge } })).position;
+  }
+
+  /**
+   * A command the user asked for: a refusal becomes a LifecycleError with the same code whose message says, in the
+   * user's words, what state the plugin is in and what to do (not `deactivate_plugin_v1 on plugin-x rejected`).
+   */
+  private async userCommand(name: string, cmd: PluginCommand): Promise<DispatchResult<PluginEvent>> {
+    try {
+      return await this.dispatch(name, cmd);
+    } catch (err) {
+      if (!(err instanceof CommandRejected)) throw err;
+      const s = this.states.get(name);
+      const message = rejectionMessage(name, err.code, s && statusName(s.status));
+      throw message ? new LifecycleError(err.code, message, err.details) : err;
+    }
   }
 
   /**

@@ -10,6 +10,7 @@ import { sealConfigOnNextSet } from "@hecate/sdk/config";
 import type { MainToWorker, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import { Dispatcher } from "@hecate/sdk/runtime/dispatcher";
 import { guardChildProcesses } from "./child-guard.js";
+import { captureConsole } from "./console-capture.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
 
 const port = parentPort!;
@@ -32,8 +33,13 @@ const dispatcher = new Dispatcher(
   },
   { maxReplyBytes: boot.maxReplyBytes },
 );
+// What the plugin prints (console.*, process.stdout/stderr) goes to its plugin log, tagged with its name by the host.
+const flushConsole = captureConsole((level, msg, fields) => dispatcher.log(level, msg, fields));
 // Whatever was posted in the last turn (a log line before process.exit...) still goes out.
-process.on("exit", batch.flush);
+process.on("exit", () => {
+  flushConsole();
+  batch.flush();
+});
 
 // A stray rejection is a plugin bug, not a reason to kill its other requests: report it and keep serving.
 process.on("unhandledRejection", (reason) => {

@@ -105,6 +105,8 @@ export class PluginHosts extends EventEmitter {
   private consecutiveFailures = 0;
   private closed = false;
   private ready = false;
+  /** Installed plugins not loaded, for the main host's router (see setInactive). */
+  private inactive: Record<string, string> = {};
   /** True once container plugins were reconciled (boot): their leftovers of a previous run are gone. */
   containersReconciled = false;
   /** The main host may receive connections: false from its death until its plugins are restored. */
@@ -144,6 +146,19 @@ export class PluginHosts extends EventEmitter {
     await this.hosts
       .get(MAIN)
       ?.request({ t: "set-ready", ready })
+      .catch(() => {});
+  }
+
+  /**
+   * The installed plugins that are not loaded, each with what a request to its URLs is told (503); also given to
+   * every main host started later. Sent only when it changed.
+   */
+  async setInactive(plugins: Record<string, string>): Promise<void> {
+    if (JSON.stringify(plugins) === JSON.stringify(this.inactive)) return;
+    this.inactive = plugins;
+    await this.hosts
+      .get(MAIN)
+      ?.request({ t: "set-inactive", plugins })
       .catch(() => {});
   }
 
@@ -294,6 +309,7 @@ export class PluginHosts extends EventEmitter {
         runtime: this.o.runtime,
         activityIntervalMs: this.o.activityIntervalMs,
         ready: this.ready,
+        inactive: hostId === MAIN ? this.inactive : undefined,
         adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
         allowedHosts: this.o.allowedHosts,
         limits: this.o.limits,

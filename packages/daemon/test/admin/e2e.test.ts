@@ -1,6 +1,6 @@
 /**
  * End to end through the admin API of a real in-process daemon: real packages (packPlugin), real workers, real HTTP.
- * install (upload and {path}) -> API + static answer -> deactivate (404) -> activate -> upgrade under keep-alive load
+ * install (upload and {path}) -> API + static answer -> deactivate (503) -> activate -> upgrade under keep-alive load
  * (0 failed requests) -> remove (files gone, data kept) / remove with purge.
  */
 import assert from "node:assert/strict";
@@ -27,7 +27,7 @@ async function get(path: string): Promise<{ status: number; body: string }> {
   return { status: r.status, body: await r.text() };
 }
 
-test("install (upload) -> API and static answer -> deactivate 404 -> activate -> remove keeps data", async () => {
+test("install (upload) -> API and static answer -> deactivate 503 -> activate -> remove keeps data", async () => {
   const t0 = performance.now();
   const archive = await buildPackage(d.work, { name: "hello", version: "1.0.0" });
   const r = await d.api("POST", "/admin/api/plugins", { body: readFileSync(archive), headers: gz });
@@ -66,8 +66,17 @@ test("install (upload) -> API and static answer -> deactivate 404 -> activate ->
   const off = await d.api("POST", "/admin/api/plugins/hello/deactivate");
   assert.equal(off.status, 200);
   assert.equal((await off.json()).status, "deactivated");
-  assert.equal((await get("/plugin/hello/api/who")).status, 404);
-  assert.equal((await get("/plugin/hello/")).status, 404);
+  // installed but not loaded: 503 plugin_not_active saying how to activate it (not a bare 404)
+  for (const path of ["/plugin/hello/api/who", "/plugin/hello/"]) {
+    const r = await get(path);
+    assert.equal(r.status, 503);
+    const { error } = JSON.parse(r.body);
+    assert.equal(error.code, "plugin_not_active");
+    assert.match(
+      error.message,
+      /plugin hello is not active \(it is deactivated\); activate it with: hecate plugin activate hello/,
+    );
+  }
   assert.equal((await d.api("POST", "/admin/api/plugins/hello/deactivate")).status, 409);
 
   const on = await d.api("POST", "/admin/api/plugins/hello/activate");

@@ -48,7 +48,7 @@ test("a package whose files do not match their digests: 422 with the PackageErro
   assert.equal(view.lastError.code, "digest_mismatch");
   const failed = (await events("tampered")).find((e) => e.type === "plugin_extract_failed_v1");
   assert.equal(failed?.data.code, "digest_mismatch");
-  assert.equal((await fetch(`${d.url}/plugin/tampered/api/who`)).status, 404);
+  assert.equal((await fetch(`${d.url}/plugin/tampered/api/who`)).status, 503); // failed: plugin_not_active
   // A good package fixes it through upgrade.
   const good = await buildPackage(d.work, { name: "tampered", version: "1.0.1" });
   const up = await d.api("POST", "/admin/api/plugins/tampered/upgrade", { body: readFileSync(good), headers: gz });
@@ -126,7 +126,7 @@ test("runtime crash and disable become plugin_crashed_v1 / plugin_disabled_v1", 
   assert.equal(view.status, "failed");
   assert.equal(view.lastError.code, "disabled");
   assert.ok(view.restarts >= 2);
-  assert.equal((await fetch(`${d.url}/plugin/crashy/api/who`)).status, 404);
+  assert.equal((await fetch(`${d.url}/plugin/crashy/api/who`)).status, 503);
   // activate retries a failed plugin
   const again = await d.api("POST", "/admin/api/plugins/crashy/activate");
   assert.equal(again.status, 200);

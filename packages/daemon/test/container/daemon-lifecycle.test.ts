@@ -146,7 +146,7 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       assert.equal(off.status, 200, off.body);
       assert.equal(off.json().status, "deactivated");
       assert.deepEqual(await containersOf(podman, home), [], "deactivate removes the container");
-      assert.equal((await fetch(`${daemon.url}/plugin/${NAME}/api/hello`)).status, 404);
+      assert.equal((await fetch(`${daemon.url}/plugin/${NAME}/api/hello`)).status, 503); // plugin_not_active
 
       const on = await unixRequest(daemon.socketPath, "POST", `/admin/api/plugins/${NAME}/activate`);
       assert.equal(on.status, 200, on.body);
@@ -259,7 +259,7 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
       );
       assert.equal(disabled.lastError.code, "disabled");
       assert.ok((await events()).some((e) => e.type === "plugin_disabled_v1"));
-      assert.equal(await hello(), 404);
+      assert.equal(await hello(), 503); // disabled: plugin_not_active
       assert.equal(psAll(home), "", "the disabled plugin's container is gone");
 
       // The operator brings it back: deactivate + activate -> a fresh container.

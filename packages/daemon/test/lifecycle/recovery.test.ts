@@ -167,7 +167,7 @@ test("a plugin failing at boot is marked failed; the daemon and the other plugin
   assert.equal(v.lastError.stage, "verify");
   assert.match(v.lastError.message, /digest|mismatch|index\.js/i);
   assert.equal((await fetch(`${url}/plugin/sturdy/api/who`)).status, 200);
-  assert.equal((await fetch(`${url}/plugin/fragile/api/who`)).status, 404);
+  assert.equal((await fetch(`${url}/plugin/fragile/api/who`)).status, 503); // failed: plugin_not_active
   assert.equal((await fetch(`${url}/health`)).status, 200);
   await stopGracefully(c);
   checkStore(home);
@@ -266,7 +266,7 @@ test("kill -9 right after plugin_deactivated_v1 / plugin_removed_v1: restart fin
   c = start(home);
   let url = await c.url;
   assert.equal((await view(c, "sturdy")).status, "deactivated");
-  assert.equal((await fetch(`${url}/plugin/sturdy/api/who`)).status, 404, "not loaded again at boot");
+  assert.equal((await fetch(`${url}/plugin/sturdy/api/who`)).status, 503, "not loaded again at boot");
   let events = (await unixRequest(c.socketPath, "GET", "/admin/api/plugins/sturdy/events")).json().events;
   assert.equal(typesOf(events).plugin_unload_confirmed_v1, 1, "the interrupted step finished");
   await stopGracefully(c);

@@ -139,7 +139,9 @@ test("load -> API answers -> static served -> unload -> 404", async () => {
   const head = await raw(env.port, "HEAD", "/plugin/p1/api/text");
   assert.equal(head.status, 200);
   assert.equal(head.body.length, 0);
-  assert.equal((await raw(env.port, "POST", "/plugin/p1/api/text")).status, 404);
+  const wrongMethod = await raw(env.port, "POST", "/plugin/p1/api/text");
+  assert.equal(wrongMethod.status, 405); // a GET route: 405 with Allow (test/http/router-errors.test.ts)
+  assert.equal(wrongMethod.headers.allow, "GET, HEAD");
   assert.equal((await raw(env.port, "GET", "/plugin/p1/api/nothing")).status, 404);
 
   // Static

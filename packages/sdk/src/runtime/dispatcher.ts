@@ -305,7 +305,7 @@ export class Dispatcher {
     }
   }
 
-  log(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void {
+  log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void {
     this.transport.post({ t: "log", level, msg, fields });
   }
 

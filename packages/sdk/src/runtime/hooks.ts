@@ -4,7 +4,7 @@
  * the host's plugin log. One plugin per worker (or container), so module state here is per plugin; in a test process
  * running several harnesses it is shared by them.
  */
-type LogLevel = "info" | "warn" | "error";
+export type LogLevel = "debug" | "info" | "warn" | "error";
 type LogSink = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
 
 const terminateHooks = new Set<() => unknown>();
