@@ -9,6 +9,7 @@ import { cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:
 import { tmpdir } from "node:os";
 import { basename, dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { PackageError } from "@hecate/daemon/package/errors";
+import { readArchiveManifest } from "@hecate/daemon/package/extract";
 import { packPlugin } from "@hecate/daemon/package/integrity";
 import { validateManifest } from "@hecate/daemon/package/manifest";
 import type { PluginManifest } from "@hecate/sdk";
@@ -172,6 +173,8 @@ export async function packProject(
     const tmpOut = join(staging, "..", `${basename(staging)}.tar.gz`);
     try {
       await packPlugin(staging, tmpOut, { privateKeyPem: opts.privateKeyPem });
+      // the daemon's pass-1 checks (entry count, names, depth, case collisions...): refused here, not at install
+      await readArchiveManifest(tmpOut);
       packed = await treeSize(staging);
       await rename(tmpOut, out);
     } finally {

@@ -192,3 +192,34 @@ test("extract: a writing pass past its deadline is terminated; staging removed, 
     removeDir(home);
   }
 });
+
+test("extract: a package that ships its own @hecate/sdk (at any depth of its node_modules) is refused", async () => {
+  const home = tempDir();
+  try {
+    const paths = pluginPaths(home, "tasks");
+    for (const [i, sdkDir] of ["node_modules/@hecate/sdk", "node_modules/helper/node_modules/@hecate/sdk"].entries()) {
+      const src = join(home, `src-${i}`);
+      pluginSource(src, "tasks", "1.0.0", {
+        "node_modules/zod/package.json": '{"name":"zod","version":"3.0.0"}\n',
+        [`${sdkDir}/package.json`]: '{"name":"@hecate/sdk","version":"0.0.1"}\n',
+        [`${sdkDir}/index.js`]: "export const fake = true;\n",
+      });
+      const archive = join(home, `tasks-${i}.tar.gz`);
+      await packPlugin(src, archive);
+      await assert.rejects(extractPackage(archive, paths.package), (err: unknown) => {
+        assert.ok(err instanceof PackageError);
+        assert.equal(err.code, "sdk_shipped");
+        assert.match(err.message, new RegExp(`ships its own @hecate/sdk \\(${sdkDir}\\).*hecate plugin pack`));
+        return true;
+      });
+      assert.equal(existsSync(paths.package), false);
+    }
+    // its own dependencies are fine
+    const ok = join(home, "ok");
+    pluginSource(ok, "tasks", "1.0.0", { "node_modules/zod/package.json": '{"name":"zod","version":"3.0.0"}\n' });
+    await packPlugin(ok, join(home, "ok.tar.gz"));
+    assert.equal((await extractPackage(join(home, "ok.tar.gz"), paths.package)).files, 5);
+  } finally {
+    removeDir(home);
+  }
+});
