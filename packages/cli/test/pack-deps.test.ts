@@ -222,8 +222,10 @@ test("pack fails naming the module when an import cannot be resolved from what t
   writeProject(
     dir,
     "broken",
-    {},
+    { files: ["dist", "priv"] },
     {
+      // browser assets are not the plugin's modules: their imports are the browser's (import maps, URLs)
+      "priv/static/app.js": 'import { html } from "lit";\nimport "/plugin/broken/other.js";\nhtml``;\n',
       "dist/index.js": `import { readFileSync } from "node:fs";
 import leftPad from "left-pad";
 import { helper } from "./helper.js";

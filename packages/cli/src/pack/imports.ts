@@ -1,6 +1,7 @@
 /**
  * The pack's static check that a package can load: every import specifier of the plugin's own shipped modules
- * (`.js`/`.mjs` outside node_modules; read with es-module-lexer, the lexer Node's own CJS/ESM tooling uses) must
+ * (`.js`/`.mjs` outside node_modules and outside the browser's assets: `priv/`, the static dir; read with
+ * es-module-lexer) must
  * resolve from what the package ships: a relative path to a shipped file, a Node builtin, `@hecate/sdk` (provided
  * by the daemon), or a package in the shipped node_modules. A missing one fails the pack naming the module, instead
  * of the daemon's load failing after install. Dynamic imports with a computed specifier cannot be checked statically
@@ -57,22 +58,27 @@ function unresolved(root: string, file: string, specifier: string): UnresolvedIm
   return { file: relative(root, file), specifier, module: name };
 }
 
-async function pluginModules(root: string): Promise<string[]> {
+async function pluginModules(root: string, assetDirs: string[]): Promise<string[]> {
   const out: string[] = [];
+  const assets = assetDirs.map((d) => join(root, d) + sep);
   for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
     const file = join(e.parentPath, e.name);
     if (!e.isFile() || !/\.m?js$/.test(e.name)) continue;
     if (relative(root, file).split(sep).includes("node_modules")) continue;
+    if (assets.some((dir) => file.startsWith(dir))) continue; // served to browsers, never loaded by Node
     out.push(file);
   }
   return out.sort();
 }
 
-/** Every import of the plugin's modules in `root` (a staged package) that the package cannot satisfy. */
-export async function findUnresolvedImports(root: string): Promise<UnresolvedImport[]> {
+/**
+ * Every import of the plugin's modules in `root` (a staged package) that the package cannot satisfy; files under
+ * `assetDirs` (relative to root: static assets for browsers) are not modules of the plugin.
+ */
+export async function findUnresolvedImports(root: string, assetDirs: string[] = []): Promise<UnresolvedImport[]> {
   await init;
   const missing: UnresolvedImport[] = [];
-  for (const file of await pluginModules(root)) {
+  for (const file of await pluginModules(root, assetDirs)) {
     let imports: ReturnType<typeof parse>[0];
     try {
       [imports] = parse(await readFile(file, "utf8"), file);
@@ -95,8 +101,8 @@ export async function findUnresolvedImports(root: string): Promise<UnresolvedImp
 }
 
 /** Fails the pack with `unresolved_import` naming each module the package does not ship. */
-export async function checkImports(root: string): Promise<void> {
-  const missing = await findUnresolvedImports(root);
+export async function checkImports(root: string, assetDirs: string[] = []): Promise<void> {
+  const missing = await findUnresolvedImports(root, assetDirs);
   if (missing.length === 0) return;
   const lines = missing.map((m) =>
     m.module === m.specifier && /^[./]/.test(m.specifier)

@@ -168,7 +168,7 @@ export async function packProject(
     }
     dependencies = await copyDependencies(staging, plan);
     if (dependencies.length > 0) entries.push("node_modules");
-    await checkImports(staging);
+    await checkImports(staging, ["priv", manifest.static ?? "priv/static"]);
     await mkdir(dirname(out), { recursive: true });
     const tmpOut = join(staging, "..", `${basename(staging)}.tar.gz`);
     try {
