@@ -223,3 +223,24 @@ test("extract: a package that ships its own @hecate/sdk (at any depth of its nod
     removeDir(home);
   }
 });
+
+test("extract: the default limits admit a package with a realistic node_modules (10,500 files: over the former 10,000-entry cap)", async () => {
+  const home = tempDir();
+  try {
+    const src = join(home, "src");
+    pluginSource(src, "tasks", "1.0.0");
+    // one library of date-fns' shape: thousands of small modules, in per-function dirs
+    for (let d = 0; d < 300; d++) {
+      const dir = join(src, "node_modules", "big-lib", `fn${d}`);
+      mkdirSync(dir, { recursive: true });
+      for (let f = 0; f < 35; f++) writeFileSync(join(dir, `m${f}.js`), `export const v = ${d * 35 + f};\n`);
+    }
+    const archive = join(home, "big.tar.gz");
+    await packPlugin(src, archive);
+    const paths = pluginPaths(home, "tasks");
+    const result = await extractPackage(archive, paths.package);
+    assert.equal(result.files, 10_500 + 4); // + manifest, index.js, index.html, hecate-files.json
+  } finally {
+    removeDir(home);
+  }
+});
