@@ -298,3 +298,43 @@ export function routes() { return [{ method: "GET", path: "/hi", handler: () => 
   assert.match(err.message, /error TS1005/);
   assert.equal((await hi()).greeting, "two", "the last good version keeps serving");
 });
+
+test("a linked local package (workspace member, npm link) ships only what it publishes (its package.json files)", async () => {
+  const lib = join(work, "shout-lib");
+  mkdirSync(join(lib, "lib"), { recursive: true });
+  mkdirSync(join(lib, "test"), { recursive: true });
+  writeFileSync(
+    join(lib, "package.json"),
+    JSON.stringify({ name: "shout-lib", version: "2.1.0", type: "module", main: "lib/index.js", files: ["lib"] }),
+  );
+  writeFileSync(join(lib, "lib/index.js"), "export const shout = (s) => s.toUpperCase() + '!';\n");
+  writeFileSync(join(lib, "test/secret.test.js"), "// not published\n");
+  writeFileSync(join(lib, "LICENSE"), "MIT\n");
+
+  const dir = join(work, "shouter");
+  writeProject(
+    dir,
+    "shouter",
+    { dependencies: { "shout-lib": "^2.0.0" } },
+    {
+      "dist/index.js": `import { readFileSync } from "node:fs";
+import { shout } from "shout-lib";
+${MANIFEST_FN}
+export function routes() { return [{ method: "GET", path: "/shout", handler: (req) => ({ said: shout(String(req.query.s)) }) }]; }
+`,
+    },
+  );
+  mkdirSync(join(dir, "node_modules"), { recursive: true });
+  symlinkSync(lib, join(dir, "node_modules/shout-lib"), "dir");
+
+  const out = join(work, "shouter.tar.gz");
+  await cliJson(["plugin", "pack", dir, "-o", out]);
+  const shipped = (await archiveEntries(out)).filter((e) => e.startsWith("node_modules/")).sort();
+  assert.deepEqual(shipped, [
+    "node_modules/shout-lib/LICENSE",
+    "node_modules/shout-lib/lib/index.js",
+    "node_modules/shout-lib/package.json",
+  ]);
+  assert.equal((await cliJson(["plugin", "install", out], { home: daemon.home })).status, "loaded");
+  assert.deepEqual((await get(`${daemon.url}/plugin/shouter/api/shout?s=hi`)).body, { said: "HI!" });
+});

@@ -32,6 +32,12 @@ export interface Placement {
   source: string;
   /** Path inside the package, e.g. `node_modules/zod` or `node_modules/a/node_modules/ms`. */
   dest: string;
+  /**
+   * A linked local package (a workspace member, `npm link`, `file:`): it is a whole project dir, not a published
+   * package, so only what it would publish goes in: the paths its package.json `files` names (plus package.json,
+   * README, LICENSE), as `npm pack` would. Absent: everything (an installed package already is just that).
+   */
+  published?: string[];
 }
 
 export interface ShippedDependency {
@@ -47,6 +53,7 @@ export interface ShippedDependency {
 interface PackageJson {
   name?: string;
   version?: string;
+  files?: unknown;
   dependencies?: Record<string, string>;
   optionalDependencies?: Record<string, string>;
   peerDependencies?: Record<string, string>;
@@ -95,6 +102,23 @@ function lookupPath(dest: string): string[] {
 
 const MAX_NESTING = 40;
 
+/** See Placement.published: the paths a linked package's `files` names, when it names plain paths (no globs). */
+function published(source: string, pkg: PackageJson): string[] | undefined {
+  if (source.split(sep).includes("node_modules") || !Array.isArray(pkg.files)) return undefined;
+  const paths = pkg.files.map((f) => (typeof f === "string" ? f.replace(/^\.?\//, "").replace(/\/+$/, "") : "*"));
+  if (paths.some((f) => f === "" || /[*?{}[\]!]/.test(f))) return undefined; // globs: keep it all
+  return ["package.json", ...paths];
+}
+
+/** Whether `rel` is a published path, inside one, or a dir on the way to one. */
+function isPublished(rel: string, paths: string[]): boolean {
+  if (ALWAYS_PUBLISHED.test(rel)) return true;
+  return paths.some((f) => rel === f || rel.startsWith(`${f}/`) || f.startsWith(`${rel}/`));
+}
+
+/** Always published by npm, whatever `files` says. */
+const ALWAYS_PUBLISHED = /^(readme|license|licence|copying|notice)(\..*)?$/i;
+
 /** Computes where every production dependency of `projectDir` goes in the package (see the module comment). */
 export async function planDependencies(projectDir: string): Promise<Placement[]> {
   if (!existsSync(join(projectDir, "package.json"))) return [];
@@ -128,7 +152,13 @@ export async function planDependencies(projectDir: string): Promise<Placement[]>
         );
       }
       const pkg = await readPackageJson(target);
-      placed.set(dest, { name, version: pkg.version ?? "0.0.0", source: target, dest });
+      placed.set(dest, {
+        name,
+        version: pkg.version ?? "0.0.0",
+        source: target,
+        dest,
+        published: published(target, pkg),
+      });
       queue.push({ dest, source: target, pkg });
     }
   }
@@ -144,9 +174,10 @@ const NATIVE_SOURCES = /\.(c|cc|cpp|cxx|h|hh|hpp|hxx|gyp|gypi)$/;
  * build needed: its C/C++ sources and headers, and under build/ everything but the compiled `*.node` files (the
  * only ones loaded at run time).
  */
-async function shipped(source: string, src: string, native: boolean): Promise<boolean> {
-  const parts = relative(source, src).split(sep);
+async function shipped(p: Placement, src: string, native: boolean): Promise<boolean> {
+  const parts = relative(p.source, src).split(sep);
   if (parts[0] === "node_modules" || parts[0] === ".git") return false;
+  if (p.published && parts[0] !== "" && !isPublished(parts.join("/"), p.published)) return false;
   if (!native) return true;
   const isDir = (await stat(src)).isDirectory();
   if (parts[0] !== "build" || parts.length < 2) return isDir || !NATIVE_SOURCES.test(src);
@@ -179,7 +210,7 @@ export async function copyDependencies(staging: string, plan: Placement[]): Prom
     await cp(p.source, dest, {
       recursive: true,
       dereference: true,
-      filter: (src) => shipped(p.source, src, native),
+      filter: (src) => shipped(p, src, native),
     });
     out.push({ name: p.name, version: p.version, dest: p.dest, ...(await treeSize(dest, false)) });
   }
