@@ -62,6 +62,7 @@ export async function packCommand(
     out.line(`  dependencies: ${dependencySummary(r)}`);
     out.line(`  contents: ${r.entries.join(", ")}, ${FILE_MANIFEST}${r.signed ? `, ${FILE_SIGNATURE}` : ""}`);
   });
+  for (const w of r.warnings) out.progress(`warning: ${w}`);
 }
 
 /** Extracts and fully verifies an archive into a temp dir (the daemon's own install checks). */

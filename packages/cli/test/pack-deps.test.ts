@@ -310,6 +310,8 @@ test("a linked local package (workspace member, npm link) ships only what it pub
   writeFileSync(join(lib, "lib/index.js"), "export const shout = (s) => s.toUpperCase() + '!';\n");
   writeFileSync(join(lib, "test/secret.test.js"), "// not published\n");
   writeFileSync(join(lib, "LICENSE"), "MIT\n");
+  // an addon whose binary was never built (npm install --ignore-scripts): packed, with a warning
+  writeFileSync(join(lib, "binding.gyp"), '{"targets":[]}\n');
 
   const dir = join(work, "shouter");
   writeProject(
@@ -328,7 +330,10 @@ export function routes() { return [{ method: "GET", path: "/shout", handler: (re
   symlinkSync(lib, join(dir, "node_modules/shout-lib"), "dir");
 
   const out = join(work, "shouter.tar.gz");
-  await cliJson(["plugin", "pack", dir, "-o", out]);
+  const packed = await cliJson(["plugin", "pack", dir, "-o", out]);
+  assert.deepEqual(packed.warnings, [
+    "shout-lib@2.1.0 is a native addon but no compiled binary (*.node) was found in it: it will fail to load unless its native part is optional; build it with `npm rebuild shout-lib` and pack again",
+  ]);
   const shipped = (await archiveEntries(out)).filter((e) => e.startsWith("node_modules/")).sort();
   assert.deepEqual(shipped, [
     "node_modules/shout-lib/LICENSE",

@@ -48,6 +48,8 @@ export interface ShippedDependency {
   bytes: number;
   /** Carries a compiled addon (`*.node`). */
   native: boolean;
+  /** Has a binding.gyp but no compiled addon was found: it loads only if its native part is optional. */
+  unbuilt?: boolean;
 }
 
 interface PackageJson {
@@ -110,14 +112,14 @@ function published(source: string, pkg: PackageJson): string[] | undefined {
   return ["package.json", ...paths];
 }
 
+/** Always published by npm, whatever `files` says. */
+const ALWAYS_PUBLISHED = /^(readme|license|licence|copying|notice)(\..*)?$/i;
+
 /** Whether `rel` is a published path, inside one, or a dir on the way to one. */
 function isPublished(rel: string, paths: string[]): boolean {
   if (ALWAYS_PUBLISHED.test(rel)) return true;
   return paths.some((f) => rel === f || rel.startsWith(`${f}/`) || f.startsWith(`${rel}/`));
 }
-
-/** Always published by npm, whatever `files` says. */
-const ALWAYS_PUBLISHED = /^(readme|license|licence|copying|notice)(\..*)?$/i;
 
 /** Computes where every production dependency of `projectDir` goes in the package (see the module comment). */
 export async function planDependencies(projectDir: string): Promise<Placement[]> {
@@ -143,7 +145,7 @@ export async function planDependencies(projectDir: string): Promise<Placement[]>
         .map((level) => placed.get(level === "" ? `node_modules/${name}` : `${level}/node_modules/${name}`))
         .find(Boolean);
       if (seen?.source === target) continue; // already resolvable from here, the very same copy
-      const dest = seen ? `${item.dest}/node_modules/${name}` : `node_modules/${name}`;
+      const dest = seen && item.dest !== "" ? `${item.dest}/node_modules/${name}` : `node_modules/${name}`;
       if (dest.split("/node_modules/").length > MAX_NESTING) {
         throw new CliError(
           "dependency_cycle",
@@ -212,7 +214,14 @@ export async function copyDependencies(staging: string, plan: Placement[]): Prom
       dereference: true,
       filter: (src) => shipped(p, src, native),
     });
-    out.push({ name: p.name, version: p.version, dest: p.dest, ...(await treeSize(dest, false)) });
+    const size = await treeSize(dest, false);
+    out.push({
+      name: p.name,
+      version: p.version,
+      dest: p.dest,
+      ...size,
+      ...(native && !size.native && { unbuilt: true }),
+    });
   }
   return out;
 }

@@ -113,6 +113,8 @@ export interface PackResult {
   build: BuildResult;
   /** Every shipped dependency (one entry per copy), largest first. */
   dependencies: ShippedDependency[];
+  /** Things that may fail at load, e.g. a native addon shipped without its compiled binary. */
+  warnings: string[];
   ms: number;
 }
 
@@ -196,6 +198,12 @@ export async function packProject(
     signed: Boolean(opts.privateKeyPem),
     build,
     dependencies: dependencies.sort((a, b) => b.bytes - a.bytes || a.dest.localeCompare(b.dest)),
+    warnings: dependencies
+      .filter((d) => d.unbuilt)
+      .map(
+        (d) =>
+          `${d.name}@${d.version} is a native addon but no compiled binary (*.node) was found in it: it will fail to load unless its native part is optional; build it with \`npm rebuild ${d.name}\` and pack again`,
+      ),
     ms: Math.round(performance.now() - started),
   };
 }
