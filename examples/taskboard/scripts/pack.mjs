@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Packs the plugin into dist-pkg/taskboard.tar.gz in hecate's package format:
-//   manifest.json (from src/manifest.ts), dist/ (the compiled callback module, no maps/typings), priv/static/,
+//   manifest.json (from src/manifest.ts), dist/src/ (the compiled callback module, no maps/typings), priv/static/,
 //   hecate-files.json (sha256 of every file; written by packPlugin), optionally hecate-files.sig.
 // Usage: node scripts/pack.mjs [out.tar.gz]   (default dist-pkg/taskboard.tar.gz). Run `npm run build` at the repo root first.
 // Sign with HECATE_SIGNING_KEY=/path/to/ed25519-private.pem.
@@ -28,7 +28,7 @@ export async function packTaskboard(out, { version, privateKeyPem } = {}) {
     const { manifest } = await import(pathToFileURL(join(compiled, "manifest.js")).href);
     const m = version ? { ...manifest, version } : manifest;
     writeFileSync(join(stage, "manifest.json"), `${JSON.stringify(m, null, 2)}\n`);
-    cpSync(compiled, join(stage, "dist"), { recursive: true, filter: (src) => !/\.(map|d\.ts)$/.test(src) });
+    cpSync(compiled, join(stage, "dist", "src"), { recursive: true, filter: (src) => !/\.(map|d\.ts)$/.test(src) });
     cpSync(join(root, "priv"), join(stage, "priv"), { recursive: true });
     return await packPlugin(stage, out, privateKeyPem ? { privateKeyPem } : {});
   } finally {

@@ -1,12 +1,12 @@
 import type { PluginManifest } from "@hecate/sdk";
 
-/** The plugin's manifest; `npm run pack` writes it as manifest.json into the package. */
+/** The plugin's manifest; `npm run build` writes it to manifest.json (scripts/write-manifest.mjs) for `hecate plugin pack`. */
 export const manifest: PluginManifest = {
   name: "taskboard",
   version: "0.1.0",
   description: "A shared task board: columns, tasks, file attachments and live updates",
   plugin_type: "in_process",
-  callback_module: "dist/index.js",
+  callback_module: "dist/src/index.js",
   engines: { hecate: ">=0.1.0" },
   static: "priv/static",
   icon: "📋",

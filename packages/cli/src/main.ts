@@ -233,12 +233,15 @@ export function buildProgram(): Command {
 
   plugin
     .command("pack")
-    .description("build <name>-<version>.tar.gz from a plugin project, with its SHA-256 file manifest")
+    .description(
+      "build the project (its build script, else tsc), then pack <name>-<version>.tar.gz with its production dependencies and SHA-256 file manifest",
+    )
     .argument("[dir]", "plugin project directory", ".")
     .option("-o, --out <file>", "output file (default <dir>/<name>-<version>.tar.gz)")
     .option("--key <file>", "also sign it with this ed25519 private key (PEM)")
+    .option("--no-build", "pack the project as it is, without running its build first")
     .option("--json", "JSON output")
-    .action(async (dir: string, opts: { out?: string; key?: string }, cmd: Command) =>
+    .action(async (dir: string, opts: { out?: string; key?: string; build: boolean }, cmd: Command) =>
       (await packaging()).packCommand(createOutput(Boolean(globals(cmd).json)), dir, opts),
     );
 

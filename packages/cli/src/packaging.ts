@@ -6,8 +6,7 @@
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, dirname, isAbsolute, join, normalize, resolve } from "node:path";
-import { PackageError } from "@hecate/daemon/package/errors";
+import { join, resolve } from "node:path";
 import { extractPackage, readArchiveManifest } from "@hecate/daemon/package/extract";
 import {
   FILE_MANIFEST,
@@ -18,129 +17,12 @@ import {
   type TrustPolicy,
   verifyPackageDir,
 } from "@hecate/daemon/package/integrity";
-import { validateManifest } from "@hecate/daemon/package/manifest";
 import type { PluginManifest } from "@hecate/sdk";
 import { CliError, EXIT } from "./errors.js";
 import type { Output } from "./output.js";
+import { type PackResult, packageFailure, packProject, readJson } from "./pack/project.js";
 
-/** PackageError (the daemon's typed package failures) -> CliError with exit code "package rejected". */
-function packageFailure(err: unknown, what: string): never {
-  if (err instanceof PackageError) {
-    throw new CliError(err.code, `${what}: ${err.message}`, EXIT.PACKAGE_REJECTED, err.details);
-  }
-  throw err;
-}
-
-async function readJson(file: string, what: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch {
-    throw new CliError("missing_manifest", `${what} not found: ${file}`, EXIT.PACKAGE_REJECTED, { field: file });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new CliError("invalid_json", `${file} is not valid JSON: ${(err as Error).message}`, EXIT.PACKAGE_REJECTED);
-  }
-}
-
-/**
- * What goes into the package: manifest.json plus package.json "files" (npm's convention for "what gets published"),
- * or by default the callback module's top-level dir and priv/.
- */
-async function packageEntries(projectDir: string, manifest: PluginManifest): Promise<string[]> {
-  const pkgJson = join(projectDir, "package.json");
-  let listed: string[] | undefined;
-  if (existsSync(pkgJson)) {
-    const files = (JSON.parse(await readFile(pkgJson, "utf8")) as { files?: unknown }).files;
-    if (Array.isArray(files) && files.every((f) => typeof f === "string")) listed = files;
-  }
-  const entries = listed ?? [(manifest.callback_module ?? "dist/index.js").split("/")[0], "priv"];
-  if (manifest.container?.image_archive) entries.push(manifest.container.image_archive);
-  const out = new Set<string>(["manifest.json"]);
-  for (const e of entries) {
-    const rel = normalize(e).replace(/\/+$/, "");
-    if (isAbsolute(rel) || rel.startsWith("..")) {
-      throw new CliError("invalid_files", `package file ${JSON.stringify(e)} lies outside the project`, EXIT.USAGE, {
-        field: "files",
-      });
-    }
-    if (rel === "priv" && !listed && !existsSync(join(projectDir, rel))) continue;
-    if (!existsSync(join(projectDir, rel))) {
-      throw new CliError(
-        "missing_file",
-        `${rel} (listed for the package) does not exist in ${projectDir}`,
-        EXIT.USAGE,
-        {
-          field: "files",
-        },
-      );
-    }
-    out.add(rel);
-  }
-  return [...out];
-}
-
-export interface PackResult {
-  name: string;
-  version: string;
-  file: string;
-  bytes: number;
-  entries: string[];
-  signed: boolean;
-}
-
-/** Written into a package that does not carry a package.json of its own. */
-export const ESM_PACKAGE_JSON = `{"type":"module"}\n`;
-
-/** Packs a plugin project into `outFile` (digests always; signature when `privateKeyPem` is given). */
-export async function packProject(projectDir: string, outFile: string | undefined, privateKeyPem?: string) {
-  const dir = resolve(projectDir);
-  let manifest: PluginManifest;
-  try {
-    manifest = validateManifest(await readJson(join(dir, "manifest.json"), "manifest.json"));
-  } catch (err) {
-    packageFailure(err, `invalid manifest.json in ${dir}`);
-  }
-  const entries = await packageEntries(dir, manifest);
-  const out = resolve(outFile ?? join(dir, `${manifest.name}-${manifest.version}.tar.gz`));
-  const staging = await mkdtemp(join(tmpdir(), "hecate-pack-"));
-  try {
-    // staged copy: only the package's files, symlinks resolved (the format has no links)
-    for (const e of entries) {
-      await mkdir(dirname(join(staging, e)), { recursive: true });
-      await cp(join(dir, e), join(staging, e), { recursive: true, dereference: true });
-    }
-    // Plugin code is ESM: without a package.json of its own, a package's `.js` files would load as whatever a
-    // package.json above the daemon's $HECATE_HOME says. (The daemon also guarantees it for older packages.)
-    if (!existsSync(join(staging, "package.json"))) {
-      await writeFile(join(staging, "package.json"), ESM_PACKAGE_JSON, { mode: 0o644 });
-      entries.push("package.json");
-    }
-    await mkdir(dirname(out), { recursive: true });
-    const tmpOut = join(staging, "..", `${basename(staging)}.tar.gz`);
-    try {
-      await packPlugin(staging, tmpOut, { privateKeyPem });
-      await rename(tmpOut, out);
-    } finally {
-      await rm(tmpOut, { force: true });
-    }
-  } catch (err) {
-    packageFailure(err, `cannot pack ${dir}`);
-  } finally {
-    await rm(staging, { recursive: true, force: true });
-  }
-  const result: PackResult = {
-    name: manifest.name,
-    version: manifest.version,
-    file: out,
-    bytes: (await stat(out)).size,
-    entries,
-    signed: Boolean(privateKeyPem),
-  };
-  return result;
-}
+export { ESM_PACKAGE_JSON, type PackResult, packProject } from "./pack/project.js";
 
 async function readKey(file: string): Promise<string> {
   try {
@@ -152,13 +34,35 @@ async function readKey(file: string): Promise<string> {
   }
 }
 
-export async function packCommand(out: Output, dir: string, opts: { out?: string; key?: string }): Promise<void> {
+function mib(bytes: number): string {
+  return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+/** One line: the shipped dependencies, their total and the largest few (for the pack's report). */
+export function dependencySummary(r: PackResult, largest = 5): string {
+  if (r.dependencies.length === 0) return "no dependencies shipped (@hecate/sdk comes from the daemon)";
+  const total = r.dependencies.reduce((n, d) => n + d.bytes, 0);
+  const top = r.dependencies
+    .slice(0, largest)
+    .map((d) => `${d.name}@${d.version}${d.native ? " (native)" : ""} ${mib(d.bytes)}`);
+  return `${r.dependencies.length} dependencies, ${mib(total)}; largest: ${top.join(", ")}`;
+}
+
+export async function packCommand(
+  out: Output,
+  dir: string,
+  opts: { out?: string; key?: string; build?: boolean },
+): Promise<void> {
   const key = opts.key ? await readKey(opts.key) : undefined;
-  const r = await packProject(dir, opts.out, key);
+  const r = await packProject(dir, opts.out, { privateKeyPem: key, build: opts.build });
   out.result(r, () => {
+    if (r.build.command) out.line(`built with \`${r.build.command}\` (${(r.build.ms / 1000).toFixed(1)} s)`);
     out.line(`packed ${r.name}@${r.version}${r.signed ? " (signed)" : ""}: ${r.file} (${r.bytes} bytes)`);
+    out.line(`  size: ${mib(r.bytes)} compressed, ${mib(r.unpackedBytes)} in ${r.files} files`);
+    out.line(`  dependencies: ${dependencySummary(r)}`);
     out.line(`  contents: ${r.entries.join(", ")}, ${FILE_MANIFEST}${r.signed ? `, ${FILE_SIGNATURE}` : ""}`);
   });
+  for (const w of r.warnings) out.progress(`warning: ${w}`);
 }
 
 /** Extracts and fully verifies an archive into a temp dir (the daemon's own install checks). */
@@ -308,9 +212,12 @@ export async function prepareArchive(source: string, opts: { signingKey?: string
   if (info.isDirectory()) {
     const work = await mkdtemp(join(tmpdir(), "hecate-install-"));
     try {
-      const r = await packProject(path, join(work, "package.tar.gz"), key);
+      // built first (a stale build is never uploaded), packed with its dependencies
+      const r = await packProject(path, join(work, "package.tar.gz"), { privateKeyPem: key });
       const cleanup = () => rm(work, { recursive: true, force: true });
-      return { file: r.file, name: r.name, version: r.version, description: `${path} (packed)`, cleanup };
+      const built = r.build.command ? `built with \`${r.build.command}\`, ` : "";
+      const description = `${path} (${built}packed: ${mib(r.bytes)}, ${dependencySummary(r, 3)})`;
+      return { file: r.file, name: r.name, version: r.version, description, cleanup };
     } catch (err) {
       await rm(work, { recursive: true, force: true });
       throw err;

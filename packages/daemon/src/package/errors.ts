@@ -24,6 +24,7 @@ export type PackageErrorCode =
   | "missing_manifest"
   | "invalid_manifest"
   | "missing_code"
+  | "sdk_shipped"
   | "digest_mismatch"
   | "missing_digests"
   | "unsigned"

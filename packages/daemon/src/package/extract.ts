@@ -96,6 +96,24 @@ async function checkCode(dir: string, manifest: PluginManifest): Promise<void> {
     throw new PackageError("missing_code", `callback module ${module} is missing from the package`, { file: module });
 }
 
+/**
+ * A package never carries its own `@hecate/sdk` (at any depth of its node_modules): Node would resolve that copy
+ * before the daemon's (runtime/sdk-link.ts; a container's mounted one), a second SDK instance that never sees the
+ * config the host sets. `hecate plugin pack` leaves it out.
+ */
+function checkNoSdkCopy(files: Iterable<string>): void {
+  for (const file of files) {
+    const m = /(?:^|\/)node_modules\/@hecate\/sdk\//.exec(file);
+    if (!m) continue;
+    const dir = file.slice(0, m.index + m[0].length - 1).replace(/^\//, "");
+    throw new PackageError(
+      "sdk_shipped",
+      `the package ships its own @hecate/sdk (${dir}); plugins always use the daemon's SDK: pack it with \`hecate plugin pack\`, which leaves it out`,
+      { file },
+    );
+  }
+}
+
 async function readStagedManifest(dir: string, hecateVersion?: string): Promise<PluginManifest> {
   const path = join(dir, "manifest.json");
   if (!(await isRegularFile(path)))
@@ -190,6 +208,7 @@ export async function extractPackage(
     const manifest = await readStagedManifest(staging, options.hecateVersion);
     checkName(manifest, options);
     await checkCode(staging, manifest);
+    checkNoSdkCopy(Object.keys(digests));
     // Digests taken while writing; the staging dir holds nothing else (only we have written into it).
     await verifyPackageDir(staging, options.trust ?? { requireSignature: false, trustedKeys: [] }, digests);
     // mkdtemp creates 0700; the package dir is read by container plugins running as another uid.

@@ -45,9 +45,14 @@ export interface ExtractLimits {
 
 const MiB = 1024 * 1024;
 
-/** Container packages may carry an OCI image archive, hence the generous per-file and total caps. */
+/**
+ * Container packages may carry an OCI image archive, hence the generous per-file and total caps. Entries (files and
+ * dirs): in-process plugins ship their production node_modules, and one popular library alone can hold thousands
+ * of files (date-fns ~7,000, rxjs ~3,000); 50,000 admits a realistic dependency tree while still bounding the
+ * inodes and the extraction time (small files are written at several thousand per second).
+ */
 export const DEFAULT_LIMITS: Readonly<ExtractLimits> = Object.freeze({
-  maxEntries: 10_000,
+  maxEntries: 50_000,
   maxFileBytes: 512 * MiB,
   maxTotalBytes: 1024 * MiB,
   maxCompressionRatio: 200,

@@ -5,6 +5,11 @@
  * Node 20 and would have to be registered in every worker). Node's ESM resolver follows symlinks to the real path
  * (no --preserve-symlinks), so the plugin and the worker host load the very same module URLs: ONE sdk instance per
  * worker, and `getConfig()` in the plugin sees the config the host set.
+ *
+ * A package's own dependencies (`hecate plugin pack` ships them in `{package}/node_modules`) are nearer to its code,
+ * so Node finds them first; `$HECATE_HOME/node_modules` holds nothing but this link, so a plugin never picks up a
+ * library it did not ship. The SDK itself is never shipped: the pack leaves it out and the daemon refuses a package
+ * that carries a copy (`sdk_shipped`, package/extract.ts), which would otherwise shadow this link.
  */
 import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, symlinkSync } from "node:fs";
 import { dirname, join } from "node:path";

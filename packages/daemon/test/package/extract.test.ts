@@ -192,3 +192,55 @@ test("extract: a writing pass past its deadline is terminated; staging removed, 
     removeDir(home);
   }
 });
+
+test("extract: a package that ships its own @hecate/sdk (at any depth of its node_modules) is refused", async () => {
+  const home = tempDir();
+  try {
+    const paths = pluginPaths(home, "tasks");
+    for (const [i, sdkDir] of ["node_modules/@hecate/sdk", "node_modules/helper/node_modules/@hecate/sdk"].entries()) {
+      const src = join(home, `src-${i}`);
+      pluginSource(src, "tasks", "1.0.0", {
+        "node_modules/zod/package.json": '{"name":"zod","version":"3.0.0"}\n',
+        [`${sdkDir}/package.json`]: '{"name":"@hecate/sdk","version":"0.0.1"}\n',
+        [`${sdkDir}/index.js`]: "export const fake = true;\n",
+      });
+      const archive = join(home, `tasks-${i}.tar.gz`);
+      await packPlugin(src, archive);
+      await assert.rejects(extractPackage(archive, paths.package), (err: unknown) => {
+        assert.ok(err instanceof PackageError);
+        assert.equal(err.code, "sdk_shipped");
+        assert.match(err.message, new RegExp(`ships its own @hecate/sdk \\(${sdkDir}\\).*hecate plugin pack`));
+        return true;
+      });
+      assert.equal(existsSync(paths.package), false);
+    }
+    // its own dependencies are fine
+    const ok = join(home, "ok");
+    pluginSource(ok, "tasks", "1.0.0", { "node_modules/zod/package.json": '{"name":"zod","version":"3.0.0"}\n' });
+    await packPlugin(ok, join(home, "ok.tar.gz"));
+    assert.equal((await extractPackage(join(home, "ok.tar.gz"), paths.package)).files, 5);
+  } finally {
+    removeDir(home);
+  }
+});
+
+test("extract: the default limits admit a package with a realistic node_modules (10,500 files: over the former 10,000-entry cap)", async () => {
+  const home = tempDir();
+  try {
+    const src = join(home, "src");
+    pluginSource(src, "tasks", "1.0.0");
+    // one library of date-fns' shape: thousands of small modules, in per-function dirs
+    for (let d = 0; d < 300; d++) {
+      const dir = join(src, "node_modules", "big-lib", `fn${d}`);
+      mkdirSync(dir, { recursive: true });
+      for (let f = 0; f < 35; f++) writeFileSync(join(dir, `m${f}.js`), `export const v = ${d * 35 + f};\n`);
+    }
+    const archive = join(home, "big.tar.gz");
+    await packPlugin(src, archive);
+    const paths = pluginPaths(home, "tasks");
+    const result = await extractPackage(archive, paths.package);
+    assert.equal(result.files, 10_500 + 4); // + manifest, index.js, index.html, hecate-files.json
+  } finally {
+    removeDir(home);
+  }
+});
