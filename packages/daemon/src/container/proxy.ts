@@ -19,8 +19,9 @@ import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
 import { formatForwardedElement, forwardedNode, parseForwarded } from "@hecate/sdk/forwarded";
 import { HOP_BY_HOP, isDaemonCookie } from "@hecate/sdk/runtime/reply-headers";
 import { buildConnector, errors, Pool } from "undici";
-import { type RouteContext, rejectUpgrade } from "../http/router.js";
+import type { RouteContext } from "../http/router.js";
 import { sendJsonError } from "../http/static.js";
+import { rejectUpgrade } from "../http/upgrade-reply.js";
 import { WsRelay } from "./ws-relay.js";
 
 /** Set by the proxy only (a client's own values would be trusted by the plugin otherwise); x-forwarded-for and

@@ -20,7 +20,7 @@ import { connect } from "node:net";
 import type { Duplex } from "node:stream";
 import { HOP_BY_HOP, isDaemonCookie } from "@hecate/sdk/runtime/reply-headers";
 import WebSocket, { WebSocketServer } from "ws";
-import { rejectUpgrade } from "../http/router.js";
+import { rejectUpgrade } from "../http/upgrade-reply.js";
 
 export interface WsRelayOptions {
   plugin: string;

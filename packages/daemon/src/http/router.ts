@@ -16,7 +16,7 @@ import { validateRoutePath } from "@hecate/sdk/runtime/route-path";
 import FindMyWay from "find-my-way";
 import { admit, answerPreflight, compileGuard, type Guard, originAllowed, type RoutePolicy } from "./plugin-guard.js";
 import { sendJsonError, serveStatic } from "./static.js";
-import { refuseUpgrade } from "./upgrade-reply.js";
+import { refuseUpgrade, rejectUpgrade } from "./upgrade-reply.js";
 
 export { originAllowed } from "./plugin-guard.js";
 
@@ -419,11 +419,6 @@ function preflight(snap: Snapshot, req: IncomingMessage, res: ServerResponse, pa
   const store = target?.store as Store | undefined;
   if (!store?.guard || !pathname.startsWith(store.prefix)) return false;
   return answerPreflight(req, res, store.guard);
-}
-
-export function rejectUpgrade(socket: Duplex, status: number, text: string): void {
-  if (socket.destroyed) return;
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {

@@ -84,8 +84,17 @@ export interface HarnessWs {
   closed: Promise<{ code: number; reason: string }>;
 }
 
+/** A line the plugin logged, or a warning of the host side about one of its replies. */
+export interface HarnessLogLine {
+  level: string;
+  msg: string;
+  fields?: Record<string, unknown>;
+}
+
 export interface TestHarness {
   config: PluginConfig;
+  /** Every line logged so far (the plugin's `log.*` and SDK helpers, and the host's reply warnings). */
+  logs: HarnessLogLine[];
   manifest: PluginManifest;
   routes: RouteAnnouncement[];
   request(method: HttpMethod, path: string, options?: HarnessRequestOptions): Promise<HarnessResponse>;
@@ -130,6 +139,7 @@ function makeTempHome(name: string): string {
 
 export async function createTestHarness(mod: unknown, options: HarnessOptions = {}): Promise<TestHarness> {
   const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
+  const logs: HarnessLogLine[] = [];
   const transport = {
     post(msg: WorkerToMain) {
       // Deliver asynchronously, like a MessagePort would, so re-entrancy matches the daemon.
@@ -158,7 +168,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
         downloadName: file.downloadName,
         contentType: file.contentType,
       }),
-    log: (msg) => console.warn(`[plugin ${name}] ${msg}`),
+    log: (msg) => logs.push({ level: "warn", msg }),
     maxReplyBytes,
     transfer: false,
   });
@@ -182,6 +192,12 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
 
   function onMessage(msg: WorkerToMain): void {
     if (http.handle(msg) || wsConns.handle(msg)) return;
+    if (msg.t === "log") {
+      logs.push(
+        msg.fields ? { level: msg.level, msg: msg.msg, fields: msg.fields } : { level: msg.level, msg: msg.msg },
+      );
+      return;
+    }
     if (msg.t === "ws-accept" || msg.t === "ws-reject") {
       const c = wsClients.get(msg.connId);
       if (msg.t === "ws-reject") wsClients.delete(msg.connId);
@@ -287,6 +303,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
 
   return {
     config,
+    logs,
     manifest: loaded.manifest,
     routes,
     async request(method, path, opts = {}) {

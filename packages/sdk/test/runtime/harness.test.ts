@@ -173,6 +173,14 @@ test("harness requests go through the daemon's host side: deadlines, the reply c
     assert.equal((big.body as { error: { code: string } }).error.code, "reply_too_large");
     const cookie = await h.request("GET", "/cookie");
     assert.deepEqual(cookie.headers["set-cookie"], ["a=b"], "the daemon's cookies are dropped, as in the daemon");
+    assert.deepEqual(h.logs, [
+      { level: "warn", msg: "reply to GET /nap: no reply within 200 ms: 504" },
+      {
+        level: "error",
+        msg: "reply to GET /quick refused (502): its body (at least 2000 bytes) is above the 1000-byte cap of a non-streamed reply; stream it instead",
+      },
+      { level: "warn", msg: "reply to GET /cookie: dropped a daemon cookie" },
+    ]);
   } finally {
     await h.close();
   }
