@@ -81,7 +81,7 @@ export class AdminClient {
 
   /** Sends a request; returns the parsed JSON body of a 2xx answer, throws CliError with the API's error otherwise. */
   async call<T>(
-    method: "GET" | "POST" | "DELETE",
+    method: "GET" | "POST" | "PUT" | "DELETE",
     path: string,
     body?: { json: unknown } | { stream: Readable; contentType: string },
   ): Promise<T> {

@@ -136,9 +136,23 @@ export function buildProgram(): Command {
     .description("replace an installed plugin with a new version (zero-downtime swap)")
     .argument("<source>", "package file (.tar.gz) or plugin project directory")
     .option("--key <file>", "sign the package with this ed25519 private key (PEM) before uploading")
+    .option("--reset-settings", "clear the plugin's settings when they do not fit the new version's schema")
     .option("--json", "JSON output")
-    .action((source: string, opts: { key?: string }, cmd: Command) =>
+    .action((source: string, opts: { key?: string; resetSettings?: boolean }, cmd: Command) =>
       withClient(cmd, async (ctx) => (await pluginCommands()).upgradeCommand(ctx, source, opts)),
+    );
+
+  plugin
+    .command("config")
+    .description("show a plugin's settings, or set them: key=value ... (values parsed as JSON when they parse)")
+    .argument("<name>")
+    .argument("[assignments...]", "key=value pairs (value: JSON if it parses, else a string)")
+    .option("--unset <key>", "remove a setting (repeatable)", (v: string, all: string[] = []) => [...all, v])
+    .option("--json", "JSON output")
+    .action((name: string, assignments: string[], opts: { unset?: string[] }, cmd: Command) =>
+      withClient(cmd, async (ctx) =>
+        (await import("./commands/config.js")).configCommand(ctx, name, assignments, opts),
+      ),
     );
 
   plugin

@@ -163,8 +163,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     // Plugin code runs there: a connection from a plugin host to the admin socket is never trusted.
     untrustedPids: () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined),
   });
-  const loader = new Loader({ home, hosts, containers: containersAvailable, pkg });
-  const lifecycle = new LifecycleService({
+  const loader: Loader = new Loader({
+    home,
+    hosts,
+    containers: containersAvailable,
+    pkg,
+    // Called at load time only (after `lifecycle` exists): the operator's settings, decrypted.
+    settings: (name, manifest): Record<string, unknown> => lifecycle.pluginSettings(name, manifest),
+  });
+  const lifecycle: LifecycleService = new LifecycleService({
     home,
     store,
     loader,

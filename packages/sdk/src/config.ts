@@ -29,6 +29,15 @@ export function setConfig(config: PluginConfig): void {
 }
 
 /**
+ * For the SDK's dispatcher when the operator changes the settings of a running plugin: only `settings` is replaced
+ * (the sealed paths and store id stay), so `getConfig().settings` returns the new ones.
+ */
+export function replaceSettings(settings: Record<string, unknown>): void {
+  const base = current ?? getConfig();
+  current = Object.freeze({ ...base, settings: Object.freeze({ ...settings }) });
+}
+
+/**
  * For the daemon's worker host, before it loads the plugin: the host's own (next) setConfig is the last one, so the
  * plugin cannot later point `paths`/`storeId` at another plugin's store through the SDK. The test harness does not
  * seal (it runs several plugins one after the other in one process).

@@ -220,6 +220,13 @@ export interface PluginModule {
   routes?(): RouteDefinition[] | Promise<RouteDefinition[]>;
   /** Called at unload, with a deadline (the host terminates the worker after it). */
   terminate?(): void | Promise<void>;
+  /**
+   * The operator changed the plugin's settings (`PUT /admin/api/plugins/{name}/settings`, `hecate plugin config`):
+   * the new settings, validated, defaults applied, secrets decrypted. `getConfig().settings` already returns them.
+   * Without this callback (or when it throws) the daemon swaps the plugin instead: a fresh instance gets them in
+   * `init(config)`, with zero downtime.
+   */
+  onSettingsChanged?(settings: Record<string, unknown>): void | Promise<void>;
 }
 
 /** Throw from a handler to answer with a status and a JSON body `{ error: { code, message, details } }`. */

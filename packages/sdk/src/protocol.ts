@@ -78,6 +78,8 @@ export type MainToWorker =
   /** A `ws-send` of this seq has been handed to the socket. */
   | { t: "ws-sent"; connId: number; seq: number }
   | { t: "ping"; n: number }
+  /** New settings for the plugin's `onSettingsChanged`; answered by `settings-applied` with the same id. */
+  | { t: "settings"; id: number; settings: Record<string, unknown> }
   /** Run the plugin's `terminate()` within `deadlineMs`, close ws connections, stop jobs, then answer `terminated`. */
   | { t: "terminate"; deadlineMs: number };
 
@@ -117,6 +119,11 @@ export type WorkerToMain =
   | { t: "ws-send"; connId: number; seq: number; data: string | Uint8Array }
   | { t: "ws-close"; connId: number; code: number; reason: string }
   | { t: "pong"; n: number }
+  /**
+   * Outcome of `settings` `id`: `supported` false when the plugin has no `onSettingsChanged` (nothing changed);
+   * `error` when it threw (the host swaps the plugin then).
+   */
+  | { t: "settings-applied"; id: number; supported: boolean; error?: string }
   | {
       t: "log";
       level: "trace" | "debug" | "info" | "warn" | "error" | "fatal";

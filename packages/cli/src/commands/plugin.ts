@@ -183,11 +183,15 @@ export async function installCommand(
   }
 }
 
-export async function upgradeCommand(ctx: CommandContext, source: string, opts: { key?: string }): Promise<void> {
+export async function upgradeCommand(
+  ctx: CommandContext,
+  source: string,
+  opts: { key?: string; resetSettings?: boolean },
+): Promise<void> {
   const prepared = await prepareArchive(source, { signingKey: opts.key });
   try {
     ctx.out.progress(`Upgrading ${prepared.name} to ${prepared.version} from ${prepared.description}`);
-    const path = `/admin/api/plugins/${encodeURIComponent(prepared.name)}/upgrade`;
+    const path = `/admin/api/plugins/${encodeURIComponent(prepared.name)}/upgrade${opts.resetSettings ? "?reset_settings=1" : ""}`;
     const { view } = await withProgress(ctx, prepared.name, () => upload(ctx, prepared, path)).catch(rejected);
     const url = pluginUrl(ctx, view);
     ctx.out.result({ ...view, url }, () => ctx.out.line(`${view.name}@${view.version} ${view.status}: ${url}`));

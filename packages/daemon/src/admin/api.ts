@@ -18,6 +18,7 @@ import {
   type LifecycleService,
   type PackageRejectionRecord,
 } from "../lifecycle/service.js";
+import { SettingsError } from "../lifecycle/settings.js";
 import { rejectionMessage } from "../lifecycle/user-messages.js";
 import { ADMIN_RESPONSE_HEADERS, type AdminGuard, sessionCookies } from "./auth.js";
 import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson, sendSse } from "./http.js";
@@ -109,9 +110,19 @@ export class AdminApi {
         handler: g((_q, res, p) => this.deactivate(res, p.name)),
       },
       {
+        method: "GET",
+        path: "/admin/api/plugins/:name/settings",
+        handler: g((_q, res, p) => sendJson(res, 200, this.o.lifecycle.settingsView(p.name))),
+      },
+      {
+        method: "PUT",
+        path: "/admin/api/plugins/:name/settings",
+        handler: g((q, res, p) => this.putSettings(q, res, p.name)),
+      },
+      {
         method: "POST",
         path: "/admin/api/plugins/:name/upgrade",
-        handler: g((q, res, p) => this.upgrade(q, res, p.name)),
+        handler: g((q, res, p, c) => this.upgrade(q, res, p.name, c)),
       },
       { method: "GET", path: "/admin/api/events", handler: g((q, res) => this.eventStream(q, res)) },
       { method: "GET", path: "/admin/api/rejections", handler: g((_q, res, _p, c) => this.rejections(res, c)) },
@@ -224,10 +235,41 @@ export class AdminApi {
     this.reply(res, name, outcome, 201);
   }
 
-  private async upgrade(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+  /** `{values: {...}, unset: [...]}`: see LifecycleService.updateSettings (400 with the field errors when invalid). */
+  private async putSettings(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    this.view(name);
+    if (mediaType(req) !== "application/json")
+      throw new ApiError(415, "unsupported_media_type", "send the settings as application/json", {
+        field: "content-type",
+      });
+    const body = (await readJson(req)) as { values?: unknown; unset?: unknown } | null;
+    if (!body || typeof body !== "object" || Array.isArray(body))
+      throw new ApiError(400, "invalid_body", 'JSON body must be {"values": {...}, "unset": ["field", ...]}', [
+        { field: "", message: "must be an object" },
+      ]);
+    const values = body.values ?? {};
+    const unset = body.unset ?? [];
+    const shape: { field: string; message: string }[] = [];
+    if (typeof values !== "object" || values === null || Array.isArray(values))
+      shape.push({ field: "values", message: "must be an object" });
+    if (!Array.isArray(unset) || unset.some((k) => typeof k !== "string"))
+      shape.push({ field: "unset", message: "must be an array of field names" });
+    const extra = Object.keys(body).filter((k) => k !== "values" && k !== "unset");
+    for (const k of extra) shape.push({ field: k, message: "unknown property (expected values, unset)" });
+    if (shape.length) throw new ApiError(400, "invalid_body", "invalid settings request", shape);
+    const r = await this.o.lifecycle.updateSettings(name, {
+      values: values as Record<string, unknown>,
+      unset: unset as string[],
+    });
+    sendJson(res, 200, { ...r.view, applied: r.applied, ...(r.applyError ? { applyError: r.applyError } : {}) });
+  }
+
+  private async upgrade(req: IncomingMessage, res: ServerResponse, name: string, ctx: RouteContext): Promise<void> {
     this.view(name);
     const { file, source } = await this.receiveOrRefuse(req, "upgrade", name);
-    const { position } = await this.o.lifecycle.upgrade(name, file, source);
+    const { position } = await this.o.lifecycle.upgrade(name, file, source, {
+      resetSettings: queryFlag(ctx.query.reset_settings),
+    });
     const outcomes: PluginEvent["type"][] = this.o.lifecycle.loadsAfterExtract(name)
       ? LOAD_OUTCOMES
       : ["plugin_package_extracted_v1", "plugin_extract_failed_v1", "plugin_removed_v1"];
@@ -410,12 +452,15 @@ const REJECTION_STATUS: Record<string, [number, string?]> = {
   invalid_plugin_name: [400],
   invalid_command: [400],
   name_mismatch: [422],
+  settings_incompatible: [422],
   timeout: [504],
 };
 
 /** Maps every error of the lifecycle, the package module and the store to a typed HTTP error. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
+  if (err instanceof SettingsError)
+    return new ApiError(err.code === "invalid_settings" ? 400 : 422, err.code, err.message, err.details);
   if (err instanceof CommandRejected || err instanceof LifecycleError) {
     const [status, code] = REJECTION_STATUS[err.code] ?? [409];
     return new ApiError(status, code ?? err.code, err.message, err.details);

@@ -127,6 +127,8 @@ class Host {
         if (!this.container) throw new Error("container plugins need Podman, which is not available here");
         return this.container.reconcile(m.specs);
       }
+      case "settings":
+        return this.worker.applySettings(m.name, m.settings);
       case "set-ready":
         this.router.setReady(m.ready);
         return true;

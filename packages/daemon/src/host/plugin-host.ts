@@ -62,6 +62,11 @@ export class WorkerPluginHost implements PluginHost<PluginSpec> {
     return this.runtime.unload(name, deadlineMs === undefined ? {} : { deadlineMs });
   }
 
+  /** New settings for a running plugin's `onSettingsChanged` (PluginRuntime.applySettings). */
+  applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
+    return this.runtime.applySettings(name, settings);
+  }
+
   has(name: string): boolean {
     return this.runtime.get(name) !== undefined;
   }
@@ -70,6 +75,9 @@ export class WorkerPluginHost implements PluginHost<PluginSpec> {
     return this.runtime.close();
   }
 }
+
+/** How new settings reached a running plugin: live, or not (then the supervisor swaps it). */
+export type SettingsOutcome = "applied" | "unsupported" | "failed" | "not_loaded";
 
 export type HostRuntimeOptions = Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
 

@@ -59,6 +59,8 @@ export type HostRequest =
   | { t: "unload"; id: number; name: string; deadlineMs?: number }
   /** Boot reconciliation of container plugins (adopt the previous run's containers). */
   | { t: "reconcile"; id: number; specs: ContainerPluginSpec[] }
+  /** New settings for a worker plugin's `onSettingsChanged`; answered with a SettingsOutcome. */
+  | { t: "settings"; id: number; name: string; settings: Record<string, unknown> }
   | { t: "set-ready"; id: number; ready: boolean }
   /** The installed plugins that are not loaded (the whole set, replacing the last): name -> message for clients. */
   | { t: "set-inactive"; id: number; plugins: Record<string, string> }

@@ -75,6 +75,11 @@ export interface PluginState {
   routes: { method: string; path: string }[];
   last_error: LastError | null;
   restarts: number;
+  /**
+   * The operator's settings in their stored form (secrets encrypted: see settings.ts), from the last
+   * plugin_settings_changed_v1. Kept across upgrades; a (re)install starts without.
+   */
+  settings: Record<string, unknown>;
 }
 
 export const initialPluginState: PluginState = {
@@ -106,6 +111,7 @@ export const initialPluginState: PluginState = {
   routes: [],
   last_error: null,
   restarts: 0,
+  settings: {},
 };
 
 // ---- commands ----
@@ -120,6 +126,15 @@ export interface PackageInfo {
   icon?: string | null;
   group_name?: string | null;
   group_icon?: string | null;
+}
+
+/** New settings (stored form: secrets already encrypted); `changed` / `unset` name the fields, never a value. */
+export interface SettingsChange {
+  values: Record<string, unknown>;
+  changed: string[];
+  unset: string[];
+  /** Cleared by an upgrade or install asked to reset settings that no longer fit the new schema. */
+  reset: boolean;
 }
 
 /**
@@ -157,7 +172,8 @@ export type PluginCommand =
   | Command<"disable_plugin_v1", { reason: string }>
   /** The supervisor found that this plugin takes its plugin-host process down: it is deactivated until activated. */
   | Command<"quarantine_plugin_v1", { reason: string }>
-  | Command<"reject_plugin_package_v1", PackageRejection>;
+  | Command<"reject_plugin_package_v1", PackageRejection>
+  | Command<"change_plugin_settings_v1", SettingsChange>;
 
 export type PluginCommandType = PluginCommand["type"];
 
@@ -187,7 +203,8 @@ export type PluginEvent =
   | { type: "plugin_crashed_v1"; data: { reason: string; at: string } }
   | { type: "plugin_disabled_v1"; data: { reason: string; at: string } }
   | { type: "plugin_quarantined_v1"; data: { reason: string; at: string } }
-  | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } };
+  | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } }
+  | { type: "plugin_settings_changed_v1"; data: SettingsChange & { at: string } };
 
 export type RejectionCode =
   | "invalid_plugin_name"
@@ -309,6 +326,24 @@ function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<R
       if (typeof cmd.data?.code !== "string" || typeof cmd.data.message !== "string")
         return invalid("code and message are required", "code");
       return [{ type: "plugin_package_rejected_v1", data: { ...cmd.data, at } }];
+    case "change_plugin_settings_v1": {
+      if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
+      const d = cmd.data;
+      if (!d || typeof d.values !== "object" || d.values === null || Array.isArray(d.values))
+        return invalid("values must be an object", "values");
+      return [
+        {
+          type: "plugin_settings_changed_v1",
+          data: {
+            values: d.values,
+            changed: d.changed ?? [],
+            unset: d.unset ?? [],
+            reset: d.reset === true,
+            at,
+          },
+        },
+      ];
+    }
     default:
       return invalid(`unknown command ${JSON.stringify((cmd as { type: unknown }).type)}`, "type");
   }
@@ -437,6 +472,8 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
         ...base,
         last_error: { stage: "package", code: ev.data.code, message: ev.data.message, at: ev.data.at },
       };
+    case "plugin_settings_changed_v1":
+      return { ...base, settings: ev.data.values };
     case "plugin_removed_v1":
       return {
         ...base,
@@ -456,7 +493,8 @@ export const pluginAggregate: AggregateDefinition<PluginState, PluginCommand, Pl
   evolve,
   decide,
   snapshotEvery: 50,
-  snapshotVersion: 1,
+  // 2: PluginState.settings (a version-1 snapshot lacks it: it is folded again from the events).
+  snapshotVersion: 2,
 };
 
 export type PluginStatusName =

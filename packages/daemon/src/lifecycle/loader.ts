@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
 import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { SettingsOutcome } from "../host/plugin-host.js";
 import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import { isInside } from "../http/static.js";
 import type { Hosted } from "../supervisor/plugin-hosts.js";
@@ -47,6 +48,7 @@ export interface LoaderHosts {
   load(name: string, hosted: Hosted): Promise<LoadedInfo>;
   unload(name: string): Promise<boolean>;
   has(name: string): boolean;
+  applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome>;
   reconcileContainers(specs: ContainerPluginSpec[]): Promise<ReconcileOutcome>;
 }
 
@@ -56,7 +58,15 @@ export interface LoaderOptions {
   /** False when Podman is not available here: container plugins then fail to load with a clear message. */
   containers: boolean;
   pkg: PackageOps;
+  /**
+   * The plugin's settings as it receives them (decrypted, schema defaults applied): given by the lifecycle service,
+   * which holds them. Default: none.
+   */
+  settings?: (name: string, manifest: PluginManifest) => Record<string, unknown>;
 }
+
+/** How changed settings reached a loaded plugin: its onSettingsChanged, a swap, or not at all (not loaded). */
+export type SettingsApplied = "live" | "swap" | "none";
 
 const NO_PODMAN = "container plugins need Podman, which is not available here";
 
@@ -88,6 +98,24 @@ export class Loader {
     } catch (err) {
       throw new LoadFailure("manifest", (err as Error).message);
     }
+  }
+
+  private settingsFor(name: string, manifest: PluginManifest): Record<string, unknown> {
+    return this.o.settings?.(name, manifest) ?? {};
+  }
+
+  /**
+   * Gives a loaded plugin its current settings: through its `onSettingsChanged` when it has one (worker plugins),
+   * else by swapping it (zero downtime; container plugins are restarted with them). Throws LoadFailure when the
+   * swap fails (the old instance keeps serving).
+   */
+  async applySettings(name: string): Promise<SettingsApplied> {
+    if (!this.o.hosts.has(name)) return "none";
+    const manifest = this.manifest(name);
+    const r = await this.o.hosts.applySettings(name, this.settingsFor(name, manifest));
+    if (r === "applied") return "live";
+    await this.load(name);
+    return "swap";
   }
 
   /** True when the plugin is loaded in a plugin host. */
@@ -122,7 +150,7 @@ export class Loader {
       paths: p,
       apiPrefix: `/plugin/${name}/api`,
       staticPrefix: `/plugin/${name}`,
-      settings: {},
+      settings: this.settingsFor(name, manifest),
       standalone: false,
     };
     const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config };
@@ -136,7 +164,7 @@ export class Loader {
 
   private async loadContainer(name: string, p: PluginPaths, manifest: PluginManifest): Promise<LoadResult> {
     if (!this.o.containers) throw new LoadFailure("container", NO_PODMAN);
-    const spec = { name, dir: p.root, manifest, settings: {} };
+    const spec = { name, dir: p.root, manifest, settings: this.settingsFor(name, manifest) };
     try {
       await this.o.hosts.load(name, { kind: "container", spec });
     } catch (err) {
@@ -164,7 +192,7 @@ export class Loader {
         });
         const manifest = this.manifest(name);
         ensureLayout(p);
-        specs.push({ name, dir: p.root, manifest, settings: {} });
+        specs.push({ name, dir: p.root, manifest, settings: this.settingsFor(name, manifest) });
         out.set(name, { version: manifest.version, routes: [{ method: "*", path: "/*" }] });
       } catch (err) {
         out.set(name, err instanceof LoadFailure ? err : new LoadFailure("load", (err as Error).message));

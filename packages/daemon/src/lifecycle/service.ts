@@ -41,6 +41,16 @@ import {
   statusName,
 } from "./aggregate.js";
 import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
+import {
+  maskedView,
+  SettingsError,
+  type SettingsFieldError,
+  type SettingsValues,
+  SettingsVault,
+  type SettingsView,
+  settingsErrors,
+  withSchemaDefaults,
+} from "./settings.js";
 import { rejectionMessage } from "./user-messages.js";
 
 export interface PluginView {
@@ -141,11 +151,14 @@ export class LifecycleService extends EventEmitter {
   private closed = false;
   /** False until boot recovery finished: the admin API refuses changes meanwhile. */
   booted = false;
+  /** Encrypts / decrypts secret settings (key in `$HECATE_HOME/settings.key`). */
+  readonly vault: SettingsVault;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
     this.setMaxListeners(0);
     this.cqrs = createCqrs(o.store);
+    this.vault = new SettingsVault(o.home);
   }
 
   get store(): EventStore {
@@ -252,8 +265,17 @@ export class LifecycleService extends EventEmitter {
     return this.withArchive(archive, source, "install");
   }
 
-  upgrade(name: string, archive: string, source: string): Promise<{ name: string; position: number }> {
-    return this.withArchive(archive, source, "upgrade", name);
+  /**
+   * Upgrades to the package at `archive`. Refused (`settings_incompatible`, details: the field errors) when the
+   * plugin's settings do not fit the new version's schema, unless `resetSettings` (then they are cleared first).
+   */
+  upgrade(
+    name: string,
+    archive: string,
+    source: string,
+    options: { resetSettings?: boolean } = {},
+  ): Promise<{ name: string; position: number }> {
+    return this.withArchive(archive, source, "upgrade", name, options.resetSettings === true);
   }
 
   private async withArchive(
@@ -261,6 +283,7 @@ export class LifecycleService extends EventEmitter {
     source: string,
     op: "install" | "upgrade",
     expected?: string,
+    resetSettings = false,
   ): Promise<{ name: string; position: number }> {
     let manifest: PluginManifest;
     try {
@@ -288,6 +311,23 @@ export class LifecycleService extends EventEmitter {
       if (op === "upgrade" && !isInstalled) {
         const err = new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
         throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
+      }
+      if (op === "upgrade" && s && Object.keys(s.settings).length > 0) {
+        const errors = settingsErrors(manifest.settings, this.clearSettings(name, s));
+        if (errors.length > 0 && !resetSettings) {
+          const fields = errors.map((e) => e.field || "(all)").join(", ");
+          const err = new LifecycleError(
+            "settings_incompatible",
+            `the settings of ${name} do not fit version ${manifest.version}'s settings schema (${fields}): change them first (hecate plugin config) or upgrade with --reset-settings`,
+            errors,
+          );
+          throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
+        }
+        if (errors.length > 0)
+          await this.dispatch(name, {
+            type: "change_plugin_settings_v1",
+            data: { values: {}, changed: [], unset: Object.keys(s.settings), reset: true },
+          });
       }
       const paths = this.o.loader.paths(name);
       mkdirSync(paths.root, { recursive: true });
@@ -360,6 +400,88 @@ export class LifecycleService extends EventEmitter {
     const data: PackageRejectedData = { ...rejection, plugin, at: new Date().toISOString() };
     const r = this.o.store.append(REJECTIONS_STREAM, [{ type: "package_rejected_v1", data }]);
     return { position: r.position, ...data };
+  }
+
+  // ---- settings ----
+
+  /** The plugin's settings as stored, decrypted (no defaults). A secret that cannot be decrypted is left out. */
+  private clearSettings(name: string, s: PluginState): SettingsValues {
+    return this.vault.open(name, s.settings, (field, err) =>
+      this.o.logger.error({ plugin: name, field, err: err.message }, "a secret setting cannot be decrypted"),
+    );
+  }
+
+  /** What the plugin receives (init config, onSettingsChanged): decrypted, the schema's defaults filled in. */
+  pluginSettings(name: string, manifest: PluginManifest): SettingsValues {
+    const s = this.states.get(name);
+    return withSchemaDefaults(manifest.settings, s ? this.clearSettings(name, s) : {});
+  }
+
+  /** The admin view: schema, non-secret values, secrets as `{set}` only. */
+  settingsView(name: string): SettingsView {
+    const s = this.states.get(name);
+    if (!s || !has(s, Flags.INSTALLED) || has(s, Flags.REMOVED))
+      throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
+    return maskedView(name, this.manifest(name)?.settings, s.settings);
+  }
+
+  /**
+   * Sets `values` (merged over the current settings; `unset` removes fields) after validating the result against the
+   * installed manifest's schema (SettingsError with the field errors: nothing stored), records
+   * plugin_settings_changed_v1 (secrets encrypted) and gives them to the running plugin (callback or swap).
+   */
+  updateSettings(
+    name: string,
+    change: { values: SettingsValues; unset: string[] },
+  ): Promise<{ view: SettingsView; applied: "live" | "swap" | "none" | "failed"; applyError?: string }> {
+    return this.serial(name, async () => {
+      const s = this.states.get(name);
+      if (!s || !has(s, Flags.INSTALLED) || has(s, Flags.REMOVED))
+        throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
+      const manifest = this.manifest(name);
+      if (!manifest)
+        throw new LifecycleError("plugin_not_extracted", `plugin ${name}: its package is not extracted yet`);
+      const merged: SettingsValues = { ...this.clearSettings(name, s), ...change.values };
+      for (const k of change.unset) delete merged[k];
+      const errors: SettingsFieldError[] = settingsErrors(manifest.settings, merged);
+      if (errors.length > 0)
+        throw new SettingsError(
+          "invalid_settings",
+          `invalid settings: ${errors.map((e) => `${e.field || "(all)"}: ${e.message}`).join("; ")}`,
+          errors,
+        );
+      const r = await this.dispatch(name, {
+        type: "change_plugin_settings_v1",
+        data: {
+          values: this.vault.seal(name, manifest.settings, merged),
+          changed: Object.keys(change.values),
+          unset: change.unset,
+          reset: false,
+        },
+      });
+      await this.feed?.caughtUp(r.position);
+      const now = this.states.get(name)!;
+      let applied: "live" | "swap" | "none" | "failed" = "none";
+      let applyError: string | undefined;
+      if (has(now, Flags.LOADED)) {
+        try {
+          applied = await this.o.loader.applySettings(name);
+        } catch (err) {
+          applied = "failed";
+          applyError = (err as Error).message;
+          this.o.logger.warn({ plugin: name, err: applyError }, "new settings could not be applied (swap failed)");
+        }
+      }
+      this.o.logger.info(
+        { plugin: name, applied, changed: Object.keys(change.values), unset: change.unset },
+        "settings changed",
+      );
+      return {
+        view: maskedView(name, manifest.settings, now.settings),
+        applied,
+        ...(applyError ? { applyError } : {}),
+      };
+    });
   }
 
   /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */

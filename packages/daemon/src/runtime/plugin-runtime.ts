@@ -184,6 +184,23 @@ export class PluginRuntime extends EventEmitter {
     });
   }
 
+  /**
+   * Hands new settings to the running plugin's `onSettingsChanged` (see PluginWorker.applySettings). When applied,
+   * a crash restart gets them too. "unsupported" / "failed" / "not_loaded": the caller swaps (or loads) instead.
+   */
+  applySettings(
+    name: string,
+    settings: Record<string, unknown>,
+  ): Promise<"applied" | "unsupported" | "failed" | "not_loaded"> {
+    return this.serial(name, async () => {
+      const entry = this.entries.get(name);
+      if (!entry?.worker || entry.status !== "running") return "not_loaded";
+      const r = await entry.worker.applySettings(settings);
+      if (r === "applied") entry.spec = { ...entry.spec, config: { ...entry.spec.config, settings } };
+      return r;
+    });
+  }
+
   get(name: string): LoadedPlugin | undefined {
     const e = this.entries.get(name);
     return e ? this.info(e) : undefined;

@@ -83,6 +83,8 @@ export class PluginWorker extends EventEmitter {
   private expectedExit = false;
   private watchdog: NodeJS.Timeout | undefined;
   private pingN = 0;
+  private settingsN = 0;
+  private readonly settingsWaiters = new Map<number, (m: Extract<WorkerToMain, { t: "settings-applied" }>) => void>();
   private pingSentAt = 0;
   /** Kills the worker when the current ping is not answered within heartbeatTimeoutMs. */
   private pingDeadline: NodeJS.Timeout | undefined;
@@ -265,6 +267,9 @@ export class PluginWorker extends EventEmitter {
       case "terminated":
         this.terminatedWaiter?.();
         return;
+      case "settings-applied":
+        this.settingsWaiters.get(m.id)?.(m);
+        return;
       default:
         return;
     }
@@ -286,6 +291,28 @@ export class PluginWorker extends EventEmitter {
       this.pingDeadline.unref();
     }, heartbeatIntervalMs);
     this.watchdog.unref();
+  }
+
+  /**
+   * Hands new settings to the plugin's `onSettingsChanged`: "applied", "unsupported" (no callback: nothing changed)
+   * or "failed" (it threw, or the worker died or did not answer within `timeoutMs`): the caller swaps the plugin then.
+   */
+  applySettings(settings: Record<string, unknown>, timeoutMs = 10_000): Promise<"applied" | "unsupported" | "failed"> {
+    if (this.state !== "ready") return Promise.resolve("failed");
+    const id = ++this.settingsN;
+    return new Promise((resolve) => {
+      const done = (r: "applied" | "unsupported" | "failed") => {
+        clearTimeout(timer);
+        this.settingsWaiters.delete(id);
+        this.off("dead", onDead);
+        resolve(r);
+      };
+      const onDead = () => done("failed");
+      const timer = setTimeout(() => done("failed"), timeoutMs);
+      this.settingsWaiters.set(id, (m) => done(!m.supported ? "unsupported" : m.error ? "failed" : "applied"));
+      this.on("dead", onDead);
+      this.post({ t: "settings", id, settings });
+    });
   }
 
   /** Waits until no HTTP request is in flight (true) or the deadline passes (false). */

@@ -20,7 +20,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { ContainerPluginSpec } from "../container/runtime.js";
-import type { HostRuntimeOptions } from "../host/plugin-host.js";
+import type { HostRuntimeOptions, SettingsOutcome } from "../host/plugin-host.js";
 import type { ContainerPolicy, HostEvent, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
@@ -255,6 +255,29 @@ export class PluginHosts extends EventEmitter {
       await this.retireIfEmpty(p.hostId);
     }
     return done;
+  }
+
+  /**
+   * New settings for a loaded worker plugin's `onSettingsChanged`, in whichever host runs it. When applied, a host
+   * restart loads it with them. Container plugins (and plugins without the callback) answer otherwise: the caller
+   * swaps them.
+   */
+  async applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
+    const p = this.placed.get(name);
+    if (p?.hosted.kind !== "worker") return "not_loaded";
+    const host = this.hosts.get(p.hostId);
+    if (!host?.alive) return "not_loaded";
+    const r = await host
+      .request<SettingsOutcome>({ t: "settings", name, settings })
+      .catch((): SettingsOutcome => "failed");
+    if (r === "applied" && this.placed.get(name) === p) {
+      const spec = p.hosted.spec;
+      this.placed.set(name, {
+        ...p,
+        hosted: { kind: "worker", spec: { ...spec, config: { ...spec.config, settings } } },
+      });
+    }
+    return r;
   }
 
   /** Boot: container plugins of the previous run adopted (or started, or removed) in one pass. */

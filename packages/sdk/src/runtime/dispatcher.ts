@@ -5,7 +5,7 @@
  * behaves the same everywhere.
  */
 import { Readable } from "node:stream";
-import { setConfig } from "../config.js";
+import { replaceSettings, setConfig } from "../config.js";
 import type {
   HandlerResult,
   HttpMethod,
@@ -273,6 +273,29 @@ export class Dispatcher {
       case "terminate":
         void this.terminate(msg.deadlineMs).then(() => this.transport.post({ t: "terminated" }));
         return;
+      case "settings":
+        void this.applySettings(msg.settings).then((r) =>
+          this.transport.post({ t: "settings-applied", id: msg.id, ...r }),
+        );
+        return;
+    }
+  }
+
+  /**
+   * New settings: handed to the plugin's `onSettingsChanged` (after `getConfig().settings` is updated). Without the
+   * callback nothing changes here and the host swaps the plugin; a callback that throws is reported (and logged
+   * without the settings' values: they may hold secrets).
+   */
+  async applySettings(settings: Record<string, unknown>): Promise<{ supported: boolean; error?: string }> {
+    const cb = this.mod?.onSettingsChanged;
+    if (typeof cb !== "function" || this.terminating) return { supported: false };
+    replaceSettings(settings);
+    try {
+      await cb.call(this.mod, settings);
+      return { supported: true };
+    } catch (err) {
+      this.log("error", `onSettingsChanged() failed: ${errMessage(err)}`);
+      return { supported: true, error: errMessage(err) };
     }
   }
 
