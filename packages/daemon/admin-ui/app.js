@@ -3,6 +3,8 @@
 // /admin/login?token=...). Live status comes from the SSE stream /admin/api/events. Plugin pages live on another
 // origin (the plugin port) by default, so links to them are absolute.
 
+import { showSettings } from "./settings-form.js";
+
 const API = "/admin/api";
 
 /** @typedef {{name:string,version:string,type:string,status:string,flags:string[],routes:{method:string,path:string}[],url:string,apiUrl:string,lastError:{stage:string,code:string,message:string,at:string}|null,installedAt:string,updatedAt:string,restarts:number,manifest?:unknown}} PluginView */
@@ -144,6 +146,7 @@ async function showDetails(name) {
   );
   $("#manifest").textContent = JSON.stringify(view.manifest ?? {}, null, 2);
   $("#details").hidden = false;
+  if (view.status !== "removed") await showSettings($("#settings"), name, api);
 }
 
 /** Uploads with XHR (fetch has no upload progress); the row then follows the lifecycle live over SSE. */

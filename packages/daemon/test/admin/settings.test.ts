@@ -11,14 +11,8 @@ import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import {
-  buildPackage,
-  type ChildDaemon,
-  type PluginSource,
-  spawnDaemon,
-  type UnixResponse,
-  unixRequest,
-} from "../lifecycle/helpers.js";
+import { buildPackage, type ChildDaemon, spawnDaemon, type UnixResponse, unixRequest } from "../lifecycle/helpers.js";
+import { settingsPlugin as plugin } from "./settings-plugin.js";
 
 const work = mkdtempSync(join(tmpdir(), "hecate-settings-"));
 const home = join(work, "home");
@@ -33,40 +27,6 @@ after(() => {
   for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
   rmSync(work, { recursive: true, force: true });
 });
-
-function schema(maxLimit: number) {
-  return {
-    type: "object",
-    additionalProperties: false,
-    properties: {
-      greeting: { type: "string", default: "hi" },
-      limit: { type: "integer", minimum: 1, maximum: maxLimit },
-      mode: { type: "string", enum: ["fast", "safe"] },
-      verbose: { type: "boolean" },
-      apiKey: { type: "string", writeOnly: true, minLength: 8 },
-    },
-  };
-}
-
-/** A plugin that shows what it got (the secret only as its sha256), with or without onSettingsChanged. */
-function plugin(version: string, opts: { callback: boolean; maxLimit?: number }): PluginSource {
-  return {
-    name: "cfg",
-    version,
-    manifest: { settings: schema(opts.maxLimit ?? 1000) },
-    extra: `
-import { createHash, randomUUID } from "node:crypto";
-import { getConfig } from "@hecate/sdk";
-const instance = randomUUID();
-let initSettings = null;
-let changes = 0;
-const digest = (s) => s && ({ ...s, apiKey: typeof s.apiKey === "string" ? createHash("sha256").update(s.apiKey).digest("hex") : null });
-${opts.callback ? `export async function onSettingsChanged(settings) { changes++; console.log("settings changed: " + Object.keys(settings).sort().join(",")); }` : ""}
-`,
-    init: "initSettings = config.settings;",
-    routes: `{ method: "GET", path: "/settings", handler: () => ({ instance, changes, init: digest(initSettings), now: digest(getConfig().settings) }) },`,
-  };
-}
 
 async function start(): Promise<{ c: ChildDaemon; url: string; sse: { text: string; close(): void } }> {
   const c = spawnDaemon(home, { HECATE_LOG_LEVEL: "trace" });
