@@ -19,6 +19,7 @@ BASE_URL="http://${HECATE_HOST}:${HECATE_PORT}"
 RUN="$HECATE_HOME/run"
 PID_FILE="$RUN/hecate.pid"
 LOG_FILE="$RUN/hecate.log"
+# this script's own calls do not depend on PATH (the `hecate` command it links is for the user's shells)
 hecate() { node "$ROOT/packages/cli/dist/src/main.js" "$@"; }
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -31,6 +32,9 @@ npm ci --no-audit --no-fund
 
 step "build"
 npm run build
+
+step "the hecate command (on PATH for new shells)"
+bash scripts/link-cli.sh
 
 step "pack the taskboard example"
 npm run pack -w examples/taskboard --if-present

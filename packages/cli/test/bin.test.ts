@@ -1,0 +1,101 @@
+/**
+ * `hecate` as a command (issue 12 point 1): scripts/link-cli.sh (run by scripts/setup.sh after the build) and
+ * `npm install -g ./packages/cli` put the built CLI on PATH, and it runs from a fresh environment that has nothing
+ * but PATH: real npm, real bash, real processes. Each install goes to a temp npm prefix / bin dir.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { lstatSync, readFileSync, statSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { CLI, tempDir } from "./helpers.js";
+
+const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+const NODE_DIR = dirname(process.execPath);
+
+function run(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd = ROOT,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env, cwd, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** `hecate --help` and `--version` in a new shell whose environment is PATH only (bin dir, then node's, then /bin). */
+async function helpInFreshShell(binDir: string): Promise<void> {
+  const env = { PATH: `${binDir}:${NODE_DIR}:/usr/bin:/bin` };
+  const help = await run(
+    "/usr/bin/env",
+    ["-i", `PATH=${env.PATH}`, "bash", "--noprofile", "--norc", "-c", "hecate --help"],
+    env,
+    "/",
+  );
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /Usage: hecate/);
+  assert.match(help.stdout, /Exit codes:/);
+  const where = await run(
+    "/usr/bin/env",
+    ["-i", `PATH=${env.PATH}`, "bash", "--noprofile", "--norc", "-c", "command -v hecate && hecate --version"],
+    env,
+    "/",
+  );
+  assert.equal(where.code, 0, where.stderr);
+  const [path, version] = where.stdout.trim().split("\n");
+  assert.equal(path, join(binDir, "hecate"));
+  assert.equal(version, JSON.parse(readFileSync(join(ROOT, "packages/cli/package.json"), "utf8")).version);
+}
+
+test("the CLI bin is an executable node script", () => {
+  assert.match(readFileSync(CLI, "utf8").split("\n")[0], /^#!\/usr\/bin\/env node$/);
+});
+
+test("scripts/link-cli.sh (setup's step): npm's global bin dir, then `hecate --help` in a fresh shell", async (t) => {
+  const prefix = tempDir("prefix");
+  t.after(() => rm(prefix, { recursive: true, force: true }));
+  // npm_config_prefix: the global prefix npm (and so the script) uses; /usr for root on this machine
+  const r = await run("bash", ["scripts/link-cli.sh"], { ...process.env, npm_config_prefix: prefix });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`hecate -> ${prefix}/bin/hecate`));
+  assert.ok(statSync(join(prefix, "bin", "hecate")).mode & 0o111, "the linked bin is executable");
+  await helpInFreshShell(join(prefix, "bin"));
+});
+
+test("scripts/link-cli.sh with HECATE_BIN_DIR: a symlink there", async (t) => {
+  const dir = tempDir("bindir");
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const bin = join(dir, "bin");
+  const r = await run("bash", ["scripts/link-cli.sh"], { ...process.env, HECATE_BIN_DIR: bin });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(lstatSync(join(bin, "hecate")).isSymbolicLink());
+  await helpInFreshShell(bin);
+});
+
+test("npm install -g ./packages/cli: its dependencies (@hecate/sdk, @hecate/daemon) resolve", async (t) => {
+  const prefix = tempDir("global");
+  t.after(() => rm(prefix, { recursive: true, force: true }));
+  const r = await run(
+    "npm",
+    ["install", "-g", "--no-audit", "--no-fund", "--prefix", prefix, "./packages/cli"],
+    process.env,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  await helpInFreshShell(join(prefix, "bin"));
+  // a command that loads the SDK and the daemon's package code, from outside the repo
+  const work = tempDir("global-work");
+  t.after(() => rm(work, { recursive: true, force: true }));
+  const made = await run(
+    join(prefix, "bin", "hecate"),
+    ["plugin", "new", "from-global", "--js", "--json"],
+    { PATH: `${NODE_DIR}:/usr/bin:/bin` },
+    work,
+  );
+  assert.equal(made.code, 0, made.stderr);
+  assert.equal(JSON.parse(made.stdout).name, "from-global");
+});
