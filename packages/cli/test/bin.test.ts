@@ -4,37 +4,19 @@
  * but PATH: real npm, real bash, real processes. Each install goes to a temp npm prefix / bin dir.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { lstatSync, readFileSync, statSync } from "node:fs";
 import { rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { CLI, tempDir } from "./helpers.js";
-
-const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
-const NODE_DIR = dirname(process.execPath);
-
-function run(
-  file: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  cwd = ROOT,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { env, cwd, timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+import { BARE_PATH, ROOT, run } from "./projects.js";
 
 /** `hecate --help` and `--version` in a new shell whose environment is PATH only (bin dir, then node's, then /bin). */
 async function helpInFreshShell(binDir: string): Promise<void> {
-  const env = { PATH: `${binDir}:${NODE_DIR}:/usr/bin:/bin` };
+  const path = `${binDir}:${BARE_PATH}`;
   const help = await run(
     "/usr/bin/env",
-    ["-i", `PATH=${env.PATH}`, "bash", "--noprofile", "--norc", "-c", "hecate --help"],
-    env,
+    ["-i", `PATH=${path}`, "bash", "--noprofile", "--norc", "-c", "hecate --help"],
     "/",
   );
   assert.equal(help.code, 0, help.stderr);
@@ -42,13 +24,12 @@ async function helpInFreshShell(binDir: string): Promise<void> {
   assert.match(help.stdout, /Exit codes:/);
   const where = await run(
     "/usr/bin/env",
-    ["-i", `PATH=${env.PATH}`, "bash", "--noprofile", "--norc", "-c", "command -v hecate && hecate --version"],
-    env,
+    ["-i", `PATH=${path}`, "bash", "--noprofile", "--norc", "-c", "command -v hecate && hecate --version"],
     "/",
   );
   assert.equal(where.code, 0, where.stderr);
-  const [path, version] = where.stdout.trim().split("\n");
-  assert.equal(path, join(binDir, "hecate"));
+  const [found, version] = where.stdout.trim().split("\n");
+  assert.equal(found, join(binDir, "hecate"));
   assert.equal(version, JSON.parse(readFileSync(join(ROOT, "packages/cli/package.json"), "utf8")).version);
 }
 
@@ -60,7 +41,7 @@ test("scripts/link-cli.sh (setup's step): npm's global bin dir, then `hecate --h
   const prefix = tempDir("prefix");
   t.after(() => rm(prefix, { recursive: true, force: true }));
   // npm_config_prefix: the global prefix npm (and so the script) uses; /usr for root on this machine
-  const r = await run("bash", ["scripts/link-cli.sh"], { ...process.env, npm_config_prefix: prefix });
+  const r = await run("bash", ["scripts/link-cli.sh"], ROOT, { npm_config_prefix: prefix });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`hecate -> ${prefix}/bin/hecate`));
   assert.ok(statSync(join(prefix, "bin", "hecate")).mode & 0o111, "the linked bin is executable");
@@ -71,7 +52,7 @@ test("scripts/link-cli.sh with HECATE_BIN_DIR: a symlink there", async (t) => {
   const dir = tempDir("bindir");
   t.after(() => rm(dir, { recursive: true, force: true }));
   const bin = join(dir, "bin");
-  const r = await run("bash", ["scripts/link-cli.sh"], { ...process.env, HECATE_BIN_DIR: bin });
+  const r = await run("bash", ["scripts/link-cli.sh"], ROOT, { HECATE_BIN_DIR: bin });
   assert.equal(r.code, 0, r.stderr);
   assert.ok(lstatSync(join(bin, "hecate")).isSymbolicLink());
   await helpInFreshShell(bin);
@@ -80,22 +61,13 @@ test("scripts/link-cli.sh with HECATE_BIN_DIR: a symlink there", async (t) => {
 test("npm install -g ./packages/cli: its dependencies (@hecate/sdk, @hecate/daemon) resolve", async (t) => {
   const prefix = tempDir("global");
   t.after(() => rm(prefix, { recursive: true, force: true }));
-  const r = await run(
-    "npm",
-    ["install", "-g", "--no-audit", "--no-fund", "--prefix", prefix, "./packages/cli"],
-    process.env,
-  );
+  const r = await run("npm", ["install", "-g", "--no-audit", "--no-fund", "--prefix", prefix, "./packages/cli"], ROOT);
   assert.equal(r.code, 0, r.stderr);
   await helpInFreshShell(join(prefix, "bin"));
   // a command that loads the SDK and the daemon's package code, from outside the repo
   const work = tempDir("global-work");
   t.after(() => rm(work, { recursive: true, force: true }));
-  const made = await run(
-    join(prefix, "bin", "hecate"),
-    ["plugin", "new", "from-global", "--js", "--json"],
-    { PATH: `${NODE_DIR}:/usr/bin:/bin` },
-    work,
-  );
+  const made = await run(join(prefix, "bin", "hecate"), ["plugin", "new", "from-global", "--js", "--json"], work);
   assert.equal(made.code, 0, made.stderr);
   assert.equal(JSON.parse(made.stdout).name, "from-global");
 });
