@@ -199,6 +199,19 @@ export function buildProgram(): Command {
     );
 
   plugin
+    .command("dev")
+    .description(
+      "develop a plugin project: install it, then rebuild and hot-swap it into the daemon on every save, following its logs (Ctrl-C leaves it installed)",
+    )
+    .argument("[dir]", "plugin project directory", ".")
+    .option("--remove", "remove the plugin when stopped (Ctrl-C)")
+    .option("--key <file>", "sign every package with this ed25519 private key (PEM)")
+    .option("--json", "JSON output (log lines as JSON objects)")
+    .action((dir: string, opts: { remove?: boolean; key?: string }, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await import("./commands/dev.js")).devCommand(ctx, dir, opts)),
+    );
+
+  plugin
     .command("new")
     .description("scaffold a TypeScript plugin project (strict tsconfig, a passing test, pack/install/dev scripts)")
     .argument("<name>", "plugin name (lower-case letters, digits, - and _)")

@@ -256,16 +256,26 @@ export async function logsCommand(ctx: CommandContext, name: string, opts: { fol
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
-    const stream = await ctx.client.stream(`/admin/api/plugins/${n}/logs?follow=1&tail=${opts.tail}`, abort.signal);
-    for await (const msg of stream) {
-      try {
-        print(JSON.parse(msg.data) as LogLine);
-      } catch {
-        // not a log line (keep-alive or an unknown event)
-      }
-    }
+    await followLogs(ctx, name, { tail: opts.tail, signal: abort.signal, print });
   } finally {
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
+  }
+}
+
+/** Streams `name`'s log lines (the last `tail` first) to `print` until `signal` aborts or the daemon ends the stream. */
+export async function followLogs(
+  ctx: CommandContext,
+  name: string,
+  opts: { tail: number; signal: AbortSignal; print: (l: LogLine) => void },
+): Promise<void> {
+  const n = encodeURIComponent(name);
+  const stream = await ctx.client.stream(`/admin/api/plugins/${n}/logs?follow=1&tail=${opts.tail}`, opts.signal);
+  for await (const msg of stream) {
+    try {
+      opts.print(JSON.parse(msg.data) as LogLine);
+    } catch {
+      // not a log line (keep-alive or an unknown event)
+    }
   }
 }

@@ -1,0 +1,161 @@
+/**
+ * `hecate plugin dev [dir]`: the edit-save-see loop against the running daemon. The project is installed (or
+ * upgraded) once, then every save is compiled (TypeScript: a warm watch compiler, dev-compiler.ts) and swapped in
+ * through the very path `hecate plugin upgrade DIR` takes (pack, upload, zero-downtime swap). Compile errors and load
+ * failures are printed while the last good version keeps serving; the plugin's log lines are followed meanwhile.
+ * Ctrl-C (SIGINT / SIGTERM) stops watching and leaves the last version installed (`--remove` removes it).
+ */
+import { type FSWatcher, readFileSync, watch } from "node:fs";
+import { join, resolve, sep } from "node:path";
+import type { LogLine, PluginView } from "../client.js";
+import { CliError, EXIT } from "../errors.js";
+import { formatLogLine, type Output, printError } from "../output.js";
+import { hasTsconfig, watchTypeScript } from "./dev-compiler.js";
+import { type CommandContext, followLogs, installCommand, removeCommand, upgradeCommand } from "./plugin.js";
+
+/** Saves closer together than this are one change (editors write a file in several steps). */
+const SETTLE_MS = 40;
+
+/** Paths whose changes are not sources: dependencies, build output, packages, VCS data, editor droppings. */
+function ignored(rel: string, typescript: boolean): boolean {
+  const top = rel.split(sep)[0];
+  if (["node_modules", "dist", ".git"].includes(top)) return true;
+  if (/\.tar\.gz$|\.tsbuildinfo$|~$|\.swp$|\.tmp$|^\.#/.test(rel)) return true;
+  // TypeScript sources are the compiler's to watch: it reports when a compile finished
+  return typescript && /\.[mc]?tsx?$/.test(rel);
+}
+
+function pluginName(dir: string): string {
+  try {
+    return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).name;
+  } catch (err) {
+    throw new CliError(
+      "missing_manifest",
+      `cannot read ${join(dir, "manifest.json")}: ${(err as Error).message}`,
+      EXIT.USAGE,
+      {
+        field: "dir",
+      },
+    );
+  }
+}
+
+/**
+ * The output of one swap: its result line only. `json: true` for the install / upgrade commands also skips their
+ * step-by-step progress (an extra event stream per save); a failure still arrives as their error, with its reason.
+ */
+function swapOutput(out: Output): Output {
+  return {
+    json: true,
+    line: () => {},
+    progress: () => {},
+    result: (value) => {
+      const v = value as PluginView & { url: string };
+      if (out.json) out.result(value);
+      else out.line(`${v.name}@${v.version} ${v.status}: ${v.url}`);
+    },
+  };
+}
+
+export async function devCommand(ctx: CommandContext, dirArg: string, opts: { remove?: boolean; key?: string }) {
+  const dir = resolve(dirArg);
+  const typescript = hasTsconfig(dir);
+  const out = ctx.out;
+  const say = (text: string) => out.progress(`[dev] ${text}`);
+  const swapCtx: CommandContext = { ...ctx, out: swapOutput(out) };
+  let name: string | undefined;
+  let installed = false;
+  let compiled = !typescript; // nothing is swapped in before the first successful compile
+  let running: Promise<void> | undefined;
+  let again = false;
+  const logs = new AbortController();
+
+  const printLog = (l: LogLine) => {
+    if (out.json) process.stdout.write(`${JSON.stringify(l)}\n`);
+    else out.line(formatLogLine(l));
+  };
+
+  async function swapOnce(): Promise<void> {
+    const started = Date.now();
+    try {
+      name = pluginName(dir);
+      if (!installed) {
+        const view = await ctx.client
+          .call<PluginView>("GET", `/admin/api/plugins/${encodeURIComponent(name)}`)
+          .catch((err) => (err instanceof CliError && err.exitCode === EXIT.NOT_FOUND ? null : Promise.reject(err)));
+        if (view) await upgradeCommand(swapCtx, dir, { key: opts.key });
+        else await installCommand(swapCtx, dir, { wait: true, key: opts.key });
+        installed = true;
+        followLogs(ctx, name, { tail: 0, signal: logs.signal, print: printLog }).catch((err) => {
+          if (!logs.signal.aborted) say(`log stream ended: ${(err as Error).message}`);
+        });
+      } else {
+        await upgradeCommand(swapCtx, dir, { key: opts.key });
+      }
+      say(`swapped in (${Date.now() - started} ms); watching ${dir}`);
+    } catch (err) {
+      printError(err, out.json);
+      say(installed ? "the last good version keeps serving; fix it and save again" : "fix it and save again");
+    }
+  }
+
+  /** One swap at a time; changes during a swap make exactly one more afterwards. */
+  function swap(): void {
+    if (!compiled) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = swapOnce().finally(() => {
+      running = undefined;
+      if (again) {
+        again = false;
+        swap();
+      }
+    });
+  }
+
+  let settle: NodeJS.Timeout | undefined;
+  const changed = () => {
+    clearTimeout(settle);
+    settle = setTimeout(swap, SETTLE_MS);
+  };
+  // fs.watch is recursive on Linux since Node 20 (inotify): enough for a project tree, no watcher library needed
+  const watcher: FSWatcher = watch(dir, { recursive: true }, (_event, file) => {
+    if (file && !ignored(String(file), typescript)) changed();
+  });
+  const stopCompiler = typescript
+    ? watchTypeScript(dir, SETTLE_MS, (r) => {
+        if (r.errors > 0) {
+          out.progress(r.diagnostics);
+          say(
+            `compile failed (${r.errors} error${r.errors === 1 ? "" : "s"}, ${r.ms} ms): ${installed ? "the last good version keeps serving" : "nothing installed yet"}`,
+          );
+          return;
+        }
+        compiled = true;
+        say(`compiled (${r.ms} ms)`);
+        swap(); // the compiler already waited for the save to settle
+      })
+    : () => {};
+  if (!typescript) swap();
+  say(
+    `watching ${dir}${typescript ? " (TypeScript: compiled on save)" : ""}; Ctrl-C stops (the plugin stays installed${opts.remove ? ": --remove removes it" : ""})`,
+  );
+
+  await new Promise<void>((done) => {
+    process.once("SIGINT", done);
+    process.once("SIGTERM", done);
+  });
+  watcher.close();
+  stopCompiler();
+  clearTimeout(settle);
+  again = false;
+  await running;
+  logs.abort();
+  if (name && opts.remove && installed) {
+    await removeCommand(ctx, name, { purgeData: false });
+  } else if (name && installed) {
+    say(`stopped: ${name} stays installed (\`hecate plugin remove ${name}\` removes it)`);
+  }
+}
