@@ -51,7 +51,8 @@ function swapOutput(out: Output): Output {
     progress: () => {},
     result: (value) => {
       const v = value as PluginView & { url: string };
-      if (out.json) out.result(value);
+      // with --json the dev loop prints one JSON object per line (swaps and log lines), like `logs --follow --json`
+      if (out.json) process.stdout.write(`${JSON.stringify(value)}\n`);
       else out.line(`${v.name}@${v.version} ${v.status}: ${v.url}`);
     },
   };
