@@ -57,7 +57,9 @@ export function watchTypeScript(
   let started = performance.now();
   const host = ts.createWatchCompilerHost(
     join(projectDir, "tsconfig.json"),
-    { noEmitOnError: true },
+    // a save re-checks the changed file and its direct importers only (tsc's own watch option); `npm test` and the
+    // pack's build still check everything
+    { noEmitOnError: true, assumeChangesOnlyAffectDirectDependencies: true },
     ts.sys,
     ts.createEmitAndSemanticDiagnosticsBuilderProgram,
     (d) => diagnostics.push(d),
