@@ -5,14 +5,29 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CLI } from "./helpers.js";
 
 export const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
-/** PATH of a fresh shell without any global `hecate`: node's dir and the system dirs. */
-export const BARE_PATH = `${dirname(process.execPath)}:/usr/bin:/bin`;
+/**
+ * PATH of a fresh shell that has no global `hecate` even where one is installed (scripts/setup.sh links it into
+ * npm's global bin, which is /usr/bin here): a dir of links to just the tools the projects' npm scripts need.
+ */
+export const BARE_PATH = (() => {
+  const dir = mkdtempSync(join(tmpdir(), "hecate-cli-path-"));
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const systemPath = (process.env.PATH ?? "").split(":").concat("/usr/bin", "/bin");
+  symlinkSync(process.execPath, join(dir, "node"));
+  for (const tool of ["npm", "npx", "sh", "bash", "env"]) {
+    const found = systemPath.map((d) => join(d, tool)).find((f) => existsSync(f));
+    assert.ok(found, `${tool} not found on PATH`);
+    symlinkSync(found, join(dir, tool));
+  }
+  return dir;
+})();
 
 export interface Run {
   code: number;
