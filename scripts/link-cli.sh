@@ -6,8 +6,8 @@
 #
 #   HECATE_BIN_DIR=/some/bin bash scripts/link-cli.sh   # a symlink in that dir
 #   bash scripts/link-cli.sh                            # `npm install -g ./packages/cli` (npm's global bin dir: root
-#                                                       # or a user-owned npm prefix; sudo when it is not writable);
-#                                                       # without either, a symlink in ~/.local/bin
+#                                                       # or a user-owned npm prefix; sudo when it is not writable and
+#                                                       # sudo asks no password); otherwise a symlink in ~/.local/bin
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -20,7 +20,7 @@ head -1 "$MAIN" | grep -q '^#!/usr/bin/env node' || {
   echo "link-cli: $MAIN has no #!/usr/bin/env node line" >&2
   exit 1
 }
-chmod 755 "$MAIN"
+[ -x "$MAIN" ] || chmod 755 "$MAIN"
 
 link_into() { # dir: a symlink dir/hecate -> the built CLI
   mkdir -p "$1"
@@ -35,7 +35,8 @@ else
   PREFIX="$(npm prefix -g)"
   [ -e "$PREFIX" ] || mkdir -p "$PREFIX" 2>/dev/null || true
   SUDO=""
-  if [ ! -w "$PREFIX" ] && [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  # sudo only when it needs no password prompt now (setup-system.sh's sudo has just been granted; never hang here)
+  if [ ! -w "$PREFIX" ] && [ "$(id -u)" != "0" ] && sudo -n true 2>/dev/null; then SUDO="sudo"; fi
   # A folder given to `npm install -g` is linked, not copied: the command follows this checkout's later builds.
   if { [ -w "$PREFIX" ] || [ -n "$SUDO" ]; } &&
     $SUDO npm install -g --no-audit --no-fund --prefix "$PREFIX" "$ROOT/packages/cli" >/dev/null; then

@@ -4,7 +4,7 @@
  * but PATH: real npm, real bash, real processes. Each install goes to a temp npm prefix / bin dir.
  */
 import assert from "node:assert/strict";
-import { lstatSync, readFileSync, statSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, readFileSync, statSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -12,6 +12,9 @@ import { CLI, tempDir } from "./helpers.js";
 import { BARE_PATH, ROOT, run } from "./projects.js";
 
 /** `hecate --help` and `--version` in a new shell whose environment is PATH only (bin dir, then node's, then /bin). */
+/** The unprivileged user of the non-root case (`nobody`'s uid/gid on Debian). */
+const NOBODY = 65534;
+
 async function helpInFreshShell(binDir: string): Promise<void> {
   const path = `${binDir}:${BARE_PATH}`;
   const help = await run(
@@ -55,6 +58,34 @@ test("scripts/link-cli.sh with HECATE_BIN_DIR: a symlink there", async (t) => {
   const r = await run("bash", ["scripts/link-cli.sh"], ROOT, { PATH: process.env.PATH, HECATE_BIN_DIR: bin });
   assert.equal(r.code, 0, r.stderr);
   assert.ok(lstatSync(join(bin, "hecate")).isSymbolicLink());
+  await helpInFreshShell(bin);
+});
+
+test("scripts/link-cli.sh as a user who cannot write npm's prefix (no sudo): ~/.local/bin", async (t) => {
+  const home = tempDir("user-home");
+  t.after(() => rm(home, { recursive: true, force: true }));
+  chownSync(home, NOBODY, NOBODY);
+  // a user runs the script in a checkout of their own, where it makes the bin executable; this one is root's
+  chmodSync(CLI, 0o755);
+  // the user `nobody`, with nothing but PATH and HOME: /usr (npm's prefix here) is not writable, sudo not allowed
+  const r = await run(
+    "setpriv",
+    [
+      `--reuid=${NOBODY}`,
+      `--regid=${NOBODY}`,
+      "--clear-groups",
+      "env",
+      "-i",
+      `PATH=${process.env.PATH}`,
+      `HOME=${home}`,
+    ].concat(["bash", "scripts/link-cli.sh"]),
+    ROOT,
+    { PATH: process.env.PATH },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const bin = join(home, ".local", "bin");
+  assert.match(r.stdout, new RegExp(`hecate -> ${bin}/hecate`));
+  assert.match(r.stdout, /is not on your PATH; add it/);
   await helpInFreshShell(bin);
 });
 
