@@ -10,7 +10,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { PluginView } from "../src/client.js";
-import { CLI, cliJson, get, startTestDaemon, type TestDaemon, tempDir } from "./helpers.js";
+import { CLI, cliJson, get, runCli, startTestDaemon, type TestDaemon, tempDir } from "./helpers.js";
 import { newProject } from "./projects.js";
 
 let daemon: TestDaemon;
@@ -207,4 +207,8 @@ test("JavaScript: a load error is printed while the old version serves; fixing i
   t.diagnostic(`fix -> served: ${await servedWithin(dev, url, "hello", "js fixed", 2000)} ms`);
   dev.child.kill("SIGINT");
   assert.equal(await dev.exited, 0, dev.output());
+
+  const missing = await runCli(["plugin", "dev", join(work, "nope"), "--json"], { home: daemon.home });
+  assert.equal(missing.code, 2);
+  assert.equal(JSON.parse(missing.stdout).error.code, "source_not_found");
 });

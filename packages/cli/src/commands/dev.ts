@@ -5,7 +5,7 @@
  * failures are printed while the last good version keeps serving; the plugin's log lines are followed meanwhile.
  * Ctrl-C (SIGINT / SIGTERM) stops watching and leaves the last version installed (`--remove` removes it).
  */
-import { type FSWatcher, readFileSync, watch } from "node:fs";
+import { type FSWatcher, readFileSync, statSync, watch } from "node:fs";
 import { join, resolve, sep } from "node:path";
 import type { LogLine, PluginView } from "../client.js";
 import { CliError, EXIT } from "../errors.js";
@@ -60,6 +60,9 @@ function swapOutput(out: Output): Output {
 
 export async function devCommand(ctx: CommandContext, dirArg: string, opts: { remove?: boolean; key?: string }) {
   const dir = resolve(dirArg);
+  if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new CliError("source_not_found", `${dirArg} is not a plugin project directory`, EXIT.USAGE, { field: "dir" });
+  }
   const typescript = hasTsconfig(dir);
   const out = ctx.out;
   const say = (text: string) => out.progress(`[dev] ${text}`);
