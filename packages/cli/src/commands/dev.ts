@@ -25,18 +25,13 @@ function ignored(rel: string, typescript: boolean): boolean {
   return typescript && /\.[mc]?tsx?$/.test(rel);
 }
 
-function pluginName(dir: string): string {
+/** The plugin's name from manifest.json; undefined while there is none yet (a build may write it). */
+function manifestName(dir: string): string | undefined {
   try {
-    return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).name;
-  } catch (err) {
-    throw new CliError(
-      "missing_manifest",
-      `cannot read ${join(dir, "manifest.json")}: ${(err as Error).message}`,
-      EXIT.USAGE,
-      {
-        field: "dir",
-      },
-    );
+    const name = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).name;
+    return typeof name === "string" ? name : undefined;
+  } catch {
+    return undefined; // missing or unreadable: the pack reports what is wrong with it
   }
 }
 
@@ -44,13 +39,14 @@ function pluginName(dir: string): string {
  * The output of one swap: its result line only. `json: true` for the install / upgrade commands also skips their
  * step-by-step progress (an extra event stream per save); a failure still arrives as their error, with its reason.
  */
-function swapOutput(out: Output): Output {
+function swapOutput(out: Output, onView: (v: PluginView) => void): Output {
   return {
     json: true,
     line: () => {},
     progress: () => {},
     result: (value) => {
       const v = value as PluginView & { url: string };
+      onView(v);
       // with --json the dev loop prints one JSON object per line (swaps and log lines), like `logs --follow --json`
       if (out.json) process.stdout.write(`${JSON.stringify(value)}\n`);
       else out.line(`${v.name}@${v.version} ${v.status}: ${v.url}`);
@@ -66,8 +62,13 @@ export async function devCommand(ctx: CommandContext, dirArg: string, opts: { re
   const typescript = hasTsconfig(dir);
   const out = ctx.out;
   const say = (text: string) => out.progress(`[dev] ${text}`);
-  const swapCtx: CommandContext = { ...ctx, out: swapOutput(out) };
   let name: string | undefined;
+  const swapCtx: CommandContext = {
+    ...ctx,
+    out: swapOutput(out, (v) => {
+      name = v.name;
+    }),
+  };
   let installed = false;
   let compiled = !typescript; // nothing is swapped in before the first successful compile
   let running: Promise<void> | undefined;
@@ -79,20 +80,35 @@ export async function devCommand(ctx: CommandContext, dirArg: string, opts: { re
     else out.line(formatLogLine(l));
   };
 
+  /** The first swap: an upgrade when the plugin is installed already (from an earlier `dev` run), else an install. */
+  async function installOrUpgrade(): Promise<void> {
+    const known = manifestName(dir);
+    const view = known
+      ? await ctx.client
+          .call<PluginView>("GET", `/admin/api/plugins/${encodeURIComponent(known)}`)
+          .catch((err) => (err instanceof CliError && err.exitCode === EXIT.NOT_FOUND ? null : Promise.reject(err)))
+      : null;
+    if (view) return upgradeCommand(swapCtx, dir, { key: opts.key });
+    try {
+      await installCommand(swapCtx, dir, { wait: true, key: opts.key });
+    } catch (err) {
+      // no manifest.json before the build wrote it: the package named a plugin that is installed already
+      if (!(err instanceof CliError && err.code === "plugin_already_installed")) throw err;
+      await upgradeCommand(swapCtx, dir, { key: opts.key });
+    }
+  }
+
   async function swapOnce(): Promise<void> {
     const started = Date.now();
     try {
-      name = pluginName(dir);
       if (!installed) {
-        const view = await ctx.client
-          .call<PluginView>("GET", `/admin/api/plugins/${encodeURIComponent(name)}`)
-          .catch((err) => (err instanceof CliError && err.exitCode === EXIT.NOT_FOUND ? null : Promise.reject(err)));
-        if (view) await upgradeCommand(swapCtx, dir, { key: opts.key });
-        else await installCommand(swapCtx, dir, { wait: true, key: opts.key });
+        await installOrUpgrade();
         installed = true;
-        followLogs(ctx, name, { tail: 0, signal: logs.signal, print: printLog }).catch((err) => {
-          if (!logs.signal.aborted) say(`log stream ended: ${(err as Error).message}`);
-        });
+        if (name) {
+          followLogs(ctx, name, { tail: 0, signal: logs.signal, print: printLog }).catch((err) => {
+            if (!logs.signal.aborted) say(`log stream ended: ${(err as Error).message}`);
+          });
+        }
       } else {
         await upgradeCommand(swapCtx, dir, { key: opts.key });
       }
@@ -157,9 +173,13 @@ export async function devCommand(ctx: CommandContext, dirArg: string, opts: { re
   again = false;
   await running;
   logs.abort();
-  if (name && opts.remove && installed) {
-    await removeCommand(ctx, name, { purgeData: false });
-  } else if (name && installed) {
-    say(`stopped: ${name} stays installed (\`hecate plugin remove ${name}\` removes it)`);
+  const target = name ?? manifestName(dir);
+  if (target && opts.remove) {
+    // also a plugin whose first load failed (installed, listed as failed); nothing to do when it never got installed
+    await removeCommand(ctx, target, { purgeData: false }).catch((err) => {
+      if (!(err instanceof CliError && err.exitCode === EXIT.NOT_FOUND)) throw err;
+    });
+  } else if (target && installed) {
+    say(`stopped: ${target} stays installed (\`hecate plugin remove ${target}\` removes it)`);
   }
 }
