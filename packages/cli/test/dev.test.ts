@@ -229,11 +229,19 @@ test("JavaScript: a load error is printed while the old version serves; fixing i
     url,
   );
 
-  const mark = dev.output().length;
+  // a syntax error: the pack's import check refuses it before anything is uploaded
+  let mark = dev.output().length;
   writeFileSync(src, `${original.replace('req.query.name ?? "world"', '"broken"')}\nexport function (\n`);
-  const reported = dev.waitFor(/failed to load[\s\S]*the last good version keeps serving/, 15_000, mark);
+  let reported = dev.waitFor(/not valid JavaScript[\s\S]*the last good version keeps serving/, 15_000, mark);
   await keepsServing(url, "hello", edited, reported);
-  assert.match(dev.output().slice(mark), /failed to load \(import\): Function statements require a function name/);
+  assert.match(dev.output().slice(mark), /src\/index\.js is not valid JavaScript.*\[unparsable_module\]/);
+
+  // a module that parses but throws while loading: the daemon's load error
+  mark = dev.output().length;
+  writeFileSync(src, `${original}\nthrow new Error("boom at import");\n`);
+  reported = dev.waitFor(/failed to load[\s\S]*the last good version keeps serving/, 15_000, mark);
+  await keepsServing(url, "hello", edited, reported);
+  assert.match(dev.output().slice(mark), /failed to load \(import\): boom at import/);
 
   writeFileSync(src, original.replace('req.query.name ?? "world"', '"js fixed"'));
   t.diagnostic(`fix -> served: ${await served(dev, url, "hello", "js fixed")} ms`);
