@@ -19,6 +19,7 @@ BASE_URL="http://${HECATE_HOST}:${HECATE_PORT}"
 RUN="$HECATE_HOME/run"
 PID_FILE="$RUN/hecate.pid"
 LOG_FILE="$RUN/hecate.log"
+# this script's own calls do not depend on PATH (the `hecate` command it links is for the user's shells)
 hecate() { node "$ROOT/packages/cli/dist/src/main.js" "$@"; }
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -31,6 +32,9 @@ npm ci --no-audit --no-fund
 
 step "build"
 npm run build
+
+step "the hecate command (on PATH for new shells)"
+bash scripts/link-cli.sh
 
 step "pack the taskboard example"
 npm run pack -w examples/taskboard --if-present
@@ -95,3 +99,4 @@ ADMIN_URL="$(cat "$RUN/admin-url" 2>/dev/null || echo "$BASE_URL")"
 echo "plugins:    $PLUGIN_URL  (taskboard: $PLUGIN_URL/plugin/taskboard/)"
 echo "admin:      $ADMIN_URL"
 echo "admin page: $ADMIN_URL/admin/login?token=$(cat "$RUN/admin.token")"
+echo "command:    hecate --help  (new shells; a plugin of your own: hecate plugin new hello)"

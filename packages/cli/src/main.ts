@@ -14,7 +14,7 @@ import { createOutput, printError } from "./output.js";
 // Command modules are imported when their command runs: `plugin list` need not load the package tooling (ajv, tar).
 const pluginCommands = () => import("./commands/plugin.js");
 const packaging = () => import("./packaging.js");
-const scaffold = () => import("./scaffold.js");
+const scaffold = () => import("./scaffold/index.js");
 
 const VERSION: string = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version;
 
@@ -213,36 +213,63 @@ export function buildProgram(): Command {
     );
 
   plugin
+    .command("dev")
+    .description(
+      "develop a plugin project: install it, then rebuild and hot-swap it into the daemon on every save, following its logs (Ctrl-C leaves it installed)",
+    )
+    .argument("[dir]", "plugin project directory", ".")
+    .option("--remove", "remove the plugin when stopped (Ctrl-C)")
+    .option("--key <file>", "sign every package with this ed25519 private key (PEM)")
+    .option("--json", "JSON output (log lines as JSON objects)")
+    .action((dir: string, opts: { remove?: boolean; key?: string }, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await import("./commands/dev.js")).devCommand(ctx, dir, opts)),
+    );
+
+  plugin
     .command("new")
-    .description("scaffold a plugin project (with a passing test and a pack script)")
+    .description("scaffold a TypeScript plugin project (strict tsconfig, a passing test, pack/install/dev scripts)")
     .argument("<name>", "plugin name (lower-case letters, digits, - and _)")
     .option("--container", "a container plugin (runs in Podman via @hecate/sdk/container)")
+    .option("--js", "JavaScript instead of TypeScript")
     .option("-d, --dir <dir>", "target directory (default ./<name>)")
     .option("--force", "write into a non-empty directory")
     .option("--json", "JSON output")
-    .action(async (name: string, opts: { container?: boolean; dir?: string; force?: boolean }, cmd: Command) => {
-      const out = createOutput(Boolean(globals(cmd).json));
-      const r = await (await scaffold()).scaffoldPlugin(name, {
-        container: Boolean(opts.container),
-        dir: opts.dir,
-        force: opts.force,
-      });
-      out.result(r, () => {
-        out.line(`created ${r.kind === "container" ? "container " : ""}plugin ${r.name} in ${r.dir}`);
-        for (const f of r.files) out.line(`  ${f}`);
-        out.line(`\nnext: cd ${r.dir} && npm test && hecate plugin install .`);
-      });
-    });
+    .action(
+      async (
+        name: string,
+        opts: { container?: boolean; js?: boolean; dir?: string; force?: boolean },
+        cmd: Command,
+      ) => {
+        const out = createOutput(Boolean(globals(cmd).json));
+        const r = await (await scaffold()).scaffoldPlugin(name, {
+          container: Boolean(opts.container),
+          js: Boolean(opts.js),
+          dir: opts.dir,
+          force: opts.force,
+        });
+        out.result(r, () => {
+          const what = `${r.lang === "ts" ? "TypeScript" : "JavaScript"} ${r.kind === "container" ? "container " : ""}plugin`;
+          out.line(`created ${what} ${r.name} in ${r.dir}`);
+          for (const f of r.files) out.line(`  ${f}`);
+          out.line(`\nnext: cd ${r.dir} && npm install && npm test && npm run install-plugin   (then: npm run dev)`);
+        });
+      },
+    );
 
   plugin
     .command("link-sdk")
-    .description("(re)link node_modules/@hecate/sdk of a plugin project to this hecate installation")
+    .description(
+      "point a plugin project's @hecate/sdk and @hecate/cli devDependencies at this installation (then run npm install)",
+    )
     .argument("[dir]", "plugin project directory", ".")
     .option("--json", "JSON output")
     .action(async (dir: string, _opts, cmd: Command) => {
       const out = createOutput(Boolean(globals(cmd).json));
-      const link = await (await scaffold()).linkSdk(resolve(dir));
-      out.result({ link }, () => out.line(`linked ${link}`));
+      const r = await (await scaffold()).linkProject(resolve(dir));
+      out.result(r, () => {
+        for (const [pkg, spec] of Object.entries(r.devDependencies)) out.line(`${pkg}: ${spec}`);
+        out.line(`written to ${r.packageJson}: run npm install in ${resolve(dir)}`);
+      });
     });
 
   plugin

@@ -200,7 +200,11 @@ export interface PreparedArchive {
 }
 
 /** A .tar.gz ready to upload: the file itself, or a project dir packed (and optionally signed) into a temp file. */
-export async function prepareArchive(source: string, opts: { signingKey?: string }): Promise<PreparedArchive> {
+/** `build: false` packs a project dir as it is (its caller built it, as `plugin dev` does). */
+export async function prepareArchive(
+  source: string,
+  opts: { signingKey?: string; build?: boolean },
+): Promise<PreparedArchive> {
   const path = resolve(source);
   let info: Awaited<ReturnType<typeof stat>>;
   try {
@@ -213,7 +217,7 @@ export async function prepareArchive(source: string, opts: { signingKey?: string
     const work = await mkdtemp(join(tmpdir(), "hecate-install-"));
     try {
       // built first (a stale build is never uploaded), packed with its dependencies
-      const r = await packProject(path, join(work, "package.tar.gz"), { privateKeyPem: key });
+      const r = await packProject(path, join(work, "package.tar.gz"), { privateKeyPem: key, build: opts.build });
       const cleanup = () => rm(work, { recursive: true, force: true });
       const built = r.build.command ? `built with \`${r.build.command}\`, ` : "";
       const description = `${path} (${built}packed: ${mib(r.bytes)}, ${dependencySummary(r, 3)})`;

@@ -25,7 +25,7 @@ test('a {"type":"commonjs"} package.json above $HECATE_HOME does not stop a scaf
 
   // 1. freshly scaffolded and packed: the package carries {"type":"module"}
   const dir = join(outer, "work", "esm-new");
-  await cliJson(["plugin", "new", "esm-new", "--dir", dir]);
+  await cliJson(["plugin", "new", "esm-new", "--js", "--dir", dir]);
   const packed = await cliJson(["plugin", "pack", dir, "-o", join(outer, "esm-new.tar.gz")]);
   assert.ok(packed.entries.includes("package.json"), JSON.stringify(packed.entries));
   const listing = join(outer, "listing");
@@ -41,7 +41,7 @@ test('a {"type":"commonjs"} package.json above $HECATE_HOME does not stop a scaf
 
   // 2. a package with no package.json at all (an older pack): the daemon's runtime makes its root an ESM scope
   const oldDir = join(outer, "work", "esm-old");
-  await cliJson(["plugin", "new", "esm-old", "--dir", oldDir]);
+  await cliJson(["plugin", "new", "esm-old", "--js", "--dir", oldDir]);
   const staged = join(outer, "staged-old");
   for (const e of ["manifest.json", "src", "priv"]) await cp(join(oldDir, e), join(staged, e), { recursive: true });
   const oldArchive = join(outer, "esm-old.tar.gz");

@@ -1,10 +1,8 @@
 /**
- * Plugin projects and packages with the real binary and a real daemon: scaffold -> its own test passes -> pack ->
- * install -> its route answers; signatures (keygen, sign, verify) with a daemon that requires trusted signatures;
- * tampered packages refused at install and at load.
+ * Packages with the real binary and a real daemon (scaffolded projects: scaffold.test.ts): signatures (keygen, sign,
+ * verify) with a daemon that requires trusted signatures; tampered packages refused at install and at load.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,88 +12,6 @@ import type { PluginView } from "../src/client.js";
 import { cliJson, FIXTURES, get, runCli, startTestDaemon, tempDir } from "./helpers.js";
 
 const ECHO = join(FIXTURES, "echo-plugin");
-
-function podmanWorks(): boolean {
-  try {
-    execFileSync("podman", ["--version"], { stdio: "pipe", timeout: 10_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function nodeTest(cwd: string): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    // without NODE_TEST_CONTEXT: the child is a fresh test run, not a subprocess of ours
-    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    execFile(process.execPath, ["--test"], { cwd, env, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, output: stdout + stderr });
-    });
-  });
-}
-
-test("plugin new -> the scaffold's test passes -> pack -> install -> its route answers", async (t) => {
-  const work = tempDir("scaffold");
-  const daemon = await startTestDaemon();
-  t.after(async () => {
-    await daemon.stop();
-    await rm(work, { recursive: true, force: true });
-  });
-  const dir = join(work, "my-notes");
-  const created = await cliJson(["plugin", "new", "my-notes", "--dir", dir]);
-  assert.equal(created.kind, "plugin");
-  assert.ok(created.files.includes("test/plugin.test.js"));
-  const tested = await nodeTest(dir);
-  assert.equal(tested.code, 0, tested.output);
-  assert.match(tested.output, /# pass 2/);
-
-  const packed = await cliJson(["plugin", "pack", dir]);
-  assert.equal(packed.file, join(dir, "my-notes-0.1.0.tar.gz"));
-  assert.ok(existsSync(packed.file));
-
-  const installed = await cliJson(["plugin", "install", packed.file], { home: daemon.home });
-  assert.equal(installed.status, "loaded");
-  assert.equal(installed.url, `${daemon.url}/plugin/my-notes/`);
-  const hello = await get(`${daemon.url}/plugin/my-notes/api/hello?name=cli`);
-  assert.deepEqual(hello.body, { hello: "cli", plugin: "my-notes" });
-  const note = await fetch(`${daemon.url}/plugin/my-notes/api/notes`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ text: "from the test" }),
-  });
-  assert.equal(note.status, 201);
-  const page = await get(`${daemon.url}/plugin/my-notes/`);
-  assert.equal(page.status, 200);
-  assert.match(String(page.body), /<h1>my-notes<\/h1>/);
-
-  // the same project as a container plugin: its test passes and it packs with its container manifest
-  const boxDir = join(work, "box");
-  assert.equal((await cliJson(["plugin", "new", "box", "--container", "--dir", boxDir])).kind, "container");
-  const boxTest = await nodeTest(boxDir);
-  assert.equal(boxTest.code, 0, boxTest.output);
-  const box = await cliJson(["plugin", "pack", boxDir, "-o", join(work, "box.tar.gz")]);
-  assert.deepEqual(box.entries, ["manifest.json", "src", "priv", "package.json"]);
-  const verified = await cliJson(["plugin", "verify", box.file]);
-  assert.equal(verified.name, "box");
-
-  // with Podman here, the container project also installs and answers from its container
-  if (podmanWorks()) {
-    const inContainer = await cliJson(["plugin", "install", boxDir], { home: daemon.home });
-    assert.equal(inContainer.type, "container");
-    assert.equal(inContainer.status, "loaded");
-    const r = await get(`${daemon.url}/plugin/box/api/hello?name=podman`);
-    assert.deepEqual(r.body, { hello: "podman", from: "a container" });
-    await cliJson(["plugin", "remove", "box", "--purge-data"], { home: daemon.home });
-  } else {
-    t.diagnostic("podman not available: container scaffold checked with its own test + pack only");
-  }
-
-  // bad names are refused before anything is written
-  const bad = await runCli(["plugin", "new", "Bad Name", "--dir", join(work, "bad"), "--json"]);
-  assert.equal(bad.code, 2);
-  assert.equal(JSON.parse(bad.stdout).error.code, "invalid_name");
-  assert.equal(existsSync(join(work, "bad")), false);
-});
 
 /** Extracts `archive`, appends to one file and packs the tree again without updating the digests. */
 async function tamper(archive: string, out: string, file: string): Promise<void> {

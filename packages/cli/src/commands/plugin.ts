@@ -167,9 +167,9 @@ function rejected(err: unknown): never {
 export async function installCommand(
   ctx: CommandContext,
   source: string,
-  opts: { wait: boolean; key?: string },
+  opts: { wait: boolean; key?: string; build?: boolean },
 ): Promise<void> {
-  const prepared = await prepareArchive(source, { signingKey: opts.key });
+  const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Installing ${prepared.name} from ${prepared.description}`);
     const path = `/admin/api/plugins?wait=${opts.wait ? "loaded" : "none"}`;
@@ -186,9 +186,9 @@ export async function installCommand(
 export async function upgradeCommand(
   ctx: CommandContext,
   source: string,
-  opts: { key?: string; resetSettings?: boolean },
+  opts: { key?: string; build?: boolean; resetSettings?: boolean },
 ): Promise<void> {
-  const prepared = await prepareArchive(source, { signingKey: opts.key });
+  const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Upgrading ${prepared.name} to ${prepared.version} from ${prepared.description}`);
     const path = `/admin/api/plugins/${encodeURIComponent(prepared.name)}/upgrade${opts.resetSettings ? "?reset_settings=1" : ""}`;
@@ -260,16 +260,26 @@ export async function logsCommand(ctx: CommandContext, name: string, opts: { fol
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
-    const stream = await ctx.client.stream(`/admin/api/plugins/${n}/logs?follow=1&tail=${opts.tail}`, abort.signal);
-    for await (const msg of stream) {
-      try {
-        print(JSON.parse(msg.data) as LogLine);
-      } catch {
-        // not a log line (keep-alive or an unknown event)
-      }
-    }
+    await followLogs(ctx, name, { tail: opts.tail, signal: abort.signal, print });
   } finally {
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
+  }
+}
+
+/** Streams `name`'s log lines (the last `tail` first) to `print` until `signal` aborts or the daemon ends the stream. */
+export async function followLogs(
+  ctx: CommandContext,
+  name: string,
+  opts: { tail: number; signal: AbortSignal; print: (l: LogLine) => void },
+): Promise<void> {
+  const n = encodeURIComponent(name);
+  const stream = await ctx.client.stream(`/admin/api/plugins/${n}/logs?follow=1&tail=${opts.tail}`, opts.signal);
+  for await (const msg of stream) {
+    try {
+      opts.print(JSON.parse(msg.data) as LogLine);
+    } catch {
+      // not a log line (keep-alive or an unknown event)
+    }
   }
 }

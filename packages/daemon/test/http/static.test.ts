@@ -127,7 +127,9 @@ test("serves files with content type, index.html, ETag/304, Range/206/416, HEAD"
   assert.equal(head.status, 200);
   assert.equal(head.headers["content-length"], "10");
   assert.equal(head.body.length, 0);
-  assert.equal((await raw(port, "POST", "/plugin/s/digits.txt")).status, 404);
+  const post = await raw(port, "POST", "/plugin/s/digits.txt");
+  assert.equal(post.status, 405, "static files answer GET and HEAD only");
+  assert.match(String(post.headers.allow), /GET/);
   const red = await raw(port, "GET", "/plugin/s");
   assert.equal(red.status, 301);
   assert.equal(red.headers.location, "/plugin/s/");
