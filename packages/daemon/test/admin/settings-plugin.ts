@@ -1,5 +1,22 @@
 /** The test plugin of the settings tests (API, CLI, page): a schema with every field kind and a secret. */
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { PluginSource } from "../lifecycle/helpers.js";
+
+/** Every regular file under `dir` (SQLite files and their WAL included) that holds `secret` in clear. */
+export function filesHolding(dir: string, secret: string): { leaks: string[]; files: number } {
+  const all: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) all.push(p);
+    }
+  };
+  walk(dir);
+  const needle = Buffer.from(secret);
+  return { leaks: all.filter((f) => readFileSync(f).includes(needle)), files: all.length };
+}
 
 export function settingsSchema(maxLimit: number) {
   return {

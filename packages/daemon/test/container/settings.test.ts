@@ -5,12 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
+import { filesHolding } from "../admin/settings-plugin.js";
 import { unixRequest } from "../lifecycle/helpers.js";
 import { repoRoot, skipReason } from "./helpers.js";
 
@@ -18,16 +19,6 @@ const skip = skipReason();
 const NAME = "container-settings";
 const FIXTURE = join(repoRoot, "packages/daemon/test/container/fixtures/settings");
 const SECRET = `ck-${randomBytes(10).toString("hex")}`;
-
-function files(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...files(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 describe("container plugin settings (real podman)", { skip, timeout: 180_000 }, () => {
   let work: string;
@@ -81,8 +72,7 @@ describe("container plugin settings (real podman)", { skip, timeout: 180_000 }, 
         limit: 9,
         apiKey: createHash("sha256").update(SECRET).digest("hex"),
       });
-      const leaks = files(home).filter((f) => readFileSync(f).includes(Buffer.from(SECRET)));
-      assert.deepEqual(leaks, []);
+      assert.deepEqual(filesHolding(home, SECRET).leaks, []);
     } finally {
       await daemon.close();
     }
