@@ -36,6 +36,8 @@ export interface HistogramOptions extends MetricOptions {
 
 export interface Counter {
   inc(labels?: Labels, value?: number): void;
+  /** The series of these labels, bound: `inc` without looking the labels up again (hot paths). */
+  labels(labels: Labels): { inc(value?: number): void };
 }
 export interface Gauge {
   set(labels: Labels | undefined, value: number): void;
@@ -44,6 +46,8 @@ export interface Gauge {
 }
 export interface Histogram {
   observe(labels: Labels | undefined, value: number): void;
+  /** The series of these labels, bound: `observe` without looking the labels up again (hot paths). */
+  labels(labels: Labels): { observe(value: number): void };
   /** Starts a timer; calling the returned function observes the seconds elapsed. */
   startTimer(labels?: Labels): () => number;
 }
@@ -102,8 +106,17 @@ abstract class Metric {
 
 class CounterImpl extends Metric implements Counter {
   inc(labels?: Labels, value = 1): void {
+    this.add(this.get(labels), value);
+  }
+
+  labels(labels: Labels): { inc(value?: number): void } {
+    const s = this.get(labels);
+    return { inc: (value = 1) => this.add(s, value) };
+  }
+
+  private add(s: Series, value: number): void {
     if (!(value >= 0)) throw new Error(`counter ${this.name}: increment must be >= 0, got ${value}`);
-    this.get(labels).value += value;
+    s.value += value;
   }
 
   toJSON(): MetricJson {
@@ -144,7 +157,15 @@ class HistogramImpl extends Metric implements Histogram {
   }
 
   observe(labels: Labels | undefined, value: number): void {
+    this.record(this.get(labels), value);
+  }
+
+  labels(labels: Labels): { observe(value: number): void } {
     const s = this.get(labels);
+    return { observe: (value) => this.record(s, value) };
+  }
+
+  private record(s: Series, value: number): void {
     const b = this.bounds;
     for (let i = 0; i < b.length; i++)
       if (value <= b[i]) {

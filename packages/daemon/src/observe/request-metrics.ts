@@ -16,6 +16,10 @@ export class RequestMetrics {
   readonly set = new MetricSet(new Set(["le"]));
   private readonly total: Counter;
   private readonly duration: Histogram;
+  private readonly routes = new Map<
+    string,
+    { duration: { observe(v: number): void }; byStatus: Map<number, { inc(): void }> }
+  >();
 
   constructor() {
     const labelNames = ["plugin", "route", "method", "status"];
@@ -35,10 +39,23 @@ export class RequestMetrics {
   /** Counts the request once its reply is finished (a reply cut by the client is not counted). */
   track(res: ServerResponse, plugin: string, route: string, method: string): void {
     const t0 = performance.now();
-    res.once("finish", () => {
-      const seconds = (performance.now() - t0) / 1000;
-      this.total.inc({ plugin, route, method, status: res.statusCode });
-      this.duration.observe({ plugin, route, method }, seconds);
-    });
+    res.once("finish", () => this.done(plugin, route, method, res.statusCode, (performance.now() - t0) / 1000));
+  }
+
+  private done(plugin: string, route: string, method: string, status: number, seconds: number): void {
+    // Bound series, looked up by one string key: the labels are not walked again per request.
+    const key = `${plugin}\u0000${route}\u0000${method}`;
+    let route_ = this.routes.get(key);
+    if (!route_) {
+      route_ = { duration: this.duration.labels({ plugin, route, method }), byStatus: new Map() };
+      this.routes.set(key, route_);
+    }
+    let count = route_.byStatus.get(status);
+    if (!count) {
+      count = this.total.labels({ plugin, route, method, status });
+      route_.byStatus.set(status, count);
+    }
+    count.inc();
+    route_.duration.observe(seconds);
   }
 }

@@ -1,0 +1,103 @@
+/**
+ * The cost of request metrics: req/s of the same plugin route (a parametric pattern, `/tasks/:id`) through a router
+ * that counts every request (RequestMetrics: counter + histogram by plugin/route/method/status, as in every plugin
+ * host) and through one that does not (HECATE_METRICS=0), in the same run, runs interleaved to spread machine noise.
+ * Goal: metrics cost < 5% of route throughput. Prints `BENCH_JSON {...}` last.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pluginPaths, standaloneConfig } from "@hecate/sdk";
+import { Router } from "../src/http/router.js";
+import { createHttpServer, listen } from "../src/http/server.js";
+import { HostMetrics } from "../src/observe/host-metrics.js";
+import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { type LoadResult, loadgen, round } from "./run-load.js";
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const ROUNDS = Number(process.env.BENCH_METRICS_ROUNDS ?? 3);
+
+function writePlugin(home: string): PluginSpec {
+  const paths = pluginPaths(home, "bench");
+  mkdirSync(paths.static, { recursive: true });
+  const entry = join(paths.root, "index.js");
+  writeFileSync(
+    entry,
+    `export function manifest() { return { name: "bench", version: "1.0.0" }; }
+export function init() {}
+export function routes() { return [{ method: "GET", path: "/tasks/:id", handler: (req) => ({ id: req.params.id, n: 42 }) }]; }
+`,
+  );
+  const config = standaloneConfig("bench", { paths, pluginVersion: "1.0.0", standalone: false, storeId: null });
+  return { name: "bench", version: "1.0.0", root: paths.root, entry, staticDir: paths.static, config };
+}
+
+async function setup(home: string, metrics: HostMetrics | undefined) {
+  const router = new Router({ metrics: metrics?.requests });
+  const server = createHttpServer(router);
+  const port = await listen(server);
+  const runtime = new PluginRuntime({ router, home });
+  await runtime.load(writePlugin(home));
+  return { server, runtime, url: `http://127.0.0.1:${port}/plugin/bench/api/tasks/7` };
+}
+
+const home = mkdtempSync(join(tmpdir(), "hecate-bench-metrics-"));
+const hostMetrics = new HostMetrics(1);
+const on = await setup(join(home, "on"), hostMetrics);
+const off = await setup(join(home, "off"), undefined);
+
+console.log(
+  `metrics on vs off: ${CONNECTIONS} keep-alive connections, ${ROUNDS} x ${DURATION} ms runs each, interleaved`,
+);
+const onRuns: LoadResult[] = [];
+const offRuns: LoadResult[] = [];
+for (let i = 0; i < ROUNDS; i++) {
+  // Alternate which goes first, so warm-up and drift hit both sides alike.
+  if (i % 2 === 0) {
+    offRuns.push(await loadgen(off.url, CONNECTIONS, DURATION));
+    onRuns.push(await loadgen(on.url, CONNECTIONS, DURATION));
+  } else {
+    onRuns.push(await loadgen(on.url, CONNECTIONS, DURATION));
+    offRuns.push(await loadgen(off.url, CONNECTIONS, DURATION));
+  }
+}
+const median = (rs: LoadResult[]) => [...rs].sort((a, b) => a.rps - b.rps)[Math.floor(rs.length / 2)];
+const onMed = median(onRuns);
+const offMed = median(offRuns);
+// The scrape itself: what one host answers (request series + gauges), timed.
+const t0 = performance.now();
+const scraped = hostMetrics.collect(await on.runtime.metrics(1000));
+const scrapeMs = performance.now() - t0;
+const counted = scraped
+  .find((m) => m.name === "hecate_plugin_http_requests_total")
+  ?.values.reduce((a, v) => a + v.value, 0);
+const served = onRuns.reduce((a, r) => a + r.ok + r.non2xx, 0);
+console.log(`  metrics off  ${offMed.rps.toFixed(0)} req/s (p99 ${offMed.p99_ms.toFixed(2)} ms)`);
+console.log(`  metrics on   ${onMed.rps.toFixed(0)} req/s (p99 ${onMed.p99_ms.toFixed(2)} ms)`);
+console.log(`  counted ${counted} of ${served} answered requests; one host scrape ${scrapeMs.toFixed(2)} ms`);
+
+for (const s of [on, off]) {
+  await s.runtime.close();
+  s.server.closeAllConnections();
+  await new Promise<void>((r) => s.server.close(() => r()));
+}
+rmSync(home, { recursive: true, force: true });
+
+const result = {
+  bench: "daemon-metrics",
+  connections: CONNECTIONS,
+  duration_ms: DURATION,
+  rounds: ROUNDS,
+  rps_metrics_off: round(offMed.rps, 0),
+  rps_metrics_on: round(onMed.rps, 0),
+  ratio_metrics_on_vs_off: round(onMed.rps / offMed.rps, 3),
+  goal_ratio_min: 0.95,
+  p99_ms_off: round(offMed.p99_ms),
+  p99_ms_on: round(onMed.p99_ms),
+  requests_counted: counted ?? 0,
+  requests_answered_on: served,
+  scrape_ms: round(scrapeMs),
+  throughput_failures: [...onRuns, ...offRuns].reduce((a, r) => a + r.non2xx + r.errors, 0),
+};
+console.log(`BENCH_JSON ${JSON.stringify(result)}`);
