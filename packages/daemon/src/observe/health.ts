@@ -1,5 +1,6 @@
 /** `/health`'s per-plugin answers: every plugin loaded in this host, each within the timeout (then `down`). */
 import type { PluginHealth } from "@hecate/sdk";
+import { answerWithin } from "../util/answer-within.js";
 
 export interface HealthProvider {
   names(): string[];
@@ -13,18 +14,10 @@ export async function gatherHealth(
   const asks = providers.flatMap((p) => p.names().map((name) => [name, p] as const));
   const answers = await Promise.all(
     asks.map(async ([name, p]) => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<PluginHealth>((resolve) => {
-        timer = setTimeout(
-          () => resolve({ status: "down", detail: `no answer to the health check within ${timeoutMs} ms` }),
-          timeoutMs,
-        );
-      });
-      const h = await Promise.race([
-        p.health(name, timeoutMs).catch((err: Error) => ({ status: "down" as const, detail: err.message })),
-        late,
-      ]);
-      clearTimeout(timer);
+      const late: PluginHealth = { status: "down", detail: `no answer to the health check within ${timeoutMs} ms` };
+      const h = await answerWithin<PluginHealth | undefined>(p.health(name, timeoutMs), timeoutMs, (err) =>
+        err === undefined ? late : { status: "down", detail: (err as Error).message ?? String(err) },
+      );
       return [name, h] as const;
     }),
   );

@@ -26,6 +26,7 @@ import type { HostRuntimeOptions } from "../host/plugin-host.js";
 import type { ContainerPolicy, HostEvent, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
+import { answerWithin } from "../util/answer-within.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
 
 export type Hosted = { kind: "worker"; spec: PluginSpec } | { kind: "container"; spec: ContainerPluginSpec };
@@ -81,6 +82,8 @@ interface Placement {
 }
 
 const MAIN = 1;
+/** A host's answer to a metrics scrape (it asks its workers within 1 s). */
+const HOST_SCRAPE_TIMEOUT_MS = 3000;
 
 /**
  * Events: `log` (entry), `crashed` / `disabled` (plugin, reason: a plugin's own crash inside a host),
@@ -171,7 +174,8 @@ export class PluginHosts extends EventEmitter {
   async health(timeoutMs: number): Promise<Record<string, PluginHealth>> {
     const main = this.hosts.get(MAIN);
     if (!main?.alive) return {};
-    return main.request<Record<string, PluginHealth>>({ t: "health", timeoutMs }).catch(() => ({}));
+    // The host bounds each plugin's answer; this bounds a host too busy to answer at all.
+    return answerWithin(main.request<Record<string, PluginHealth>>({ t: "health", timeoutMs }), timeoutMs + 1000, {});
   }
 
   /** Each live host's metrics (prom-client JSON); a host that dies meanwhile is left out of this scrape. */
@@ -179,7 +183,7 @@ export class PluginHosts extends EventEmitter {
     const answers = await Promise.all(
       [...this.hosts.values()]
         .filter((h) => h.alive)
-        .map((h) => h.request<MetricJson[]>({ t: "metrics" }).catch(() => [] as MetricJson[])),
+        .map((h) => answerWithin(h.request<MetricJson[]>({ t: "metrics" }), HOST_SCRAPE_TIMEOUT_MS, [])),
     );
     return answers;
   }
