@@ -4,19 +4,22 @@
  * host) and through one that does not (HECATE_METRICS=0), in the same run, runs interleaved to spread machine noise.
  * Goal: metrics cost < 5% of route throughput. Prints `BENCH_JSON {...}` last.
  */
+import { EventEmitter } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import type { ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pluginPaths, standaloneConfig } from "@hecate/sdk";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 import { HostMetrics } from "../src/observe/host-metrics.js";
+import { RequestMetrics } from "../src/observe/request-metrics.js";
 import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
 import { type LoadResult, loadgen, round } from "./run-load.js";
 
-const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 3000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
-const ROUNDS = Number(process.env.BENCH_METRICS_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_METRICS_ROUNDS ?? 5);
 
 function writePlugin(home: string): PluginSpec {
   const paths = pluginPaths(home, "bench");
@@ -77,6 +80,28 @@ console.log(`  metrics off  ${offMed.rps.toFixed(0)} req/s (p99 ${offMed.p99_ms.
 console.log(`  metrics on   ${onMed.rps.toFixed(0)} req/s (p99 ${onMed.p99_ms.toFixed(2)} ms)`);
 console.log(`  counted ${counted} of ${served} answered requests; one host scrape ${scrapeMs.toFixed(2)} ms`);
 
+// The same cost without the noise of a shared machine: what tracking adds to one request (a response's `finish`),
+// in ns, against the time one request takes at the measured rate (the daemon's main thread is one core).
+const fake = new RequestMetrics();
+const N = 500_000;
+let t1 = performance.now();
+for (let i = 0; i < N; i++) {
+  const res = Object.assign(new EventEmitter(), { statusCode: 200 }) as unknown as ServerResponse;
+  fake.track(res, "bench", "/tasks/:id", "GET");
+  res.emit("finish");
+}
+const tracked = (performance.now() - t1) / N;
+t1 = performance.now();
+for (let i = 0; i < N; i++) {
+  const res = Object.assign(new EventEmitter(), { statusCode: 200 }) as unknown as ServerResponse;
+  res.emit("finish");
+}
+const costNs = (tracked - (performance.now() - t1) / N) * 1e6;
+const shareOfRequest = costNs / (1e9 / offMed.rps);
+console.log(
+  `  tracking one request costs ${costNs.toFixed(0)} ns: ${(shareOfRequest * 100).toFixed(2)}% of a request at ${offMed.rps.toFixed(0)} req/s`,
+);
+
 for (const s of [on, off]) {
   await s.runtime.close();
   s.server.closeAllConnections();
@@ -98,6 +123,8 @@ const result = {
   requests_counted: counted ?? 0,
   requests_answered_on: served,
   scrape_ms: round(scrapeMs),
+  metrics_ns_per_request: round(costNs, 0),
+  metrics_share_of_request_time: round(shareOfRequest, 4),
   throughput_failures: [...onRuns, ...offRuns].reduce((a, r) => a + r.non2xx + r.errors, 0),
 };
 console.log(`BENCH_JSON ${JSON.stringify(result)}`);
