@@ -125,7 +125,7 @@ export class Loader {
       settings: {},
       standalone: false,
     };
-    const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config };
+    const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config, manifest };
     try {
       const loaded = await this.o.hosts.load(name, { kind: "worker", spec });
       return { version: loaded.version, routes: loaded.routes };
