@@ -14,6 +14,7 @@ import pino, { type Logger } from "pino";
 import { AdminApi } from "./admin/api.js";
 import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./admin/auth.js";
 import { LogBook } from "./admin/logs.js";
+import { observeRoutes } from "./admin/observe-routes.js";
 import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
@@ -21,8 +22,9 @@ import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
 import { Loader } from "./lifecycle/loader.js";
-import { LifecycleService } from "./lifecycle/service.js";
+import { type LifecycleEvent, LifecycleService } from "./lifecycle/service.js";
 import { inactivePlugins } from "./lifecycle/user-messages.js";
+import { SupervisorMetrics } from "./observe/supervisor-metrics.js";
 import { packageOps } from "./package/ops.js";
 import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
 import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
@@ -80,6 +82,8 @@ export interface DaemonOptions {
   };
   /** Admin upload cap, default 256 MiB. */
   maxUploadBytes?: number;
+  /** `GET /metrics` and the plugin hosts' request counting; default true (env HECATE_METRICS=0 turns it off). */
+  metrics?: boolean;
 }
 
 export interface Daemon {
@@ -154,8 +158,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     allowedHosts: allowList.list(),
     limits,
     containerPolicy: opts.containerPolicy,
+    metrics: opts.metrics !== false,
     ...opts.hosts,
   });
+  const metrics = opts.metrics === false ? undefined : new SupervisorMetrics();
   const guard = new AdminGuard(token, {
     hosts: allowList,
     sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
@@ -200,6 +206,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));
   hosts.on("quarantined", (name: string, reason: string) => lifecycle.reportQuarantine(name, reason));
   hosts.on("host-crashed", (crash: HostCrash) => lifecycle.recordHostCrash(crash));
+  if (metrics) {
+    hosts.on("crashed", (name: string) => metrics.crashed(name));
+    hosts.on("restarted", (name: string) => metrics.restarted(name));
+    hosts.on("host-crashed", (crash: HostCrash) => metrics.hostCrashed(crash.hostId));
+    lifecycle.on("event", (e: LifecycleEvent) => metrics.event(e));
+  }
   hosts.on("host-restarted", (hostId: number, ms: number) => logger.info({ hostId, ms }, "plugin host serving again"));
   let pluginPort: number | null = null; // known once listening; null while the admin shares the plugin port
   const admin = new AdminApi({
@@ -216,6 +228,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // host then proxies `/admin` to an internal socket of the supervisor, checked exactly like the admin port.
   const adminRouter = new Router();
   adminRouter.setSystemRoutes("admin", admin.routes());
+  adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.

@@ -4,7 +4,8 @@
  * HECATE_ADMIN_PORT (admin API + page port; default HECATE_PORT + 1, ephemeral when HECATE_PORT=0; "shared" = on the
  * plugin port, less safe), HECATE_LOG_LEVEL, HECATE_REQUIRE_SIGNATURE, HECATE_CONTAINERS (auto|1|0),
  * HECATE_ALLOWED_HOSTS (extra Host names for both listeners, comma-separated: `name` or `name:port`),
- * HECATE_ADMIN_SESSION_TTL_S (admin page login lifetime, default 43200 = 12 h), and the plugin listener's caps
+ * HECATE_ADMIN_SESSION_TTL_S (admin page login lifetime, default 43200 = 12 h), HECATE_METRICS=0 (no /metrics, no
+ * request counting), and the plugin listener's caps
  * HECATE_MAX_CONNECTIONS, HECATE_MAX_CONNECTIONS_PER_CLIENT, HECATE_MAX_WEBSOCKETS, HECATE_MAX_WEBSOCKETS_PER_CLIENT,
  * HECATE_RESERVED_FDS (defaults from the fd limit, see http/conn-limits.ts),
  * HECATE_CONTAINER_EXEC_TMP=1 (a container manifest may ask for an executable /tmp), HECATE_CONTAINER_MAX_DATA_MB
@@ -108,6 +109,7 @@ async function main(): Promise<void> {
     limits,
     runtime,
     ...(sessionTtlS !== undefined ? { adminSessionTtlMs: sessionTtlS * 1000 } : {}),
+    metrics: process.env.HECATE_METRICS !== "0",
   });
   console.log(`hecate listening on ${daemon.url}`);
   // Always printed (equal to the plugin URL with HECATE_ADMIN_PORT=shared): the daemon also writes it to run/admin-url.

@@ -227,6 +227,17 @@ export interface PluginModule {
    * `init(config)`, with zero downtime.
    */
   onSettingsChanged?(settings: Record<string, unknown>): void | Promise<void>;
+  /**
+   * Optional: the plugin's own view of its health, listed by the daemon's `GET /health` (asked at each call, answered
+   * within 1 s or the plugin is reported `down`). Without it a running plugin is `ok`.
+   */
+  health?(): PluginHealth | Promise<PluginHealth>;
+}
+
+/** What `health()` answers, and what `GET /health` lists per plugin. */
+export interface PluginHealth {
+  status: "ok" | "degraded" | "down";
+  detail?: string;
 }
 
 /** Throw from a handler to answer with a status and a JSON body `{ error: { code, message, details } }`. */

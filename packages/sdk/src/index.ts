@@ -2,6 +2,7 @@ export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
 export * as files from "./files.js";
 export * as log from "./log.js";
+export * as metrics from "./metrics.js";
 export * from "./paths.js";
 export * as ratelimit from "./ratelimit.js";
 export * as routes from "./routes.js";

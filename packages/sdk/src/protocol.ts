@@ -3,7 +3,8 @@
  * Bodies travel as Uint8Array chunks whose ArrayBuffers are transferred, not copied.
  * Every request/connection id is allocated by the main thread and unique per worker.
  */
-import type { CorsPolicy, HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "./contract.js";
+import type { CorsPolicy, HttpMethod, PluginConfig, PluginHealth, PluginManifest, StoreConfig } from "./contract.js";
+import type { MetricJson } from "./metrics.js";
 
 /** Default cap of a non-streamed reply body: 64 MiB (larger answers must stream). */
 export const DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024;
@@ -80,6 +81,10 @@ export type MainToWorker =
   | { t: "ping"; n: number }
   /** New settings for the plugin's `onSettingsChanged`; answered by `settings-applied` with the same id. */
   | { t: "settings"; id: number; settings: Record<string, unknown> }
+  /** Ask the plugin's `health()` (answered `health` with the same `n`). */
+  | { t: "health"; n: number }
+  /** Ask the plugin's metrics and its heap (answered `metrics` with the same `n`). */
+  | { t: "metrics"; n: number }
   /** Run the plugin's `terminate()` within `deadlineMs`, close ws connections, stop jobs, then answer `terminated`. */
   | { t: "terminate"; deadlineMs: number };
 
@@ -124,6 +129,8 @@ export type WorkerToMain =
    * `error` when it threw (the host swaps the plugin then).
    */
   | { t: "settings-applied"; id: number; supported: boolean; error?: string }
+  | ({ t: "health"; n: number } & PluginHealth)
+  | { t: "metrics"; n: number; metrics: MetricJson[]; heap: { used: number; total: number } }
   | {
       t: "log";
       level: "trace" | "debug" | "info" | "warn" | "error" | "fatal";

@@ -45,7 +45,7 @@ export interface AdminApiOptions {
   pluginPort?: () => number | null;
 }
 
-type Handler = (
+export type Handler = (
   req: IncomingMessage,
   res: ServerResponse,
   params: Record<string, string>,
@@ -156,7 +156,8 @@ export class AdminApi {
     this.streams.clear();
   }
 
-  private guarded(h: Handler, auth: boolean): MountedRoute["handler"] {
+  /** Wraps an admin handler: admin headers, Host/Origin and auth checks, typed JSON errors (also for other route files). */
+  guarded(h: Handler, auth: boolean): MountedRoute["handler"] {
     return async (req, res, params, ctx) => {
       // Also set by the admin listeners for every response; here for the admin on a shared port.
       for (const [k, v] of Object.entries(ADMIN_RESPONSE_HEADERS)) res.setHeader(k, v);

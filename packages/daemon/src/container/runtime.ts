@@ -27,7 +27,7 @@ import {
 } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { PluginConfig, PluginManifest } from "@hecate/sdk";
+import type { PluginConfig, PluginHealth, PluginManifest } from "@hecate/sdk";
 import { pluginPaths } from "@hecate/sdk/paths";
 import type { PluginMount, Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
@@ -237,6 +237,16 @@ export class ContainerRuntime {
   get(name: string): LoadedContainer | undefined {
     const e = this.entries.get(name);
     return e && this.describe(e);
+  }
+
+  /** A loaded container's health: its HTTP health check (`health_path`) answering 200 within `timeoutMs`. */
+  async health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
+    const e = this.entries.get(name);
+    if (!e) return undefined;
+    if (e.failed) return { status: "down", detail: "failed: not restarted" };
+    if (e.restarting || !e.link) return { status: "degraded", detail: "restarting" };
+    if (await e.link.probe(e.healthPath, timeoutMs)) return { status: "ok" };
+    return { status: "down", detail: `no 200 from ${e.healthPath} within ${timeoutMs} ms` };
   }
 
   /**
@@ -719,6 +729,7 @@ export class ContainerRuntime {
       ],
       upgrade: link.proxy.upgrade,
       staticDir: staticDir.startsWith(`${pkg}/`) && existsSync(staticDir) ? staticDir : undefined,
+      manifest: entry.spec.manifest,
     };
     try {
       this.router?.setPlugin(entry.spec.name, mount);

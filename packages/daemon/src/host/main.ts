@@ -11,9 +11,12 @@
 import { chmodSync, rmSync } from "node:fs";
 import type { Server } from "node:http";
 import type { Socket } from "node:net";
+import type { PluginHealth } from "@hecate/sdk";
 import { HostAllowList } from "../http/host-allow.js";
-import { type MountedRoute, type RouteHandler, Router } from "../http/router.js";
+import { HEALTH_TIMEOUT_MS, type MountedRoute, type RouteHandler, Router } from "../http/router.js";
 import { createHttpServer } from "../http/server.js";
+import { gatherHealth } from "../observe/health.js";
+import { HostMetrics } from "../observe/host-metrics.js";
 import { ContainerPluginHost, type PluginHostEvent, RemotePluginHost, WorkerPluginHost } from "./plugin-host.js";
 import type {
   HostBoot,
@@ -55,13 +58,16 @@ class ActivityReporter {
 }
 
 class Host {
-  readonly router = new Router();
+  readonly router: Router;
+  private readonly metrics: HostMetrics | undefined;
   private readonly worker: WorkerPluginHost;
   private readonly container: ContainerPluginHost | undefined;
   private readonly remote: RemotePluginHost;
   readonly server: Server;
 
   constructor(readonly boot: HostBoot) {
+    this.metrics = boot.metrics === false ? undefined : new HostMetrics(boot.hostId);
+    this.router = new Router({ metrics: this.metrics?.requests });
     const emit = (e: PluginHostEvent) => send(e);
     this.worker = new WorkerPluginHost(this.router, boot.home, boot.runtime ?? {}, emit);
     this.container = boot.containers
@@ -83,6 +89,7 @@ class Host {
     this.server.prependListener("request", (req) => activity.touch(req.url));
     this.server.prependListener("upgrade", (req) => activity.touch(req.url));
     if (boot.listenPath) this.server.prependListener("request", trustForwardedFor);
+    this.router.setHealthSource((timeoutMs) => this.health(timeoutMs));
     this.router.setReady(boot.ready);
     this.router.setInactive(boot.inactive ?? {});
   }
@@ -138,7 +145,16 @@ class Host {
       case "close":
         await this.close();
         return true;
+      case "health":
+        return this.health(m.timeoutMs);
+      case "metrics":
+        return this.metrics?.collect(await this.worker.runtime.metrics(HEALTH_TIMEOUT_MS)) ?? [];
     }
+  }
+
+  /** Every plugin of this host (isolated ones through their host's own /health), each within `timeoutMs`. */
+  health(timeoutMs: number): Promise<Record<string, PluginHealth>> {
+    return gatherHealth([this.worker, this.remote, ...(this.container ? [this.container] : [])], timeoutMs);
   }
 
   private async load(m: Extract<HostRequest, { t: "load" }>): Promise<LoadedInfo> {

@@ -7,6 +7,7 @@
  * The host process looks hosts up by kind; nothing outside knows which one holds a plugin.
  */
 import { existsSync } from "node:fs";
+import type { PluginHealth } from "@hecate/sdk";
 import type { ContainerProxy } from "../container/proxy.js";
 import type { ContainerPluginSpec, ContainerReplyLimits, ContainerRuntime } from "../container/runtime.js";
 import type { Router } from "../http/router.js";
@@ -27,6 +28,10 @@ export interface PluginHost<Spec> {
   /** Routes removed at once, in-flight requests drained, code freed. False when it was not loaded here. */
   unload(name: string, deadlineMs?: number): Promise<boolean>;
   has(name: string): boolean;
+  /** The plugins loaded here. */
+  names(): string[];
+  /** A plugin's health within `timeoutMs` (undefined when it is not loaded here). */
+  health(name: string, timeoutMs: number): Promise<PluginHealth | undefined>;
   close(): Promise<void>;
 }
 
@@ -69,6 +74,14 @@ export class WorkerPluginHost implements PluginHost<PluginSpec> {
 
   has(name: string): boolean {
     return this.runtime.get(name) !== undefined;
+  }
+
+  names(): string[] {
+    return this.runtime.list().map((p) => p.name);
+  }
+
+  health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
+    return this.runtime.health(name, timeoutMs);
   }
 
   close(): Promise<void> {
@@ -167,6 +180,14 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     return this.started?.get(name) !== undefined;
   }
 
+  names(): string[] {
+    return this.started?.list().map((c) => c.name) ?? [];
+  }
+
+  async health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
+    return this.started?.health(name, timeoutMs);
+  }
+
   async close(): Promise<void> {
     if (this.runtime) await (await this.runtime.catch(() => null))?.close();
     if (this.podman) {
@@ -182,6 +203,7 @@ type RemoteSpec = Extract<HostedSpec, { kind: "remote" }>;
 export class RemotePluginHost implements PluginHost<RemoteSpec> {
   readonly kind = "remote" as const;
   private readonly proxies = new Map<string, ContainerProxy>();
+  private readonly sockets = new Map<string, string>();
 
   constructor(private readonly router: Router) {}
 
@@ -197,12 +219,14 @@ export class RemotePluginHost implements PluginHost<RemoteSpec> {
           handler: (req, res, p, ctx) => proxy.handle(req, res, p, { ...ctx, path: ctx.pathname }),
         },
       ],
+      observe: false, // the isolated host counts these requests, under their real route patterns
       upgrade: (req, socket, head, p, ctx) => proxy.upgrade(req, socket, head, p, { ...ctx, path: ctx.pathname }),
       upgradeAllowedOrigins: "*", // the isolated host applies the plugin's own Origin rules
       staticDir: spec.staticDir && existsSync(spec.staticDir) ? spec.staticDir : undefined,
     });
     const old = this.proxies.get(spec.name);
     this.proxies.set(spec.name, proxy);
+    this.sockets.set(spec.name, spec.socketPath);
     await old?.drain();
     return { name: spec.name, version: "", kind: this.kind, routes: [{ method: "*", path: "/*" }] };
   }
@@ -211,6 +235,7 @@ export class RemotePluginHost implements PluginHost<RemoteSpec> {
     const proxy = this.proxies.get(name);
     if (!proxy) return false;
     this.proxies.delete(name);
+    this.sockets.delete(name);
     this.router.removePlugin(name);
     await proxy.drain(deadlineMs);
     return true;
@@ -220,11 +245,24 @@ export class RemotePluginHost implements PluginHost<RemoteSpec> {
   async release(name: string): Promise<void> {
     const proxy = this.proxies.get(name);
     this.proxies.delete(name);
+    this.sockets.delete(name);
     await proxy?.drain();
   }
 
   has(name: string): boolean {
     return this.proxies.has(name);
+  }
+
+  names(): string[] {
+    return [...this.proxies.keys()];
+  }
+
+  /** What the isolated host's own `/health` says of the plugin. */
+  async health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
+    const socketPath = this.sockets.get(name);
+    if (!socketPath || !this.proxies.has(name)) return undefined;
+    const { remoteHealth } = await import("./remote-health.js");
+    return remoteHealth(socketPath, name, timeoutMs);
   }
 
   async close(): Promise<void> {

@@ -33,6 +33,8 @@ export interface HostBoot {
   limits?: ConnectionLimits;
   /** The operator's container sandbox policy (see DaemonOptions.containerPolicy). */
   containerPolicy?: ContainerPolicy;
+  /** Count plugin requests for `/metrics` (default true; HECATE_METRICS=0 turns it off). */
+  metrics?: boolean;
 }
 
 export interface ContainerPolicy {
@@ -64,7 +66,11 @@ export type HostRequest =
   | { t: "set-ready"; id: number; ready: boolean }
   /** The installed plugins that are not loaded (the whole set, replacing the last): name -> message for clients. */
   | { t: "set-inactive"; id: number; plugins: Record<string, string> }
-  | { t: "close"; id: number };
+  | { t: "close"; id: number }
+  /** Every plugin of this host with its health (answer: Record<name, PluginHealth>), each within `timeoutMs`. */
+  | { t: "health"; id: number; timeoutMs: number }
+  /** This host's metrics (answer: MetricJson[], prom-client's JSON shape; [] with metrics off). */
+  | { t: "metrics"; id: number };
 
 /** A client connection (the socket travels as the message's handle); the host answers `conn-ack`. */
 export type SupervisorToHost = HostBoot | HostRequest | { t: "conn"; seq: number };

@@ -10,10 +10,11 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import type { HttpMethod } from "@hecate/sdk";
+import type { HttpMethod, PluginHealth } from "@hecate/sdk";
 import { isValidPluginName } from "@hecate/sdk/paths";
 import { validateRoutePath } from "@hecate/sdk/runtime/route-path";
 import FindMyWay from "find-my-way";
+import type { RequestMetrics } from "../observe/request-metrics.js";
 import { admit, answerPreflight, compileGuard, type Guard, originAllowed, type RoutePolicy } from "./plugin-guard.js";
 import { sendJsonError, serveStatic } from "./static.js";
 import { refuseUpgrade, rejectUpgrade } from "./upgrade-reply.js";
@@ -73,7 +74,20 @@ export interface PluginMount {
   upgradeAllowedOrigins?: string[] | "*";
   /** Served at `/plugin/{name}/`. */
   staticDir?: string;
+  /**
+   * Answered at `GET /plugin/{name}/api/manifest` unless the plugin has a route of that exact pattern (a container's
+   * catch-all does not count: its routes are unknown, so the daemon's answer wins there).
+   */
+  manifest?: unknown;
+  /** False: requests are not counted here (a proxy to an isolated host, which counts them itself). */
+  observe?: boolean;
 }
+
+/** `/health`'s per-plugin answers, gathered by the host (each within `timeoutMs`). */
+export type HealthSource = (timeoutMs: number) => Promise<Record<string, PluginHealth>>;
+
+/** Per-plugin timeout of `/health`. */
+export const HEALTH_TIMEOUT_MS = 1000;
 
 export class RouteError extends Error {
   constructor(
@@ -93,6 +107,8 @@ interface Store {
   staticDir?: string;
   /** Plugin API routes: the CSRF / CORS rules checked before the handler. */
   guard?: Guard;
+  /** Plugin requests: the route pattern they are counted under (metrics); undefined = not counted. */
+  route?: string;
 }
 
 interface WsStore {
@@ -122,14 +138,20 @@ export class Router {
   /** Installed plugins not loaded here: name -> what to tell a client (from the supervisor, see setInactive). */
   private inactive: ReadonlyMap<string, string> = new Map();
   private readonly started = Date.now();
+  private healthSource: HealthSource | undefined;
+  private readonly metrics: RequestMetrics | undefined;
 
-  constructor() {
+  constructor(options: { metrics?: RequestMetrics } = {}) {
+    this.metrics = options.metrics;
     this.systemGroups.set("core", [
       {
         method: "GET",
         path: "/health",
-        // Answers from the main thread only: never touches a worker.
-        handler: (_req, res) => json(res, 200, { status: "ok", uptimeMs: Date.now() - this.started }),
+        // Always 200 (the daemon answers): `status` is "degraded" when a plugin is not ok. /ready is what gates traffic.
+        handler: async (_req, res) => {
+          const plugins = this.healthSource ? await this.healthSource(HEALTH_TIMEOUT_MS) : {};
+          json(res, 200, { status: overallHealth(plugins), uptimeMs: Date.now() - this.started, plugins });
+        },
       },
       {
         method: "GET",
@@ -138,6 +160,11 @@ export class Router {
       },
     ]);
     this.snapshot = this.build();
+  }
+
+  /** Where `/health` gets its per-plugin answers. */
+  setHealthSource(source: HealthSource): void {
+    this.healthSource = source;
   }
 
   /** `/ready` answers 200 once the daemon says so (boot finished). */
@@ -233,8 +260,14 @@ export class Router {
         } catch (err) {
           throw new RouteError(name, `route ${JSON.stringify(r.path)}: ${(err as Error).message}`);
         }
-        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api, guard };
+        const route = mount.observe === false ? undefined : r.path;
+        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api, guard, route };
         on(r.method, api + r.path, store);
+      }
+      if (mount.manifest !== undefined && !http.hasRoute("GET", `${api}/manifest`)) {
+        const body = JSON.stringify(mount.manifest);
+        const handler: RouteHandler = (_req, res) => jsonText(res, 200, body);
+        on("GET", `${api}/manifest`, { kind: "route", handler, plugin: name, prefix: api, route: "/manifest" });
       }
       for (const r of mount.ws ?? []) {
         const bad = validateRoutePath(r.path);
@@ -252,7 +285,13 @@ export class Router {
         ws.on("GET", `${api}/*`, noop, store);
       }
       // Static files: the wildcard loses against every API route (find-my-way prefers static/param nodes).
-      const st: Store = { kind: "static", plugin: name, prefix: `${base}/`, staticDir: mount.staticDir };
+      const st: Store = {
+        kind: "static",
+        plugin: name,
+        prefix: `${base}/`,
+        staticDir: mount.staticDir,
+        route: mount.observe === false ? undefined : "(static)",
+      };
       on("GET", `${base}/*`, st);
       on("GET", base, { kind: "redirect", plugin: name, prefix: base });
     }
@@ -287,6 +326,8 @@ export class Router {
       query: parseQuery(q < 0 ? "" : url.slice(q + 1)),
       plugin: store.plugin,
     };
+    if (this.metrics && store.route !== undefined)
+      this.metrics.track(res, store.plugin!, store.route, req.method ?? "GET");
     try {
       if (store.kind === "redirect") {
         res.writeHead(301, { location: `${pathname}/${q < 0 ? "" : url.slice(q)}`, "content-length": 0 });
@@ -421,8 +462,16 @@ function preflight(snap: Snapshot, req: IncomingMessage, res: ServerResponse, pa
   return answerPreflight(req, res, store.guard);
 }
 
+/** "degraded" when any plugin is not ok (a down one included), else "ok". */
+export function overallHealth(plugins: Record<string, PluginHealth>): "ok" | "degraded" {
+  return Object.values(plugins).some((p) => p.status !== "ok") ? "degraded" : "ok";
+}
+
 function json(res: ServerResponse, status: number, body: unknown): void {
-  const s = JSON.stringify(body);
+  jsonText(res, status, JSON.stringify(body));
+}
+
+function jsonText(res: ServerResponse, status: number, s: string): void {
   res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(s) });
   res.end(s);
 }

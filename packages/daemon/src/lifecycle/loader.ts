@@ -153,7 +153,7 @@ export class Loader {
       settings: this.settingsFor(name, manifest),
       standalone: false,
     };
-    const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config };
+    const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config, manifest };
     try {
       const loaded = await this.o.hosts.load(name, { kind: "worker", spec });
       return { version: loaded.version, routes: loaded.routes };

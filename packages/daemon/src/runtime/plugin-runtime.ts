@@ -8,8 +8,9 @@
  */
 import { EventEmitter } from "node:events";
 import type { ResourceLimits } from "node:worker_threads";
-import type { PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
 import { DEFAULT_WS_MAX_PAYLOAD } from "@hecate/sdk/contract";
+import type { MetricJson } from "@hecate/sdk/metrics";
 import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement } from "@hecate/sdk/protocol";
 import { wsServersByLimit } from "@hecate/sdk/runtime/ws-servers";
 import type { WebSocketServer } from "ws";
@@ -21,6 +22,13 @@ import { PluginLoadError, type PluginSpec, PluginWorker } from "./plugin-worker.
 import { ensureSdkLink } from "./sdk-link.js";
 
 export { PluginLoadError, type PluginSpec } from "./plugin-worker.js";
+
+/** One worker's answer to a metrics scrape. */
+export interface PluginMetrics {
+  plugin: string;
+  metrics: MetricJson[];
+  heap: { used: number; total: number };
+}
 
 export type PluginStatus = "running" | "restarting" | "disabled";
 
@@ -209,6 +217,26 @@ export class PluginRuntime extends EventEmitter {
   private readonly wssFor = (maxPayload: number | undefined): WebSocketServer =>
     this.wsServers.forLimit(maxPayload ?? this.o.wsMaxPayload);
 
+  /** A loaded plugin's health: its worker's `health()`, `degraded` while it restarts, `down` once disabled. */
+  async health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
+    const e = this.entries.get(name);
+    if (!e) return undefined;
+    if (e.status === "restarting") return { status: "degraded", detail: "restarting after a crash" };
+    if (e.status === "disabled" || !e.worker) return { status: "down", detail: "disabled after repeated crashes" };
+    return e.worker.health(timeoutMs);
+  }
+
+  /** The plugin workers' own metrics and heaps (the ones that answer within `timeoutMs`). */
+  async metrics(timeoutMs: number): Promise<PluginMetrics[]> {
+    const out = await Promise.all(
+      [...this.entries.values()].map(async (e) => {
+        const m = await e.worker?.metrics(timeoutMs);
+        return m && { plugin: e.spec.name, ...m };
+      }),
+    );
+    return out.filter((m): m is PluginMetrics => m !== undefined);
+  }
+
   list(): LoadedPlugin[] {
     return [...this.entries.values()].map((e) => this.info(e)!);
   }
@@ -330,6 +358,7 @@ function mountFor(worker: PluginWorker): PluginMount {
   const ws = worker.routes.filter((r) => r.kind === "ws");
   return {
     staticDir: worker.spec.staticDir,
+    manifest: worker.spec.manifest ?? worker.manifest,
     routes: http.map((r) => ({
       method: r.methods,
       path: r.path,

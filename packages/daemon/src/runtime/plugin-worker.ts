@@ -9,7 +9,7 @@ import { realpathSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { type ResourceLimits, Worker } from "node:worker_threads";
-import type { HttpMethod, PluginConfig, PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { HttpMethod, PluginConfig, PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import { HttpExchanges } from "@hecate/sdk/runtime/http-exchanges";
 import { rejectUpgrade, WsConnections } from "@hecate/sdk/runtime/ws-connections";
@@ -28,6 +28,8 @@ export interface PluginSpec {
   /** Served at `/plugin/{name}/`, usually `paths.static`. */
   staticDir?: string;
   config: PluginConfig;
+  /** The installed package's manifest, served at `/plugin/{name}/api/manifest` (else what `manifest()` returns). */
+  manifest?: PluginManifest;
   /** Overrides the runtime's default worker limits. */
   resourceLimits?: ResourceLimits;
   /** Overrides the runtime's load timeout (ms). */
@@ -89,6 +91,9 @@ export class PluginWorker extends EventEmitter {
   /** Kills the worker when the current ping is not answered within heartbeatTimeoutMs. */
   private pingDeadline: NodeJS.Timeout | undefined;
   private terminatedWaiter: (() => void) | undefined;
+  /** Pending `health` / `metrics` questions by number (see ask()). */
+  private readonly asks = new Map<number, (m: WorkerToMain) => void>();
+  private askN = 0;
   /** Sees every message while start() waits for `ready` / `load-failed`. */
   private loadWaiter: ((m: WorkerToMain) => void) | undefined;
   private readonly batch = new MessageBatcher<MainToWorker>((msgs, transfer) => {
@@ -270,9 +275,50 @@ export class PluginWorker extends EventEmitter {
       case "settings-applied":
         this.settingsWaiters.get(m.id)?.(m);
         return;
+      case "health":
+      case "metrics":
+        this.asks.get(m.n)?.(m);
+        return;
       default:
         return;
     }
+  }
+
+  /** The plugin's `health()`; `down` when it does not answer within `timeoutMs` or the worker is not serving. */
+  async health(timeoutMs: number): Promise<PluginHealth> {
+    if (this.state !== "ready") return { status: "down", detail: `worker ${this.state}` };
+    const m = await this.ask("health", timeoutMs);
+    if (!m) return { status: "down", detail: `no answer to the health check within ${timeoutMs} ms` };
+    const { t: _t, n: _n, ...health } = m;
+    return health;
+  }
+
+  /** The plugin's own metrics and its heap, or undefined when it does not answer within `timeoutMs`. */
+  async metrics(timeoutMs: number): Promise<Omit<Extract<WorkerToMain, { t: "metrics" }>, "t" | "n"> | undefined> {
+    if (this.state !== "ready" && this.state !== "stopping") return undefined;
+    const m = await this.ask("metrics", timeoutMs);
+    return m && { metrics: m.metrics, heap: m.heap };
+  }
+
+  /** Posts a `health` / `metrics` question and waits for its answer (undefined past the deadline or at death). */
+  private ask<T extends "health" | "metrics">(
+    t: T,
+    timeoutMs: number,
+  ): Promise<Extract<WorkerToMain, { t: T }> | undefined> {
+    const n = ++this.askN;
+    return new Promise((resolve) => {
+      const done = (m: WorkerToMain | undefined) => {
+        clearTimeout(timer);
+        this.asks.delete(n);
+        this.off("dead", onDead);
+        resolve(m as Extract<WorkerToMain, { t: T }> | undefined);
+      };
+      const onDead = () => done(undefined);
+      const timer = setTimeout(onDead, timeoutMs);
+      this.asks.set(n, done);
+      this.on("dead", onDead);
+      this.post({ t, n });
+    });
   }
 
   private startWatchdog(): void {

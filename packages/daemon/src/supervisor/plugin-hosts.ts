@@ -19,11 +19,14 @@ import { EventEmitter } from "node:events";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { join } from "node:path";
+import type { PluginHealth } from "@hecate/sdk";
+import type { MetricJson } from "@hecate/sdk/metrics";
 import type { ContainerPluginSpec } from "../container/runtime.js";
 import type { HostRuntimeOptions, SettingsOutcome } from "../host/plugin-host.js";
 import type { ContainerPolicy, HostEvent, HostedSpec, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
+import { answerWithin } from "../util/answer-within.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
 
 export type Hosted = { kind: "worker"; spec: PluginSpec } | { kind: "container"; spec: ContainerPluginSpec };
@@ -43,6 +46,8 @@ export interface PluginHostsOptions {
   allowedHosts?: string[];
   limits?: ConnectionLimits;
   containerPolicy?: ContainerPolicy;
+  /** Plugin request metrics in the hosts (default true). */
+  metrics?: boolean;
 }
 
 /** What `host-crashed` reports: the data of `plugin_host_crashed_v1` (the lifecycle records it). */
@@ -77,6 +82,8 @@ interface Placement {
 }
 
 const MAIN = 1;
+/** A host's answer to a metrics scrape (it asks its workers within 1 s). */
+const HOST_SCRAPE_TIMEOUT_MS = 3000;
 
 /**
  * Events: `log` (entry), `crashed` / `disabled` (plugin, reason: a plugin's own crash inside a host),
@@ -112,7 +119,8 @@ export class PluginHosts extends EventEmitter {
   /** The main host may receive connections: false from its death until its plugins are restored. */
   private mainServing = true;
   private adminSocketPath: string | undefined;
-  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy">> &
+  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics">> &
+    Pick<PluginHostsOptions, "metrics"> &
     Pick<PluginHostsOptions, "limits" | "containerPolicy"> & { runtime: HostRuntimeOptions };
 
   constructor(options: PluginHostsOptions) {
@@ -160,6 +168,24 @@ export class PluginHosts extends EventEmitter {
       .get(MAIN)
       ?.request({ t: "set-inactive", plugins })
       .catch(() => {});
+  }
+
+  /** Every plugin's health, as the main host's `/health` lists it (isolated plugins through their host). */
+  async health(timeoutMs: number): Promise<Record<string, PluginHealth>> {
+    const main = this.hosts.get(MAIN);
+    if (!main?.alive) return {};
+    // The host bounds each plugin's answer; this bounds a host too busy to answer at all.
+    return answerWithin(main.request<Record<string, PluginHealth>>({ t: "health", timeoutMs }), timeoutMs + 1000, {});
+  }
+
+  /** Each live host's metrics (prom-client JSON); a host that dies meanwhile is left out of this scrape. */
+  async metrics(): Promise<MetricJson[][]> {
+    const answers = await Promise.all(
+      [...this.hosts.values()]
+        .filter((h) => h.alive)
+        .map((h) => answerWithin(h.request<MetricJson[]>({ t: "metrics" }), HOST_SCRAPE_TIMEOUT_MS, [])),
+    );
+    return answers;
   }
 
   /** Pids of the running host processes (also in `run/hosts/host-{id}.pid`). */
@@ -337,6 +363,7 @@ export class PluginHosts extends EventEmitter {
         allowedHosts: this.o.allowedHosts,
         limits: this.o.limits,
         containerPolicy: this.o.containerPolicy,
+        metrics: this.o.metrics,
       });
       proc.on("event", (e) => this.onHostEvent(hostId, e));
       if (hostId === MAIN) proc.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));

@@ -5,12 +5,14 @@
  * behaves the same everywhere.
  */
 import { Readable } from "node:stream";
+import { getHeapStatistics } from "node:v8";
 import { replaceSettings, setConfig } from "../config.js";
 import type {
   HandlerResult,
   HttpMethod,
   HttpRouteDefinition,
   PluginConfig,
+  PluginHealth,
   PluginModule,
   PluginRequest,
   Reply,
@@ -20,6 +22,7 @@ import type {
   WsRouteDefinition,
 } from "../contract.js";
 import { HttpError } from "../contract.js";
+import { pluginMetrics } from "../metrics.js";
 import { DEFAULT_MAX_REPLY_BYTES, type MainToWorker, type RouteAnnouncement, type WorkerToMain } from "../protocol.js";
 import { requestOptionsProblem } from "../request-policy.js";
 import { stopAll as stopSupervisors } from "../supervisor.js";
@@ -43,6 +46,7 @@ export interface DispatcherOptions {
   maxReplyBytes?: number;
 }
 
+const HEALTH_STATUSES: PluginHealth["status"][] = ["ok", "degraded", "down"];
 const ALL_METHODS: HttpMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
 /** Response chunks in flight before the plugin waits for `res-ack`s (backpressure from a slow client). */
@@ -245,6 +249,21 @@ export class Dispatcher {
       case "ping":
         this.transport.post({ t: "pong", n: msg.n });
         return;
+      case "health":
+        void this.health().then((h) => this.transport.post({ t: "health", n: msg.n, ...h }));
+        return;
+      case "metrics": {
+        // v8's heap statistics in a worker thread are its own isolate's.
+        const heap = getHeapStatistics();
+        const metrics = pluginMetrics();
+        this.transport.post({
+          t: "metrics",
+          n: msg.n,
+          metrics,
+          heap: { used: heap.used_heap_size, total: heap.total_heap_size },
+        });
+        return;
+      }
       case "ws-open":
         void this.onWsOpen(msg);
         return;
@@ -325,6 +344,22 @@ export class Dispatcher {
     for (const [connId, c] of this.conns) {
       if (!c.closed) this.transport.post({ t: "ws-close", connId, code: 1001, reason: "plugin unloading" });
       this.onWsClosed(connId, 1001, "plugin unloading");
+    }
+  }
+
+  /** The plugin's `health()` (ok without one); what it throws, or a malformed answer, is `down` with the reason. */
+  async health(): Promise<PluginHealth> {
+    const fn = this.mod?.health;
+    if (!fn) return { status: this.mod ? "ok" : "down", ...(this.mod ? {} : { detail: "not loaded" }) };
+    try {
+      const h = await fn.call(this.mod);
+      if (!h || !HEALTH_STATUSES.includes(h.status))
+        return { status: "down", detail: `health() answered ${JSON.stringify(h)?.slice(0, 200)}` };
+      return typeof h.detail === "string"
+        ? { status: h.status, detail: h.detail.slice(0, 1000) }
+        : { status: h.status };
+    } catch (err) {
+      return { status: "down", detail: `health() failed: ${errMessage(err)}` };
     }
   }
 
