@@ -91,6 +91,27 @@ test("the daemon's answers agree with openapi.json; a wrong schema, status or Al
   assert.match(good.check({ ...missing, body: "not found" }).join("\n"), /error body is not JSON/);
 });
 
+test("a removed plugin answers manifest null, which the document allows (an object only, before)", async () => {
+  const archive = readFileSync(await buildPackage(d.work, { name: "gone", version: "1.0.0" }));
+  const r = await d.api("POST", "/admin/api/plugins", {
+    body: archive,
+    headers: { "content-type": "application/gzip" },
+  });
+  assert.equal(r.status, 201);
+  assert.equal((await d.api("DELETE", "/admin/api/plugins/gone")).status, 200);
+  const removed = await exchange("GET", "/admin/api/plugins/gone");
+  assert.equal(removed.status, 200);
+  const body = JSON.parse(removed.body!);
+  assert.equal(body.status, "removed");
+  assert.equal(body.manifest, null);
+  assert.deepEqual(new OpenApiContract().check(removed), []);
+  const objectOnly = wrongDoc((doc) => {
+    doc.paths["/admin/api/plugins/{name}"].get.responses["200"].content["application/json"].schema.allOf[1].properties =
+      { manifest: { $ref: "#/components/schemas/Manifest" } };
+  });
+  assert.match(objectOnly.check(removed).join("\n"), /body\/manifest: must be object/);
+});
+
 test("event stream data is checked message by message", async () => {
   const good = new OpenApiContract();
   const pointer = "/paths/~1admin~1api~1events/get/responses/200/content/text~1event-stream/x-data-schema";

@@ -78,7 +78,13 @@ export class OpenApiContract {
     this.doc = doc;
     // strict: unknown keywords in a schema are mistakes of the document, except OpenAPI's own (3.1 § 4.8.24).
     // optimize: false: compiling every response schema up front takes ~0.25 s instead of ~0.6 s (checks stay fast).
-    this.ajv = new Ajv2020({ strict: true, allowUnionTypes: true, discriminator: true, code: { optimize: false } });
+    this.ajv = new Ajv2020({
+      strict: true,
+      allowUnionTypes: true,
+      discriminator: true,
+      verbose: true, // errors carry the offending value
+      code: { optimize: false },
+    });
     addFormats.default(this.ajv);
     this.ajv.addVocabulary(["xml", "externalDocs", "example"]);
     // The document's paths and components are registered under its file name so that a schema's
@@ -145,7 +151,10 @@ export class OpenApiContract {
   private validate(pointer: string, value: unknown, what: string): string[] {
     const v = this.validator(pointer);
     if (v(value)) return [];
-    return (v.errors ?? []).map((e) => `${what}${e.instancePath || ""}: ${e.message} (${e.schemaPath})`);
+    return (v.errors ?? []).map(
+      (e) =>
+        `${what}${e.instancePath || ""}: ${e.message} (${e.schemaPath}), got ${JSON.stringify(e.data)?.slice(0, 120)}`,
+    );
   }
 
   /** Every way `x` disagrees with the document (empty: it agrees). */
