@@ -20,6 +20,7 @@ export const FIXTURES = fileURLToPath(new URL("../../test/fixtures/", import.met
 const CONTRACT = new URL("../../../daemon/dist/test/contract/", import.meta.url);
 const recorder = (await import(new URL("recorder.js", CONTRACT).href)) as {
   watch(origin: string, kind?: "admin" | "plugin"): void;
+  unwatch(origin: string): void;
 };
 /** `--import` of the preload that checks every request of a CLI process (not `hecate start`: the daemon). */
 const CONTRACT_PRELOAD = `--import=${new URL("watch-all.js", CONTRACT).href}`;
@@ -136,6 +137,8 @@ export async function startTestDaemon(
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       const code = await exited;
+      recorder.unwatch(adminUrl);
+      recorder.unwatch(url);
       if (!opts.home) await rm(home, { recursive: true, force: true });
       return code;
     },

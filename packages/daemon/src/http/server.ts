@@ -3,8 +3,8 @@
  * run before the router: the Host allow-list (DNS rebinding), connection and WebSocket caps, and headers set on every
  * response (the admin listeners' anti-framing headers).
  */
-import { createServer, type IncomingMessage, type Server, STATUS_CODES } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { ConnectionGate, type ConnectionLimits } from "./conn-limits.js";
 import type { HostAllowList } from "./host-allow.js";
@@ -66,9 +66,11 @@ export function createHttpServer(router: Router, options: HttpServerOptions = {}
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     const reply = clientErrorReply(err);
-    // Like node:http's own handler: answer only when nothing was written on this connection yet (a reply written
-    // in the middle of another would garble it), else just close.
-    if (reply && socket.writable && (socket as Socket).bytesWritten === 0)
+    // Answer unless a response on this connection is being written (an answer in the middle of it would garble it),
+    // else just close. `_httpMessage` is node's current response of the socket (its own handler looks at it too); one
+    // that has ended is complete on the wire (e.g. a DELETE answered, then its unframed body fails to parse).
+    const current = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (reply && socket.writable && (!current?.headersSent || current.writableEnded))
       writeJsonError(socket, reply[0], STATUS_CODES[reply[0]] ?? "Error", reply[1], reply[2], responseHeaders);
     else socket.destroy();
   });

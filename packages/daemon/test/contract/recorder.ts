@@ -48,6 +48,13 @@ export function watch(origin: string, kind: "admin" | "plugin" = "admin"): void 
   } else if (!admin.has(o)) pluginPort.add(o);
 }
 
+/** Stops checking `origin` (its daemon stopped: the port may serve something else later). */
+export function unwatch(origin: string): void {
+  const o = new URL(origin).origin;
+  admin.delete(o);
+  pluginPort.delete(o);
+}
+
 /** Checks every request of this process (the CLI, which talks to nothing but the admin API). */
 export function watchAll(): void {
   all = true;

@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Daemon, type DaemonOptions, startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
-import { record, watch } from "../contract/recorder.js";
+import { record, unwatch, watch } from "../contract/recorder.js";
 
 export const MAIN_JS = fileURLToPath(new URL("../../src/main.js", import.meta.url));
 
@@ -110,6 +110,8 @@ export async function startTestDaemon(opts: Partial<DaemonOptions> = {}): Promis
       } as RequestInit) as Promise<ApiResponse>,
     async stop() {
       await d.close();
+      unwatch(d.adminUrl);
+      unwatch(d.url);
       rmSync(work, { recursive: true, force: true });
     },
   });
