@@ -91,6 +91,23 @@ test("the daemon's answers agree with openapi.json; a wrong schema, status or Al
   assert.match(good.check({ ...missing, body: "not found" }).join("\n"), /error body is not JSON/);
 });
 
+test("every documented path answers each method it does not document with 405 and the document's Allow", async () => {
+  const contract = new OpenApiContract();
+  let checked = 0;
+  for (const template of Object.keys(contract.doc.paths as object)) {
+    const path = template.replace("{name}", "probe").replace("{file}", "app.js");
+    const allow = contract.allowedMethods(template);
+    for (const method of ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]) {
+      if (allow.includes(method)) continue;
+      const x = await exchange(method, path);
+      assert.equal(x.status, 405, `${method} ${path}`);
+      assert.deepEqual(contract.check(x), [], `${method} ${path}`); // Allow lists exactly the documented methods
+      checked++;
+    }
+  }
+  assert.ok(checked > 80, `${checked} requests`);
+});
+
 test("a removed plugin answers manifest null, which the document allows (an object only, before)", async () => {
   const archive = readFileSync(await buildPackage(d.work, { name: "gone", version: "1.0.0" }));
   const r = await d.api("POST", "/admin/api/plugins", {
