@@ -13,6 +13,18 @@ import { fileURLToPath } from "node:url";
 export const CLI = fileURLToPath(new URL("../src/main.js", import.meta.url));
 export const FIXTURES = fileURLToPath(new URL("../../test/fixtures/", import.meta.url));
 
+/**
+ * The admin API contract check (the daemon's test/contract/recorder.ts): every answer a test or a CLI process gets
+ * from the admin API is checked against openapi.json on the spot.
+ */
+const CONTRACT = new URL("../../../daemon/dist/test/contract/", import.meta.url);
+const recorder = (await import(new URL("recorder.js", CONTRACT).href)) as {
+  watch(origin: string, kind?: "admin" | "plugin"): void;
+  unwatch(origin: string): void;
+};
+/** `--import` of the preload that checks every request of a CLI process (not `hecate start`: the daemon). */
+const CONTRACT_PRELOAD = `--import=${new URL("watch-all.js", CONTRACT).href}`;
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -29,6 +41,7 @@ export function runCli(
 ): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   if (opts.home) env.HECATE_HOME = opts.home;
+  if (args[0] !== "start") env.NODE_OPTIONS = [env.NODE_OPTIONS, CONTRACT_PRELOAD].filter(Boolean).join(" ");
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -109,6 +122,8 @@ export async function startTestDaemon(
       reject(new Error(`daemon exited (${code}) before listening:\n${output.join("\n")}\n${stderr}`)),
     );
   });
+  recorder.watch(adminUrl);
+  recorder.watch(url, "plugin");
   const ready = await fetch(`${url}/ready`);
   if (ready.status !== 200) throw new Error(`daemon not ready after it printed its URL: ${ready.status}`);
   const token = readFileSync(join(home, "run", "admin.token"), "utf8").trim();
@@ -122,6 +137,8 @@ export async function startTestDaemon(
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       const code = await exited;
+      recorder.unwatch(adminUrl);
+      recorder.unwatch(url);
       if (!opts.home) await rm(home, { recursive: true, force: true });
       return code;
     },

@@ -146,6 +146,14 @@ export class AdminApi {
           res.end();
         }, false),
       },
+      // Unknown API paths are a 404 JSON error for every method (the page's catch-all below answers GET only).
+      {
+        method: "*",
+        path: "/admin/api/*",
+        handler: g((_q, _res, _p, c) => {
+          throw new ApiError(404, "not_found", `no route for ${c.pathname}`);
+        }),
+      },
       { method: "GET", path: "/admin/*", handler: g((q, res, _p, c) => this.page(q, res, c)) },
     ];
   }
@@ -351,7 +359,7 @@ export class AdminApi {
       sendJson(res, 200, { logs: lines });
       return;
     }
-    this.openStream(req, res);
+    if (!this.openStream(req, res)) return;
     for (const l of lines) sendSse(res, "log", l);
     const onLine = (l: LogLine) => {
       if (l.plugin === name) sendSse(res, "log", l);
@@ -361,7 +369,7 @@ export class AdminApi {
   }
 
   private eventStream(req: IncomingMessage, res: ServerResponse): void {
-    this.openStream(req, res);
+    if (!this.openStream(req, res)) return;
     const onEvent = (e: LifecycleEvent) => sendSse(res, "lifecycle", e);
     const onRejection = (r: PackageRejectionRecord) => sendSse(res, "rejection", r);
     this.o.lifecycle.on("event", onEvent);
@@ -381,12 +389,17 @@ export class AdminApi {
     sendJson(res, 200, { rejections: this.o.lifecycle.rejections(limit) });
   }
 
-  private openStream(req: IncomingMessage, res: ServerResponse): void {
+  /** Starts an event stream; false for HEAD, which gets the stream's head and ends (nothing to follow). */
+  private openStream(req: IncomingMessage, res: ServerResponse): boolean {
     res.writeHead(200, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-store",
       connection: "keep-alive",
     });
+    if (req.method === "HEAD") {
+      res.end();
+      return false;
+    }
     res.write(": connected\n\n");
     this.streams.add(res);
     // A comment now and then keeps proxies from cutting an idle stream.
@@ -398,6 +411,7 @@ export class AdminApi {
     };
     res.on("close", done);
     req.on("close", done);
+    return true;
   }
 
   /** `?token=<admin token>` -> a new session in the cookie (the token itself never goes into a cookie). */

@@ -5,7 +5,8 @@
  *
  * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
  * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API) anywhere else.
- * A path that some route serves with other methods answers 405 with `Allow`; a URL of a plugin that is installed but
+ * A path that some route serves with other methods answers 405 with `Allow` (a system catch-all yields there to
+ * the specific routes); a URL of a plugin that is installed but
  * not loaded (deactivated, failed, starting: see `setInactive`) answers 503 `plugin_not_active` saying what to do.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -308,7 +309,7 @@ export class Router {
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"] && preflight(snap, req, res, pathname))
       return;
     const found = snap.http.find((req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
-    if (!found) {
+    if (!found || yieldsToSpecific(snap, found, pathname)) {
       this.noRoute(snap, req, res, pathname);
       return;
     }
@@ -440,12 +441,29 @@ export function parseQuery(qs: string): Record<string, string | string[]> {
  */
 function allowedMethods(snap: Snapshot, pathname: string): string[] {
   return HTTP_METHODS.filter((m) => {
-    const store = snap.http.find(m, pathname)?.store as Store | undefined;
-    if (!store || !pathname.startsWith(store.prefix)) return false;
+    const found = snap.http.find(m, pathname);
+    const store = found?.store as Store | undefined;
+    if (!store || !pathname.startsWith(store.prefix) || yieldsToSpecific(snap, found!, pathname)) return false;
     if (store.kind !== "static") return true;
     if (!store.staticDir) return false;
     const rel = pathname.slice(store.prefix.length);
     return rel !== "api" && !rel.startsWith("api/");
+  });
+}
+
+type Found = NonNullable<ReturnType<Tree["find"]>>;
+
+/**
+ * A system catch-all (e.g. the admin page's `GET /admin/*`) does not answer at a path that a specific system route
+ * serves with other methods: `GET /admin/logout` is a 405 (Allow: POST), not a page lookup.
+ */
+function yieldsToSpecific(snap: Snapshot, found: Found, pathname: string): boolean {
+  const isSystemCatchAll = (f: Found) =>
+    !(f.store as Store).plugin && (f.params as Record<string, string>)["*"] !== undefined;
+  if (!isSystemCatchAll(found)) return false;
+  return HTTP_METHODS.some((m) => {
+    const other = snap.http.find(m, pathname);
+    return other !== null && !(other.store as Store).plugin && !isSystemCatchAll(other);
   });
 }
 

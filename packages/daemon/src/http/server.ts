@@ -3,14 +3,14 @@
  * run before the router: the Host allow-list (DNS rebinding), connection and WebSocket caps, and headers set on every
  * response (the admin listeners' anti-framing headers).
  */
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { ConnectionGate, type ConnectionLimits } from "./conn-limits.js";
 import type { HostAllowList } from "./host-allow.js";
 import type { Router } from "./router.js";
 import { sendJsonError } from "./static.js";
-import { refuseUpgrade } from "./upgrade-reply.js";
+import { refuseUpgrade, writeJsonError } from "./upgrade-reply.js";
 
 export interface HttpServerOptions {
   /** Keep idle keep-alive connections this long (ms), default 65 s (longer than typical proxy timeouts). */
@@ -64,11 +64,42 @@ export function createHttpServer(router: Router, options: HttpServerOptions = {}
     if (gate && !gate.admitUpgrade(socket)) return;
     router.handleUpgrade(req, socket, head);
   });
-  server.on("clientError", (_err, socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const reply = clientErrorReply(err);
+    // Answer unless a response on this connection is being written (an answer in the middle of it would garble it),
+    // else just close. `_httpMessage` is node's current response of the socket (its own handler looks at it too); one
+    // that has ended is complete on the wire (e.g. a DELETE answered, then its unframed body fails to parse).
+    const current = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (reply && socket.writable && (!current?.headersSent || current.writableEnded))
+      writeJsonError(socket, reply[0], STATUS_CODES[reply[0]] ?? "Error", reply[1], reply[2], responseHeaders);
     else socket.destroy();
   });
   return server;
+}
+
+/**
+ * What a request node:http could not parse gets (status, code, message): 431 for headers over `maxHeaderSize`,
+ * 408 for a request not received in time, 400 for the rest (raw non-ASCII bytes in the request line, a bad header...);
+ * null when the client is gone.
+ */
+export function clientErrorReply(err: NodeJS.ErrnoException): [number, string, string] | null {
+  switch (err.code) {
+    case "ECONNRESET":
+    case "EPIPE":
+      return null;
+    case "HPE_HEADER_OVERFLOW":
+      return [
+        431,
+        "headers_too_large",
+        "the request headers are too large (the limit is node's --max-http-header-size)",
+      ];
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return [408, "request_timeout", "the request was not received in time"];
+    default: {
+      const reason = (err as { reason?: string }).reason ?? err.message;
+      return [400, "bad_request", `malformed HTTP request: ${reason}`];
+    }
+  }
 }
 
 function hostRefusal(req: IncomingMessage): string {

@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Daemon, type DaemonOptions, startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
+import { record, unwatch, watch } from "../contract/recorder.js";
 
 export const MAIN_JS = fileURLToPath(new URL("../../src/main.js", import.meta.url));
 
@@ -91,6 +92,9 @@ export async function startTestDaemon(opts: Partial<DaemonOptions> = {}): Promis
   const work = mkdtempSync(join(tmpdir(), "hecate-lc-"));
   const home = opts.home ?? join(work, "home");
   const d = await startDaemon({ home, port: 0, logLevel: "silent", containers: false, ...opts });
+  // every answer of this daemon's admin API that a test gets is checked against openapi.json (contract/recorder.ts)
+  watch(d.adminUrl);
+  watch(d.url, "plugin");
   return Object.assign(d, {
     work,
     api: (
@@ -106,6 +110,8 @@ export async function startTestDaemon(opts: Partial<DaemonOptions> = {}): Promis
       } as RequestInit) as Promise<ApiResponse>,
     async stop() {
       await d.close();
+      unwatch(d.adminUrl);
+      unwatch(d.url);
       rmSync(work, { recursive: true, force: true });
     },
   });
@@ -134,12 +140,24 @@ export function unixRequest(
       res.on("error", reject);
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
+        try {
+          record({ method, path, status: res.statusCode ?? 0, headers: flatHeaders(res.headers), body: text });
+        } catch (err) {
+          reject(err);
+          return;
+        }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text, json: () => JSON.parse(text) });
       });
     });
     req.on("error", reject);
     req.end(body);
   });
+}
+
+function flatHeaders(h: Record<string, string | string[] | undefined>): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(h)) out[k] = Array.isArray(v) ? v.join(", ") : v;
+  return out;
 }
 
 export interface ChildDaemon {
@@ -168,7 +186,12 @@ export function spawnDaemon(home: string, env: Record<string, string> = {}): Chi
     const onData = (c: Buffer) => {
       out += c.toString();
       const m = /hecate listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]);
+      const a = /hecate admin on (\S+)/.exec(out);
+      if (a) watch(a[1]);
+      if (m) {
+        watch(m[1], "plugin");
+        resolve(m[1]);
+      }
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", (c: Buffer) => {
