@@ -82,6 +82,8 @@ interface Placement {
 }
 
 const MAIN = 1;
+/** The main host's restore waits this long at most for a restarting isolated host before mounting its plugins. */
+const ISOLATED_RESTORE_WAIT_MS = 5000;
 /** A host's answer to a metrics scrape (it asks its workers within 1 s). */
 const HOST_SCRAPE_TIMEOUT_MS = 3000;
 
@@ -569,8 +571,14 @@ export class PluginHosts extends EventEmitter {
       };
       await Promise.all(Array.from({ length: Math.min(4, queue.length) }, lane));
       if (hostId === MAIN)
-        for (const [name, p] of [...this.placed].filter(([, q]) => q.hostId !== MAIN))
+        for (const [name, p] of [...this.placed].filter(([, q]) => q.hostId !== MAIN)) {
+          // An isolated host restarting too (a plugin is isolated when the main host dies) serves only once restored:
+          // until then its plugins' connections wait here, as everyone's do, instead of meeting a socket not yet
+          // bound (502). Bounded, so one slow isolated host never holds every other plugin back.
+          const pending = this.restoring.get(p.hostId);
+          if (pending) await answerWithin(pending, ISOLATED_RESTORE_WAIT_MS, undefined);
           await this.mountRemote(name, p.hostId, p.hosted).catch(() => {});
+        }
       else for (const [name, p] of wanted()) await this.mountRemote(name, hostId, p.hosted).catch(() => {});
     } catch (err) {
       if (err instanceof HostDiedError) return; // its own death restores it again
