@@ -22,7 +22,7 @@ import { forwardedClientAddress } from "./forwarded.js";
 import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement, type WorkerToMain } from "./protocol.js";
 import { Dispatcher } from "./runtime/dispatcher.js";
 import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./runtime/http-exchanges.js";
-import { matchPath } from "./runtime/route-path.js";
+import { findRoute, parseQuery } from "./runtime/route-path.js";
 import { isInside, sendFile, sendJsonError } from "./runtime/send-file.js";
 import { rejectUpgrade, WsConnections } from "./runtime/ws-connections.js";
 import { wsServersByLimit } from "./runtime/ws-servers.js";
@@ -128,28 +128,11 @@ export async function serveContainerPlugin(
     }
   }
 
-  function match(kind: "http" | "ws", method: string, path: string) {
-    const tries = method === "HEAD" ? ["HEAD", "GET"] : [method];
-    for (const m of tries) {
-      for (const r of routes) {
-        if (r.kind !== kind || !r.methods.includes(m as HttpMethod)) continue;
-        const params = matchPath(r.path, path);
-        if (params) return { route: r, params };
-      }
-    }
-    return undefined;
-  }
-
+  /** Path and query of a request target (relative to the API prefix, which the daemon's proxy strips). */
   function split(url: string | undefined) {
     const u = url ?? "/";
     const q = u.indexOf("?");
-    const path = q < 0 ? u : u.slice(0, q);
-    const query: Record<string, string | string[]> = {};
-    for (const [k, v] of new URLSearchParams(q < 0 ? "" : u.slice(q + 1))) {
-      const prev = query[k];
-      query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-    }
-    return { path, query };
+    return { path: q < 0 ? u : u.slice(0, q), query: parseQuery(q < 0 ? "" : u.slice(q + 1)) };
   }
 
   const server = createServer((req, res) => {
@@ -160,7 +143,7 @@ export async function serveContainerPlugin(
       res.end(JSON.stringify({ status: "ok", plugin: config.pluginName }));
       return;
     }
-    const found = METHODS.has(method) ? match("http", method, path) : undefined;
+    const found = METHODS.has(method) ? findRoute(routes, "http", method, path) : undefined;
     if (!found) {
       sendJsonError(res, 404, "not_found", `no route for ${method} ${path}`);
       return;
@@ -177,7 +160,7 @@ export async function serveContainerPlugin(
   });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const { path, query } = split(req.url);
-    const found = match("ws", "GET", path);
+    const found = findRoute(routes, "ws", "GET", path);
     if (!found) {
       rejectUpgrade(socket, 404, "Not Found");
       return;

@@ -39,7 +39,7 @@ import { pluginPaths } from "../paths.js";
 import { DEFAULT_MAX_REPLY_BYTES, type RouteAnnouncement, type WorkerToMain } from "../protocol.js";
 import { Dispatcher } from "./dispatcher.js";
 import { DEFAULT_HANDLER_TIMEOUT_MS, type DeadlineOptions, HttpExchanges } from "./http-exchanges.js";
-import { matchPath } from "./route-path.js";
+import { findRoute, parseQuery } from "./route-path.js";
 import { sendFile, sendJsonError } from "./send-file.js";
 import { rejectUpgrade, WsConnections } from "./ws-connections.js";
 import { wsServersByLimit } from "./ws-servers.js";
@@ -217,39 +217,10 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     }
   }
 
-  function match(method: HttpMethod, pathname: string) {
-    for (const mm of method === "HEAD" ? ["HEAD", "GET"] : [method]) {
-      for (const r of routes) {
-        if (r.kind !== "http" || !r.methods.includes(mm as HttpMethod)) continue;
-        const params = matchPath(r.path, pathname);
-        if (params) return { route: r, params };
-      }
-    }
-    return undefined;
-  }
-
-  function wsRoute(pathname: string): { route: RouteAnnouncement; params: Record<string, string> } | undefined {
-    for (const r of routes) {
-      const params = r.kind === "ws" ? matchPath(r.path, pathname) : null;
-      if (params) return { route: r, params };
-    }
-    return undefined;
-  }
-
-  function parseQuery(search: string): Record<string, string | string[]> {
-    // Null prototype, as in the daemon: ?constructor=1 or ?__proto__= are plain keys.
-    const query: Record<string, string | string[]> = Object.create(null);
-    for (const [k, v] of new URLSearchParams(search)) {
-      const prev = query[k];
-      query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-    }
-    return query;
-  }
-
   function serveHttp(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
     const method = (req.method ?? "GET") as HttpMethod;
-    const m = match(method, url.pathname);
+    const m = findRoute(routes, "http", method, url.pathname);
     if (!m) {
       req.resume();
       sendJsonError(res, 404, "not_found", "no such route");
@@ -271,7 +242,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
       const s = createServer(serveHttp);
       s.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         const url = new URL(req.url ?? "/", "http://127.0.0.1");
-        const found = wsRoute(url.pathname);
+        const found = findRoute(routes, "ws", "GET", url.pathname);
         if (!found) return rejectUpgrade(socket, 404, "Not Found");
         const fields = {
           routeId: found.route.id,
@@ -340,7 +311,7 @@ export async function createTestHarness(mod: unknown, options: HarnessOptions = 
     connect(path, opts = {}) {
       const q = path.indexOf("?");
       const pathname = q < 0 ? path : path.slice(0, q);
-      const match = wsRoute(pathname);
+      const match = findRoute(routes, "ws", "GET", pathname);
       if (!match) return Promise.reject(new Error(`ws upgrade refused with status 404`));
       const connId = nextId++;
       return new Promise<HarnessWs>((resolve, reject) => {
