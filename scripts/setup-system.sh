@@ -14,6 +14,10 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null 2>&1 || need+=(catatonit)
 # Container plugins' data quota is an ext4 image the daemon makes and checks (mkfs.ext4, e2fsck, resize2fs).
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+# A real OCI registry (distribution 2.8) for the registry-install tests; they start their own on loopback.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+# PostgreSQL 15 for the store's PostgreSQL backend and the cluster tests; they initdb their own server in a temp dir.
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -33,4 +37,4 @@ fi
 for f in /etc/subuid /etc/subgid; do
   grep -q '^containers:' "$f" 2>/dev/null || echo 'containers:1000000:1000000' | $SUDO tee -a "$f" >/dev/null
 done
-echo "podman: $(podman --version 2>/dev/null || echo missing); runc: $(runc --version 2>/dev/null | head -1 || echo missing); chromium: $(chromium --version 2>/dev/null || echo missing)"
+echo "podman: $(podman --version 2>/dev/null || echo missing); runc: $(runc --version 2>/dev/null | head -1 || echo missing); chromium: $(chromium --version 2>/dev/null || echo missing); registry: $(/usr/bin/docker-registry --version 2>/dev/null || echo missing); postgres: $(/usr/lib/postgresql/15/bin/postgres --version 2>/dev/null || echo missing)"
