@@ -15,7 +15,7 @@ import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
-import { packPlugin } from "@hecate/daemon/package/integrity";
+import { packPlugin } from "@hecate/package";
 import { type Browser, chromium } from "playwright-core";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";

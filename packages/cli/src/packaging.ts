@@ -1,22 +1,23 @@
 /**
  * `hecate plugin pack|sign|verify` and `hecate keygen`. The package format, digests, signatures and the safe
- * extraction are the daemon's own package module (packages/daemon/src/package/*): the CLI checks exactly what the
+ * extraction are the package-format library the daemon uses too (@hecate/package, packages/package): the CLI checks exactly what the
  * daemon will check at install.
  */
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { extractPackage, readArchiveManifest } from "@hecate/daemon/package/extract";
 import {
+  extractPackage,
   FILE_MANIFEST,
   FILE_SIGNATURE,
   generateSigningKeyPair,
   loadTrustedKeys,
   packPlugin,
+  readArchiveManifest,
   type TrustPolicy,
   verifyPackageDir,
-} from "@hecate/daemon/package/integrity";
+} from "@hecate/package";
 import type { PluginManifest } from "@hecate/sdk";
 import { CliError, EXIT } from "./errors.js";
 import type { Output } from "./output.js";

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
-import { packPlugin } from "@hecate/daemon/package/integrity";
+import { packPlugin } from "@hecate/package";
 import { extract as tarExtract } from "tar";
 import { cliJson, get, startTestDaemon, tempDir } from "./helpers.js";
 

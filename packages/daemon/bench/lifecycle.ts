@@ -9,11 +9,10 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { extractPackage, packPlugin } from "@hecate/package";
 import { type PluginConfig, pluginPaths } from "@hecate/sdk";
 import { startDaemon } from "../src/daemon.js";
 import { Router } from "../src/http/router.js";
-import { extractPackage } from "../src/package/extract.js";
-import { packPlugin } from "../src/package/integrity.js";
 import { PluginRuntime } from "../src/runtime/plugin-runtime.js";
 
 const ROUNDS = Number(process.env.BENCH_LIFECYCLE_ROUNDS ?? 20);

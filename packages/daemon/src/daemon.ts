@@ -22,10 +22,10 @@ import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
 import { Loader } from "./lifecycle/loader.js";
+import { packageOps } from "./lifecycle/package-ops.js";
 import { type LifecycleEvent, LifecycleService } from "./lifecycle/service.js";
 import { inactivePlugins } from "./lifecycle/user-messages.js";
 import { SupervisorMetrics } from "./observe/supervisor-metrics.js";
-import { packageOps } from "./package/ops.js";
 import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
 import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
 

@@ -6,7 +6,7 @@ export * from "./http/router.js";
 export * from "./http/server.js";
 export * from "./http/static.js";
 export * from "./lifecycle/aggregate.js";
+export { HECATE_VERSION } from "./lifecycle/package-ops.js";
 export { LifecycleError, type LifecycleEvent, LifecycleService, type PluginView, viewOf } from "./lifecycle/service.js";
-export * from "./package/index.js";
 export * from "./runtime/plugin-runtime.js";
 export * from "./runtime/sdk-link.js";

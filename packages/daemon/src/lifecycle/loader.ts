@@ -13,7 +13,7 @@ import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import { isInside } from "../http/static.js";
 import type { Hosted } from "../supervisor/plugin-hosts.js";
 
-/** The package module's functions the lifecycle uses (packages/daemon/src/package/*), injected by the daemon. */
+/** The package module's functions the lifecycle uses (@hecate/package, packages/package), injected by the daemon. */
 export interface PackageOps {
   extractPackage(
     archivePath: string,

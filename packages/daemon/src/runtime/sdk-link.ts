@@ -9,7 +9,7 @@
  * A package's own dependencies (`hecate plugin pack` ships them in `{package}/node_modules`) are nearer to its code,
  * so Node finds them first; `$HECATE_HOME/node_modules` holds nothing but this link, so a plugin never picks up a
  * library it did not ship. The SDK itself is never shipped: the pack leaves it out and the daemon refuses a package
- * that carries a copy (`sdk_shipped`, package/extract.ts), which would otherwise shadow this link.
+ * that carries a copy (`sdk_shipped`, @hecate/package extract.ts), which would otherwise shadow this link.
  */
 import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, symlinkSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { generateSigningKeyPair, packPlugin } from "@hecate/package";
 import { create as tarCreate } from "tar";
-import { generateSigningKeyPair, packPlugin } from "../../src/package/integrity.js";
 import { buildPackage, getJson, startTestDaemon, type TestDaemon, writePluginDir } from "../lifecycle/helpers.js";
 
 let d: TestDaemon;

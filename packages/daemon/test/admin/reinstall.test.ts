@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { gz, tarOf, validEntries } from "@hecate/package/testing";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { gz, tarOf, validEntries } from "../package/forge.js";
 
 const daemons: TestDaemon[] = [];
 after(async () => {

@@ -10,12 +10,12 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { packPlugin } from "@hecate/package";
 import { mountsUnder } from "../../src/container/host-mounts.js";
 import { nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { buildPythonImageArchive } from "../../src/container/python-image.js";
 import { LABEL_INSTANCE } from "../../src/container/runtime.js";
 import { startDaemon } from "../../src/daemon.js";
-import { packPlugin } from "../../src/package/integrity.js";
 import { type ChildDaemon, spawnDaemon, unixRequest, until } from "../lifecycle/helpers.js";
 import { echoExample, repoRoot, skipReason } from "./helpers.js";
 

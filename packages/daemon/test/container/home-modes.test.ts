@@ -11,8 +11,8 @@ import { cpSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { packPlugin } from "@hecate/package";
 import { mountsUnder } from "../../src/container/host-mounts.js";
-import { packPlugin } from "../../src/package/integrity.js";
 import { buildPackage, type ChildDaemon, spawnDaemon, unixRequest } from "../lifecycle/helpers.js";
 import { postJson, removeHomeContainers, repoRoot, skipReason } from "./helpers.js";
 

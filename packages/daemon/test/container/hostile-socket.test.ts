@@ -12,11 +12,11 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { packPlugin } from "@hecate/package";
 import { request } from "undici";
 import { WebSocket } from "ws";
 import { isMountPoint } from "../../src/container/host-mounts.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
-import { packPlugin } from "../../src/package/integrity.js";
 import { unixRequest } from "../lifecycle/helpers.js";
 import { postJson, removeHomeContainers, repoRoot, skipReason } from "./helpers.js";
 

@@ -9,8 +9,8 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { packPlugin } from "@hecate/package";
 import { LABEL_INSTANCE, LABEL_PLUGIN } from "../../src/container/runtime.js";
-import { packPlugin } from "../../src/package/integrity.js";
 import { startTestDaemon, until } from "../lifecycle/helpers.js";
 import { echoExample, removeHomeContainers, skipReason } from "./helpers.js";
 

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { validateManifest } from "@hecate/package";
 import { request } from "undici";
-import { validateManifest } from "../../src/package/manifest.js";
 import { type Env, installPlugin, setup } from "../container/helpers.js";
 
 const APP = "http://app.example:8443";

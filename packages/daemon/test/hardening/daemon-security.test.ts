@@ -13,9 +13,9 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:f
 import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { gz, manifestJson, type RawEntry, sha256, snapshot, tarOf, validEntries } from "@hecate/package/testing";
 import { checkHistory } from "../../bench/crash-loop.js";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { gz, manifestJson, type RawEntry, sha256, snapshot, tarOf, validEntries } from "../package/forge.js";
 import { json, raw } from "../runtime/helpers.js";
 
 let d: TestDaemon;

@@ -12,9 +12,9 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { gz, manifestJson, sha256, snapshot, tarOf, validEntries } from "@hecate/package/testing";
 import { REJECTIONS_STREAM } from "../../src/lifecycle/service.js";
 import { type ApiResponse, buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { gz, manifestJson, sha256, snapshot, tarOf, validEntries } from "../package/forge.js";
 
 const MAX_UPLOAD = 2 * 1024 * 1024;
 let d: TestDaemon;

@@ -5,8 +5,8 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { packPlugin } from "@hecate/package";
 import { type Daemon, type DaemonOptions, startDaemon } from "../../src/daemon.js";
-import { packPlugin } from "../../src/package/integrity.js";
 import { record, unwatch, watch } from "../contract/recorder.js";
 
 export const MAIN_JS = fileURLToPath(new URL("../../src/main.js", import.meta.url));

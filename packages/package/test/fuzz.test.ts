@@ -16,7 +16,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { extractPackage, PackageError, packPlugin } from "../../src/package/index.js";
+import { extractPackage, PackageError, packPlugin } from "../src/index.js";
 import {
   gz,
   manifestJson,
@@ -28,7 +28,7 @@ import {
   tempDir,
   validEntries,
   writeTree,
-} from "./forge.js";
+} from "../src/testing/forge.js";
 
 const SEED = Number(process.env.HECATE_FUZZ_SEED ?? randomInt(2 ** 31));
 const ONLY_CASE = process.env.HECATE_FUZZ_CASE === undefined ? undefined : Number(process.env.HECATE_FUZZ_CASE);

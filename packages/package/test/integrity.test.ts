@@ -17,8 +17,8 @@ import {
   type TrustPolicy,
   verifyPackageDir,
   writeFileManifest,
-} from "../../src/package/index.js";
-import { removeDir, sha256, tempDir, writeTree } from "./forge.js";
+} from "../src/index.js";
+import { removeDir, sha256, tempDir, writeTree } from "../src/testing/forge.js";
 
 const NO_TRUST: TrustPolicy = { requireSignature: false, trustedKeys: [] };
 

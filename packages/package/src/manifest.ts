@@ -10,9 +10,6 @@ const require = createRequire(import.meta.url);
 /** The published JSON Schema of manifest.json (packages/sdk/manifest.schema.json), the single source of truth. */
 export const manifestSchema: Record<string, unknown> = require("@hecate/sdk/manifest.schema.json");
 
-/** This daemon's version (packages/daemon/package.json), what `engines.hecate` is checked against by default. */
-export const HECATE_VERSION: string = (require("../../../package.json") as { version: string }).version;
-
 export interface ManifestFieldError {
   /** JSON pointer of the offending field, e.g. `/name`, `/container/memory_mb`. */
   field: string;

@@ -3,11 +3,21 @@
  * over extract / integrity / manifest.
  */
 import { chmod, lstat, readdir } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { join } from "node:path";
-import type { PackageOps } from "../lifecycle/loader.js";
-import { extractPackage, readArchiveManifest, recoverPackageDir } from "./extract.js";
-import { loadTrustPolicy, verifyPackageDir } from "./integrity.js";
-import { HECATE_VERSION, validateManifest } from "./manifest.js";
+import {
+  extractPackage,
+  loadTrustPolicy,
+  readArchiveManifest,
+  recoverPackageDir,
+  validateManifest,
+  verifyPackageDir,
+} from "@hecate/package";
+import type { PackageOps } from "./loader.js";
+
+/** This daemon's version (packages/daemon/package.json): what a manifest's `engines.hecate` is checked against. */
+export const HECATE_VERSION: string = (createRequire(import.meta.url)("../../../package.json") as { version: string })
+  .version;
 
 /**
  * `requireSignature` overrides the home's policy when set. The policy is read at every use: a key dropped into

@@ -11,8 +11,17 @@ import {
   readArchiveManifest,
   recoverPackageDir,
   writeFileManifest,
-} from "../../src/package/index.js";
-import { gz, manifestJson, removeDir, snapshot, tarOf, tempDir, validEntries, writeTree } from "./forge.js";
+} from "../src/index.js";
+import {
+  gz,
+  manifestJson,
+  removeDir,
+  snapshot,
+  tarOf,
+  tempDir,
+  validEntries,
+  writeTree,
+} from "../src/testing/forge.js";
 
 /** Paths and contents only (modes are normalised on extraction). */
 function snapshotOf(dir: string): Record<string, string> {

@@ -13,8 +13,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { extract as tarExtract } from "tar";
-import { extractPackage, packPlugin, readArchiveManifest, verifyPackageDir } from "../src/package/index.js";
-import { gz, tarOf, validEntries } from "../test/package/forge.js";
+import { extractPackage, packPlugin, readArchiveManifest, verifyPackageDir } from "../src/index.js";
+import { gz, tarOf, validEntries } from "../src/testing/forge.js";
 
 const FILES = Number(process.env.BENCH_PKG_FILES ?? 2000);
 const RUNS = Number(process.env.BENCH_PKG_RUNS ?? 5);

@@ -17,7 +17,7 @@ import {
   PackageError,
   type PackageErrorCode,
   readArchiveManifest,
-} from "../../src/package/index.js";
+} from "../src/index.js";
 import {
   gz,
   gzipMember,
@@ -31,7 +31,7 @@ import {
   tempDir,
   validEntries,
   writeTree,
-} from "./forge.js";
+} from "../src/testing/forge.js";
 
 interface Fixture {
   home: string;

@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
-import { HECATE_VERSION, manifestSchema, PackageError, validateManifest } from "../../src/package/index.js";
+import { manifestSchema, PackageError, validateManifest } from "../src/index.js";
 
 const require = createRequire(import.meta.url);
 
@@ -96,7 +96,6 @@ test("manifest: engines.hecate is checked against the daemon version", () => {
   );
   assert.equal(validateManifest(m, { hecateVersion: "2.3.0" }).name, "t");
   assert.equal(validateManifest(m).name, "t", "no daemon version given: range syntax only");
-  assert.match(HECATE_VERSION, /^\d+\.\d+\.\d+/);
 });
 
 test("manifest: the schema is published by @hecate/sdk and is the one used", () => {
