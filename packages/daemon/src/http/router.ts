@@ -140,6 +140,8 @@ export class Router {
   private inactive: ReadonlyMap<string, string> = new Map();
   private readonly started = Date.now();
   private healthSource: HealthSource | undefined;
+  /** Called after each change of the mounted or inactive plugins (the app shell follows them: http/shell/). */
+  private readonly changeListeners = new Set<() => void>();
   private readonly metrics: RequestMetrics | undefined;
 
   constructor(options: { metrics?: RequestMetrics } = {}) {
@@ -185,13 +187,35 @@ export class Router {
       else this.plugins.delete(name);
       throw err instanceof RouteError ? err : new RouteError(name, (err as Error).message);
     }
+    this.changed();
   }
 
   /** Removes a plugin's routes and static files in one swap. */
   removePlugin(name: string): boolean {
     if (!this.plugins.delete(name)) return false;
     this.snapshot = this.build();
+    this.changed();
     return true;
+  }
+
+  /** The mounted plugins (name -> mount), read-only. */
+  mounted(): ReadonlyMap<string, Readonly<PluginMount>> {
+    return this.plugins;
+  }
+
+  /** Installed plugins that are not loaded here (see setInactive). */
+  inactiveNames(): string[] {
+    return [...this.inactive.keys()];
+  }
+
+  /** `fn` runs after every change of the mounted or inactive plugins; returns the unsubscribe. */
+  onPluginsChanged(fn: () => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.changeListeners) fn();
   }
 
   hasPlugin(name: string): boolean {
@@ -204,6 +228,7 @@ export class Router {
    */
   setInactive(plugins: Record<string, string>): void {
     this.inactive = new Map(Object.entries(plugins));
+    this.changed();
   }
 
   /** Replaces one named group of daemon-level routes (absolute paths, never under `/plugin/`). */
