@@ -19,6 +19,8 @@ let generation = 0;
  * (an upgrade, imported again under `?v={version}`: a new module instance, a new class) gets `{element}--{n}`.
  * The old classes stay registered, unused, until the page reloads: one per upgrade this page has seen.
  * A module that registered its class itself (defineElement, for its standalone page) keeps that name.
+ * Only the entry module is re-imported: modules it imports by relative URL are cached by their URL, so a UI split
+ * into several files should bundle them or version their URLs too.
  */
 async function tagFor(p) {
   const key = `${p.name}@${p.version}`;
