@@ -118,6 +118,7 @@ function connect() {
   const es = new EventSource("/api/shell/events");
   es.addEventListener("plugins", (e) => apply(JSON.parse(e.data).plugins));
   es.addEventListener("open", () => {
+    conn.dataset.opens = String(Number(conn.dataset.opens ?? 0) + 1); // reconnects (e.g. after a plugin host restart)
     conn.dataset.state = "open";
     conn.textContent = "live";
   });

@@ -117,6 +117,31 @@ test("deep link, keyboard navigation, and the public endpoint lists no admin dat
   await page.close();
 });
 
+test("kill -9 of the plugin host: the open shell reconnects and mounts its plugin again, without a reload", async () => {
+  const page = await browser.newPage();
+  const errors = collectErrors(page);
+  await page.goto(`${d.url}/#/plugin/beta`);
+  await mounted(page, "beta", "2.0.0").waitFor();
+  await page.locator('#connection[data-opens="1"]').waitFor();
+  let loads = 0;
+  page.on("load", () => loads++);
+  const host = d.hosts.pids()[1];
+  assert.ok(host, "the main plugin host runs");
+  process.kill(host, "SIGKILL");
+  await page.locator('#connection[data-opens="2"][data-state="open"]').waitFor({ timeout: 30_000 });
+  await mounted(page, "beta", "2.0.0").waitFor({ timeout: 30_000 });
+  await page.locator("#mount .who", { hasText: "beta 2.0.0" }).waitFor();
+  await navLink(page, "gamma").waitFor();
+  assert.notEqual(d.hosts.pids()[1], host, "a new host serves");
+  assert.equal(loads, 0);
+  // while the host was down the stream's reconnects may have failed (logged by Chromium as network errors)
+  assert.deepEqual(
+    errors.filter((e) => !/Failed to load resource|ERR_|EventSource/.test(e)),
+    [],
+  );
+  await page.close();
+});
+
 test("light/dark: follows prefers-color-scheme, the toggle overrides it and is remembered", async () => {
   const context = await browser.newContext({ colorScheme: "dark" });
   const page = await context.newPage();
