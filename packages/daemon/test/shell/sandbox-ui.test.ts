@@ -60,9 +60,12 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
-  const home = d?.home;
-  await d?.stop().catch(() => {});
-  if (home) await removeHomeContainers(home);
+  if (!d) return;
+  // the daemon's close stops its containers; whatever is left of this home's instance is removed before stop()
+  // deletes the home (and its instance id with it)
+  await d.close().catch(() => {});
+  await removeHomeContainers(d.home);
+  await d.stop();
 });
 
 /** examples/container-echo with a UI: `ui.element` ce-app, the hostile module above. */
