@@ -4,7 +4,8 @@
  * new table, never a mix, and keep-alive connections are untouched (they only look the table up per request).
  *
  * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
- * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API) anywhere else.
+ * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API, the app shell's `/`,
+ * `/shell/*` and `/api/shell/*`: http/shell/) anywhere else.
  * A path that some route serves with other methods answers 405 with `Allow` (a system catch-all yields there to
  * the specific routes); a URL of a plugin that is installed but
  * not loaded (deactivated, failed, starting: see `setInactive`) answers 503 `plugin_not_active` saying what to do.

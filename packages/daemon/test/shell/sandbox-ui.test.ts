@@ -3,7 +3,8 @@
  * mounted in a sandboxed iframe without allow-same-origin, so its code cannot read or write the shell's DOM, read the
  * page's cookies, or call another plugin's API with them (reads fail CORS, state changes meet the daemon's Origin
  * check, no request carries the cookie); it reaches its OWN plugin's API through the shell's bridge, which refuses
- * every path outside that plugin's API prefix (also `..` tricks and a second channel of its own).
+ * every path outside that plugin's API prefix (also `..` tricks and a second channel of its own). An upgrade loads
+ * the frame again with the new version's UI.
  */
 import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -68,15 +69,27 @@ after(async () => {
   await d.stop();
 });
 
-/** examples/container-echo with a UI: `ui.element` ce-app, the hostile module above. */
-async function packContainerWithUi(): Promise<Buffer> {
+/** The UI of the upgrade: its version (the shell's attribute) and what its own API answers, through the bridge. */
+const PLAIN_UI = `import { HecateElement } from "@hecate/sdk/ui";
+export default class extends HecateElement {
+  async render() {
+    const p = document.createElement("p");
+    p.id = "version";
+    p.textContent = this.pluginVersion + " " + (await this.api("/hello")).hello;
+    this.root.replaceChildren(p);
+  }
+}
+`;
+
+/** examples/container-echo with a UI: `ui.element` ce-app, the hostile module above (or `ui`). */
+async function packContainerWithUi(version = "0.1.0", ui = HOSTILE_UI): Promise<Buffer> {
   const src = mkdtempSync(join(d.work, "ce-"));
   cpSync(echoExample, src, { recursive: true });
   const manifestFile = join(src, "manifest.json");
   const m = JSON.parse(readFileSync(manifestFile, "utf8"));
-  writeFileSync(manifestFile, JSON.stringify({ ...m, ui: { element: "ce-app", module: "ui.js" } }));
-  writeFileSync(join(src, "priv/static/ui.js"), HOSTILE_UI);
-  const out = join(d.work, "ce.tar.gz");
+  writeFileSync(manifestFile, JSON.stringify({ ...m, version, ui: { element: "ce-app", module: "ui.js" } }));
+  writeFileSync(join(src, "priv/static/ui.js"), ui);
+  const out = join(d.work, `ce-${version}.tar.gz`);
   await packPlugin(src, out);
   return readFileSync(out);
 }
@@ -141,6 +154,20 @@ test("a container plugin's UI: sandboxed frame, no access to the shell's DOM, co
   assert.match(doc.headers.get("content-security-policy") ?? "", /^sandbox allow-scripts allow-forms;/);
   assert.equal((await fetch(`${d.url}/shell/frame/victim`)).status, 404); // trusted plugins are not framed
   assert.equal((await fetch(`${d.url}/shell/ui/victim/ui.js`)).status, 404); // nor served with CORS
+
+  // Upgrade: the frame is loaded again with the new version's module, in the open page.
+  let loads = 0;
+  page.on("load", () => loads++);
+  const up = await d.api("POST", "/admin/api/plugins/container-echo/upgrade", {
+    body: await packContainerWithUi("0.2.0", PLAIN_UI),
+    headers: { "content-type": "application/gzip" },
+  });
+  assert.equal(up.status, 200, await up.text());
+  const version = page.frameLocator("#mount iframe").locator("#version");
+  await version.waitFor({ timeout: 20_000 });
+  assert.equal(await version.textContent(), "0.2.0 from a container");
+  assert.equal(await page.locator("#mount iframe").getAttribute("title"), "container-echo 0.2.0");
+  assert.equal(loads, 0, "the shell page itself did not reload");
   assert.deepEqual(
     errors.filter((e) => !/CORS|Failed to load resource|ERR_FAILED/.test(e)),
     [],
