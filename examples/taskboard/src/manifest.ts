@@ -9,6 +9,8 @@ export const manifest: PluginManifest = {
   callback_module: "dist/src/index.js",
   engines: { hecate: ">=0.1.0" },
   static: "priv/static",
+  // The app shell (GET / on the plugin port) mounts this element; priv/static/ui.js default-exports its class.
+  ui: { element: "taskboard-app", module: "ui.js" },
   icon: "📋",
   group_name: "Examples",
   settings: {

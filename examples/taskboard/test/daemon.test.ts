@@ -91,7 +91,7 @@ test("the packed plugin installs through the admin API and serves its page, API,
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
   assert.match(await page.text(), /<script type="module" src="app.js">/);
-  const js = await fetch(`${d.url}/plugin/taskboard/app.js`);
+  const js = await fetch(`${d.url}/plugin/taskboard/ui.js`);
   assert.equal(js.status, 200);
   assert.match(js.headers.get("content-type") ?? "", /javascript/);
   assert.match(await js.text(), /new WebSocket/);

@@ -56,6 +56,15 @@ test("TypeScript (default): strict tsconfig, npm test green, installs and serves
   });
   assert.equal(note.status, 201);
   assert.match(String((await get(`${daemon.url}/plugin/my-notes/`)).body), /<h1>my-notes<\/h1>/);
+  // its UI, for the app shell: manifest.json's `ui` and priv/static/ui.js, listed by the shell's public endpoint
+  const shell = (await get(`${daemon.url}/api/shell/plugins`)).body as { plugins: { name: string; ui?: unknown }[] };
+  assert.deepEqual(shell.plugins.find((p) => p.name === "my-notes")?.ui, {
+    element: "my-notes-app",
+    module: "ui.js",
+    url: "/plugin/my-notes/ui.js",
+    sandboxed: false,
+  });
+  assert.match(String((await get(`${daemon.url}/plugin/my-notes/ui.js`)).body), /extends HecateElement/);
 
   // point 6: installing another dependency (a local package: no registry) keeps @hecate/sdk; the tests still run
   const lib = join(work, "tiny-lib");

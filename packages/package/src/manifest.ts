@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import type { PluginManifest } from "@hecate/sdk/contract";
+import { isValidElementName, type PluginManifest } from "@hecate/sdk/contract";
 import { isValidPluginName } from "@hecate/sdk/paths";
 import { Ajv, type ErrorObject } from "ajv";
 import semver from "semver";
@@ -19,6 +19,9 @@ export interface ManifestFieldError {
 const ajv = new Ajv({ allErrors: true, strict: true });
 const validateSchema = ajv.compile(manifestSchema);
 
+const ELEMENT_RULE =
+  "must be a valid custom element name: starts with a-z, contains a hyphen, only a-z 0-9 - . _ (e.g. my-plugin-app), not a name HTML reserves";
+
 function fieldOf(e: ErrorObject): string {
   const params = e.params as { missingProperty?: string; additionalProperty?: string };
   if (e.keyword === "required" && params.missingProperty) return `${e.instancePath}/${params.missingProperty}`;
@@ -34,6 +37,9 @@ function messageOf(e: ErrorObject): string {
   if (e.keyword === "pattern" && e.instancePath === "/name")
     return "must be lower-case letters, digits, _ or -, starting with a letter or digit, at most 64 characters";
   if (e.keyword === "pattern" && e.instancePath === "/version") return "must be a semantic version (e.g. 1.2.3)";
+  if (e.keyword === "pattern" && e.instancePath === "/ui/element") return ELEMENT_RULE;
+  if (e.keyword === "pattern" && e.instancePath === "/ui/module" && !e.schemaPath.includes("relativePath"))
+    return "must be an ES module file (ending in .js or .mjs)";
   if (e.keyword === "pattern" && e.schemaPath.includes("relativePath"))
     return "must be a relative path inside the package (no leading /, no .., no backslash)";
   return e.message ?? e.keyword;
@@ -63,6 +69,11 @@ export function validateManifest(value: unknown, opts: { hecateVersion?: string 
   if (!isValidPluginName(manifest.name))
     throw new PackageError("invalid_manifest", `invalid manifest.json: /name: invalid plugin name`, [
       { field: "/name", message: "invalid plugin name" },
+    ]);
+  // The schema's pattern cannot list the names HTML reserves (font-face, missing-glyph...); the SDK's rule can.
+  if (manifest.ui && !isValidElementName(manifest.ui.element))
+    throw new PackageError("invalid_manifest", `invalid manifest.json: /ui/element: ${ELEMENT_RULE}`, [
+      { field: "/ui/element", message: ELEMENT_RULE },
     ]);
   if (semver.valid(manifest.version) === null)
     throw new PackageError("invalid_manifest", `invalid manifest.json: /version: not a semantic version`, [

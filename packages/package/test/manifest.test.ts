@@ -116,3 +116,30 @@ test("manifest: every example plugin's manifest.json validates", () => {
     assert.equal(manifest.name, d);
   }
 });
+
+test("manifest: ui {element, module} is checked with clear messages", () => {
+  const m = (ui: unknown) => ({ name: "p", version: "1.0.0", ui });
+  assert.deepEqual(validateManifest(m({ element: "p-app", module: "ui/app.js" })).ui, {
+    element: "p-app",
+    module: "ui/app.js",
+  });
+  assert.doesNotThrow(() => validateManifest(m({ element: "my.plugin_x-2", module: "a.mjs" })));
+  const messageOf = (ui: unknown) => {
+    try {
+      validateManifest(m(ui));
+    } catch (err) {
+      assert.ok(err instanceof PackageError);
+      assert.equal(err.code, "invalid_manifest");
+      return err.message;
+    }
+    assert.fail(`accepted ${JSON.stringify(ui)}`);
+  };
+  for (const element of ["noHyphen", "nohyphen", "Upper-case", "1-starts-with-digit", "-x", "font-face", "a b-c", ""])
+    assert.match(messageOf({ element, module: "ui.js" }), /\/ui\/element: must be a valid custom element name/);
+  for (const module of ["/abs/ui.js", "../up.js", "a/../../b.js", "a\\b.js", "~/x.js"])
+    assert.match(messageOf({ element: "p-app", module }), /\/ui\/module: must be a relative path inside the package/);
+  assert.match(messageOf({ element: "p-app", module: "ui.css" }), /\/ui\/module: must be an ES module file/);
+  assert.match(messageOf({ element: "p-app" }), /\/ui\/module: /);
+  assert.match(messageOf({ element: "p-app", module: "ui.js", extra: 1 }), /\/ui\/extra: unknown field/);
+  assert.match(messageOf("p-app"), /\/ui: /);
+});

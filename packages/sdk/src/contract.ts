@@ -7,6 +7,57 @@ import type { PluginPaths } from "./paths.js";
 
 export type HttpMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS";
 
+/** The `ui` field of manifest.json. */
+export interface PluginUi {
+  /** Custom element name (lower-case, with a hyphen), e.g. `taskboard-app`. */
+  element: string;
+  /** Path of the ES module inside the plugin's static dir, e.g. `ui.js`; its default export is the element class. */
+  module: string;
+}
+
+/** One plugin as the shell's public endpoint (`GET /api/shell/plugins`, `/api/shell/events`) lists it. */
+export interface ShellPlugin {
+  name: string;
+  /** Empty while the plugin is not loaded. */
+  version: string;
+  status: "loaded" | "inactive";
+  /** Present when the plugin is loaded and declares a UI. */
+  ui?: PluginUi & {
+    /** URL of the module (served from the plugin's static dir). */
+    url: string;
+    /** The UI runs in a sandboxed iframe (container plugins: untrusted code). */
+    sandboxed: boolean;
+  };
+  /** `/plugin/{name}/api` */
+  apiBase: string;
+  icon?: string;
+  description?: string;
+}
+
+const RESERVED = new Set([
+  "annotation-xml",
+  "color-profile",
+  "font-face",
+  "font-face-src",
+  "font-face-uri",
+  "font-face-format",
+  "font-face-name",
+  "missing-glyph",
+]);
+
+/**
+ * True for a valid custom element name (HTML's "valid custom element name", ASCII subset): starts with a-z, contains
+ * a hyphen, only a-z 0-9 `-` `.` `_`, at most 100 characters, not one of the names the HTML spec reserves.
+ */
+export function isValidElementName(name: unknown): name is string {
+  return (
+    typeof name === "string" &&
+    name.length <= 100 &&
+    /^[a-z][a-z0-9._-]*-[a-z0-9._-]*$/.test(name) &&
+    !RESERVED.has(name)
+  );
+}
+
 /** `manifest.json` / `manifest()`; validated at install against `manifest.schema.json`. */
 export interface PluginManifest {
   name: string;
@@ -25,6 +76,8 @@ export interface PluginManifest {
   icon?: string;
   group_name?: string;
   group_icon?: string;
+  /** The plugin's web UI in the daemon's app shell (see `@hecate/sdk/ui`). */
+  ui?: PluginUi;
   /** Container plugins only. */
   container?: {
     /** OCI archive inside the package (for `podman load`), or absent to run on hecate's own Node base image. */

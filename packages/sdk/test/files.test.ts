@@ -58,7 +58,7 @@ function form(parts: { field: string; name?: string; content: string | Uint8Arra
   const fd = new FormData();
   for (const p of parts) {
     if (p.name === undefined) fd.append(p.field, String(p.content));
-    else fd.append(p.field, new Blob([p.content], { type: p.type ?? "application/octet-stream" }), p.name);
+    else fd.append(p.field, new Blob([p.content as BlobPart], { type: p.type ?? "application/octet-stream" }), p.name);
   }
   return fd;
 }

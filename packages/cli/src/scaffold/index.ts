@@ -9,7 +9,15 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isValidPluginName } from "@hecate/sdk/paths";
 import { CliError, EXIT } from "../errors.js";
-import { hecateDevDependencies, type Kind, type Lang, manifestJson, packageJson, readme } from "./project-files.js";
+import {
+  hecateDevDependencies,
+  type Kind,
+  type Lang,
+  manifestJson,
+  packageJson,
+  readme,
+  uiElement,
+} from "./project-files.js";
 
 const TEMPLATES = fileURLToPath(new URL("../../../templates/", import.meta.url));
 
@@ -73,7 +81,12 @@ export async function scaffoldPlugin(
     for (const file of await listFiles(layerDir)) {
       // npm drops `.gitignore` from published packages, so the template keeps it as `gitignore`
       const target = file === "gitignore" ? ".gitignore" : file;
-      written.set(target, (await readFile(join(layerDir, file), "utf8")).replaceAll("{{name}}", name));
+      written.set(
+        target,
+        (await readFile(join(layerDir, file), "utf8"))
+          .replaceAll("{{name}}", name)
+          .replaceAll("{{element}}", uiElement(name)),
+      );
     }
   }
   for (const [file, text] of written) await writeAtomic(join(dir, file), text);

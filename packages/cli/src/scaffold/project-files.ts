@@ -5,6 +5,7 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { daemonSdkDir } from "@hecate/daemon/runtime/sdk-link";
+import { isValidElementName } from "@hecate/sdk";
 
 export type Kind = "plugin" | "container";
 export type Lang = "ts" | "js";
@@ -54,7 +55,13 @@ export function packageJson(name: string, kind: Kind, lang: Lang): string {
   return `${JSON.stringify(pkg, null, 2)}\n`;
 }
 
+/** The custom element of the scaffold's UI (priv/static/ui.js): `{name}-app`, prefixed when the name starts with a digit. */
+export function uiElement(name: string): string {
+  return isValidElementName(`${name}-app`) ? `${name}-app` : `hecate-${name}-app`;
+}
+
 export function manifestJson(name: string, kind: Kind, lang: Lang): string {
+  const ui = { element: uiElement(name), module: "ui.js" };
   const out = lang === "ts" ? "dist/src" : "src";
   const manifest =
     kind === "container"
@@ -70,6 +77,7 @@ export function manifestJson(name: string, kind: Kind, lang: Lang): string {
             pids: 64,
             health_path: "/__health",
           },
+          ui,
         }
       : {
           name,
@@ -77,6 +85,7 @@ export function manifestJson(name: string, kind: Kind, lang: Lang): string {
           description: "A hecate plugin",
           plugin_type: "in_process",
           callback_module: `${out}/index.js`,
+          ui,
         };
   return `${JSON.stringify(manifest, null, 2)}\n`;
 }

@@ -10,6 +10,7 @@ import { basename, dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CommandRejected, type RecordedEvent } from "@hecate/store";
 import type { MountedRoute, RouteContext } from "../http/router.js";
+import { openEventStream } from "../http/sse.js";
 import { serveStatic } from "../http/static.js";
 import type { PluginEvent } from "../lifecycle/aggregate.js";
 import {
@@ -391,27 +392,7 @@ export class AdminApi {
 
   /** Starts an event stream; false for HEAD, which gets the stream's head and ends (nothing to follow). */
   private openStream(req: IncomingMessage, res: ServerResponse): boolean {
-    res.writeHead(200, {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-store",
-      connection: "keep-alive",
-    });
-    if (req.method === "HEAD") {
-      res.end();
-      return false;
-    }
-    res.write(": connected\n\n");
-    this.streams.add(res);
-    // A comment now and then keeps proxies from cutting an idle stream.
-    const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
-    ping.unref();
-    const done = () => {
-      clearInterval(ping);
-      this.streams.delete(res);
-    };
-    res.on("close", done);
-    req.on("close", done);
-    return true;
+    return openEventStream(req, res, this.streams);
   }
 
   /** `?token=<admin token>` -> a new session in the cookie (the token itself never goes into a cookie). */

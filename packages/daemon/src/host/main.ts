@@ -15,6 +15,8 @@ import type { PluginHealth } from "@hecate/sdk";
 import { HostAllowList } from "../http/host-allow.js";
 import { HEALTH_TIMEOUT_MS, type MountedRoute, type RouteHandler, Router } from "../http/router.js";
 import { createHttpServer } from "../http/server.js";
+import type { ShellCatalog } from "../http/shell/catalog.js";
+import { mountShell } from "../http/shell/routes.js";
 import { gatherHealth } from "../observe/health.js";
 import { HostMetrics } from "../observe/host-metrics.js";
 import { ContainerPluginHost, type PluginHostEvent, RemotePluginHost, WorkerPluginHost } from "./plugin-host.js";
@@ -63,6 +65,8 @@ class Host {
   private readonly worker: WorkerPluginHost;
   private readonly container: ContainerPluginHost | undefined;
   private readonly remote: RemotePluginHost;
+  /** The app shell (`GET /`), on the main host's plugin listener only. */
+  private readonly shell: ShellCatalog | undefined;
   readonly server: Server;
 
   constructor(readonly boot: HostBoot) {
@@ -81,6 +85,7 @@ class Host {
         })
       : undefined;
     this.remote = new RemotePluginHost(this.router);
+    if (!boot.listenPath) this.shell = mountShell(this.router, boot.home);
     // The main host serves the plugin listener: its Host allow-list and caps apply here, where the connections are.
     this.server = boot.listenPath
       ? createHttpServer(this.router)
@@ -176,6 +181,7 @@ class Host {
 
   async close(): Promise<void> {
     this.router.setReady(false);
+    this.shell?.close();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     await this.worker.close();

@@ -4,7 +4,8 @@
  * new table, never a mix, and keep-alive connections are untouched (they only look the table up per request).
  *
  * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
- * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API) anywhere else.
+ * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API, the app shell's `/`,
+ * `/shell/*` and `/api/shell/*`: http/shell/) anywhere else.
  * A path that some route serves with other methods answers 405 with `Allow` (a system catch-all yields there to
  * the specific routes); a URL of a plugin that is installed but
  * not loaded (deactivated, failed, starting: see `setInactive`) answers 503 `plugin_not_active` saying what to do.
@@ -140,6 +141,8 @@ export class Router {
   private inactive: ReadonlyMap<string, string> = new Map();
   private readonly started = Date.now();
   private healthSource: HealthSource | undefined;
+  /** Called after each change of the mounted or inactive plugins (the app shell follows them: http/shell/). */
+  private readonly changeListeners = new Set<() => void>();
   private readonly metrics: RequestMetrics | undefined;
 
   constructor(options: { metrics?: RequestMetrics } = {}) {
@@ -185,13 +188,35 @@ export class Router {
       else this.plugins.delete(name);
       throw err instanceof RouteError ? err : new RouteError(name, (err as Error).message);
     }
+    this.changed();
   }
 
   /** Removes a plugin's routes and static files in one swap. */
   removePlugin(name: string): boolean {
     if (!this.plugins.delete(name)) return false;
     this.snapshot = this.build();
+    this.changed();
     return true;
+  }
+
+  /** The mounted plugins (name -> mount), read-only. */
+  mounted(): ReadonlyMap<string, Readonly<PluginMount>> {
+    return this.plugins;
+  }
+
+  /** Installed plugins that are not loaded here (see setInactive). */
+  inactiveNames(): string[] {
+    return [...this.inactive.keys()];
+  }
+
+  /** `fn` runs after every change of the mounted or inactive plugins; returns the unsubscribe. */
+  onPluginsChanged(fn: () => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.changeListeners) fn();
   }
 
   hasPlugin(name: string): boolean {
@@ -204,6 +229,7 @@ export class Router {
    */
   setInactive(plugins: Record<string, string>): void {
     this.inactive = new Map(Object.entries(plugins));
+    this.changed();
   }
 
   /** Replaces one named group of daemon-level routes (absolute paths, never under `/plugin/`). */
