@@ -8,6 +8,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { createCqrs, openEventStore } from "../src/index.js";
 import { account } from "../test/fixtures/account.js";
+import { median, timedAsync } from "./timing.js";
 
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1500);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -29,21 +30,6 @@ function timed(step: () => void, unit: number): number {
   }
   return n / (Number(now - start) / 1e9);
 }
-
-async function timedAsync(step: () => Promise<void>, unit = 1): Promise<number> {
-  const start = process.hrtime.bigint();
-  const deadline = start + BigInt(ROUND_MS) * 1_000_000n;
-  let n = 0;
-  let now = start;
-  while (now < deadline) {
-    await step();
-    n += unit;
-    now = process.hrtime.bigint();
-  }
-  return n / (Number(now - start) / 1e9);
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 // ---- the store ----
 const store = openEventStore({ directory: dir, storeId: "bench-store", durability });

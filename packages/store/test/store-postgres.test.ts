@@ -7,12 +7,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { type EventStore, openEventStore, StoreUnavailableError } from "../src/index.js";
+import { freePort, type PgServer, startPostgres } from "../src/testing/postgres.js";
 import { postgresBackend } from "./backends.js";
 import { cqrsConformance } from "./conformance/cqrs.js";
 import { projectionVersionConformance } from "./conformance/projection-version.js";
 import { storeConformance } from "./conformance/store.js";
 import { sleep, waitFor } from "./helpers.js";
-import { freePort, type PgServer, startPostgres } from "./pg-server.js";
 
 let server: PgServer | undefined;
 const url = () => {

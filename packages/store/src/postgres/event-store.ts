@@ -119,7 +119,6 @@ export class PostgresEventStore extends BaseEventStore {
     };
     client.on("error", onLost);
     try {
-      await client.query("BEGIN");
       const result = await this.appendInTx(client, stream, events, expected);
       await client.query(result.duplicate || result.events.length === 0 ? "ROLLBACK" : "COMMIT");
       return result;
@@ -135,6 +134,11 @@ export class PostgresEventStore extends BaseEventStore {
     }
   }
 
+  /**
+   * Three round trips: BEGIN + lock the counter row; one statement that checks (duplicate ids, expected revision) and,
+   * only when both pass, inserts the batch and moves the counter; COMMIT (by the caller). The checks run in a statement
+   * started after the lock was granted, so under READ COMMITTED they see every append committed before ours.
+   */
   private async appendInTx(
     client: pg.PoolClient,
     stream: string,
@@ -142,23 +146,52 @@ export class PostgresEventStore extends BaseEventStore {
     expected: ExpectedRevision,
   ): Promise<AppendResult> {
     const id = this.storeId;
-    // The store's counter row, locked until COMMIT: one appender per store at a time, positions in commit order
-    // (see schema.ts). Every check below runs after the lock, in a new statement (a fresh READ COMMITTED snapshot).
-    const locked = await client.query<{ head: string }>(
-      "SELECT head FROM hecate_stores WHERE store_id = $1 FOR UPDATE",
-      [id],
-    );
+    // The store's counter row, locked until COMMIT: one appender per store at a time, positions in commit order (see
+    // schema.ts). Sent as one simple query with BEGIN; the store id is safe to inline (validated: [A-Za-z0-9._-]).
+    const [, locked] = (await client.query(
+      `BEGIN; SELECT head FROM hecate_stores WHERE store_id = '${id}' FOR UPDATE`,
+    )) as unknown as pg.QueryResult<{ head: string }>[];
     if (locked.rows.length === 0) throw new StoreError("STORE_MISSING", `event store ${this.location} was removed`);
     const head = Number(locked.rows[0].head);
-    const checks = await client.query<{ current: string; last_position: string | null; dups: string }>(
-      `SELECT coalesce((SELECT max(revision) FROM hecate_events WHERE store_id = $1 AND stream = $2), -1) AS current,
-              (SELECT position FROM hecate_events WHERE store_id = $1 AND stream = $2 ORDER BY revision DESC LIMIT 1)
-                AS last_position,
-              (SELECT count(*) FROM hecate_events WHERE store_id = $1 AND id = ANY($3::text[])) AS dups`,
-      [id, stream, events.map((e) => e.id)],
+    const createdAt = new Date().toISOString();
+    const written = await client.query<{
+      current: string;
+      dups: string;
+      inserted: string;
+      last_position: string | null;
+    }>(
+      `WITH cur AS (SELECT coalesce(max(revision), -1) AS r FROM hecate_events WHERE store_id = $1 AND stream = $2),
+       dup AS (SELECT count(*) AS n FROM hecate_events WHERE store_id = $1 AND id = ANY($5::text[])),
+       go AS (SELECT cur.r FROM cur, dup WHERE dup.n = 0 AND ($9::text = 'any'
+         OR ($9 = 'no_stream' AND cur.r = -1) OR ($9 = 'stream_exists' AND cur.r <> -1)
+         OR ($9 = 'exact' AND cur.r = $10::bigint))),
+       ins AS (
+         INSERT INTO hecate_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
+         SELECT $1, $3::bigint + u.o, u.id, $2, go.r + u.o, u.type, u.data::json, u.metadata::json, $4
+         FROM go, unnest($5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS u(id, type, data, metadata, o)
+         RETURNING 1),
+       moved AS (UPDATE hecate_stores SET head = $3::bigint + (SELECT count(*) FROM ins)
+         WHERE store_id = $1 AND EXISTS (SELECT 1 FROM ins))
+       SELECT cur.r AS current, dup.n AS dups, (SELECT count(*) FROM ins) AS inserted,
+         (SELECT position FROM hecate_events WHERE store_id = $1 AND stream = $2 ORDER BY revision DESC LIMIT 1)
+           AS last_position
+       FROM cur, dup`,
+      [
+        id,
+        stream,
+        head,
+        createdAt,
+        events.map((e) => e.id),
+        events.map((e) => e.type),
+        events.map((e) => e.data),
+        events.map((e) => e.metadata),
+        typeof expected === "number" ? "exact" : expected,
+        typeof expected === "number" ? expected : null,
+      ],
     );
-    const { current: cur, last_position, dups } = checks.rows[0];
-    if (Number(dups) > 0) {
+    const row = written.rows[0];
+    const current = Number(row.current);
+    if (Number(row.dups) > 0) {
       const existing = await client.query<EventRow>(
         `SELECT ${COLUMNS} FROM hecate_events WHERE store_id = $1 AND id = ANY($2::text[]) ORDER BY position`,
         [id, events.map((e) => e.id)],
@@ -166,34 +199,13 @@ export class PostgresEventStore extends BaseEventStore {
       const duplicate = duplicateResult(stream, events.length, existing.rows.map(toEvent));
       if (duplicate) return duplicate;
     }
-    const current = Number(cur);
     checkExpected(stream, expected, current);
     if (events.length === 0) {
-      return { stream, revision: current, position: Number(last_position ?? 0), events: [], duplicate: false };
+      return { stream, revision: current, position: Number(row.last_position ?? 0), events: [], duplicate: false };
     }
-    const result = recordedBatch(stream, events, head, current, new Date().toISOString());
-    // One statement for the whole batch (arrays unnested in order) and the counter update; the counter's trigger
-    // sends the NOTIFY, delivered at COMMIT.
-    await client.query(
-      `WITH ins AS (
-         INSERT INTO hecate_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
-         SELECT $1, $2::bigint + u.o, u.id, $3, $4::bigint + u.o, u.type, u.data::json, u.metadata::json, $5
-         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[]) WITH ORDINALITY AS u(id, type, data, metadata, o)
-         RETURNING 1)
-       UPDATE hecate_stores SET head = $2::bigint + (SELECT count(*) FROM ins) WHERE store_id = $1`,
-      [
-        id,
-        head,
-        stream,
-        current,
-        result.events[0].createdAt,
-        events.map((e) => e.id),
-        events.map((e) => e.type),
-        events.map((e) => e.data),
-        events.map((e) => e.metadata),
-      ],
-    );
-    return result;
+    if (Number(row.inserted) !== events.length)
+      throw new StoreError("STORE_INTERNAL", `append to ${stream}: ${row.inserted} of ${events.length} rows written`);
+    return recordedBatch(stream, events, head, current, createdAt);
   }
 
   protected async upsertSnapshot(stream: string, revision: number, json: string, version: number): Promise<void> {

@@ -1,6 +1,8 @@
 /**
- * A real PostgreSQL 15 for the tests: initdb in a temp dir, started on a free loopback port (fsync on), stopped by
- * the caller. As root the server runs as the `postgres` user (it refuses root), via runuser.
+ * For tests (`@hecate/store/testing/postgres`): a real PostgreSQL 15 started from Debian's binaries, initdb in a temp
+ * dir, on a free loopback port (fsync on), trust auth for user `hecate`; the caller stops it (`stop()` removes the
+ * dir). As root the server runs as the `postgres` user (it refuses root), via runuser. HECATE_PG_BIN overrides the
+ * binaries' directory (default /usr/lib/postgresql/15/bin).
  */
 import { execFile } from "node:child_process";
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
