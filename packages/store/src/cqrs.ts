@@ -110,80 +110,100 @@ export async function dispatch<S, C extends Command, E extends { type: string; d
   if (!command || typeof command.type !== "string") throw new InvalidArgumentError("command.type is required");
   const stream = streamOf(aggregate, aggregateId);
   const maxRetries = options.maxRetries ?? 5;
-  let result: DispatchResult<E> | undefined;
-  for (let attempt = 0; ; attempt++) {
-    if (command.id !== undefined) {
-      const previous = await previousResult<E>(store, stream, command.id);
-      if (previous) {
-        result = previous;
-        break;
+  // Load, decide and append one command at a time per stream in this process: concurrent dispatches to one aggregate
+  // queue here instead of losing optimistic-concurrency races against each other (other processes or daemons still
+  // race, and the retry below handles them).
+  const result = await serialized(store, stream, async (): Promise<DispatchResult<E>> => {
+    for (let attempt = 0; ; attempt++) {
+      if (command.id !== undefined) {
+        const previous = await previousResult<E>(store, stream, command.id);
+        if (previous) {
+          return previous;
+        }
+      }
+      const loaded = await loadAggregate(store, aggregate, aggregateId);
+      const decided = aggregate.decide(command, loaded.state);
+      if (isRejection(decided)) {
+        throw new CommandRejected(
+          aggregate.name,
+          aggregateId,
+          command.type,
+          decided.code,
+          decided.message,
+          decided.details,
+        );
+      }
+      if (!Array.isArray(decided))
+        throw new InvalidArgumentError(`${aggregate.name}.decide must return events or reject()`);
+      if (decided.length === 0) {
+        return {
+          stream,
+          revision: loaded.revision,
+          position: loaded.position,
+          events: [],
+          decided: [],
+          duplicate: false,
+          state: loaded.state,
+        };
+      }
+      const newEvents: NewEvent[] = decided.map((e, i) => ({
+        ...(command.id !== undefined ? { id: eventIdForCommand(command.id, i) } : {}),
+        type: e.type,
+        data: e.data,
+        metadata: {
+          ...(command.metadata ?? {}),
+          commandType: command.type,
+          ...(command.id !== undefined ? { commandId: command.id } : {}),
+        },
+      }));
+      try {
+        const appended = await store.append(stream, newEvents, {
+          expectedRevision: loaded.revision === -1 ? "no_stream" : loaded.revision,
+        });
+        let state = loaded.state;
+        for (const e of appended.events) state = aggregate.evolve(state, e);
+        await maybeSnapshot(store, aggregate, stream, loaded.revision, appended.revision, state);
+        return {
+          stream,
+          revision: appended.revision,
+          position: appended.position,
+          events: appended.events,
+          decided,
+          duplicate: appended.duplicate,
+          state,
+        };
+      } catch (error) {
+        if (!(error instanceof WrongExpectedRevision)) throw error;
+        if (attempt >= maxRetries) throw new ConcurrencyRetriesExhausted(stream, attempt + 1, { cause: error });
+        // Small jittered backoff so racing dispatchers spread out.
+        await new Promise((r) => setTimeout(r, Math.random() * 2 * (attempt + 1)));
       }
     }
-    const loaded = await loadAggregate(store, aggregate, aggregateId);
-    const decided = aggregate.decide(command, loaded.state);
-    if (isRejection(decided)) {
-      throw new CommandRejected(
-        aggregate.name,
-        aggregateId,
-        command.type,
-        decided.code,
-        decided.message,
-        decided.details,
-      );
-    }
-    if (!Array.isArray(decided))
-      throw new InvalidArgumentError(`${aggregate.name}.decide must return events or reject()`);
-    if (decided.length === 0) {
-      return {
-        stream,
-        revision: loaded.revision,
-        position: loaded.position,
-        events: [],
-        decided: [],
-        duplicate: false,
-        state: loaded.state,
-      };
-    }
-    const newEvents: NewEvent[] = decided.map((e, i) => ({
-      ...(command.id !== undefined ? { id: eventIdForCommand(command.id, i) } : {}),
-      type: e.type,
-      data: e.data,
-      metadata: {
-        ...(command.metadata ?? {}),
-        commandType: command.type,
-        ...(command.id !== undefined ? { commandId: command.id } : {}),
-      },
-    }));
-    try {
-      const appended = await store.append(stream, newEvents, {
-        expectedRevision: loaded.revision === -1 ? "no_stream" : loaded.revision,
-      });
-      let state = loaded.state;
-      for (const e of appended.events) state = aggregate.evolve(state, e);
-      await maybeSnapshot(store, aggregate, stream, loaded.revision, appended.revision, state);
-      result = {
-        stream,
-        revision: appended.revision,
-        position: appended.position,
-        events: appended.events,
-        decided,
-        duplicate: appended.duplicate,
-        state,
-      };
-      break;
-    } catch (error) {
-      if (!(error instanceof WrongExpectedRevision)) throw error;
-      if (attempt >= maxRetries) throw new ConcurrencyRetriesExhausted(stream, attempt + 1, { cause: error });
-      // Small jittered backoff so racing dispatchers spread out.
-      await new Promise((r) => setTimeout(r, Math.random() * 2 * (attempt + 1)));
-    }
-  }
+  });
   if (options.consistency === "strong") {
     const timeoutMs = options.timeoutMs ?? 5000;
     const ok = await waitForProjections(store, result.position, options.projections, timeoutMs);
     if (ok !== true) throw new ConsistencyTimeoutError(ok, result.position, timeoutMs);
   }
   return result;
+}
+
+const queues = new WeakMap<EventStore, Map<string, Promise<unknown>>>();
+
+/** Runs `fn` after every earlier `serialized` call of the same store and stream has settled. */
+function serialized<T>(store: EventStore, stream: string, fn: () => Promise<T>): Promise<T> {
+  const perStore = queues.get(store) ?? new Map<string, Promise<unknown>>();
+  queues.set(store, perStore);
+  const run = (perStore.get(stream) ?? Promise.resolve()).then(fn);
+  const tail = run.then(
+    () => {},
+    () => {},
+  );
+  perStore.set(stream, tail);
+  void tail.then(() => {
+    if (perStore.get(stream) === tail) perStore.delete(stream);
+  });
+  return run;
 }
 
 /** If command `commandId` was already applied to `stream`, its stored events as a DispatchResult. */

@@ -113,6 +113,24 @@ export function cqrsConformance(backend: Backend): void {
       await store.close();
     });
 
+    test("concurrent dispatches to one aggregate in one process queue up: none loses a race", async () => {
+      const store = backend.place().open("queue");
+      const cqrs = createCqrs(store);
+      await cqrs.dispatch(account, "q", { type: "open_account_v1", data: { owner: "q" } });
+      // maxRetries 0: a lost optimistic-concurrency race would fail the command.
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          cqrs.dispatch(account, "q", { type: "deposit_v1", data: { amount: i + 1 } }, { maxRetries: 0 }),
+        ),
+      );
+      assert.deepEqual(
+        results.map((r) => r.revision).sort((a, b) => a - b),
+        Array.from({ length: 30 }, (_, i) => i + 1),
+      );
+      assert.equal((await cqrs.load(account, "q")).state.balance, (30 * 31) / 2);
+      await store.close();
+    });
+
     test("snapshots every N events are used by load and equal a full fold", async () => {
       const store = backend.place().open("snapagg");
       const snapAccount = { ...account, snapshotEvery: 3 };
