@@ -4,6 +4,7 @@
  * sequence-gap problem), a server restart under live subscriptions, and an unreachable server.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { type EventStore, openEventStore, StoreUnavailableError } from "../src/index.js";
@@ -12,7 +13,7 @@ import { postgresBackend } from "./backends.js";
 import { cqrsConformance } from "./conformance/cqrs.js";
 import { projectionVersionConformance } from "./conformance/projection-version.js";
 import { storeConformance } from "./conformance/store.js";
-import { sleep, waitFor } from "./helpers.js";
+import { fixture, sleep, waitFor } from "./helpers.js";
 
 let server: PgServer | undefined;
 const url = () => {
@@ -136,6 +137,38 @@ describe("postgres: global positions are never observed out of commit order", ()
     );
     await sub.stop();
     await Promise.all([writersStore.close(), readerStore.close()]);
+  });
+});
+
+describe("postgres: several processes on one database (what cluster mode builds on)", () => {
+  test("2 writer processes (own pools) + this one: gapless positions, a live subscription here sees all", async (t) => {
+    const store = openEventStore({ url: url(), storeId: "procs" });
+    t.after(() => store.close());
+    await store.ready();
+    const seen: { position: number; pid: number | null }[] = [];
+    const sub = store.subscribe({
+      handler: (e) => void seen.push({ position: e.position, pid: (e.data as { pid?: number }).pid ?? null }),
+    });
+    const children = [0, 1].map(() => {
+      const c = spawn(process.execPath, [fixture("live-writer.js"), url(), "procs", "40"], { stdio: "pipe" });
+      let stderr = "";
+      c.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      return new Promise<{ code: number | null; stderr: string }>((resolve) =>
+        c.on("exit", (code) => resolve({ code, stderr })),
+      );
+    });
+    for (let i = 0; i < 40; i++) await store.append("local", [{ type: "here", data: { i } }]);
+    for (const c of await Promise.all(children)) assert.equal(c.code, 0, c.stderr);
+    await waitFor(() => seen.length === 120, 15_000, "120 events live");
+    assert.deepEqual(
+      seen.map((e) => e.position),
+      Array.from({ length: 120 }, (_, i) => i + 1),
+    );
+    const pids = new Set(seen.map((e) => e.pid).filter((p) => p !== null));
+    assert.equal(pids.size, 2, "events from both writer processes");
+    await sub.stop();
   });
 });
 
