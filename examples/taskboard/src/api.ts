@@ -179,7 +179,7 @@ export function apiRoutes(): RouteDefinition[] {
         write(
           validate.validated({ params: taskParams, body: move }, async (req, { body }) => {
             const to = (body as { column: string }).column;
-            requireColumn(currentTask(req.params.id).boardId, to);
+            requireColumn((await currentTask(req.params.id)).boardId, to);
             return taskCommand(req.params.id, { type: "move_task_v1", data: { column: to } });
           }),
         ),
@@ -204,7 +204,7 @@ export function apiRoutes(): RouteDefinition[] {
         "/",
         write(
           validate.validated({ params: taskParams }, async (req) => {
-            const state = currentTask(req.params.id);
+            const state = await currentTask(req.params.id);
             await taskCommand(req.params.id, { type: "delete_task_v1", data: { reason: "user" } });
             // Best effort: the cleanup job removes whatever is left.
             for (const fileId of state.attachments) await files.remove(fileId).catch(() => false);
@@ -216,7 +216,7 @@ export function apiRoutes(): RouteDefinition[] {
         "/attachments",
         write(
           validate.validated({ params: taskParams }, async (req) => {
-            currentTask(req.params.id); // refuse before reading the body
+            await currentTask(req.params.id); // refuse before reading the body
             const { files: stored } = await files.receive(req, {
               limits: { maxFileBytes: settings().maxAttachmentBytes, maxFiles: 5 },
             });
@@ -232,7 +232,7 @@ export function apiRoutes(): RouteDefinition[] {
               }
             } catch (err) {
               // Files not recorded in the store would be orphans: remove them now (the job would, later).
-              const attached = new Set(store.load(task, req.params.id).state.attachments);
+              const attached = new Set((await store.load(task, req.params.id)).state.attachments);
               for (const f of stored) if (!attached.has(f.id)) await files.remove(f.id).catch(() => false);
               throw err;
             }

@@ -80,8 +80,8 @@ export async function taskCommand(taskId: string, command: TaskCommand): Promise
   return row;
 }
 
-export function currentTask(taskId: string) {
-  const t = store.load(task, taskId).state;
+export async function currentTask(taskId: string) {
+  const t = (await store.load(task, taskId)).state;
   if (!t.exists || t.deleted) throw new HttpError(404, "task_not_found", "no such task");
   return t;
 }

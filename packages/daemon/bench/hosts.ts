@@ -96,8 +96,8 @@ console.log(
 );
 
 // 3. kill -9 under load, then the lifecycle's consistency.
-const eventsBefore = d.lifecycle.events("bench").length;
-const crashesBefore = d.lifecycle.hostCrashes(100_000).length;
+const eventsBefore = (await d.lifecycle.events("bench")).length;
+const crashesBefore = (await d.lifecycle.hostCrashes(100_000)).length;
 let stop = () => {};
 const underLoad = loadgen(route, 3_600_000, (s) => {
   stop = s;
@@ -108,9 +108,9 @@ for (let i = 0; i < KILLS_UNDER_LOAD; i++) loadRecovery.push(await killAndWait()
 await new Promise((r) => setTimeout(r, 300));
 stop();
 const loaded = await underLoad;
-const crashes = d.lifecycle.hostCrashes(100_000).length - crashesBefore;
+const crashes = (await d.lifecycle.hostCrashes(100_000)).length - crashesBefore;
 const view = d.lifecycle.view("bench");
-const events = d.lifecycle.events("bench");
+const events = await d.lifecycle.events("bench");
 const revisionsContiguous = events.every((e, i) => e.revision === i);
 console.log(
   `host kill -9 x${KILLS_UNDER_LOAD} under load: ${loaded.ok} ok, ${loaded.non2xx} non-2xx, ${loaded.errors} failed; recovery p50 ${pct(loadRecovery, 0.5).toFixed(0)} ms, p99 ${pct(loadRecovery, 0.99).toFixed(0)} ms; host deaths recorded ${crashes}; plugin ${view?.status}; plugin events ${eventsBefore} -> ${events.length}`,

@@ -31,6 +31,12 @@ import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
 
 export interface DaemonOptions {
   home: string;
+  /**
+   * `postgres://…`: the lifecycle store lives in that PostgreSQL database (store id "plugins") instead of
+   * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the start fails with StoreUnavailableError.
+   * One daemon per database until cluster mode (plugin stores and read models stay local).
+   */
+  storeUrl?: string;
   /** TCP port, 0 = ephemeral; default 7770. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -143,10 +149,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger.warn({ reason: noPeerCredentials }, "no peer credentials: the admin socket needs the token too");
   const logs = new LogBook();
 
-  const store: EventStore = openEventStore({
-    directory: join(home, "lifecycle"),
-    storeId: "plugins",
-    durability: "FULL",
+  const store: EventStore = opts.storeUrl
+    ? openEventStore({ url: opts.storeUrl, storeId: "plugins" })
+    : openEventStore({ directory: join(home, "lifecycle"), storeId: "plugins", durability: "FULL" });
+  await store.ready().catch(async (err) => {
+    await store.close();
+    throw err;
   });
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   const wantContainers = opts.containers ?? "auto";

@@ -119,11 +119,11 @@ export function load<S>(aggregate: AggregateDefinition<S, Command, { type: strin
   return loadAggregate(current().store, aggregate, id);
 }
 
-export function readStream(stream: string, options?: ReadStreamOptions): RecordedEvent[] {
+export function readStream(stream: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
   return current().store.readStream(stream, options);
 }
 
-export function readAll(options?: ReadAllOptions): RecordedEvent[] {
+export function readAll(options?: ReadAllOptions): Promise<RecordedEvent[]> {
   return current().store.readAll(options);
 }
 
@@ -221,7 +221,7 @@ export async function rebuild(name: string): Promise<Projection> {
   o.projections.delete(name);
   await old.stop();
   const p = startDefined(o, def, true);
-  await p.caughtUp(o.store.headPosition());
+  await p.caughtUp(await o.store.headPosition());
   return p;
 }
 
@@ -256,7 +256,7 @@ export function queryOne<T = Record<string, unknown>>(
 /** Waits until the named projections (default all) applied everything stored so far. */
 export async function caughtUp(names?: string[]): Promise<void> {
   const o = current();
-  const head = o.store.headPosition();
+  const head = await o.store.headPosition();
   const selected = names ?? [...o.projections.keys()];
   await Promise.all(selected.map((n) => projectionNamed(n).caughtUp(head)));
 }

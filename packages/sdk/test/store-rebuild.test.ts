@@ -22,7 +22,7 @@ test("store.rebuild replays every event into a reset read model; a version bump 
   });
   try {
     store.projection(def(1));
-    for (const id of ["a", "b", "c"]) store.eventStore().append(`note-${id}`, [{ type: "noted_v1", data: {} }]);
+    for (const id of ["a", "b", "c"]) await store.eventStore().append(`note-${id}`, [{ type: "noted_v1", data: {} }]);
     await store.caughtUp();
     // a row changed behind the projection's back (a bug fixed in a new version, say): rebuild puts it right
     store.readModel("notes").prepare("DELETE FROM notes WHERE id = 'note-b'").run();

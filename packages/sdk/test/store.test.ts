@@ -49,7 +49,7 @@ test("standalone: the first call opens the plugin's store from getConfig(); disp
     assert.equal(store.isOpen(), false);
     const p = startCounterProjection();
     assert.equal(store.isOpen(), true);
-    assert.equal(store.eventStore().file, join(config.paths.store, "counter-app.sqlite"));
+    assert.equal(store.eventStore().location, join(config.paths.store, "counter-app.sqlite"));
     assert.equal(p.db.name, join(config.paths.sqlite, "counters.sqlite"));
 
     const r1 = await store.dispatch(counter, "a", { type: "increment_v1", data: { by: 3 } }, { consistency: "strong" });
@@ -61,11 +61,11 @@ test("standalone: the first call opens the plugin's store from getConfig(); disp
     await store.dispatch(counter, "b", { type: "increment_v1", data: { by: 1 } }, { consistency: "strong" });
 
     assert.deepEqual(
-      store.readStream("counter-a").map((e) => e.data),
+      (await store.readStream("counter-a")).map((e) => e.data),
       [{ by: 3 }, { by: 4 }],
     );
-    assert.equal(store.readAll({ streamPrefix: "counter-" }).length, 3);
-    assert.equal(store.load(counter, "a").state.count, 7);
+    assert.equal((await store.readAll({ streamPrefix: "counter-" })).length, 3);
+    assert.equal((await store.load(counter, "a")).state.count, 7);
     // strong consistency on the last dispatch: the read model already has it.
     assert.deepEqual(store.query("counters", "SELECT id, count FROM counters ORDER BY id"), [
       { id: "counter-a", count: 7 },
@@ -80,7 +80,7 @@ test("standalone: the first call opens the plugin's store from getConfig(); disp
       (e: unknown) => e,
     );
     assert.ok(rejected instanceof store.CommandRejected);
-    assert.equal(store.readStream("counter-a").length, 2);
+    assert.equal((await store.readStream("counter-a")).length, 2);
     const http = store.asHttpError(rejected) as HttpError;
     assert.ok(http instanceof HttpError);
     assert.equal(http.status, 409);
@@ -128,7 +128,7 @@ test("subscribe: catch-up then live, durable name resumes, stopped by close()", 
     assert.equal(store.isOpen(), false);
 
     // Reopened (same config, same file): the durable checkpoint resumes after position 2.
-    store.eventStore().append("counter-x", [{ type: "incremented_v1", data: { by: 1 } }]);
+    await store.eventStore().append("counter-x", [{ type: "incremented_v1", data: { by: 1 } }]);
     const again: number[] = [];
     const sub2 = store.subscribe({ name: "watcher", handler: (e) => void again.push(e.position) });
     await sub2.caughtUp();

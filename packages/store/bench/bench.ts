@@ -8,6 +8,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { createCqrs, openEventStore } from "../src/index.js";
 import { account } from "../test/fixtures/account.js";
+import { median, timedAsync } from "./timing.js";
 
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 1500);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -30,29 +31,14 @@ function timed(step: () => void, unit: number): number {
   return n / (Number(now - start) / 1e9);
 }
 
-async function timedAsync(step: () => Promise<void>): Promise<number> {
-  const start = process.hrtime.bigint();
-  const deadline = start + BigInt(ROUND_MS) * 1_000_000n;
-  let n = 0;
-  let now = start;
-  while (now < deadline) {
-    await step();
-    n++;
-    now = process.hrtime.bigint();
-  }
-  return n / (Number(now - start) / 1e9);
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 // ---- the store ----
 const store = openEventStore({ directory: dir, storeId: "bench-store", durability });
 let streamNo = 0;
-const storeSingle = () => {
-  store.append(`s-${streamNo++ % 50}`, [{ type: "bench_event_v1", data: payload() }]);
+const storeSingle = async () => {
+  await store.append(`s-${streamNo++ % 50}`, [{ type: "bench_event_v1", data: payload() }]);
 };
-const storeBatch = () => {
-  store.append(
+const storeBatch = async () => {
+  await store.append(
     `b-${streamNo++ % 50}`,
     Array.from({ length: 100 }, () => ({ type: "bench_event_v1", data: payload() })),
   );
@@ -98,9 +84,9 @@ const results = {
   rawBatch: [] as number[],
 };
 for (let r = 0; r < ROUNDS; r++) {
-  results.storeSingle.push(timed(storeSingle, 1));
+  results.storeSingle.push(await timedAsync(storeSingle, 1));
   results.rawSingle.push(timed(rawSingle, 1));
-  results.storeBatch.push(timed(storeBatch, 100));
+  results.storeBatch.push(await timedAsync(storeBatch, 100));
   results.rawBatch.push(timed(rawBatch, 100));
 }
 
@@ -120,7 +106,7 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 
 // ---- catch-up subscription read speed ----
-const head = store.headPosition();
+const head = await store.headPosition();
 let delivered = 0;
 const subStart = process.hrtime.bigint();
 const sub = store.subscribe({

@@ -43,13 +43,13 @@ export interface LoadedAggregate<S> {
 }
 
 /** Folds snapshot + tail of the aggregate's stream. */
-export function loadAggregate<S>(
+export async function loadAggregate<S>(
   store: EventStore,
   aggregate: AggregateDefinition<S, Command, AnyEvent>,
   aggregateId: string,
-): LoadedAggregate<S> {
+): Promise<LoadedAggregate<S>> {
   const stream = streamOf(aggregate, aggregateId);
-  const found = aggregate.snapshotEvery ? store.loadSnapshot<S>(stream) : null;
+  const found = aggregate.snapshotEvery ? await store.loadSnapshot<S>(stream) : null;
   // A snapshot of another state shape (before an upgrade) is ignored: fold from the start instead.
   const snapshot = found && found.version === (aggregate.snapshotVersion ?? 0) ? found : null;
   let state = snapshot ? snapshot.state : aggregate.initialState;
@@ -57,7 +57,7 @@ export function loadAggregate<S>(
   let position = 0;
   const page = 1000;
   for (;;) {
-    const events = store.readStream(stream, { fromRevision: revision + 1, limit: page });
+    const events = await store.readStream(stream, { fromRevision: revision + 1, limit: page });
     for (const e of events) {
       state = aggregate.evolve(state, e);
       revision = e.revision;
@@ -67,7 +67,7 @@ export function loadAggregate<S>(
   }
   if (position === 0 && revision >= 0) {
     // Loaded entirely from a snapshot: look up the position of its revision.
-    position = store.readStream(stream, { fromRevision: revision, limit: 1 })[0]?.position ?? 0;
+    position = (await store.readStream(stream, { fromRevision: revision, limit: 1 }))[0]?.position ?? 0;
   }
   return { stream, state, revision, position };
 }
@@ -80,7 +80,7 @@ export interface Cqrs {
     command: C,
     options?: DispatchOptions,
   ): Promise<DispatchResult<E>>;
-  load<S>(aggregate: AggregateDefinition<S, Command, AnyEvent>, aggregateId: string): LoadedAggregate<S>;
+  load<S>(aggregate: AggregateDefinition<S, Command, AnyEvent>, aggregateId: string): Promise<LoadedAggregate<S>>;
 }
 
 /** The command bus (the original's evoq dispatcher) over one event store. */
@@ -110,74 +110,76 @@ export async function dispatch<S, C extends Command, E extends { type: string; d
   if (!command || typeof command.type !== "string") throw new InvalidArgumentError("command.type is required");
   const stream = streamOf(aggregate, aggregateId);
   const maxRetries = options.maxRetries ?? 5;
-  let result: DispatchResult<E> | undefined;
-  for (let attempt = 0; ; attempt++) {
-    if (command.id !== undefined) {
-      const previous = previousResult<E>(store, stream, command.id);
-      if (previous) {
-        result = previous;
-        break;
+  // Load, decide and append one command at a time per stream in this process: concurrent dispatches to one aggregate
+  // queue here instead of losing optimistic-concurrency races against each other (other processes or daemons still
+  // race, and the retry below handles them).
+  const result = await serialized(store, stream, async (): Promise<DispatchResult<E>> => {
+    for (let attempt = 0; ; attempt++) {
+      if (command.id !== undefined) {
+        const previous = await previousResult<E>(store, stream, command.id);
+        if (previous) {
+          return previous;
+        }
+      }
+      const loaded = await loadAggregate(store, aggregate, aggregateId);
+      const decided = aggregate.decide(command, loaded.state);
+      if (isRejection(decided)) {
+        throw new CommandRejected(
+          aggregate.name,
+          aggregateId,
+          command.type,
+          decided.code,
+          decided.message,
+          decided.details,
+        );
+      }
+      if (!Array.isArray(decided))
+        throw new InvalidArgumentError(`${aggregate.name}.decide must return events or reject()`);
+      if (decided.length === 0) {
+        return {
+          stream,
+          revision: loaded.revision,
+          position: loaded.position,
+          events: [],
+          decided: [],
+          duplicate: false,
+          state: loaded.state,
+        };
+      }
+      const newEvents: NewEvent[] = decided.map((e, i) => ({
+        ...(command.id !== undefined ? { id: eventIdForCommand(command.id, i) } : {}),
+        type: e.type,
+        data: e.data,
+        metadata: {
+          ...(command.metadata ?? {}),
+          commandType: command.type,
+          ...(command.id !== undefined ? { commandId: command.id } : {}),
+        },
+      }));
+      try {
+        const appended = await store.append(stream, newEvents, {
+          expectedRevision: loaded.revision === -1 ? "no_stream" : loaded.revision,
+        });
+        let state = loaded.state;
+        for (const e of appended.events) state = aggregate.evolve(state, e);
+        await maybeSnapshot(store, aggregate, stream, loaded.revision, appended.revision, state);
+        return {
+          stream,
+          revision: appended.revision,
+          position: appended.position,
+          events: appended.events,
+          decided,
+          duplicate: appended.duplicate,
+          state,
+        };
+      } catch (error) {
+        if (!(error instanceof WrongExpectedRevision)) throw error;
+        if (attempt >= maxRetries) throw new ConcurrencyRetriesExhausted(stream, attempt + 1, { cause: error });
+        // Small jittered backoff so racing dispatchers spread out.
+        await new Promise((r) => setTimeout(r, Math.random() * 2 * (attempt + 1)));
       }
     }
-    const loaded = loadAggregate(store, aggregate, aggregateId);
-    const decided = aggregate.decide(command, loaded.state);
-    if (isRejection(decided)) {
-      throw new CommandRejected(
-        aggregate.name,
-        aggregateId,
-        command.type,
-        decided.code,
-        decided.message,
-        decided.details,
-      );
-    }
-    if (!Array.isArray(decided))
-      throw new InvalidArgumentError(`${aggregate.name}.decide must return events or reject()`);
-    if (decided.length === 0) {
-      return {
-        stream,
-        revision: loaded.revision,
-        position: loaded.position,
-        events: [],
-        decided: [],
-        duplicate: false,
-        state: loaded.state,
-      };
-    }
-    const newEvents: NewEvent[] = decided.map((e, i) => ({
-      ...(command.id !== undefined ? { id: eventIdForCommand(command.id, i) } : {}),
-      type: e.type,
-      data: e.data,
-      metadata: {
-        ...(command.metadata ?? {}),
-        commandType: command.type,
-        ...(command.id !== undefined ? { commandId: command.id } : {}),
-      },
-    }));
-    try {
-      const appended = store.append(stream, newEvents, {
-        expectedRevision: loaded.revision === -1 ? "no_stream" : loaded.revision,
-      });
-      let state = loaded.state;
-      for (const e of appended.events) state = aggregate.evolve(state, e);
-      maybeSnapshot(store, aggregate, stream, loaded.revision, appended.revision, state);
-      result = {
-        stream,
-        revision: appended.revision,
-        position: appended.position,
-        events: appended.events,
-        decided,
-        duplicate: appended.duplicate,
-        state,
-      };
-      break;
-    } catch (error) {
-      if (!(error instanceof WrongExpectedRevision)) throw error;
-      if (attempt >= maxRetries) throw new ConcurrencyRetriesExhausted(stream, attempt + 1, { cause: error });
-      // Small jittered backoff so racing dispatchers spread out.
-      await new Promise((r) => setTimeout(r, Math.random() * 2 * (attempt + 1)));
-    }
-  }
+  });
   if (options.consistency === "strong") {
     const timeoutMs = options.timeoutMs ?? 5000;
     const ok = await waitForProjections(store, result.position, options.projections, timeoutMs);
@@ -186,16 +188,38 @@ export async function dispatch<S, C extends Command, E extends { type: string; d
   return result;
 }
 
+const queues = new WeakMap<EventStore, Map<string, Promise<unknown>>>();
+
+/** Runs `fn` after every earlier `serialized` call of the same store and stream has settled. */
+function serialized<T>(store: EventStore, stream: string, fn: () => Promise<T>): Promise<T> {
+  const perStore = queues.get(store) ?? new Map<string, Promise<unknown>>();
+  queues.set(store, perStore);
+  const run = (perStore.get(stream) ?? Promise.resolve()).then(fn);
+  const tail = run.then(
+    () => {},
+    () => {},
+  );
+  perStore.set(stream, tail);
+  void tail.then(() => {
+    if (perStore.get(stream) === tail) perStore.delete(stream);
+  });
+  return run;
+}
+
 /** If command `commandId` was already applied to `stream`, its stored events as a DispatchResult. */
-function previousResult<E>(store: EventStore, stream: string, commandId: string): DispatchResult<E> | null {
-  const first = store.getEvent(eventIdForCommand(commandId, 0));
+async function previousResult<E>(
+  store: EventStore,
+  stream: string,
+  commandId: string,
+): Promise<DispatchResult<E> | null> {
+  const first = await store.getEvent(eventIdForCommand(commandId, 0));
   if (!first) return null;
   if (first.stream !== stream) {
     throw new InvalidArgumentError(`command id ${commandId} was already used for stream ${first.stream}`);
   }
   const events: RecordedEvent[] = [first];
   for (let i = 1; ; i++) {
-    const e = store.getEvent(eventIdForCommand(commandId, i));
+    const e = await store.getEvent(eventIdForCommand(commandId, i));
     if (!e) break;
     events.push(e);
   }
@@ -210,19 +234,19 @@ function previousResult<E>(store: EventStore, stream: string, commandId: string)
   };
 }
 
-function maybeSnapshot<S>(
+async function maybeSnapshot<S>(
   store: EventStore,
   aggregate: AggregateDefinition<S, Command, AnyEvent>,
   stream: string,
   before: number,
   after: number,
   state: S,
-): void {
+): Promise<void> {
   const every = aggregate.snapshotEvery;
   if (!every || every <= 0) return;
   if (Math.floor((after + 1) / every) > Math.floor((before + 1) / every)) {
     try {
-      store.saveSnapshot(stream, after, state, aggregate.snapshotVersion ?? 0);
+      await store.saveSnapshot(stream, after, state, aggregate.snapshotVersion ?? 0);
     } catch {
       // A snapshot is an optimisation: failing to save one (e.g. disk full) must not fail the command.
     }

@@ -70,6 +70,18 @@ export class StoreBusyError extends StoreError {
   }
 }
 
+/** The database server (PostgreSQL) cannot be reached or dropped the connection; retry later (nothing half-written). */
+export class StoreUnavailableError extends StoreError {
+  constructor(
+    /** The server URL without its password, and the store id. */
+    readonly location: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super("STORE_UNAVAILABLE", `event store ${location} is unavailable: ${detail}`, options);
+  }
+}
+
 export class StoreClosedError extends StoreError {
   constructor(readonly storeId: string) {
     super("STORE_CLOSED", `event store "${storeId}" is closed`);

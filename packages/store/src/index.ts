@@ -1,6 +1,6 @@
 export * from "./cqrs.js";
 export * from "./errors.js";
-export { openEventStore, removeEventStore, SqliteEventStore } from "./event-store.js";
+export { openEventStore, PostgresEventStore, removeEventStore, SqliteEventStore } from "./event-store.js";
 export { deterministicUuid, eventIdForCommand, HECATE_NAMESPACE } from "./ids.js";
 export * from "./process-manager.js";
 export * from "./projection.js";

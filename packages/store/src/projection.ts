@@ -1,8 +1,8 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { BaseEventStore } from "./core/base-store.js";
 import { InvalidArgumentError } from "./errors.js";
-import { SqliteEventStore } from "./event-store.js";
 import type { EventStore, RecordedEvent, Subscription } from "./types.js";
 
 export interface ProjectionOptions {
@@ -112,7 +112,7 @@ function resetIfChanged(db: Database.Database, name: string, options: Projection
 }
 
 /**
- * A projection into a separate SQLite read model. Each event is applied and the projection's checkpoint (a table in
+ * A projection into a separate SQLite read model (read models stay per node, whatever backend holds the events). Each event is applied and the projection's checkpoint (a table in
  * the read-model file) updated in ONE read-model transaction, so a crash at any point neither applies an event twice
  * nor skips one: the next start resumes after the last committed checkpoint.
  */
@@ -177,7 +177,7 @@ export function startProjection(store: EventStore, options: ProjectionOptions): 
       db.close();
     },
   };
-  if (store instanceof SqliteEventStore) {
+  if (store instanceof BaseEventStore) {
     removeHook = () => {
       store.removeCloseHook(hook);
     };

@@ -100,39 +100,55 @@ export interface Snapshot<S = unknown> {
 }
 
 export interface EventStoreOptions {
-  /** Directory that holds this store's file(s); created if missing. */
-  directory: string;
-  /** Store id (file `{directory}/{storeId}.sqlite`). */
+  /** Store id: the SQLite file `{directory}/{storeId}.sqlite`, or the store's rows in PostgreSQL. */
   storeId: string;
+  /**
+   * `postgres://…` or `postgresql://…` selects the PostgreSQL backend (node-postgres); without it the store is SQLite
+   * in `directory`. Stores opened on the same URL in one process share one connection pool and one LISTEN connection.
+   */
+  url?: string;
+  /** SQLite: directory that holds this store's file(s); created if missing. Required without `url`. */
+  directory?: string;
   /** SQLite `synchronous`, default "FULL". */
   durability?: "FULL" | "NORMAL";
-  /** Size quota: SQLite `max_page_count` is set from it; an append beyond it fails with StoreDiskFullError. */
+  /** SQLite: size quota: `max_page_count` is set from it; an append beyond it fails with StoreDiskFullError. */
   maxSizeBytes?: number;
-  /** Busy timeout waiting for another writer (default 10000 ms). */
+  /** SQLite: busy timeout waiting for another writer (default 10000 ms). */
   busyTimeoutMs?: number;
-  /** Run `PRAGMA quick_check` at open (default true). */
+  /** SQLite: run `PRAGMA quick_check` at open (default true). */
   verifyOnOpen?: boolean;
+  /** PostgreSQL: connections of the pool shared by the stores of this URL (default 10; the first store sets it). */
+  poolSize?: number;
+  /** PostgreSQL: how long to wait for a connection before StoreUnavailableError (default 5000 ms). */
+  connectTimeoutMs?: number;
 }
 
+/**
+ * The storage interface, implemented by the SQLite backend (src/sqlite/) and the PostgreSQL backend (src/postgres/).
+ * Every I/O call is async; `subscribe` returns its handle at once (its reads run in the background).
+ */
 export interface EventStore {
   readonly storeId: string;
-  readonly file: string;
-  append(stream: string, events: NewEvent[], options?: { expectedRevision?: ExpectedRevision }): AppendResult;
-  readStream(stream: string, options?: ReadStreamOptions): RecordedEvent[];
-  readAll(options?: ReadAllOptions): RecordedEvent[];
+  /** Where the data lives: the SQLite file, or `postgres://host:port/db#storeId` (no password). */
+  readonly location: string;
+  /** Resolves once the backend is reachable and its schema is in place (every call waits for it anyway). */
+  ready(): Promise<void>;
+  append(stream: string, events: NewEvent[], options?: { expectedRevision?: ExpectedRevision }): Promise<AppendResult>;
+  readStream(stream: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
+  readAll(options?: ReadAllOptions): Promise<RecordedEvent[]>;
   /** Current revision, -1 when the stream does not exist. */
-  streamRevision(stream: string): number;
+  streamRevision(stream: string): Promise<number>;
   /** Highest global position, 0 when empty. */
-  headPosition(): number;
+  headPosition(): Promise<number>;
   /** One stored event by id, or null. */
-  getEvent(id: string): RecordedEvent | null;
+  getEvent(id: string): Promise<RecordedEvent | null>;
   /** Stored position of a durable subscription checkpoint, or null. */
-  readCheckpoint(name: string): number | null;
+  readCheckpoint(name: string): Promise<number | null>;
   subscribe(options: SubscriptionOptions): Subscription;
   /** Keeps the latest per stream (an older revision of the same version is ignored). */
-  saveSnapshot<S>(stream: string, revision: number, state: S, version?: number): void;
-  loadSnapshot<S>(stream: string): Snapshot<S> | null;
-  /** Flushes and closes; later calls throw StoreClosedError. */
+  saveSnapshot<S>(stream: string, revision: number, state: S, version?: number): Promise<void>;
+  loadSnapshot<S>(stream: string): Promise<Snapshot<S> | null>;
+  /** Stops subscriptions and projections, flushes and closes; later calls throw StoreClosedError. */
   close(): Promise<void>;
 }
 

@@ -66,7 +66,7 @@ function child(args: string[], onLine?: (line: string, lines: string[]) => void)
 describe("concurrency and crashes", () => {
   test("8 worker threads race on one stream: exactly one success per revision", async (t) => {
     const dir = tempDir();
-    openEventStore({ directory: dir, storeId: "race" }).close();
+    await openEventStore({ directory: dir, storeId: "race" }).close();
     const revisions = 30;
     const results = await runWorkers<{ won: number[]; conflicts: number }>(8, {
       directory: dir,
@@ -86,7 +86,7 @@ describe("concurrency and crashes", () => {
     assert.ok(totalConflicts > 0, "the workers never collided: the test did not exercise contention");
     t.diagnostic(`wins per worker: ${results.map((r) => r.won.length).join(",")}; conflicts: ${totalConflicts}`);
     const store = openEventStore({ directory: dir, storeId: "race" });
-    const events = store.readStream("contended");
+    const events = await store.readStream("contended");
     assert.equal(events.length, revisions);
     for (const e of events) assert.equal((e.data as { worker: number }).worker, winners.get(e.revision));
     await store.close();
@@ -94,7 +94,7 @@ describe("concurrency and crashes", () => {
 
   test("6 child processes race on one stream: exactly one success per revision", async (t) => {
     const dir = tempDir();
-    openEventStore({ directory: dir, storeId: "prace" }).close();
+    await openEventStore({ directory: dir, storeId: "prace" }).close();
     const revisions = 25;
     const startAt = Date.now() + 1500; // after every child has started and opened the store
     const children = Array.from({ length: 6 }, (_, worker) =>
@@ -117,7 +117,7 @@ describe("concurrency and crashes", () => {
     });
     assert.equal(winners.size, revisions);
     const store = openEventStore({ directory: dir, storeId: "prace" });
-    const events = store.readStream("contended");
+    const events = await store.readStream("contended");
     assert.equal(events.length, revisions);
     for (const e of events) assert.equal((e.data as { worker: number }).worker, winners.get(e.revision));
     t.diagnostic(
@@ -132,7 +132,7 @@ describe("concurrency and crashes", () => {
     const cqrs = createCqrs(store);
     await cqrs.dispatch(account, "shared", { type: "open_account_v1", data: { owner: "all" } });
     await runWorkers<{ ok: number }>(4, { directory: dir, storeId: "disp", mode: "dispatch", revisions: 25 });
-    const state = cqrs.load(account, "shared").state;
+    const state = (await cqrs.load(account, "shared")).state;
     assert.equal(state.deposits, 100);
     assert.equal(state.balance, 25 * (1 + 2 + 3 + 4));
     await store.close();
@@ -141,7 +141,7 @@ describe("concurrency and crashes", () => {
   test("live subscription receives appends made by another process and by a worker thread", async () => {
     const dir = tempDir();
     const store = openEventStore({ directory: dir, storeId: "live" });
-    store.append("local", [{ type: "before", data: {} }]);
+    await store.append("local", [{ type: "before", data: {} }]);
     const seen: string[] = [];
     const sub = store.subscribe({ handler: (e) => void seen.push(e.type) });
     await sub.caughtUp();
@@ -191,7 +191,7 @@ describe("concurrency and crashes", () => {
     assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
     db.close();
     const store = openEventStore({ directory: dir, storeId: "crash" });
-    const all = store.readAll();
+    const all = await store.readAll();
     assert.deepEqual(
       all.map((e) => e.position),
       Array.from({ length: all.length }, (_, i) => i + 1),
@@ -200,7 +200,7 @@ describe("concurrency and crashes", () => {
     const byId = new Map(all.map((e) => [e.id, e]));
     for (const [id, position] of acked) assert.equal(byId.get(id)?.position, position, `acked event ${id} missing`);
     for (let s = 0; s < 4; s++) {
-      const revs = store.readStream(`s-${s}`).map((e) => e.revision);
+      const revs = (await store.readStream(`s-${s}`)).map((e) => e.revision);
       assert.deepEqual(
         revs,
         Array.from({ length: revs.length }, (_, i) => i),
@@ -216,7 +216,7 @@ describe("concurrency and crashes", () => {
     const store = openEventStore({ directory: dir, storeId: "projsrc", durability: "NORMAL" });
     const total = 4000;
     for (let b = 0; b < total / 100; b++) {
-      store.append(
+      await store.append(
         `st-${b % 7}`,
         Array.from({ length: 100 }, (_, i) => ({ type: "tick", data: { n: b * 100 + i } })),
       );
@@ -257,7 +257,7 @@ describe("concurrency and crashes", () => {
       stream: string;
       n: number;
     }[];
-    for (const { stream, n } of perStream) assert.equal(n, store.streamRevision(stream) + 1);
+    for (const { stream, n } of perStream) assert.equal(n, (await store.streamRevision(stream)) + 1);
     assert.equal(
       perStream.reduce((a, r) => a + r.n, 0),
       total,

@@ -339,10 +339,10 @@ export class AdminApi {
     }
   }
 
-  private pluginEvents(res: ServerResponse, name: string): void {
+  private async pluginEvents(res: ServerResponse, name: string): Promise<void> {
     this.view(name);
     sendJson(res, 200, {
-      events: this.o.lifecycle.events(name).map((e) => ({
+      events: (await this.o.lifecycle.events(name)).map((e) => ({
         type: e.type,
         revision: e.revision,
         position: e.position,
@@ -382,12 +382,12 @@ export class AdminApi {
   }
 
   /** Recent refused packages, newest first (?limit=1..500, default 50). */
-  private rejections(res: ServerResponse, ctx: RouteContext): void {
+  private async rejections(res: ServerResponse, ctx: RouteContext): Promise<void> {
     const raw = ctx.query.limit ?? "50";
     const limit = Number(raw);
     if (!Number.isInteger(limit) || limit < 1 || limit > 500)
       throw new ApiError(400, "invalid_query", "limit must be an integer from 1 to 500", { field: "limit" });
-    sendJson(res, 200, { rejections: this.o.lifecycle.rejections(limit) });
+    sendJson(res, 200, { rejections: await this.o.lifecycle.rejections(limit) });
   }
 
   /** Starts an event stream; false for HEAD, which gets the stream's head and ends (nothing to follow). */

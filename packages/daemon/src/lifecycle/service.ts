@@ -192,10 +192,10 @@ export class LifecycleService extends EventEmitter {
     // The process manager's own dispatches move the head: wait until it is idle at a head that no longer moves,
     // so the boot loads below never race a load it is doing.
     for (;;) {
-      const head = this.o.store.headPosition();
+      const head = await this.o.store.headPosition();
       await this.pm.caughtUp(head);
       await this.feed.caughtUp(head);
-      if (this.o.store.headPosition() === head) break;
+      if ((await this.o.store.headPosition()) === head) break;
     }
     const toLoad = [...this.states.values()].filter(
       (s) =>
@@ -251,7 +251,7 @@ export class LifecycleService extends EventEmitter {
     }
   }
 
-  events(name: string): RecordedEvent[] {
+  events(name: string): Promise<RecordedEvent[]> {
     return this.o.store.readStream(STREAM_PREFIX + name);
   }
 
@@ -374,7 +374,7 @@ export class LifecycleService extends EventEmitter {
         bytes: file?.bytes ?? null,
         sha256: file?.sha256 ?? null,
       };
-      const recorded = this.recordRejection(r.plugin, rejection);
+      const recorded = await this.recordRejection(r.plugin, rejection);
       await this.crashIfHooked("package_rejected_v1");
       this.o.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
       this.emit("rejection", recorded);
@@ -390,15 +390,16 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** The most recent refusals, newest first. */
-  rejections(limit = 50): PackageRejectionRecord[] {
-    return this.o.store
-      .readStream(REJECTIONS_STREAM, { direction: "backward", limit })
-      .map((e) => ({ position: e.position, ...(e.data as PackageRejectedData) }));
+  async rejections(limit = 50): Promise<PackageRejectionRecord[]> {
+    return (await this.o.store.readStream(REJECTIONS_STREAM, { direction: "backward", limit })).map((e) => ({
+      position: e.position,
+      ...(e.data as PackageRejectedData),
+    }));
   }
 
-  private recordRejection(plugin: string | null, rejection: PackageRejection): PackageRejectionRecord {
+  private async recordRejection(plugin: string | null, rejection: PackageRejection): Promise<PackageRejectionRecord> {
     const data: PackageRejectedData = { ...rejection, plugin, at: new Date().toISOString() };
-    const r = this.o.store.append(REJECTIONS_STREAM, [{ type: "package_rejected_v1", data }]);
+    const r = await this.o.store.append(REJECTIONS_STREAM, [{ type: "package_rejected_v1", data }]);
     return { position: r.position, ...data };
   }
 
@@ -527,34 +528,43 @@ export class LifecycleService extends EventEmitter {
     types: PluginEvent["type"][],
     timeoutMs = 60_000,
   ): Promise<RecordedEvent> {
-    const find = () =>
-      this.o.store
-        .readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 })
+    const find = async () =>
+      (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
         .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
         .at(-1);
     // Resolved only once the in-memory views have folded the event too, so the caller's view() is current.
     const folded = (e: RecordedEvent) =>
       this.feed ? this.feed.caughtUp(e.position).then(() => e) : Promise.resolve(e);
     return new Promise((resolve, reject) => {
-      const hit = find();
-      if (hit) return resolve(folded(hit));
+      let finished = false;
+      const check = () =>
+        find().then(
+          (found) => {
+            if (!found || finished) return;
+            done();
+            resolve(folded(found));
+          },
+          (err) => {
+            done();
+            reject(err);
+          },
+        );
       const onEvent = (e: LifecycleEvent) => {
         if (e.plugin !== name || e.position <= afterPosition) return;
-        const found = find();
-        if (found) {
-          done();
-          resolve(folded(found));
-        }
+        void check();
       };
       const timer = setTimeout(() => {
         done();
         reject(new LifecycleError("timeout", `plugin ${name}: no ${types.join("/")} within ${timeoutMs} ms`));
       }, timeoutMs);
       const done = () => {
+        finished = true;
         clearTimeout(timer);
         this.off("event", onEvent);
       };
+      // Listen first, then look at what is stored: an event landing meanwhile is seen by one or the other.
       this.on("event", onEvent);
+      void check();
     });
   }
 
@@ -574,7 +584,7 @@ export class LifecycleService extends EventEmitter {
       await Promise.race([
         (async () => {
           await this.pm?.caughtUp(position);
-          await this.feed?.caughtUp(this.o.store.headPosition());
+          await this.feed?.caughtUp(await this.o.store.headPosition());
         })(),
         timeout,
       ]);
@@ -608,16 +618,16 @@ export class LifecycleService extends EventEmitter {
   /** A plugin-host process died: `plugin_host_crashed_v1` in the daemon-level `host-crashes` stream. */
   recordHostCrash(crash: HostCrash): void {
     this.o.logger.error(crash, "plugin host died");
-    this.o.store.append(HOSTS_STREAM, [
-      { type: "plugin_host_crashed_v1", data: { ...crash, at: new Date().toISOString() } },
-    ]);
+    this.o.store
+      .append(HOSTS_STREAM, [{ type: "plugin_host_crashed_v1", data: { ...crash, at: new Date().toISOString() } }])
+      .catch((err) => this.o.logger.error({ err }, "cannot record a plugin host death"));
   }
 
   /** The latest host deaths, newest first. */
-  hostCrashes(limit = 50): (HostCrash & { at: string })[] {
-    return this.o.store
-      .readStream(HOSTS_STREAM, { direction: "backward", limit })
-      .map((e) => e.data as HostCrash & { at: string });
+  async hostCrashes(limit = 50): Promise<(HostCrash & { at: string })[]> {
+    return (await this.o.store.readStream(HOSTS_STREAM, { direction: "backward", limit })).map(
+      (e) => e.data as HostCrash & { at: string },
+    );
   }
 
   // ---- internals ----
@@ -669,7 +679,7 @@ export class LifecycleService extends EventEmitter {
   private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
     if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
     const name = e.stream.slice(STREAM_PREFIX.length);
-    const s = this.cqrs.load(pluginAggregate, name).state;
+    const s = (await this.cqrs.load(pluginAggregate, name)).state;
     const ev = e as unknown as PluginEvent;
     switch (ev.type) {
       case "plugin_installed_v1":
@@ -765,7 +775,7 @@ export class LifecycleService extends EventEmitter {
 
   /** Boot reload of an ACTIVATED plugin; the command id is tied to the stream revision, so a crash loop adds nothing. */
   private async bootLoad(name: string, done?: LoadResult | LoadFailure): Promise<void> {
-    const loaded = this.cqrs.load(pluginAggregate, name);
+    const loaded = await this.cqrs.load(pluginAggregate, name);
     const id = `boot-load:${name}:${loaded.revision}`;
     try {
       await this.loadAndConfirm(name, loaded.state, undefined, id, done);

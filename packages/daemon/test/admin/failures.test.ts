@@ -58,13 +58,13 @@ test("a package whose files do not match their digests: 422 with the PackageErro
 });
 
 test("not a gzip at all: 422 not_gzip, no plugin recorded, only the refusal, no leftovers", async () => {
-  const before = d.lifecycle.store.headPosition();
+  const before = await d.lifecycle.store.headPosition();
   const r = await d.api("POST", "/admin/api/plugins", { body: Buffer.from("hello, not a tarball"), headers: gz });
   const body = await r.json();
   assert.equal(r.status, 422, JSON.stringify(body));
   assert.equal(body.error.code, "not_gzip");
   // The one event appended is the daemon-level refusal (the plugin's name was never known).
-  const appended = d.lifecycle.store.readAll({ afterPosition: before });
+  const appended = await d.lifecycle.store.readAll({ afterPosition: before });
   assert.deepEqual(
     appended.map((e) => [e.stream, e.type]),
     [["package-rejections", "package_rejected_v1"]],
@@ -110,7 +110,7 @@ test("runtime crash and disable become plugin_crashed_v1 / plugin_disabled_v1", 
   assert.equal((await d.api("POST", "/admin/api/plugins", { body: readFileSync(archive), headers: gz })).status, 201);
   const waitFor = (type: string, after: number) =>
     d.lifecycle.waitFor("crashy", after, [type as "plugin_crashed_v1"], 10_000);
-  const pos0 = d.lifecycle.store.headPosition();
+  const pos0 = await d.lifecycle.store.headPosition();
   const restarted = new Promise((resolve) => d.hosts.once("restarted", resolve));
   await fetch(`${d.url}/plugin/crashy/api/die`, { method: "POST" });
   const crashed = await waitFor("plugin_crashed_v1", pos0);
@@ -118,7 +118,7 @@ test("runtime crash and disable become plugin_crashed_v1 / plugin_disabled_v1", 
   // Restarted once within the budget: it answers again.
   await restarted;
   assert.equal((await fetch(`${d.url}/plugin/crashy/api/who`)).status, 200);
-  const pos1 = d.lifecycle.store.headPosition();
+  const pos1 = await d.lifecycle.store.headPosition();
   await fetch(`${d.url}/plugin/crashy/api/die`, { method: "POST" });
   const disabled = await waitFor("plugin_disabled_v1", pos1);
   assert.ok(disabled);

@@ -149,7 +149,7 @@ test("packages refused before their name is known: one package_rejected_v1 each,
   );
 
   // The store holds them in order; the API lists them newest first, bounded.
-  const stored = d.lifecycle.store.readStream(REJECTIONS_STREAM);
+  const stored = await d.lifecycle.store.readStream(REJECTIONS_STREAM);
   assert.deepEqual(
     stored.map((e) => [e.type, (e.data as Rejection).code]),
     cases.map((c) => ["package_rejected_v1", c.code]),

@@ -13,11 +13,11 @@ const VICTIM = `
 import { store } from "@hecate/sdk";
 export function manifest() { return { name: "victim", version: "1.0.0" }; }
 export function storeConfig() { return {}; }
-export function init() {
-  store.eventStore().append("secrets-1", [{ type: "secret_v1", data: { pin: "4711" } }]);
+export async function init() {
+  await store.eventStore().append("secrets-1", [{ type: "secret_v1", data: { pin: "4711" } }]);
 }
 export function routes() {
-  return [{ method: "GET", path: "/count", handler: () => ({ n: store.readStream("secrets-1").length }) }];
+  return [{ method: "GET", path: "/count", handler: async () => ({ n: (await store.readStream("secrets-1")).length }) }];
 }
 `;
 
@@ -36,7 +36,7 @@ export function routes() {
   return [{ method: "GET", path: "/steal", handler: async () => {
     try {
       ${attempt}
-      const events = store.readStream("secrets-1");
+      const events = await store.readStream("secrets-1");
       return { stolen: events.map((e) => e.data) };
     } catch (err) {
       return { refused: err.code ?? err.name, message: err.message };

@@ -51,7 +51,7 @@ async function rejection(name: string, cmd: PluginCommand): Promise<string> {
   assert.fail(`${cmd.type} was accepted`);
 }
 
-const state = (name: string) => cqrs.load(pluginAggregate, name).state as PluginState;
+const state = async (name: string) => (await cqrs.load(pluginAggregate, name)).state as PluginState;
 
 test("the full command path sets and clears the original's status flags", async () => {
   const n = "alpha";
@@ -60,37 +60,37 @@ test("the full command path sets and clears the original's status flags", async 
     installed.events.map((e) => e.type),
     ["plugin_installed_v1"],
   );
-  assert.deepEqual(flagNames(state(n).status), ["INSTALLED", "EXTRACTING"]);
-  assert.equal(statusName(state(n).status), "extracting");
-  const gen = state(n).generation;
+  assert.deepEqual(flagNames((await state(n)).status), ["INSTALLED", "EXTRACTING"]);
+  assert.equal(statusName((await state(n)).status), "extracting");
+  const gen = (await state(n)).generation;
   await run(n, { type: "extract_plugin_package_v1", data: { generation: gen, version: "1.0.0", files: 3, bytes: 10 } });
-  assert.deepEqual(flagNames(state(n).status), ["INSTALLED", "EXTRACTED"]);
+  assert.deepEqual(flagNames((await state(n)).status), ["INSTALLED", "EXTRACTED"]);
   await run(n, { type: "activate_plugin_v1", data: {} });
-  assert.equal(statusName(state(n).status), "activated");
-  const act = state(n).activation;
+  assert.equal(statusName((await state(n)).status), "activated");
+  const act = (await state(n)).activation;
   await run(n, {
     type: "confirm_plugin_loaded_v1",
     data: { activation: act, version: "1.0.0", routes: [{ method: "GET", path: "/who" }] },
   });
-  let s = state(n);
+  let s = await state(n);
   assert.deepEqual(flagNames(s.status), ["INSTALLED", "ACTIVATED", "EXTRACTED", "LOADED"]);
   assert.equal(s.loaded_version, "1.0.0");
   assert.ok(s.installed_at && s.extracted_at && s.activated_at && s.loaded_at);
   await run(n, { type: "deactivate_plugin_v1", data: {} });
   await run(n, { type: "confirm_plugin_unloaded_v1", data: {} });
-  s = state(n);
+  s = await state(n);
   assert.equal(statusName(s.status), "deactivated");
   assert.equal(s.status & Flags.ACTIVATED, 0);
   assert.ok(s.deactivated_at);
   await run(n, { type: "remove_plugin_v1", data: { purge: false } });
-  assert.deepEqual(flagNames(state(n).status), ["REMOVED"]);
+  assert.deepEqual(flagNames((await state(n)).status), ["REMOVED"]);
   // A removed plugin accepts install again (reinstall), with a new package generation.
   await run(n, { type: "install_plugin_v1", data: pkg(n, "2.0.0") });
-  s = state(n);
+  s = await state(n);
   assert.equal(s.installed_version, "2.0.0");
   assert.ok(s.generation > gen);
   assert.deepEqual(
-    store.readStream("plugin-alpha").map((e) => e.type),
+    (await store.readStream("plugin-alpha")).map((e) => e.type),
     [
       "plugin_installed_v1",
       "plugin_package_extracted_v1",
@@ -122,7 +122,7 @@ test("invalid transitions are typed rejections with the original's codes", async
     }),
     "stale_command",
   );
-  const gen = state(n).generation;
+  const gen = (await state(n)).generation;
   await run(n, { type: "extract_plugin_package_v1", data: { generation: gen, version: "1.0.0", files: 1, bytes: 1 } });
   // the same extraction result twice: nothing is being extracted any more
   assert.equal(
@@ -169,7 +169,7 @@ test("names that are not [a-z0-9][a-z0-9_-]* and malformed commands are rejected
     await rejection("gamma", { type: "explode_v1", data: {} } as unknown as PluginCommand),
     "invalid_command",
   );
-  assert.equal(store.streamRevision("plugin-gamma"), -1, "nothing written for rejected commands");
+  assert.equal(await store.streamRevision("plugin-gamma"), -1, "nothing written for rejected commands");
 });
 
 test("failures are events: extract failure, load failure, crash, disable (with reasons in last_error)", async () => {
@@ -177,9 +177,9 @@ test("failures are events: extract failure, load failure, crash, disable (with r
   await run(n, { type: "install_plugin_v1", data: pkg(n) });
   await run(n, {
     type: "fail_plugin_extract_v1",
-    data: { generation: state(n).generation, code: "digest_mismatch", message: "dist/index.js changed" },
+    data: { generation: (await state(n)).generation, code: "digest_mismatch", message: "dist/index.js changed" },
   });
-  let s = state(n);
+  let s = await state(n);
   assert.equal(statusName(s.status), "failed");
   assert.deepEqual(
     { stage: s.last_error?.stage, code: s.last_error?.code },
@@ -187,17 +187,17 @@ test("failures are events: extract failure, load failure, crash, disable (with r
   );
   // upgrade with a good package clears the failure
   await run(n, { type: "upgrade_plugin_v1", data: pkg(n, "1.0.1") });
-  assert.equal(statusName(state(n).status), "extracting");
+  assert.equal(statusName((await state(n)).status), "extracting");
   await run(n, {
     type: "extract_plugin_package_v1",
-    data: { generation: state(n).generation, version: "1.0.1", files: 1, bytes: 1 },
+    data: { generation: (await state(n)).generation, version: "1.0.1", files: 1, bytes: 1 },
   });
   await run(n, { type: "activate_plugin_v1", data: {} });
   await run(n, {
     type: "fail_plugin_load_v1",
-    data: { activation: state(n).activation, version: "1.0.1", stage: "init", message: "boom" },
+    data: { activation: (await state(n)).activation, version: "1.0.1", stage: "init", message: "boom" },
   });
-  s = state(n);
+  s = await state(n);
   assert.equal(statusName(s.status), "failed");
   assert.deepEqual(s.last_error && { stage: s.last_error.stage, message: s.last_error.message }, {
     stage: "init",
@@ -207,17 +207,17 @@ test("failures are events: extract failure, load failure, crash, disable (with r
   await run(n, { type: "activate_plugin_v1", data: {} });
   await run(n, {
     type: "confirm_plugin_loaded_v1",
-    data: { activation: state(n).activation, version: "1.0.1", routes: [] },
+    data: { activation: (await state(n)).activation, version: "1.0.1", routes: [] },
   });
-  assert.equal(statusName(state(n).status), "loaded");
-  assert.equal(state(n).last_error, null);
+  assert.equal(statusName((await state(n)).status), "loaded");
+  assert.equal((await state(n)).last_error, null);
   await run(n, { type: "report_plugin_crash_v1", data: { reason: "worker exited with code 1" } });
-  s = state(n);
+  s = await state(n);
   assert.equal(s.restarts, 1);
   assert.equal(statusName(s.status), "loaded");
   assert.equal(s.last_error?.code, "crashed");
   await run(n, { type: "disable_plugin_v1", data: { reason: "crashed 4 times" } });
-  s = state(n);
+  s = await state(n);
   assert.equal(statusName(s.status), "failed");
   assert.equal(s.last_error?.code, "disabled");
   assert.equal(s.last_error?.message, "crashed 4 times");
@@ -228,52 +228,55 @@ test("a failed upgrade keeps the running version loaded", async () => {
   await run(n, { type: "install_plugin_v1", data: pkg(n) });
   await run(n, {
     type: "extract_plugin_package_v1",
-    data: { generation: state(n).generation, version: "1.0.0", files: 1, bytes: 1 },
+    data: { generation: (await state(n)).generation, version: "1.0.0", files: 1, bytes: 1 },
   });
   await run(n, { type: "activate_plugin_v1", data: {} });
   await run(n, {
     type: "confirm_plugin_loaded_v1",
-    data: { activation: state(n).activation, version: "1.0.0", routes: [] },
+    data: { activation: (await state(n)).activation, version: "1.0.0", routes: [] },
   });
   await run(n, { type: "upgrade_plugin_v1", data: pkg(n, "2.0.0") });
   await run(n, {
     type: "fail_plugin_extract_v1",
-    data: { generation: state(n).generation, code: "path_traversal", message: "../x" },
+    data: { generation: (await state(n)).generation, code: "path_traversal", message: "../x" },
   });
-  let s = state(n);
+  let s = await state(n);
   assert.equal(statusName(s.status), "loaded");
   assert.equal(s.loaded_version, "1.0.0");
   assert.equal(s.last_error?.code, "path_traversal");
   await run(n, { type: "upgrade_plugin_v1", data: pkg(n, "3.0.0") });
   await run(n, {
     type: "extract_plugin_package_v1",
-    data: { generation: state(n).generation, version: "3.0.0", files: 1, bytes: 1 },
+    data: { generation: (await state(n)).generation, version: "3.0.0", files: 1, bytes: 1 },
   });
   await run(n, {
     type: "fail_plugin_load_v1",
-    data: { activation: state(n).activation, version: "3.0.0", stage: "import", message: "SyntaxError" },
+    data: { activation: (await state(n)).activation, version: "3.0.0", stage: "import", message: "SyntaxError" },
   });
-  s = state(n);
+  s = await state(n);
   assert.equal(statusName(s.status), "loaded", "the swap failed, the old worker still serves");
   assert.equal(s.loaded_version, "1.0.0");
 });
 
 test("install after a failure before the plugin ever ran is a fresh attempt; a running or activated one is not", async () => {
   const n = "reinstall";
-  const gen = () => state(n).generation;
+  const gen = async () => (await state(n)).generation;
   await run(n, { type: "install_plugin_v1", data: pkg(n) });
   // installing, not failed: refused
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
-  await run(n, { type: "fail_plugin_extract_v1", data: { generation: gen(), code: "digest_mismatch", message: "x" } });
-  assert.equal(statusName(state(n).status), "failed");
-  assert.equal(acceptsInstall(state(n)), true);
+  await run(n, {
+    type: "fail_plugin_extract_v1",
+    data: { generation: await gen(), code: "digest_mismatch", message: "x" },
+  });
+  assert.equal(statusName((await state(n)).status), "failed");
+  assert.equal(acceptsInstall(await state(n)), true);
   // the fresh attempt: a new generation, failure flags and last_error cleared, extraction starts over
   const again = await run(n, { type: "install_plugin_v1", data: pkg(n, "1.0.1") });
   assert.deepEqual(
     again.events.map((e) => e.type),
     ["plugin_installed_v1"],
   );
-  let s = state(n);
+  let s = await state(n);
   assert.equal(s.generation, 2);
   assert.deepEqual(flagNames(s.status), ["INSTALLED", "EXTRACTING"]);
   assert.equal(s.installed_version, "1.0.1");
@@ -285,45 +288,45 @@ test("install after a failure before the plugin ever ran is a fresh attempt; a r
   );
   // the history keeps the failed attempt
   assert.deepEqual(
-    store.readStream(`plugin-${n}`).map((e) => e.type),
+    (await store.readStream(`plugin-${n}`)).map((e) => e.type),
     ["plugin_installed_v1", "plugin_extract_failed_v1", "plugin_installed_v1"],
   );
   await run(n, {
     type: "extract_plugin_package_v1",
-    data: { generation: gen(), version: "1.0.1", files: 1, bytes: 1 },
+    data: { generation: await gen(), version: "1.0.1", files: 1, bytes: 1 },
   });
   await run(n, { type: "activate_plugin_v1", data: {} });
   // a failed first load is ACTIVATED: it is retried with activate (or replaced with upgrade), not re-installed
   await run(n, {
     type: "fail_plugin_load_v1",
-    data: { activation: state(n).activation, version: "1.0.1", stage: "init", message: "boom" },
+    data: { activation: (await state(n)).activation, version: "1.0.1", stage: "init", message: "boom" },
   });
-  s = state(n);
+  s = await state(n);
   assert.equal(statusName(s.status), "failed");
   assert.equal(acceptsInstall(s), false);
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
   await run(n, { type: "activate_plugin_v1", data: {} });
   await run(n, {
     type: "confirm_plugin_loaded_v1",
-    data: { activation: state(n).activation, version: "1.0.1", routes: [] },
+    data: { activation: (await state(n)).activation, version: "1.0.1", routes: [] },
   });
   // loaded, and a failed upgrade keeps it LOADED: still refused
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
   await run(n, { type: "upgrade_plugin_v1", data: pkg(n, "2.0.0") });
-  await run(n, { type: "fail_plugin_extract_v1", data: { generation: gen(), code: "not_gzip", message: "x" } });
-  assert.equal(statusName(state(n).status), "loaded");
+  await run(n, { type: "fail_plugin_extract_v1", data: { generation: await gen(), code: "not_gzip", message: "x" } });
+  assert.equal(statusName((await state(n)).status), "loaded");
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
   // disabled after crashes: FAILED but still ACTIVATED: refused (activate retries it)
   await run(n, { type: "disable_plugin_v1", data: { reason: "crashed 4 times" } });
-  assert.equal(statusName(state(n).status), "failed");
+  assert.equal(statusName((await state(n)).status), "failed");
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
   // deactivated and healthy: refused (activate or upgrade)
   await run(n, { type: "deactivate_plugin_v1", data: {} });
-  assert.equal(acceptsInstall(state(n)), false);
+  assert.equal(acceptsInstall(await state(n)), false);
   assert.equal(await rejection(n, { type: "install_plugin_v1", data: pkg(n) }), "plugin_already_installed");
   // removed: installable again, as before
   await run(n, { type: "remove_plugin_v1", data: { purge: false } });
-  assert.equal(acceptsInstall(state(n)), true);
+  assert.equal(acceptsInstall(await state(n)), true);
 });
 
 test("commands with an id are idempotent; a boot reload of an already loaded version writes nothing", async () => {
@@ -332,19 +335,19 @@ test("commands with an id are idempotent; a boot reload of an already loaded ver
   const b = await cqrs.dispatch(pluginAggregate, n, { id: "cmd-1", type: "install_plugin_v1", data: pkg(n) });
   assert.equal(b.duplicate, true);
   assert.equal(b.position, a.position);
-  assert.equal(store.streamRevision("plugin-zeta"), 0);
+  assert.equal(await store.streamRevision("plugin-zeta"), 0);
   await run(n, {
     type: "extract_plugin_package_v1",
-    data: { generation: state(n).generation, version: "1.0.0", files: 1, bytes: 1 },
+    data: { generation: (await state(n)).generation, version: "1.0.0", files: 1, bytes: 1 },
   });
   await run(n, { type: "activate_plugin_v1", data: {} });
-  const act = state(n).activation;
+  const act = (await state(n)).activation;
   await run(n, { type: "confirm_plugin_loaded_v1", data: { activation: act, version: "1.0.0", routes: [] } });
-  const rev = store.streamRevision("plugin-zeta");
+  const rev = await store.streamRevision("plugin-zeta");
   const again = await run(n, {
     type: "confirm_plugin_loaded_v1",
     data: { activation: act, version: "1.0.0", routes: [], boot: true },
   });
   assert.equal(again.events.length, 0);
-  assert.equal(store.streamRevision("plugin-zeta"), rev);
+  assert.equal(await store.streamRevision("plugin-zeta"), rev);
 });

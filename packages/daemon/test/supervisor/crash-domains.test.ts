@@ -116,7 +116,7 @@ test("a plugin that SIGKILLs its process in init is quarantined after at most 2 
     );
     assert.match(view.lastError.message, /plugin host died \(signal SIGKILL\) while loading it/);
     assert.equal(view.status, "failed");
-    const crashes = hostCrashes(d);
+    const crashes = await hostCrashes(d);
     assert.ok(crashes.length >= 1 && crashes.length <= 2, `host deaths: ${crashes.length}`);
     for (const c of crashes) {
       assert.equal(c.signal, "SIGKILL");
@@ -140,7 +140,7 @@ test("a plugin that SIGKILLs its process in init is quarantined after at most 2 
     try {
       assert.equal((await fetch(`${again.url}/ready`)).status, 200);
       assert.equal((await fetch(`${again.url}/plugin/calm/api/who`)).status, 200);
-      assert.equal(again.lifecycle.hostCrashes().length, crashes.length, "no new host death at boot");
+      assert.equal((await again.lifecycle.hostCrashes()).length, crashes.length, "no new host death at boot");
       // An explicit activate re-enables it (and it is quarantined again: it still kills its host).
       const r = await again.api("POST", "/admin/api/plugins/poison/activate");
       assert.equal(r.status, 422);
@@ -184,9 +184,9 @@ test("a plugin that aborts its host at request time (fatal heap abort, SIGKILL) 
       const view = await (await d.api("GET", "/admin/api/plugins/bomb")).json();
       if (view.lastError?.code === "quarantined") break;
       await until(async () => (await fetch(`${d.url}/plugin/bomb/api/who`)).status === 200, 30_000, "bomb back");
-      const before = hostCrashes(d).length;
+      const before = (await hostCrashes(d)).length;
       await fetch(`${d.url}/plugin/bomb/api/${path}`, { method: "POST" }).catch(() => {});
-      await until(() => hostCrashes(d).length > before, 60_000, `host death by ${path}`);
+      await until(async () => (await hostCrashes(d)).length > before, 60_000, `host death by ${path}`);
       deaths++;
     }
     const view = await until(
@@ -199,7 +199,7 @@ test("a plugin that aborts its host at request time (fatal heap abort, SIGKILL) 
     );
     assert.ok(deaths <= 4, `quarantined after ${deaths} host deaths (3 in the shared host + 1 in isolation)`);
     assert.match(view.lastError.message, /while serving it/);
-    const crashes = hostCrashes(d);
+    const crashes = await hostCrashes(d);
     assert.ok(
       crashes.some((c) => c.signal === "SIGABRT" || c.signal === "SIGTRAP" || c.code === 134),
       "a fatal abort",
@@ -247,7 +247,7 @@ test("an endless loop in a handler is contained in its worker: the host lives, t
       "spin disabled",
     );
     assert.equal(d.hosts.pids()[1], host, "same host process");
-    assert.equal(hostCrashes(d).length, 0);
+    assert.equal((await hostCrashes(d)).length, 0);
     assert.equal((await fetch(`${d.url}/plugin/calm/api/who`)).status, 200);
   } finally {
     await d.stop();
