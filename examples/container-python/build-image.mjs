@@ -2,7 +2,7 @@
 // the manifest: `node examples/container-python/build-image.mjs` (needs podman and a built @hecate/daemon).
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildPythonImageArchive } from "@hecate/daemon/container/python-image";
+import { buildPythonImageArchive } from "@hecate/daemon";
 
 const here = dirname(fileURLToPath(import.meta.url));
 await buildPythonImageArchive(join(here, "image.tar"), "localhost/hecate-example-python:0.1.0");

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
+import { type Daemon, startDaemon } from "@hecate/daemon";
 import { packPlugin } from "@hecate/package";
 import { type Browser, chromium } from "playwright-core";
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { type Daemon, startDaemon } from "@hecate/daemon/daemon";
+import { type Daemon, startDaemon } from "@hecate/daemon";
 import { type Browser, chromium, type Page } from "playwright-core";
 import WebSocket from "ws";
 

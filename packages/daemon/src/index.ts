@@ -1,6 +1,7 @@
 // Daemon entry points are added by the lifecycle/runtime work.
 
 export type { LogLine } from "./admin/logs.js";
+export { buildPythonImageArchive } from "./container/python-image.js";
 export * from "./daemon.js";
 export * from "./http/router.js";
 export * from "./http/server.js";

@@ -1,5 +1,7 @@
+import { realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /**
  * Every standard path of one plugin under `$HECATE_HOME/plugins/{name}/`.
@@ -66,4 +68,12 @@ export function pluginPaths(home: string, name: string): PluginPaths {
     data: join(root, "data"),
     tmp: join(run, "tmp"),
   };
+}
+
+/**
+ * Real path of this `@hecate/sdk` package's directory: what the daemon links plugins to
+ * (`$HECATE_HOME/node_modules/@hecate/sdk`) and what a scaffolded project depends on.
+ */
+export function sdkPackageDir(): string {
+  return realpathSync(fileURLToPath(new URL("../..", import.meta.url))); // this file is {package}/dist/src/paths.js
 }

@@ -4,8 +4,8 @@
  */
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { daemonSdkDir } from "@hecate/daemon/runtime/sdk-link";
 import { isValidElementName } from "@hecate/sdk";
+import { sdkPackageDir } from "@hecate/sdk/paths";
 
 export type Kind = "plugin" | "container";
 export type Lang = "ts" | "js";
@@ -26,7 +26,7 @@ export function cliPackageDir(): string {
  * The SDK is never shipped in a package: the daemon provides it.
  */
 export function hecateDevDependencies(): Record<string, string> {
-  return { "@hecate/cli": `file:${cliPackageDir()}`, "@hecate/sdk": `file:${daemonSdkDir()}` };
+  return { "@hecate/cli": `file:${cliPackageDir()}`, "@hecate/sdk": `file:${sdkPackageDir()}` };
 }
 
 export function packageJson(name: string, kind: Kind, lang: Lang): string {

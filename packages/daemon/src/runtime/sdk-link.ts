@@ -11,25 +11,13 @@
  * library it did not ship. The SDK itself is never shipped: the pack leaves it out and the daemon refuses a package
  * that carries a copy (`sdk_shipped`, @hecate/package extract.ts), which would otherwise shadow this link.
  */
-import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, symlinkSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-/** Real path of the `@hecate/sdk` package dir the daemon itself resolves. */
-export function daemonSdkDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.resolve("@hecate/sdk")));
-  for (;;) {
-    const pkg = join(dir, "package.json");
-    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, "utf8")).name === "@hecate/sdk") return realpathSync(dir);
-    const up = dirname(dir);
-    if (up === dir) throw new Error("cannot locate the @hecate/sdk package dir");
-    dir = up;
-  }
-}
+import { mkdirSync, readlinkSync, renameSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
+import { sdkPackageDir } from "@hecate/sdk/paths";
 
 /** Creates or repairs `$HECATE_HOME/node_modules/@hecate/sdk` (atomic rename over a stale link). */
 export function ensureSdkLink(home: string): string {
-  const target = daemonSdkDir();
+  const target = sdkPackageDir();
   const scope = join(home, "node_modules", "@hecate");
   const link = join(scope, "sdk");
   mkdirSync(scope, { recursive: true });

@@ -4,9 +4,10 @@ import { readFileSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { sdkPackageDir } from "@hecate/sdk/paths";
 import { RouteError } from "../../src/http/router.js";
 import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
-import { daemonSdkDir, ensureSdkLink } from "../../src/runtime/sdk-link.js";
+import { ensureSdkLink } from "../../src/runtime/sdk-link.js";
 import { type Env, json, raw, setup, whoPlugin, writePlugin } from "./helpers.js";
 
 const API = `
@@ -318,7 +319,7 @@ test("a drain past the deadline ends the request with 502, and the SDK link is r
   rmSync(link);
   symlinkSync(tmpdir(), link);
   assert.equal(ensureSdkLink(env.home), link);
-  assert.equal(readlinkSync(link), daemonSdkDir());
+  assert.equal(readlinkSync(link), sdkPackageDir());
 });
 
 test("a slow plugin slows a large upload instead of buffering it (body flow control)", async () => {
