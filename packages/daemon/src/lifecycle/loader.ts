@@ -7,6 +7,7 @@
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
+import pLimit, { type LimitFunction } from "p-limit";
 import type { ContainerPluginSpec } from "../container/runtime.js";
 import type { SettingsOutcome } from "../host/plugin-host.js";
 import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
@@ -63,7 +64,16 @@ export interface LoaderOptions {
    * which holds them. Default: none.
    */
   settings?: (name: string, manifest: PluginManifest) => Record<string, unknown>;
+  /** Loads (verify + start in a host) running at once, default DEFAULT_LOAD_CONCURRENCY; more wait their turn. */
+  loadConcurrency?: number;
 }
+
+/**
+ * Plugins load side by side (each is its own worker thread: the cost is CPU in that thread, file reads and IPC
+ * round trips, which overlap well), but not all at once: a boot of hundreds of plugins would start hundreds of
+ * workers together and answer none of them sooner. Eight keeps two cores busy with room for the waits.
+ */
+export const DEFAULT_LOAD_CONCURRENCY = 8;
 
 /** How changed settings reached a loaded plugin: its onSettingsChanged, a swap, or not at all (not loaded). */
 export type SettingsApplied = "live" | "swap" | "none";
@@ -78,7 +88,19 @@ function loadFailure(err: unknown, fallbackStage: string): LoadFailure {
 }
 
 export class Loader {
-  constructor(private readonly o: LoaderOptions) {}
+  /** Bounds the loads running at once (boot, installs, upgrades, settings swaps alike). */
+  private readonly gate: LimitFunction;
+
+  constructor(private readonly o: LoaderOptions) {
+    const n = o.loadConcurrency ?? DEFAULT_LOAD_CONCURRENCY;
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`loadConcurrency must be a positive integer, got ${n}`);
+    this.gate = pLimit(n);
+  }
+
+  /** Loads running now (at most `loadConcurrency`). */
+  get activeLoads(): number {
+    return this.gate.activeCount;
+  }
 
   paths(name: string): PluginPaths {
     return pluginPaths(this.o.home, name);
@@ -126,8 +148,13 @@ export class Loader {
   /**
    * Loads the installed package (or swaps it in when this plugin is already loaded: zero-downtime upgrade).
    * Throws LoadFailure; on failure nothing new stays mounted (a failed swap keeps the old version serving).
+   * Any number of plugins may be loaded at once: `loadConcurrency` of them run, the others wait.
    */
-  async load(name: string): Promise<LoadResult> {
+  load(name: string): Promise<LoadResult> {
+    return this.gate(() => this.loadNow(name));
+  }
+
+  private async loadNow(name: string): Promise<LoadResult> {
     const p = this.paths(name);
     try {
       await this.o.pkg.verifyPackageDir(p.package);
