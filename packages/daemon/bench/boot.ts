@@ -4,7 +4,9 @@
  *  - install of N plugins through the admin API, all uploads sent at once (the daemon bounds the concurrency);
  *  - boot: startDaemon() called -> EVERY route of the N plugins answers 200 (polled), best of BENCH_BOOT_ROUNDS;
  *  - idle RSS of the plugin-host process, against the same host with no plugin loaded (measured in the same run):
- *    RSS per idle worker plugin = (host RSS with N plugins - host RSS with none) / N.
+ *    RSS per idle worker plugin = (host RSS with N plugins - host RSS with none) / N;
+ *  - CPU a boot costs per plugin: the fresh plugin host's CPU time (all its threads) until every route answered,
+ *    divided by N (a figure that a busy, shared machine disturbs far less than the wall-clock boot time).
  * Prints `BENCH_JSON {...}` last; the summary fields are `boot_30_plugins_ms` and `rss_mib_per_idle_plugin_30`.
  */
 import { readFileSync } from "node:fs";
@@ -26,6 +28,12 @@ function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   if (!m) throw new Error(`no VmRSS for ${pid}`);
   return Number(m[1]) / 1024;
+}
+
+/** CPU time (user + system, all threads) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /** The main plugin host's RSS once it has been idle a while (median of 5 samples, 200 ms apart). */
@@ -96,24 +104,28 @@ for (const n of SIZES) {
   await d.close();
 
   const boots: number[] = [];
+  const hostCpu: number[] = [];
   let rss = 0;
   for (let i = 0; i < ROUNDS; i++) {
     const t = performance.now();
     d = await start(home);
     await allAnswer(d.url, plugins);
     boots.push(performance.now() - t);
+    hostCpu.push(cpuMs(d.hosts.pids()[1]!));
     if (i === 0) rss = await idleHostRss(d);
     await d.close();
   }
   const boot = Math.min(...boots);
   const perPlugin = (rss - rssEmpty) / n;
+  const cpuPerPlugin = pct(hostCpu, 0.5) / n;
   console.log(
-    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin`,
+    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin; host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted`,
   );
   result[`install_${n}_plugins_ms`] = round(installMs, 0);
   result[`boot_${n}_plugins_ms`] = round(boot, 0);
   result[`host_rss_mib_${n}_plugins`] = round(rss, 1);
   result[`rss_mib_per_idle_plugin_${n}`] = round(perPlugin, 2);
+  result[`host_cpu_ms_per_plugin_boot_${n}`] = round(cpuPerPlugin, 0);
 }
 await rm(work, { recursive: true, force: true });
 console.log(`BENCH_JSON ${JSON.stringify(result)}`);
