@@ -1,7 +1,7 @@
 /**
  * Runtime + router bench, every ratio against a baseline measured in the same run:
  *  - req/s of a plugin route through the daemon (router + worker round trip) vs the same handler on bare node:http
- *    (load generator in a child process, keep-alive, 16 connections);
+ *    and on Fastify 5 (load generator in a child process, keep-alive, 16 connections);
  *  - hot swap v1<->v2 50 times under load: failures, non-2xx, swap latency;
  *  - plugin load time; main-thread heap across 200 load/unload cycles.
  * Prints `BENCH_JSON {...}` last.
@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { pluginPaths, standaloneConfig } from "@hecate/sdk";
+import Fastify from "fastify";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
@@ -70,6 +71,11 @@ const bare = createServer({ keepAliveTimeout: 65_000 }, (_req, res) => {
   res.end(body);
 });
 const barePort = await listen(bare);
+// Fastify 5 with the same handler (its own JSON serialization, no schema): the framework baseline.
+const fastify = Fastify({ keepAliveTimeout: 65_000 });
+fastify.get("/hello", async () => handler());
+await fastify.listen({ port: 0, host: "127.0.0.1" });
+const fastifyPort = (fastify.server.address() as { port: number }).port;
 
 const v1 = writePlugin(home, "1.0.0");
 const v2 = writePlugin(home, "2.0.0");
@@ -79,14 +85,18 @@ await runtime.load(v1);
 console.log(`throughput: ${CONNECTIONS} keep-alive connections, ${DURATION} ms per run`);
 const bareRuns: LoadResult[] = [];
 const daemonRuns: LoadResult[] = [];
+const fastifyRuns: LoadResult[] = [];
 for (let i = 0; i < 2; i++) {
   bareRuns.push(await loadgen(`http://127.0.0.1:${barePort}/hello`));
+  fastifyRuns.push(await loadgen(`http://127.0.0.1:${fastifyPort}/hello`));
   daemonRuns.push(await loadgen(`http://127.0.0.1:${port}/plugin/bench/api/hello`));
 }
 const best = (rs: LoadResult[]) => rs.reduce((a, b) => (b.rps > a.rps ? b : a));
 const bareBest = best(bareRuns);
+const fastifyBest = best(fastifyRuns);
 const daemonBest = best(daemonRuns);
 console.log(`  bare node:http  ${bareBest.rps.toFixed(0)} req/s (p99 ${bareBest.p99_ms.toFixed(2)} ms)`);
+console.log(`  fastify 5       ${fastifyBest.rps.toFixed(0)} req/s (p99 ${fastifyBest.p99_ms.toFixed(2)} ms)`);
 console.log(`  daemon+worker   ${daemonBest.rps.toFixed(0)} req/s (p99 ${daemonBest.p99_ms.toFixed(2)} ms)`);
 
 // 2. hot swap under load.
@@ -144,6 +154,7 @@ server.closeAllConnections();
 bare.closeAllConnections();
 await new Promise<void>((r) => server.close(() => r()));
 await new Promise<void>((r) => bare.close(() => r()));
+await fastify.close();
 rmSync(home, { recursive: true, force: true });
 
 const result = {
@@ -152,8 +163,12 @@ const result = {
   duration_ms: DURATION,
   rps_bare_node_http: round(bareBest.rps, 0),
   rps_daemon_plugin_route: round(daemonBest.rps, 0),
+  rps_fastify: round(fastifyBest.rps, 0),
   ratio_daemon_vs_bare: round(daemonBest.rps / bareBest.rps, 3),
+  ratio_daemon_vs_fastify: round(daemonBest.rps / fastifyBest.rps, 3),
+  ratio_fastify_vs_bare: round(fastifyBest.rps / bareBest.rps, 3),
   p99_ms_bare: round(bareBest.p99_ms),
+  p99_ms_fastify: round(fastifyBest.p99_ms),
   p99_ms_daemon: round(daemonBest.p99_ms),
   throughput_failures: daemonRuns.reduce((a, r) => a + r.non2xx + r.errors, 0),
   hot_swap: {

@@ -1,12 +1,16 @@
 /**
  * Load generator run in a child process (so it never shares the daemon's event loop):
- *   node loadgen.js <url> <connections> <durationMs>     (SIGTERM: stop early and report)
+ *   node loadgen.js <url> <connections> <durationMs> [request-json]     (SIGTERM: stop early and report)
+ * request-json (optional): {"method", "headers", "body"} sent with every request (default a plain GET).
  * Keep-alive undici Pool, one request loop per connection. Prints one JSON line with counts, req/s, latency
  * percentiles and how many responses had each distinct body (capped), so a swap bench can check versions.
  */
 import { Pool } from "undici";
 
-const [url, connArg, durArg] = process.argv.slice(2);
+const [url, connArg, durArg, reqArg] = process.argv.slice(2);
+const request = reqArg
+  ? (JSON.parse(reqArg) as { method?: string; headers?: Record<string, string>; body?: string })
+  : {};
 const u = new URL(url);
 const connections = Number(connArg ?? 16);
 const durationMs = Number(durArg ?? 5000);
@@ -28,7 +32,12 @@ async function loop(): Promise<void> {
   while (Date.now() < until) {
     const t0 = performance.now();
     try {
-      const r = await pool.request({ method: "GET", path });
+      const r = await pool.request({
+        method: (request.method ?? "GET") as "GET",
+        path,
+        headers: request.headers,
+        body: request.body,
+      });
       const text = await r.body.text();
       lat.push(performance.now() - t0);
       if (r.statusCode >= 200 && r.statusCode < 300) ok++;

@@ -12,17 +12,31 @@ export interface LoadResult {
   bodies: Record<string, number>;
 }
 
+/** What every request of a load run sends (default: a plain GET). */
+export interface LoadRequest {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
 /** Runs loadgen.js against `url` for `durationMs` (or until the stop function given to `onChild` is called). */
 export function loadgen(
   url: string,
   connections: number,
   durationMs: number,
   onChild?: (stop: () => void) => void,
+  request?: LoadRequest,
 ): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      [new URL("./loadgen.js", import.meta.url).pathname, url, String(connections), String(durationMs)],
+      [
+        new URL("./loadgen.js", import.meta.url).pathname,
+        url,
+        String(connections),
+        String(durationMs),
+        ...(request ? [JSON.stringify(request)] : []),
+      ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
     onChild?.(() => child.kill("SIGTERM"));

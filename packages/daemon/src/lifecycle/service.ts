@@ -211,13 +211,8 @@ export class LifecycleService extends EventEmitter {
           .reconcileContainers(containerNames)
           .catch((err) => new Map(containerNames.map((n) => [n, new LoadFailure("container", (err as Error).message)])))
       : new Map<string, LoadResult | LoadFailure>();
-    // A few at a time: each is its own stream and worker, and a slow one does not hold up the others.
-    const queue = toLoad.map((s) => s.name!);
-    const lane = async () => {
-      for (let name = queue.shift(); name !== undefined; name = queue.shift())
-        await this.bootLoad(name, containerOutcomes.get(name));
-    };
-    await Promise.all(Array.from({ length: Math.min(4, queue.length) }, lane));
+    // All at once: each is its own stream and worker, and the loader bounds how many load together (loader.ts).
+    await Promise.all(toLoad.map((s) => this.bootLoad(s.name!, containerOutcomes.get(s.name!))));
     this.booted = true;
   }
 

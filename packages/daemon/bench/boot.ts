@@ -1,0 +1,131 @@
+/**
+ * Boot and memory bench on the real daemon (startDaemon: supervisor here, plugin host a child process), for
+ * N = 1 / 10 / 30 installed in-process plugins (env BENCH_BOOT_SIZES, e.g. "1,10,30"):
+ *  - install of N plugins through the admin API, all uploads sent at once (the daemon bounds the concurrency);
+ *  - boot: startDaemon() called -> EVERY route of the N plugins answers 200 (polled), best of BENCH_BOOT_ROUNDS;
+ *  - idle RSS of the plugin-host process, against the same host with no plugin loaded (measured in the same run):
+ *    RSS per idle worker plugin = (host RSS with N plugins - host RSS with none) / N;
+ *  - CPU a boot costs per plugin: the fresh plugin host's CPU time (all its threads) until every route answered,
+ *    divided by N (a figure that a busy, shared machine disturbs far less than the wall-clock boot time).
+ * Prints `BENCH_JSON {...}` last; the summary fields are `boot_30_plugins_ms` and `rss_mib_per_idle_plugin_30`.
+ */
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Daemon, startDaemon } from "../src/daemon.js";
+import { buildPackage } from "../test/lifecycle/helpers.js";
+import { pct, round } from "./run-load.js";
+
+const SIZES = (process.env.BENCH_BOOT_SIZES ?? "1,10,30").split(",").map(Number);
+const ROUNDS = Number(process.env.BENCH_BOOT_ROUNDS ?? 3);
+
+const start = (home: string) => startDaemon({ home, port: 0, logLevel: "silent", containers: false });
+const names = (n: number) => Array.from({ length: n }, (_, i) => `boot${String(i).padStart(2, "0")}`);
+
+/** VmRSS of a process in MiB (Linux /proc). */
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]) / 1024;
+}
+
+/** CPU time (user + system, all threads) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** The main plugin host's RSS once it has been idle a while (median of 5 samples, 200 ms apart). */
+async function idleHostRss(d: Daemon): Promise<number> {
+  await new Promise((r) => setTimeout(r, 1500));
+  const pid = d.hosts.pids()[1];
+  if (!pid) throw new Error("no main plugin host");
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    samples.push(rssMiB(pid));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return pct(samples, 0.5);
+}
+
+/** Polls every plugin's route until all answer 200 (each plugin is polled until it answers, all in parallel). */
+async function allAnswer(url: string, plugins: string[], deadlineMs = 60_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  await Promise.all(
+    plugins.map(async (name) => {
+      for (;;) {
+        try {
+          const r = await fetch(`${url}/plugin/${name}/api/who`);
+          await r.arrayBuffer();
+          if (r.status === 200) return;
+        } catch {}
+        if (Date.now() > until) throw new Error(`${name} did not answer within ${deadlineMs} ms`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }),
+  );
+}
+
+const work = await mkdtemp(join(tmpdir(), "hecate-bench-boot-"));
+const archives = new Map<string, string>();
+for (const name of names(Math.max(...SIZES))) archives.set(name, await buildPackage(work, { name, version: "1.0.0" }));
+
+// Baseline: a host with no plugin.
+const emptyHome = join(work, "home-0");
+let d = await start(emptyHome);
+const rssEmpty = await idleHostRss(d);
+await d.close();
+console.log(`plugin host with no plugin: ${rssEmpty.toFixed(1)} MiB RSS`);
+
+const result: Record<string, unknown> = {
+  bench: "daemon-boot",
+  rounds: ROUNDS,
+  host_rss_mib_no_plugins: round(rssEmpty, 1),
+};
+for (const n of SIZES) {
+  const home = join(work, `home-${n}`);
+  const plugins = names(n);
+  d = await start(home);
+  const t0 = performance.now();
+  const installs = await Promise.all(
+    plugins.map((name) =>
+      fetch(`${d.adminUrl}/admin/api/plugins`, {
+        method: "POST",
+        body: readFileSync(archives.get(name)!),
+        headers: { authorization: `Bearer ${d.token}`, "content-type": "application/gzip" },
+      }).then(async (r) => ({ status: r.status, body: await r.text() })),
+    ),
+  );
+  const bad = installs.find((r) => r.status !== 201);
+  if (bad) throw new Error(`install: ${bad.status} ${bad.body}`);
+  await allAnswer(d.url, plugins);
+  const installMs = performance.now() - t0;
+  await d.close();
+
+  const boots: number[] = [];
+  const hostCpu: number[] = [];
+  let rss = 0;
+  for (let i = 0; i < ROUNDS; i++) {
+    const t = performance.now();
+    d = await start(home);
+    await allAnswer(d.url, plugins);
+    boots.push(performance.now() - t);
+    hostCpu.push(cpuMs(d.hosts.pids()[1]!));
+    if (i === 0) rss = await idleHostRss(d);
+    await d.close();
+  }
+  const boot = Math.min(...boots);
+  const perPlugin = (rss - rssEmpty) / n;
+  const cpuPerPlugin = pct(hostCpu, 0.5) / n;
+  console.log(
+    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin; host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted`,
+  );
+  result[`install_${n}_plugins_ms`] = round(installMs, 0);
+  result[`boot_${n}_plugins_ms`] = round(boot, 0);
+  result[`host_rss_mib_${n}_plugins`] = round(rss, 1);
+  result[`rss_mib_per_idle_plugin_${n}`] = round(perPlugin, 2);
+  result[`host_cpu_ms_per_plugin_boot_${n}`] = round(cpuPerPlugin, 0);
+}
+await rm(work, { recursive: true, force: true });
+console.log(`BENCH_JSON ${JSON.stringify(result)}`);
