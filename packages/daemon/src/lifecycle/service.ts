@@ -359,7 +359,14 @@ export class LifecycleService extends EventEmitter {
    */
   async refuse(
     err: unknown,
-    r: { op: "install" | "upgrade"; archive?: string; source: "upload" | "path"; path?: string; plugin: string | null },
+    r: {
+      op: "install" | "upgrade";
+      archive?: string;
+      source: "upload" | "path" | "url";
+      path?: string;
+      url?: string;
+      plugin: string | null;
+    },
   ): Promise<unknown> {
     try {
       const file = r.archive ? await fileDigest(r.archive) : null;
@@ -371,6 +378,7 @@ export class LifecycleService extends EventEmitter {
         ...(e?.details !== undefined ? { details: e.details } : {}),
         source: r.source,
         ...(r.path !== undefined ? { path: r.path } : {}),
+        ...(r.url !== undefined ? { url: r.url } : {}),
         bytes: file?.bytes ?? null,
         sha256: file?.sha256 ?? null,
       };
@@ -780,9 +788,10 @@ export class LifecycleService extends EventEmitter {
   }
 }
 
-/** The service's `source` (a path, or "upload") as a rejection's source fields. */
-function origin(source: string): { source: "upload" | "path"; path?: string } {
-  return source === "upload" ? { source } : { source: "path", path: source };
+/** The service's `source` (a path, a package URL, or "upload") as a rejection's source fields. */
+function origin(source: string): { source: "upload" | "path" | "url"; path?: string; url?: string } {
+  if (source === "upload") return { source };
+  return /^https?:\/\//i.test(source) ? { source: "url", url: source } : { source: "path", path: source };
 }
 
 /** Size and sha256 of a file, read as a stream (uploads may be 256 MiB). */
