@@ -25,6 +25,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import {
@@ -704,6 +705,7 @@ export class LifecycleService extends EventEmitter {
       case "plugin_removed_v1":
         await this.o.loader.unload(name);
         if (has(s, Flags.REMOVED)) {
+          await this.releaseImages(name);
           try {
             this.o.loader.removeFiles(name, ev.data.purge);
           } catch (err) {
@@ -714,6 +716,17 @@ export class LifecycleService extends EventEmitter {
         return;
       default:
         return;
+    }
+  }
+
+  /** A removed plugin's container images go, unless another plugin uses them (container/image-refs.ts). */
+  private async releaseImages(name: string): Promise<void> {
+    try {
+      const r = await releaseRemovedPlugin(this.o.home, name);
+      for (const k of r.kept) this.o.logger.info({ plugin: name, image: k.image.ref, why: k.why }, "image kept");
+      for (const i of r.removed) this.o.logger.info({ plugin: name, image: i.ref }, "image removed");
+    } catch (err) {
+      this.o.logger.error({ plugin: name, err }, "releasing the plugin's images failed");
     }
   }
 
