@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { IMAGE_RECORD } from "../../src/container/image-refs.js";
+import { cliImageStore, IMAGE_RECORD, releaseImages, writeHeld } from "../../src/container/image-refs.js";
 import { ensureNodeBaseImage, nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
 import { packPlugin } from "../../src/package/integrity.js";
@@ -26,6 +26,7 @@ const IMAGES = {
   a1: `localhost/hecate-test-release-a-${tag}:1`,
   a2: `localhost/hecate-test-release-a-${tag}:2`,
   shared: `localhost/hecate-test-release-shared-${tag}:1`,
+  cli: `localhost/hecate-test-release-cli-${tag}:1`,
 };
 
 const SERVER = `
@@ -95,9 +96,16 @@ async function remove(name: string) {
   assert.equal(r.status, 200, r.body);
 }
 
+before(() => {
+  work = mkdtempSync(join(tmpdir(), "hecate-images-"));
+});
+after(() => {
+  for (const ref of Object.values(IMAGES)) execFileSync("podman", ["rmi", "-f", "--ignore", ref], { stdio: "ignore" });
+  rmSync(work, { recursive: true, force: true });
+});
+
 describe("container images are released when no plugin uses them (real podman)", () => {
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), "hecate-images-"));
     const podman = new PodmanClient({ socketPath: join(work, "podman.sock") });
     try {
       await podman.ensureService();
@@ -116,10 +124,7 @@ describe("container images are released when no plugin uses them (real podman)",
   });
   after(async () => {
     await daemon?.close();
-    if (work) await removeHomeContainers(join(work, "home"));
-    for (const ref of Object.values(IMAGES))
-      execFileSync("podman", ["rmi", "-f", "--ignore", ref], { stdio: "ignore" });
-    if (work) rmSync(work, { recursive: true, force: true });
+    await removeHomeContainers(join(work, "home"));
   });
 
   it("remove frees the plugin's image; an image two plugins use stays until the last one goes", async () => {
@@ -181,5 +186,38 @@ describe("container images are released when no plugin uses them (real podman)",
     await install(await pack("rel-base", "1.0.0", undefined));
     await remove("rel-base");
     assert.equal(imageId(nodeBaseImageRef()), base);
+  });
+});
+
+describe("release without the daemon's Podman service (CLI), and Podman's own refusal while a container uses it", () => {
+  it("kept while a container uses it or another plugin's manifest names it; removed once neither holds", async () => {
+    const id = buildImage(IMAGES.cli, "cli");
+    const plugins = mkdtempSync(join(work, "plugins-"));
+    for (const n of ["p1", "p2"]) mkdirSync(join(plugins, n, "package"), { recursive: true });
+    const held = [{ id, ref: IMAGES.cli }];
+    writeHeld(join(plugins, "p1"), held);
+    const store = cliImageStore();
+    // p2 is installed and names the image (it never ran: no record of its own)
+    writeFileSync(
+      join(plugins, "p2", "package", "manifest.json"),
+      JSON.stringify({ container: { image: IMAGES.cli } }),
+    );
+    let r = await releaseImages(store, plugins, "p1", held);
+    assert.deepEqual(r.kept, [{ image: held[0], why: "held" }]);
+    rmSync(join(plugins, "p2"), { recursive: true });
+    // a container (not ours: no hecate label) uses it: Podman refuses, the image is kept
+    const container = execFileSync("podman", ["create", IMAGES.cli, "--version"], { encoding: "utf8" }).trim();
+    try {
+      r = await releaseImages(store, plugins, "p1", held);
+      assert.deepEqual(r.kept, [{ image: held[0], why: "in_use" }]);
+      assert.equal(imageId(IMAGES.cli), id);
+    } finally {
+      execFileSync("podman", ["rm", "-f", container], { stdio: "ignore" });
+    }
+    r = await releaseImages(store, plugins, "p1", held);
+    assert.deepEqual(r.removed, held);
+    assert.equal(imageId(IMAGES.cli), null);
+    // gone already: nothing to do, no error
+    assert.deepEqual(await releaseImages(store, plugins, "p1", held), { removed: [], kept: [] });
   });
 });
