@@ -208,7 +208,9 @@ export async function downloadPackage(
     }
   } catch (err) {
     if (err instanceof DownloadError) throw err;
-    if (deadline.aborted)
+    const code = (err as { code?: string }).code;
+    // The deadline decides; undici's own idle timers (set past it) only back it up.
+    if (deadline.aborted || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT")
       throw new DownloadError("download_timeout", `download of ${rawUrl} not done within ${limits.timeoutMs} ms`, {
         timeoutMs: limits.timeoutMs,
       });
@@ -229,8 +231,8 @@ function get(url: URL, agent: Agent, signal: AbortSignal, timeoutMs: number): Pr
     method: "GET",
     dispatcher: agent,
     signal,
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs,
+    headersTimeout: timeoutMs + 1000,
+    bodyTimeout: timeoutMs + 1000,
     headers: {
       accept: "application/gzip, application/octet-stream;q=0.9, */*;q=0.1",
       "user-agent": `hecate/${HECATE_VERSION}`,

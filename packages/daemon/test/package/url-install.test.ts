@@ -43,6 +43,8 @@ function handler(req: IncomingMessage, res: ServerResponse): void {
   } else if (kind === "stall") {
     res.writeHead(200, { "content-type": "application/gzip", "content-length": 1_000_000 });
     res.write(Buffer.alloc(10)); // then nothing, ever
+  } else if (kind === "silent") {
+    // reads the request, never answers
   } else if (kind === "to-http") {
     res.writeHead(302, { location: "http://10.255.255.1/x.tar.gz" });
     res.end();
@@ -239,15 +241,18 @@ describe("install from a URL (real HTTPS, throwaway CA)", () => {
     }
   });
 
-  it("a server that stalls mid-body: refused at the deadline, partial file removed", async () => {
+  it("a server that stalls (mid-body, or before any answer): refused at the deadline, partial file removed", async () => {
     process.env.HECATE_DOWNLOAD_TIMEOUT_MS = "800";
     try {
-      const t0 = Date.now();
-      const r = await install({ url: `${https.url}/stall` });
-      const ms = Date.now() - t0;
-      assert.equal(r.status, 504, JSON.stringify(r.body));
-      assert.equal(r.body.error.code, "download_timeout");
-      assert.ok(ms >= 700 && ms < 5000, `answered after ${ms} ms`);
+      for (const kind of ["stall", "silent"]) {
+        const t0 = Date.now();
+        const r = await install({ url: `${https.url}/${kind}` });
+        const ms = Date.now() - t0;
+        assert.equal(r.status, 504, JSON.stringify(r.body));
+        assert.equal(r.body.error.code, "download_timeout");
+        assert.ok(ms >= 800 && ms < 10_000, `${kind}: answered after ${ms} ms`);
+        assert.equal((await lastRejection()).code, "download_timeout");
+      }
     } finally {
       delete process.env.HECATE_DOWNLOAD_TIMEOUT_MS;
     }
