@@ -122,24 +122,30 @@ export function buildProgram(): Command {
 
   plugin
     .command("install")
-    .description("install a plugin from a .tar.gz or a plugin project dir (packed first); prints its URL")
-    .argument("<source>", "package file (.tar.gz) or plugin project directory")
+    .description(
+      "install a plugin from a .tar.gz, a plugin project dir (packed first) or an https:// URL (downloaded by the daemon); prints its URL",
+    )
+    .argument("<source>", "package file (.tar.gz), plugin project directory, or https://…/x.tar.gz")
     .option("--no-wait", "return once the package is accepted, without waiting for it to load")
     .option("--key <file>", "sign the package with this ed25519 private key (PEM) before uploading")
+    .option("--sha256 <hex>", "with a URL: the package's sha256; the daemon refuses a download that differs")
     .option("--json", "JSON output")
-    .action((source: string, opts: { wait: boolean; key?: string }, cmd: Command) =>
+    .action((source: string, opts: { wait: boolean; key?: string; sha256?: string }, cmd: Command) =>
       withClient(cmd, async (ctx) => (await pluginCommands()).installCommand(ctx, source, opts)),
     );
 
   plugin
     .command("upgrade")
     .description("replace an installed plugin with a new version (zero-downtime swap)")
-    .argument("<source>", "package file (.tar.gz) or plugin project directory")
+    .argument("<source>", "package file (.tar.gz), plugin project directory, or https://…/x.tar.gz (with --name)")
     .option("--key <file>", "sign the package with this ed25519 private key (PEM) before uploading")
     .option("--reset-settings", "clear the plugin's settings when they do not fit the new version's schema")
+    .option("--name <plugin>", "with an https:// URL: the plugin to upgrade")
+    .option("--sha256 <hex>", "with a URL: the package's sha256; the daemon refuses a download that differs")
     .option("--json", "JSON output")
-    .action((source: string, opts: { key?: string; resetSettings?: boolean }, cmd: Command) =>
-      withClient(cmd, async (ctx) => (await pluginCommands()).upgradeCommand(ctx, source, opts)),
+    .action(
+      (source: string, opts: { key?: string; resetSettings?: boolean; name?: string; sha256?: string }, cmd: Command) =>
+        withClient(cmd, async (ctx) => (await pluginCommands()).upgradeCommand(ctx, source, opts)),
     );
 
   plugin

@@ -213,7 +213,14 @@ function setupDropzone() {
   });
 }
 
-/** @typedef {{position:number,op:string,code:string,message:string,source:string,path?:string,plugin:string|null,bytes:number|null,sha256:string|null,at:string}} Rejection */
+/** @typedef {{position:number,op:string,code:string,message:string,source:string,path?:string,url?:string,plugin:string|null,bytes:number|null,sha256:string|null,at:string}} Rejection */
+
+/** Where a refused package came from: the operator's path, the package URL, or "upload". @param {Rejection} r */
+function rejectionSource(r) {
+  if (r.source === "path") return r.path ?? "path";
+  if (r.source === "url") return r.url ?? "url";
+  return "upload";
+}
 
 const MAX_REJECTIONS = 20;
 /** Refused packages, newest first: loaded from the API, then kept current by the SSE `rejection` events. */
@@ -230,7 +237,7 @@ function renderRejections() {
         el("td", {}, [r.plugin ?? "-"]),
         el("td", { "data-field": "code" }, [r.code]),
         el("td", {}, [r.message]),
-        el("td", {}, [r.source === "path" ? (r.path ?? "path") : "upload"]),
+        el("td", {}, [rejectionSource(r)]),
         el("td", { class: "sha", title: r.sha256 ?? "" }, [r.sha256 ? r.sha256.slice(0, 12) : "-"]),
       ]),
     ),

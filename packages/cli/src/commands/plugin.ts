@@ -141,7 +141,7 @@ function failedView(err: unknown): PluginView | undefined {
   return details?.plugin && typeof details.plugin === "object" ? details.plugin : undefined;
 }
 
-function rejected(err: unknown): never {
+export function rejected(err: unknown): never {
   const view = failedView(err);
   if (err instanceof CliError && view?.status === "failed") {
     // the aggregate stays (status failed, listed with its last error); say how to get out of it. A plugin that never
@@ -167,8 +167,9 @@ function rejected(err: unknown): never {
 export async function installCommand(
   ctx: CommandContext,
   source: string,
-  opts: { wait: boolean; key?: string; build?: boolean },
+  opts: { wait: boolean; key?: string; build?: boolean; sha256?: string },
 ): Promise<void> {
+  if (isPackageUrl(source)) return (await import("./url.js")).urlInstallCommand(ctx, source, opts);
   const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Installing ${prepared.name} from ${prepared.description}`);
@@ -186,8 +187,9 @@ export async function installCommand(
 export async function upgradeCommand(
   ctx: CommandContext,
   source: string,
-  opts: { key?: string; build?: boolean; resetSettings?: boolean },
+  opts: { key?: string; build?: boolean; resetSettings?: boolean; name?: string; sha256?: string },
 ): Promise<void> {
+  if (isPackageUrl(source)) return (await import("./url.js")).urlUpgradeCommand(ctx, source, opts);
   const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Upgrading ${prepared.name} to ${prepared.version} from ${prepared.description}`);
@@ -199,6 +201,9 @@ export async function upgradeCommand(
     await prepared.cleanup();
   }
 }
+
+/** An http(s):// source: the daemon downloads it (commands/url.ts). */
+const isPackageUrl = (source: string) => /^https?:\/\//i.test(source);
 
 export async function listCommand(ctx: CommandContext): Promise<void> {
   const { plugins } = await ctx.client.call<{ plugins: PluginView[] }>("GET", "/admin/api/plugins");

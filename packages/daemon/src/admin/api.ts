@@ -22,9 +22,11 @@ import {
 import { SettingsError } from "../lifecycle/settings.js";
 import { rejectionMessage } from "../lifecycle/user-messages.js";
 import { ADMIN_RESPONSE_HEADERS, type AdminGuard, sessionCookies } from "./auth.js";
+import { DownloadError } from "./download.js";
 import { ApiError, mediaType, readJson, receiveFile, sendError, sendJson, sendSse } from "./http.js";
 import type { LogBook, LogLine } from "./logs.js";
 import { SESSION_COOKIE } from "./sessions.js";
+import { isUrlRequest, type RefusalOrigin, receiveFromUrl } from "./url-source.js";
 
 export const ADMIN_UI_DIR = fileURLToPath(new URL("../../../admin-ui/", import.meta.url));
 export const OPENAPI_FILE = fileURLToPath(new URL("../../../openapi.json", import.meta.url));
@@ -196,16 +198,25 @@ export class AdminApi {
     sendJson(res, 200, { ...v, manifest: this.o.lifecycle.manifest(name) });
   }
 
-  /** Upload body (.tar.gz) or JSON {path}; returns the incoming file and a description of its source. */
-  private async receiveArchive(req: IncomingMessage): Promise<{ file: string; source: string }> {
+  /**
+   * Upload body (.tar.gz), JSON {path} or JSON {url, sha256?}; returns the incoming file and a description of its
+   * source. `origin` is filled in as soon as the source is known (for the refusal record).
+   */
+  private async receiveArchive(req: IncomingMessage, origin: RefusalOrigin): Promise<{ file: string; source: string }> {
     const type = mediaType(req);
     if (type === "application/json") {
-      const body = (await readJson(req)) as { path?: unknown } | null;
+      const body = (await readJson(req)) as Record<string, unknown> | null;
+      if (body && isUrlRequest(body)) return receiveFromUrl(body, origin, this.o.incomingDir, this.maxUpload);
       const path = body && typeof body === "object" ? body.path : undefined;
       if (typeof path !== "string" || !isAbsolute(path))
-        throw new ApiError(400, "invalid_body", 'JSON body must be {"path": "/absolute/file.tar.gz"}', {
-          field: "path",
-        });
+        throw new ApiError(
+          400,
+          "invalid_body",
+          'JSON body must be {"path": "/absolute/file.tar.gz"} or {"url": "https://…/file.tar.gz", "sha256"?: "<hex>"}',
+          {
+            field: "path",
+          },
+        );
       const st = await stat(path).catch(() => null);
       if (!st?.isFile()) throw new ApiError(400, "invalid_path", `no such file: ${path}`, { field: "path" });
       if (st.size > this.maxUpload)
@@ -228,11 +239,15 @@ export class AdminApi {
 
   /** receiveArchive, with a refused body (too large, wrong type, bad path) recorded like any refused package. */
   private async receiveOrRefuse(req: IncomingMessage, op: "install" | "upgrade", plugin: string | null) {
+    const origin: RefusalOrigin = {
+      source: mediaType(req) === "application/json" ? "path" : "upload",
+    };
     try {
-      return await this.receiveArchive(req);
+      return await this.receiveArchive(req, origin);
     } catch (err) {
-      const source = mediaType(req) === "application/json" ? "path" : "upload";
-      throw await this.o.lifecycle.refuse(err, { op, source, plugin });
+      // A download refused for its content (pin mismatch) names the whole file: its digest goes into the record.
+      const archive = err instanceof DownloadError ? err.file : undefined;
+      throw await this.o.lifecycle.refuse(err, { op, ...origin, archive, plugin });
     }
   }
 
@@ -463,6 +478,7 @@ export function toApiError(err: unknown): ApiError {
   }
   const e = err as Error & { code?: unknown; details?: unknown };
   if (e?.name === "PackageError" && typeof e.code === "string") return new ApiError(422, e.code, e.message, e.details);
+  if (err instanceof DownloadError) return new ApiError(err.status, err.code, err.message, err.details);
   return new ApiError(500, "internal_error", e?.message ?? String(err));
 }
 

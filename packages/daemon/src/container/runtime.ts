@@ -25,7 +25,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PluginConfig, PluginHealth, PluginManifest } from "@hecate/sdk";
 import { pluginPaths } from "@hecate/sdk/paths";
@@ -33,6 +33,7 @@ import type { PluginMount, Router } from "../http/router.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { CONTAINER_NODE_MODULES, ensureNodeBaseImage, sdkModuleMounts } from "./base-image.js";
 import { mountDataImage, mountSocketDir, mountsUnder, releaseSocketDir, unmountAll } from "./host-mounts.js";
+import { addHeld, apiImageStore, type HeldImage, readHeld, releaseImages, writeHeld } from "./image-refs.js";
 import {
   type ContainerCreateSpec,
   type ContainerSummary,
@@ -169,6 +170,8 @@ interface Entry {
   failed: boolean;
   /** Stops following the container's output. */
   logs?: AbortController;
+  /** The image it was created from (not set for the Node base image, which is never released: image-refs.ts). */
+  image?: HeldImage;
 }
 
 export interface LoadedContainer {
@@ -271,6 +274,7 @@ export class ContainerRuntime {
       this.mount(entry);
       this.entries.set(spec.name, entry);
       this.followLogs(entry, adopted ? Date.now() : startedAt);
+      if (!adopted) await this.settleImages(entry);
       return { ...this.describe(entry), adopted: adopted !== undefined };
     });
   }
@@ -324,6 +328,7 @@ export class ContainerRuntime {
       this.mount(entry);
       this.followLogs(entry, startedAt);
       await this.retire(old, { keepData: true }); // the new generation uses the same data image
+      await this.settleImages(entry); // the old generation's image goes unless someone else uses it
       return this.describe(entry);
     });
   }
@@ -687,6 +692,7 @@ export class ContainerRuntime {
         await mountDataImage(`${data}.img`, data, this.sandboxPolicy(spec).dataQuotaMb, entry.uid);
         ensureOwnedDir(data, entry.uid);
       }
+      if (!resolved.nodeBase) entry.image = await this.holdImage(spec, resolved.image);
       // A leftover container of the same name (crash between create and our bookkeeping) is ours to replace.
       await this.podman.removeContainer(entry.containerName);
       entry.containerId = await this.podman.createContainer(this.createSpec(entry, resolved.image, resolved.nodeBase));
@@ -714,6 +720,48 @@ export class ContainerRuntime {
       throw new ContainerPluginError(spec.name, "start_failed", `${(err as Error).message}\n${logs}`, logs);
     }
     return entry;
+  }
+
+  /** Records the image a container is about to be created from as held by its plugin (image-refs.ts). */
+  private async holdImage(spec: ContainerPluginSpec, ref: string): Promise<HeldImage | undefined> {
+    const found = await apiImageStore(this.podman).inspect(ref);
+    if (!found) return undefined; // the create reports the missing image
+    const image = { id: found.id, ref };
+    addHeld(spec.dir, image);
+    return image;
+  }
+
+  /**
+   * After a successful load or swap: the plugin holds only the running generation's image now; every other image
+   * it held is released unless another plugin holds it (an image a container still uses stays recorded, for the next
+   * release). Best effort: a failure is a plugin log line, never a failed load.
+   */
+  private async settleImages(entry: Entry): Promise<void> {
+    const { spec } = entry;
+    const current = entry.image;
+    const others = readHeld(spec.dir).filter((h) => h.id !== current?.id);
+    if (others.length === 0) return;
+    let inUse: HeldImage[] = [];
+    try {
+      const r = await releaseImages(apiImageStore(this.podman), dirname(spec.dir), spec.name, others);
+      inUse = r.kept.filter((k) => k.why === "in_use").map((k) => k.image);
+      if (r.removed.length)
+        this.emit({
+          type: "log",
+          plugin: spec.name,
+          level: "info",
+          msg: `released image ${r.removed.map((i) => i.ref).join(", ")} (no other plugin uses it)`,
+        });
+    } catch (err) {
+      inUse = others;
+      this.emit({
+        type: "log",
+        plugin: spec.name,
+        level: "warn",
+        msg: `image release failed: ${(err as Error).message}`,
+      });
+    }
+    writeHeld(spec.dir, [...(current ? [current] : []), ...inUse]);
   }
 
   private mount(entry: Entry): void {

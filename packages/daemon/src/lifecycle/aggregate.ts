@@ -49,7 +49,7 @@ export interface PluginState {
   plugin_type: PluginType;
   callback_module: string | null;
   oci_image: string | null;
-  /** Where the package came from (upload file name or path). */
+  /** Where the package came from ("upload", the operator's path, or the URL it was downloaded from). */
   package_url: string | null;
   installed_version: string | null;
   license_id: string | null;
@@ -146,9 +146,11 @@ export interface PackageRejection {
   code: string;
   message: string;
   details?: unknown;
-  source: "upload" | "path";
+  source: "upload" | "path" | "url";
   /** The operator's file, when the package was given as {path}. */
   path?: string;
+  /** The package URL, when the daemon was asked to download it ({url}). */
+  url?: string;
   /** Size and sha256 of the refused file (null when it was not received whole, e.g. too large). */
   bytes: number | null;
   sha256: string | null;

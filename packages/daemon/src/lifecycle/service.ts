@@ -25,6 +25,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import {
@@ -354,7 +355,14 @@ export class LifecycleService extends EventEmitter {
    */
   async refuse(
     err: unknown,
-    r: { op: "install" | "upgrade"; archive?: string; source: "upload" | "path"; path?: string; plugin: string | null },
+    r: {
+      op: "install" | "upgrade";
+      archive?: string;
+      source: "upload" | "path" | "url";
+      path?: string;
+      url?: string;
+      plugin: string | null;
+    },
   ): Promise<unknown> {
     try {
       const file = r.archive ? await fileDigest(r.archive) : null;
@@ -366,6 +374,7 @@ export class LifecycleService extends EventEmitter {
         ...(e?.details !== undefined ? { details: e.details } : {}),
         source: r.source,
         ...(r.path !== undefined ? { path: r.path } : {}),
+        ...(r.url !== undefined ? { url: r.url } : {}),
         bytes: file?.bytes ?? null,
         sha256: file?.sha256 ?? null,
       };
@@ -701,6 +710,7 @@ export class LifecycleService extends EventEmitter {
       case "plugin_removed_v1":
         await this.o.loader.unload(name);
         if (has(s, Flags.REMOVED)) {
+          await this.releaseImages(name);
           try {
             this.o.loader.removeFiles(name, ev.data.purge);
           } catch (err) {
@@ -711,6 +721,17 @@ export class LifecycleService extends EventEmitter {
         return;
       default:
         return;
+    }
+  }
+
+  /** A removed plugin's container images go, unless another plugin uses them (container/image-refs.ts). */
+  private async releaseImages(name: string): Promise<void> {
+    try {
+      const r = await releaseRemovedPlugin(this.o.home, name);
+      for (const k of r.kept) this.o.logger.info({ plugin: name, image: k.image.ref, why: k.why }, "image kept");
+      for (const i of r.removed) this.o.logger.info({ plugin: name, image: i.ref }, "image removed");
+    } catch (err) {
+      this.o.logger.error({ plugin: name, err }, "releasing the plugin's images failed");
     }
   }
 
@@ -785,9 +806,10 @@ export class LifecycleService extends EventEmitter {
   }
 }
 
-/** The service's `source` (a path, or "upload") as a rejection's source fields. */
-function origin(source: string): { source: "upload" | "path"; path?: string } {
-  return source === "upload" ? { source } : { source: "path", path: source };
+/** The service's `source` (a path, a package URL, or "upload") as a rejection's source fields. */
+function origin(source: string): { source: "upload" | "path" | "url"; path?: string; url?: string } {
+  if (source === "upload") return { source };
+  return /^https?:\/\//i.test(source) ? { source: "url", url: source } : { source: "path", path: source };
 }
 
 /** Size and sha256 of a file, read as a stream (uploads may be 256 MiB). */

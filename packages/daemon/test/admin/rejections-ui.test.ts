@@ -1,7 +1,7 @@
 /**
  * Refused packages on the admin page (real headless Chromium via playwright-core, real daemon): a package refused
  * before its name is known shows up live (SSE `rejection`) in "Refused packages" with its code, and is still listed
- * after a page reload (GET /admin/api/rejections).
+ * after a page reload (GET /admin/api/rejections); a refused download shows its URL.
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -41,5 +41,18 @@ test("admin page: a refused upload appears live under Refused packages and stays
   await page.waitForSelector('#connection[data-state="open"]');
   await page.locator("#rejections tbody tr").first().waitFor();
   assert.equal(await page.locator('#rejections tbody tr [data-field="code"]').textContent(), "not_gzip");
+
+  // A refused download names its URL as the source (plain http:// to a non-loopback host: refused before any
+  // connection).
+  const url = "http://10.255.255.1/remote.tar.gz";
+  const r = await d.api("POST", "/admin/api/plugins", {
+    body: JSON.stringify({ url }),
+    headers: { "content-type": "application/json" },
+  });
+  assert.equal(r.status, 400);
+  await page.locator("#rejections tbody tr").nth(1).waitFor();
+  const newest = page.locator("#rejections tbody tr").first();
+  assert.equal(await newest.locator('[data-field="code"]').textContent(), "insecure_url");
+  assert.match((await newest.textContent()) ?? "", /http:\/\/10\.255\.255\.1\/remote\.tar\.gz/);
   assert.deepEqual(pageErrors, []);
 });
