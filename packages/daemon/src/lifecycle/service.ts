@@ -368,12 +368,13 @@ export class LifecycleService extends EventEmitter {
       } catch (err) {
         if (!(err instanceof CommandRejected)) throw err;
         const st = this.states.get(name);
-        throw new LifecycleError(
-          err.code,
-          err.code === "not_pulling"
-            ? `plugin ${name} is not pulling an image (it is ${st ? statusName(st.status) : "not installed"})`
-            : err.message,
-        );
+        if (err.code === "not_pulling")
+          throw new LifecycleError(
+            err.code,
+            `plugin ${name} is not pulling an image (it is ${statusName(st!.status)})`,
+          );
+        const message = rejectionMessage(name, err.code, st && statusName(st.status));
+        throw message ? new LifecycleError(err.code, message) : err;
       }
     });
   }

@@ -141,9 +141,11 @@ export function buildAndPush(
 
 /** Removes every local image of a registry host (`podman rmi` of what `podman images` lists for it). */
 export function removeLocalImages(host: string): void {
-  const ids = execFileSync("podman", ["images", "-q", "--filter", `reference=${host}/*`], { encoding: "utf8" })
+  // `--filter reference=` misses images pulled by digest (no tag): match the repository instead.
+  const ids = execFileSync("podman", ["images", "--format", "{{.ID}} {{.Repository}}"], { encoding: "utf8" })
     .split("\n")
-    .filter(Boolean);
+    .filter((l) => l.split(" ")[1]?.startsWith(`${host}/`))
+    .map((l) => l.split(" ")[0]);
   if (ids.length) execFileSync("podman", ["rmi", "-f", ...new Set(ids)], { stdio: "ignore" });
 }
 
