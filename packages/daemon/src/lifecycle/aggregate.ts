@@ -156,8 +156,6 @@ export interface OciSource {
   digest: string;
   layers: number;
   bytes: number;
-  /** Size of each layer by digest. */
-  sizes?: Record<string, number>;
 }
 
 /** New settings (stored form: secrets already encrypted); `changed` / `unset` name the fields, never a value. */

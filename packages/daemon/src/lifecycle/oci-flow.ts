@@ -19,6 +19,7 @@ import type { ProcessManagerContext, RecordedEvent } from "@hecate/store";
 import type { Logger } from "pino";
 import { formatOciReference, type OciReference, parseOciReference, pinnedImage } from "../container/oci-reference.js";
 import { PodmanClient, type PullLine } from "../container/podman.js";
+import { PullProgress, progressed } from "../container/pull-progress.js";
 import { MANIFEST_LABEL, RegistryError, resolveImage } from "../container/registry-client.js";
 import { registryCredentials, registryUsesPlainHttp } from "../container/registry-config.js";
 import { writeManifestPackage } from "../package/manifest-package.js";
@@ -114,7 +115,6 @@ export class OciFlow {
         digest: resolved.digest,
         layers: resolved.layers.length,
         bytes: resolved.layers.reduce((n, l) => n + l.size, 0),
-        sizes: Object.fromEntries(resolved.layers.map((l) => [l.digest, l.size])),
       },
     };
   }
@@ -203,15 +203,22 @@ export class OciFlow {
   private async pull(name: string, generation: number, src: OciSource, signal: AbortSignal): Promise<void> {
     const registry = parseOciReference(src.reference).registry;
     const plainHttp = registryUsesPlainHttp(this.o.home, registry);
-    const progress = new PullProgress(src);
+    const progress = new PullProgress({ layers: src.layers, bytes: src.bytes });
     // Progress reports are appended one after the other, never racing the outcome.
     let reports: Promise<unknown> = Promise.resolve();
+    let last: { layers_done: number; bytes_done: number } | undefined;
     const report = () => {
       const p = progress.snapshot();
+      if (!progressed(last, p, src.bytes)) return;
+      last = p;
       reports = reports.then(() =>
         this.o.dispatch(name, { type: "report_oci_pull_progress_v1", data: { generation, ...p } }).catch(() => {}),
       );
     };
+    const sampler = setInterval(() => {
+      progress.sample();
+      report();
+    }, 250);
     let outcome: PluginCommand;
     try {
       await this.podman.ensureService();
@@ -224,18 +231,23 @@ export class OciFlow {
           signal,
         },
         (line: PullLine) => {
-          if (progress.take(line)) report();
+          progress.take(line);
+          report();
         },
       );
+      clearInterval(sampler);
       const inspected = await this.podman.inspectImage(src.image);
       const repo = src.image.slice(0, src.image.lastIndexOf("@"));
       if (!inspected?.RepoDigests?.includes(`${repo}@${src.digest}`))
         throw new OciInstallError("digest_mismatch", `the pulled image ${id} is not ${src.image}`);
       if (typeof inspected.Config?.Labels?.[MANIFEST_LABEL] !== "string")
         throw new OciInstallError("no_plugin_manifest", `the pulled image ${id} has no ${MANIFEST_LABEL} label`);
-      if (progress.finish()) report();
+      progress.finish();
+      report();
       outcome = { type: "complete_oci_pull_v1", data: { generation, digest: src.digest, image_id: id } };
     } catch (err) {
+      clearInterval(sampler);
+      progress.release();
       if (signal.aborted) {
         await reports;
         return; // cancelled or closing: cancel_oci_pull_v1 is recorded, or the next boot resumes the pull
@@ -288,49 +300,6 @@ export class OciFlow {
     if (!image) return;
     for (const s of this.o.states()) if (s.name !== name && s.oci_image === image && !has(s, Flags.REMOVED)) return;
     await this.podman.removeImage(image).catch(() => {});
-  }
-}
-
-/** Layer progress from libpod's pull lines (`Copying blob sha256:…`, `… skipped: already exists`, `Copying config`). */
-class PullProgress {
-  private readonly started = new Set<string>();
-  private readonly done = new Set<string>();
-  private doneBytes = 0;
-
-  constructor(private readonly src: OciSource) {}
-
-  /** True when the line changed what is reported. */
-  take(line: PullLine): boolean {
-    const text = line.stream ?? "";
-    const blob = text.match(/Copying blob (sha256:[a-f0-9]{64})/);
-    if (blob) {
-      const skipped = /skipped|already exists/.test(text);
-      if (skipped) return this.complete(blob[1]);
-      if (this.started.has(blob[1])) return false;
-      this.started.add(blob[1]);
-      return false;
-    }
-    // Layers are copied before the config: every started layer is complete now.
-    if (/Copying config/.test(text)) return this.finish();
-    return false;
-  }
-
-  finish(): boolean {
-    if (this.done.size >= this.src.layers) return false;
-    for (let i = this.done.size; i < this.src.layers; i++) this.done.add(`#${i}`);
-    this.doneBytes = this.src.bytes;
-    return true;
-  }
-
-  private complete(digest: string): boolean {
-    if (this.done.has(digest)) return false;
-    this.done.add(digest);
-    this.doneBytes += this.src.sizes?.[digest] ?? 0;
-    return true;
-  }
-
-  snapshot(): { layers_done: number; bytes_done: number } {
-    return { layers_done: Math.min(this.done.size, this.src.layers), bytes_done: this.doneBytes };
   }
 }
 

@@ -1,14 +1,16 @@
 /**
  * A slow pull (a layer of random bytes served through a proxy that drips the registry's bytes on loopback):
  * `cancel` in the middle leaves no plugin, no image, no package and stops the download; a daemon killed with -9 in the
- * middle of a pull resumes it at boot (the plugin ends LOADED, never stuck PULLING).
+ * middle of a pull resumes it at boot (the plugin ends LOADED, never stuck PULLING); the admin page (headless
+ * Chromium) installs from an image, shows the pull's progress bar live and cancels it with its button.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Daemon, startDaemon } from "../../src/daemon.js";
+import type { Daemon } from "../../src/daemon.js";
+import { launchChromium } from "../admin/chromium.js";
 import { spawnDaemon, unixRequest, until } from "../lifecycle/helpers.js";
 import { removeHomeContainers, skipReason } from "./helpers.js";
 import {
@@ -17,6 +19,7 @@ import {
   imageManifest,
   localImageExists,
   removeLocalImages,
+  startContainerDaemon,
   startDripProxy,
   startRegistry,
   type TestRegistry,
@@ -71,13 +74,7 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
     const home = join(work, "home-cancel");
     let daemon: Daemon | undefined;
     try {
-      daemon = await startDaemon({
-        home,
-        port: 0,
-        logLevel: "silent",
-        containers: true,
-        trustOwnProcessOnSocket: true,
-      });
+      daemon = await startContainerDaemon(home);
       const s = daemon.socketPath;
       const r = await api(s, "POST", "/admin/api/plugins?wait=none", { oci: ref });
       assert.equal(r.status, 202, r.body);
@@ -120,6 +117,44 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
       assert.equal(again.json().error.code, "not_pulling");
       assert.match(again.json().error.message, /is not pulling an image \(it is loaded\)/);
     } finally {
+      await daemon?.close();
+      await removeHomeContainers(home);
+      removeLocalImages(`127.0.0.1:${proxy.port}`);
+    }
+  });
+
+  it("admin page: install from an image, the pull's progress bar goes live, its Cancel button ends the pull", async () => {
+    proxy.setRate(RATE);
+    const home = join(work, "home-ui");
+    let daemon: Daemon | undefined;
+    const browser = await launchChromium();
+    try {
+      daemon = await startContainerDaemon(home);
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${daemon.adminUrl}/admin/login?token=${encodeURIComponent(daemon.token)}`);
+      await page.waitForSelector('#connection[data-state="open"]');
+      await page.fill("#oci-ref", ref);
+      await page.click('#oci-form button[type="submit"]');
+      const row = `tr[data-plugin="${NAME}"]`;
+      await page.waitForSelector(
+        `${row} [data-field="status"][data-status="pulling"] progress[data-field="pull-progress"]`,
+      );
+      // the bar moves with the pull's progress events (bytes of the dripped layer)
+      const bar = `${row} progress[data-field="pull-progress"]`;
+      await page.waitForFunction(`(document.querySelector(${JSON.stringify(bar)})?.value ?? 0) > 64 * 1024`);
+      const label = (await page.textContent(`${row} [data-field="pull-label"]`)) ?? "";
+      assert.match(label, /^0\/3 layers · (\d+\.\d) MiB\/(\d+\.\d) MiB$/);
+      assert.match((await page.textContent(`${row} [data-field="flags"]`)) ?? "", /PULLING/);
+      await page.click(`${row} button[data-action="cancel"]`);
+      await page.waitForSelector(row, { state: "detached" });
+      await page.waitForSelector("#upload-status:has-text('pull cancelled')");
+      const view = (await api(daemon.socketPath, "GET", `/admin/api/plugins/${NAME}`)).json();
+      assert.equal(view.status, "removed");
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await browser.close();
       await daemon?.close();
       await removeHomeContainers(home);
       removeLocalImages(`127.0.0.1:${proxy.port}`);

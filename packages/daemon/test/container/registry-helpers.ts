@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { nodeBaseImageRef } from "../../src/container/index.js";
+import { type Daemon, startDaemon } from "../../src/daemon.js";
 
 export interface TestRegistry {
   /** `127.0.0.1:<port>` */
@@ -264,4 +265,9 @@ export function followEvents(socketPath: string): Promise<SseFollower> {
     req.on("error", reject);
     req.end();
   });
+}
+
+/** An in-process daemon on `home` with container plugins on (the tests' own process is trusted on its socket). */
+export function startContainerDaemon(home: string): Promise<Daemon> {
+  return startDaemon({ home, port: 0, logLevel: "silent", containers: true, trustOwnProcessOnSocket: true });
 }

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Daemon, startDaemon } from "../../src/daemon.js";
+import type { Daemon } from "../../src/daemon.js";
 import { unixRequest } from "../lifecycle/helpers.js";
 import { removeHomeContainers, skipReason } from "./helpers.js";
 import {
@@ -20,6 +20,7 @@ import {
   imageManifest,
   localImageExists,
   removeLocalImages,
+  startContainerDaemon,
   startRegistry,
   type TestRegistry,
 } from "./registry-helpers.js";
@@ -48,13 +49,7 @@ describe("container plugins from an OCI registry (real registry, real podman)", 
     digests.v1 = buildAndPush(`${repo}:1`, "1.0.0", imageManifest(NAME, "1.0.0"));
     digests.v2 = buildAndPush(`${repo}:2`, "2.0.0", imageManifest(NAME, "2.0.0"));
     buildAndPush(`${registry.host}/hecate-test/nolabel:1`, "1.0.0", null);
-    daemon = await startDaemon({
-      home: join(work, "home"),
-      port: 0,
-      logLevel: "silent",
-      containers: true,
-      trustOwnProcessOnSocket: true,
-    });
+    daemon = await startContainerDaemon(join(work, "home"));
   });
 
   after(async () => {
