@@ -54,7 +54,15 @@ function read(home: string): Record<string, RegistryEntry> {
   } catch {
     return {};
   }
-  const parsed = JSON.parse(text) as { registries?: Record<string, RegistryEntry> };
+  let parsed: { registries?: Record<string, RegistryEntry> };
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new RegistryConfigError(
+      "invalid_registry_config",
+      `${registriesFile(home)} is not valid JSON (${(err as Error).message}): fix it or set the registries again`,
+    );
+  }
   return parsed.registries && typeof parsed.registries === "object" ? parsed.registries : {};
 }
 

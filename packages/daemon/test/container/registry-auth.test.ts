@@ -15,6 +15,7 @@ import { type ChildDaemon, spawnDaemon, unixRequest } from "../lifecycle/helpers
 import { removeHomeContainers, repoRoot, skipReason } from "./helpers.js";
 import {
   buildAndPush,
+  ensureBaseImage,
   followEvents,
   imageManifest,
   removeLocalImages,
@@ -71,6 +72,7 @@ describe("a registry with auth (htpasswd, bcrypt)", { skip, timeout: 240_000 }, 
   };
 
   before(async () => {
+    await ensureBaseImage();
     registry = await startRegistry({ username: USER, password: PASSWORD });
     work = mkdtempSync(join(tmpdir(), "hct-oci-auth-"));
     home = join(work, "home");

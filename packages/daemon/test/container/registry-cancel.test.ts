@@ -16,6 +16,7 @@ import { removeHomeContainers, skipReason } from "./helpers.js";
 import {
   buildAndPush,
   type DripProxy,
+  ensureBaseImage,
   imageManifest,
   localImageExists,
   removeLocalImages,
@@ -55,6 +56,7 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
   let ref: string;
 
   before(async () => {
+    await ensureBaseImage();
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), "hct-oci-slow-"));
     digest = buildAndPush(`${registry.host}/hecate-test/slow:1`, "1.0.0", imageManifest(NAME, "1.0.0"), { padMb: 8 });

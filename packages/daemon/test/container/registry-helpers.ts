@@ -10,7 +10,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
-import { nodeBaseImageRef } from "../../src/container/index.js";
+import { ensureNodeBaseImage, nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
 
 export interface TestRegistry {
@@ -80,6 +80,11 @@ export async function startRegistry(auth?: { username: string; password: string 
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The local Node base image the test images are built FROM (built from the host's node when missing, CLI only). */
+export async function ensureBaseImage(): Promise<void> {
+  await ensureNodeBaseImage(new PodmanClient({ socketPath: join(tmpdir(), "unused-podman.sock") }));
 }
 
 /** The plugin manifest an image carries (label io.hecate.manifest). */

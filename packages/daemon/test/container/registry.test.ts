@@ -6,6 +6,7 @@
  * HECATE_REQUIRE_DIGEST=1.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +16,7 @@ import { unixRequest } from "../lifecycle/helpers.js";
 import { removeHomeContainers, skipReason } from "./helpers.js";
 import {
   buildAndPush,
+  ensureBaseImage,
   followEvents,
   freePort,
   imageManifest,
@@ -43,6 +45,7 @@ describe("container plugins from an OCI registry (real registry, real podman)", 
     );
 
   before(async () => {
+    await ensureBaseImage();
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), "hct-oci-"));
     const repo = `${registry.host}/hecate-test/echo`;
@@ -123,6 +126,29 @@ describe("container plugins from an OCI registry (real registry, real podman)", 
     // the health watcher confirms the container up (a transition: recorded once)
     const confirmed = await waitForFlags(api, NAME, ["RUNNING", "CONFIRMED_UP"]);
     assert.ok(confirmed.includes("LOADED"));
+  });
+
+  it("the health watcher: a killed container -> confirm_container_down; restarted healthy -> confirm_container_up", async () => {
+    const id = execFileSync("podman", ["ps", "-q", "--filter", `label=hecate.plugin=${NAME}`], {
+      encoding: "utf8",
+    }).trim();
+    assert.ok(id, "the plugin's container runs");
+    const before = (await api("GET", `/admin/api/plugins/${NAME}/events`)).json().events.length;
+    execFileSync("podman", ["kill", id], { stdio: "ignore" });
+    await waitForFlags(api, NAME, ["CONFIRMED_DOWN"]);
+    const flags = await waitForFlags(api, NAME, ["CONFIRMED_UP", "RUNNING"]);
+    assert.ok(!flags.includes("CONFIRMED_DOWN"));
+    const events = (await api("GET", `/admin/api/plugins/${NAME}/events`)).json().events.slice(before);
+    const types = events.map((e: { type: string }) => e.type);
+    assert.deepEqual(
+      types.filter((t: string) => t.startsWith("container_confirmed")),
+      ["container_confirmed_down_v1", "container_confirmed_up_v1"],
+      types.join(", "),
+    );
+    assert.match(events.find((e: { type: string }) => e.type === "container_confirmed_down_v1").data.reason, /crashed/);
+    const hello = await fetch(`${daemon.url}/plugin/${NAME}/api/after-restart`);
+    assert.equal(hello.status, 200);
+    await hello.arrayBuffer();
   });
 
   it("upgrade to a new tag is a generation swap with 0 failed requests under load", async () => {
@@ -241,7 +267,7 @@ async function waitForFlags(
   name: string,
   flags: string[],
 ): Promise<string[]> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 20_000;
   for (;;) {
     const got = (await api("GET", `/admin/api/plugins/${name}`)).json().flags;
     if (flags.every((f) => got.includes(f))) return got;
