@@ -76,7 +76,7 @@ describe("a registry with auth (htpasswd, bcrypt)", { skip, timeout: 240_000 }, 
     registry = await startRegistry({ username: USER, password: PASSWORD });
     work = mkdtempSync(join(tmpdir(), "hct-oci-auth-"));
     home = join(work, "home");
-    buildAndPush(`${registry.host}/private/echo:1`, "1.0.0", imageManifest(NAME, "1.0.0"), {
+    await buildAndPush(`${registry.host}/private/echo:1`, "1.0.0", imageManifest(NAME, "1.0.0"), {
       creds: { username: USER, password: PASSWORD },
     });
     ref = `oci://${registry.host}/private/echo:1`;

@@ -59,7 +59,9 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
     await ensureBaseImage();
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), "hct-oci-slow-"));
-    digest = buildAndPush(`${registry.host}/hecate-test/slow:1`, "1.0.0", imageManifest(NAME, "1.0.0"), { padMb: 8 });
+    digest = await buildAndPush(`${registry.host}/hecate-test/slow:1`, "1.0.0", imageManifest(NAME, "1.0.0"), {
+      padMb: 8,
+    });
     proxy = await startDripProxy(registry.port, RATE);
     ref = `oci://127.0.0.1:${proxy.port}/hecate-test/slow:1`;
   });

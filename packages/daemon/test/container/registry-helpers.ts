@@ -3,12 +3,13 @@
  * a temp storage dir (optionally htpasswd auth, bcrypt made with bcryptjs), plugin images built with podman FROM the
  * local Node base image and pushed, and a TCP proxy that drips the registry's bytes (a slow pull on loopback).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import bcrypt from "bcryptjs";
 import { ensureNodeBaseImage, nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
@@ -84,7 +85,17 @@ export async function startRegistry(auth?: { username: string; password: string 
 
 /** The local Node base image the test images are built FROM (built from the host's node when missing, CLI only). */
 export async function ensureBaseImage(): Promise<void> {
-  await ensureNodeBaseImage(new PodmanClient({ socketPath: join(tmpdir(), "unused-podman.sock") }));
+  if (localImageExists(nodeBaseImageRef())) return;
+  const dir = mkdtempSync(join(tmpdir(), "hct-base-"));
+  const podman = new PodmanClient({ socketPath: join(dir, "podman.sock") });
+  try {
+    await podman.ensureService();
+    await ensureNodeBaseImage(podman);
+  } finally {
+    await podman.stopService();
+    await podman.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** The plugin manifest an image carries (label io.hecate.manifest). */
@@ -115,30 +126,31 @@ process.on("SIGTERM", () => process.exit(0));
  * registry over plain HTTP, then removes it locally (so a pull really downloads its own layers). `padMb` adds a layer
  * of that many MiB of random bytes (incompressible: a slow pull through the drip proxy). Returns the pushed digest.
  */
-export function buildAndPush(
+export async function buildAndPush(
   ref: string,
   version: string,
   label: unknown | null,
   opts: { padMb?: number; creds?: { username: string; password: string } } = {},
-): string {
+): Promise<string> {
+  const run = promisify(execFile);
   const dir = mkdtempSync(join(tmpdir(), "hct-img-"));
   try {
     writeFileSync(join(dir, "index.mjs"), SERVER(version));
     const lines = [`FROM ${nodeBaseImageRef()}`, "COPY index.mjs /app/index.mjs"];
     if (opts.padMb) {
-      execFileSync("sh", ["-c", `head -c ${opts.padMb * 1024 * 1024} /dev/urandom > ${join(dir, "pad.bin")}`]);
+      await run("sh", ["-c", `head -c ${opts.padMb * 1024 * 1024} /dev/urandom > ${join(dir, "pad.bin")}`]);
       lines.push("COPY pad.bin /app/pad.bin");
     }
     writeFileSync(join(dir, "Containerfile"), `${lines.join("\n")}\n`);
     const args = ["build", "-q", "-t", ref, "-f", join(dir, "Containerfile")];
     if (label !== null) args.push("--label", `io.hecate.manifest=${JSON.stringify(label)}`);
-    execFileSync("podman", [...args, dir], { stdio: ["ignore", "pipe", "pipe"] });
+    await run("podman", [...args, dir]);
     const digestFile = join(dir, "digest");
     const push = ["push", "-q", "--tls-verify=false", "--digestfile", digestFile];
     if (opts.creds) push.push("--creds", `${opts.creds.username}:${opts.creds.password}`);
-    execFileSync("podman", [...push, ref], { stdio: ["ignore", "pipe", "pipe"] });
-    const digest = execFileSync("cat", [digestFile], { encoding: "utf8" }).trim();
-    execFileSync("podman", ["rmi", "-f", ref], { stdio: "ignore" });
+    await run("podman", [...push, ref]);
+    const digest = readFileSync(digestFile, "utf8").trim();
+    await run("podman", ["rmi", "-f", ref]);
     return digest;
   } finally {
     rmSync(dir, { recursive: true, force: true });

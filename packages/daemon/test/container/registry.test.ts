@@ -49,9 +49,11 @@ describe("container plugins from an OCI registry (real registry, real podman)", 
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), "hct-oci-"));
     const repo = `${registry.host}/hecate-test/echo`;
-    digests.v1 = buildAndPush(`${repo}:1`, "1.0.0", imageManifest(NAME, "1.0.0"));
-    digests.v2 = buildAndPush(`${repo}:2`, "2.0.0", imageManifest(NAME, "2.0.0"));
-    buildAndPush(`${registry.host}/hecate-test/nolabel:1`, "1.0.0", null);
+    [digests.v1, digests.v2] = await Promise.all([
+      buildAndPush(`${repo}:1`, "1.0.0", imageManifest(NAME, "1.0.0")),
+      buildAndPush(`${repo}:2`, "2.0.0", imageManifest(NAME, "2.0.0")),
+      buildAndPush(`${registry.host}/hecate-test/nolabel:1`, "1.0.0", null),
+    ]);
     daemon = await startContainerDaemon(join(work, "home"));
   });
 
