@@ -135,6 +135,9 @@ export class OciFlow {
       case "oci_pull_completed_v1":
         if (ev.data.generation === s.generation && has(s, Flags.EXTRACTING)) await this.layOut(name, s, ctx);
         return true;
+      case "plugin_removed_v1":
+        await this.stopPull(name); // removed while pulling: the pull ends; the removal itself goes on
+        return false;
       case "oci_pull_failed_v1":
       case "oci_pull_cancelled_v1":
         await this.stopPull(name);
