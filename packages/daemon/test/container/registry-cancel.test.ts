@@ -59,9 +59,10 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
     await ensureBaseImage();
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), "hct-oci-slow-"));
-    digest = await buildAndPush(`${registry.host}/hecate-test/slow:1`, "1.0.0", imageManifest(NAME, "1.0.0"), {
-      padMb: 8,
-    });
+    [digest] = await Promise.all([
+      buildAndPush(`${registry.host}/hecate-test/slow:1`, "1.0.0", imageManifest(NAME, "1.0.0"), { padMb: 8 }),
+      buildAndPush(`${registry.host}/hecate-test/slow:0`, "0.9.0", imageManifest(NAME, "0.9.0")),
+    ]);
     proxy = await startDripProxy(registry.port, RATE);
     ref = `oci://127.0.0.1:${proxy.port}/hecate-test/slow:1`;
   });
@@ -120,6 +121,38 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
       assert.equal(again.status, 409, again.body);
       assert.equal(again.json().error.code, "not_pulling");
       assert.match(again.json().error.message, /is not pulling an image \(it is loaded\)/);
+    } finally {
+      await daemon?.close();
+      await removeHomeContainers(home);
+      removeLocalImages(`127.0.0.1:${proxy.port}`);
+    }
+  });
+
+  it("cancel during an upgrade: 409 pull_cancelled for the upgrade, the running version keeps serving", async () => {
+    proxy.setRate(0);
+    const home = join(work, "home-upgrade");
+    let daemon: Daemon | undefined;
+    try {
+      daemon = await startContainerDaemon(home);
+      const s = daemon.socketPath;
+      const v0 = await api(s, "POST", "/admin/api/plugins?wait=loaded", { oci: ref.replace(/:1$/, ":0") });
+      assert.equal(v0.status, 201, v0.body);
+      proxy.setRate(RATE);
+      const upgrade = api(s, "POST", `/admin/api/plugins/${NAME}/upgrade`, { oci: ref });
+      await waitFlag(s, "PULLING");
+      const start = proxy.relayed();
+      await until(() => proxy.relayed() > start + 256 * 1024, 20_000, "a quarter MiB of the new layer");
+      const c = await api(s, "POST", `/admin/api/plugins/${NAME}/cancel`);
+      assert.equal(c.status, 200, c.body);
+      assert.equal(c.json().status, "loaded");
+      assert.equal(c.json().version, "0.9.0");
+      const u = await upgrade;
+      assert.equal(u.status, 409, u.body);
+      assert.equal(u.json().error.code, "pull_cancelled");
+      const hello = await fetch(`${daemon.url}/plugin/${NAME}/api/x`);
+      assert.equal(hello.status, 200);
+      assert.equal(((await hello.json()) as { version: string }).version, "0.9.0");
+      assert.ok((await api(s, "GET", `/admin/api/plugins/${NAME}`)).json().flags.includes("RUNNING"));
     } finally {
       await daemon?.close();
       await removeHomeContainers(home);
