@@ -2,12 +2,22 @@
  * The original's container commands on the `plugin` aggregate (decide/evolve, no store): start_oci_pull /
  * cancel_oci_pull / complete_oci_pull (+ fail), start/stop_plugin_execution, confirm_container_up/down, their flags and
  * rejection codes (already_pulling, not_pulling, plugin_already_running, plugin_not_running), and the OCI reference
- * grammar.
+ * grammar, the registry settings (TLS policy, 0600 credentials file).
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { isRejection } from "@hecate/store";
 import { isLoopbackRegistry, parseOciReference } from "../../src/container/oci-reference.js";
+import {
+  describeRegistries,
+  registriesFile,
+  registryCredentials,
+  registryUsesPlainHttp,
+  setRegistry,
+} from "../../src/container/registry-config.js";
 import {
   Flags,
   flagNames,
@@ -128,4 +138,32 @@ test("oci:// references: registry required, tag or digest, loopback registries",
   assert.ok(isLoopbackRegistry("[::1]:5000"));
   assert.ok(!isLoopbackRegistry("registry.example.com"));
   assert.ok(!isLoopbackRegistry("10.0.0.1:5000"));
+});
+
+test("registry settings: TLS unless loopback or set insecure; 0600 file; the password never described", () => {
+  const home = mkdtempSync(join(tmpdir(), "hecate-reg-"));
+  try {
+    assert.equal(registryUsesPlainHttp(home, "registry.example.com"), false);
+    assert.equal(registryUsesPlainHttp(home, "127.0.0.1:5000"), true);
+    const shown = setRegistry(home, "Registry.Example.com:5000", { username: "ci", password: "s3cret-pw" });
+    assert.deepEqual(shown, {
+      registry: "registry.example.com:5000",
+      username: "ci",
+      passwordSet: true,
+      insecure: false,
+      scheme: "https",
+    });
+    assert.equal(statSync(registriesFile(home)).mode & 0o777, 0o600);
+    assert.deepEqual(registryCredentials(home, "registry.example.com:5000"), { username: "ci", password: "s3cret-pw" });
+    assert.equal(registryUsesPlainHttp(home, "registry.example.com:5000"), false);
+    setRegistry(home, "registry.example.com:5000", { insecure: true });
+    assert.equal(registryUsesPlainHttp(home, "registry.example.com:5000"), true);
+    assert.ok(!JSON.stringify(describeRegistries(home)).includes("s3cret-pw"));
+    assert.throws(() => setRegistry(home, "bad host/x", { insecure: true }), /invalid registry/);
+    assert.throws(() => setRegistry(home, "r.example", { username: "u" }), /needs a password/);
+    setRegistry(home, "registry.example.com:5000", { username: null });
+    assert.equal(registryCredentials(home, "registry.example.com:5000"), null);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 });
