@@ -123,9 +123,9 @@ export function buildProgram(): Command {
   plugin
     .command("install")
     .description(
-      "install a plugin from a .tar.gz, a plugin project dir (packed first) or an https:// URL (downloaded by the daemon); prints its URL",
+      "install a plugin from a .tar.gz, a plugin project dir (packed first), an https:// URL (downloaded by the daemon) or an OCI image (oci://REGISTRY/REPO[:TAG|@sha256:DIGEST], pulled with a progress bar); prints its URL",
     )
-    .argument("<source>", "package file (.tar.gz), plugin project directory, or https://…/x.tar.gz")
+    .argument("<source>", "package file (.tar.gz), plugin project directory, https://…/x.tar.gz, or oci://… image")
     .option("--no-wait", "return once the package is accepted, without waiting for it to load")
     .option("--key <file>", "sign the package with this ed25519 private key (PEM) before uploading")
     .option("--sha256 <hex>", "with a URL: the package's sha256; the daemon refuses a download that differs")
@@ -136,16 +136,37 @@ export function buildProgram(): Command {
 
   plugin
     .command("upgrade")
-    .description("replace an installed plugin with a new version (zero-downtime swap)")
-    .argument("<source>", "package file (.tar.gz), plugin project directory, or https://…/x.tar.gz (with --name)")
+    .description(
+      "replace an installed plugin with a new version (zero-downtime swap): upgrade <package|dir>, upgrade NAME oci://…:NEWTAG, or upgrade NAME https://…/x.tar.gz",
+    )
+    .argument("<source-or-name>", "package file (.tar.gz) or plugin project directory; or the plugin's name")
+    .argument("[source]", "with a name: the oci://… image or https://… package to upgrade to")
     .option("--key <file>", "sign the package with this ed25519 private key (PEM) before uploading")
     .option("--reset-settings", "clear the plugin's settings when they do not fit the new version's schema")
     .option("--name <plugin>", "with an https:// URL: the plugin to upgrade")
     .option("--sha256 <hex>", "with a URL: the package's sha256; the daemon refuses a download that differs")
     .option("--json", "JSON output")
     .action(
-      (source: string, opts: { key?: string; resetSettings?: boolean; name?: string; sha256?: string }, cmd: Command) =>
-        withClient(cmd, async (ctx) => (await pluginCommands()).upgradeCommand(ctx, source, opts)),
+      (
+        first: string,
+        source: string | undefined,
+        opts: { key?: string; resetSettings?: boolean; name?: string; sha256?: string },
+        cmd: Command,
+      ) =>
+        withClient(cmd, async (ctx) =>
+          (await pluginCommands()).upgradeCommand(ctx, source ?? first, source ? { ...opts, name: first } : opts),
+        ),
+    );
+
+  plugin
+    .command("cancel")
+    .description(
+      "cancel a plugin's image pull (an install from oci:// leaves nothing; an upgrade keeps the old version)",
+    )
+    .argument("<name>")
+    .option("--json", "JSON output")
+    .action((name: string, _opts, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await import("./commands/oci.js")).cancelCommand(ctx, name)),
     );
 
   plugin
@@ -326,6 +347,46 @@ export function buildProgram(): Command {
         out.result(r, () => out.line(`ended ${r.revoked} admin session(s)`));
       }),
     );
+
+  const registry = program
+    .command("registry")
+    .description("OCI registry settings for oci:// installs (credentials, plain HTTP), kept 0600 in $HECATE_HOME");
+  const registryCommands = () => import("./commands/registry.js");
+  registry
+    .command("login")
+    .description("store credentials for a registry; the password (or token) is read from stdin, never shown")
+    .argument("<registry>", "host[:port]")
+    .requiredOption("-u, --username <name>", "user name")
+    .option("--json", "JSON output")
+    .action((reg: string, opts: { username: string }, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await registryCommands()).loginCommand(ctx, reg, opts)),
+    );
+  registry
+    .command("logout")
+    .description("forget a registry's credentials")
+    .argument("<registry>", "host[:port]")
+    .option("--json", "JSON output")
+    .action((reg: string, _opts, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await registryCommands()).logoutCommand(ctx, reg)),
+    );
+  registry
+    .command("set")
+    .description("talk plain HTTP to a (non-loopback) registry with --insecure, or TLS again with --no-insecure")
+    .argument("<registry>", "host[:port]")
+    .option("--insecure", "plain HTTP (no TLS) for this registry")
+    .option("--no-insecure", "TLS (the default)")
+    .option("--json", "JSON output")
+    .action((reg: string, opts: { insecure?: boolean }, cmd: Command) =>
+      withClient(cmd, async (ctx) =>
+        (await registryCommands()).setCommand(ctx, reg, { insecure: opts.insecure === true }),
+      ),
+    );
+  registry
+    .command("list")
+    .alias("ls")
+    .description("registries with settings (whether credentials are set; never a password)")
+    .option("--json", "JSON output")
+    .action((_opts, cmd: Command) => withClient(cmd, async (ctx) => (await registryCommands()).listCommand(ctx)));
 
   program
     .command("keygen")

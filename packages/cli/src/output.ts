@@ -66,6 +66,14 @@ function lastErrorSummary(view: PluginView): string {
   return `${view.lastError.code}: ${msg}`;
 }
 
+/** Execution and pull flags of container plugins (the original's RUNNING, PULLING, CONFIRMED_UP...) under the status. */
+const SHOWN_FLAGS = new Set(["PULLING", "RUNNING", "STOPPED", "CONFIRMED_UP", "CONFIRMED_DOWN"]);
+
+function statusSummary(view: PluginView): string {
+  const flags = (view.flags ?? []).filter((f) => SHOWN_FLAGS.has(f));
+  return flags.length ? `${view.status}\n${flags.join(" ")}` : view.status;
+}
+
 export function pluginTable(plugins: PluginView[]): string {
   if (plugins.length === 0) return "no plugins installed";
   const table = new Table({
@@ -74,7 +82,7 @@ export function pluginTable(plugins: PluginView[]): string {
     wordWrap: true,
   });
   for (const p of plugins) {
-    table.push([p.name, p.version, p.type, p.status, routesSummary(p), lastErrorSummary(p)]);
+    table.push([p.name, p.version, p.type, statusSummary(p), routesSummary(p), lastErrorSummary(p)]);
   }
   return table.toString();
 }
@@ -86,6 +94,10 @@ export function pluginDetails(view: PluginView, events: StoredEvent[], baseUrl: 
     `type:        ${view.type}`,
     `status:      ${view.status} (${view.flags.join(", ") || "-"})`,
     `url:         ${baseUrl ? new URL(view.url, baseUrl).href : view.url}`,
+    ...(view.image ? [`image:       ${view.image}`] : []),
+    ...(view.pull
+      ? [`pull:        ${view.pull.layers_done}/${view.pull.layers_total} layers of ${view.pull.reference}`]
+      : []),
     `installed:   ${view.installedAt}`,
     `updated:     ${view.updatedAt}`,
     `restarts:    ${view.restarts}`,

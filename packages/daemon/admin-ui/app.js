@@ -3,11 +3,12 @@
 // /admin/login?token=...). Live status comes from the SSE stream /admin/api/events. Plugin pages live on another
 // origin (the plugin port) by default, so links to them are absolute.
 
+import { pullNodes, setupOciForm } from "./oci.js";
 import { showSettings } from "./settings-form.js";
 
 const API = "/admin/api";
 
-/** @typedef {{name:string,version:string,type:string,status:string,flags:string[],routes:{method:string,path:string}[],url:string,apiUrl:string,lastError:{stage:string,code:string,message:string,at:string}|null,installedAt:string,updatedAt:string,restarts:number,manifest?:unknown}} PluginView */
+/** @typedef {{name:string,version:string,type:string,status:string,flags:string[],routes:{method:string,path:string}[],url:string,apiUrl:string,lastError:{stage:string,code:string,message:string,at:string}|null,installedAt:string,updatedAt:string,restarts:number,image?:string|null,pull?:import("./oci.js").PullProgress|null,manifest?:unknown}} PluginView */
 
 /** @type {Map<string, PluginView>} */
 const plugins = new Map();
@@ -80,12 +81,30 @@ function row(p) {
     nameCell,
     el("td", {}, [p.version]),
     el("td", {}, [p.type]),
-    el("td", { class: "status", "data-field": "status", "data-status": p.status }, [p.status]),
+    el("td", { class: "status", "data-field": "status", "data-status": p.status }, [
+      p.status,
+      ...pullNodes(p, cancelPull),
+    ]),
     routes,
     lastError,
     actions,
   );
   return tr;
+}
+
+/** Cancels a plugin's image pull (the row's Cancel button). @param {string} name @param {HTMLButtonElement} b */
+async function cancelPull(name, b) {
+  b.disabled = true;
+  try {
+    const view = await api(`/plugins/${encodeURIComponent(name)}/cancel`, { method: "POST" });
+    if (view.status === "removed") plugins.delete(name);
+    else plugins.set(name, view);
+    setUploadStatus(`${name}: pull cancelled`);
+    render();
+  } catch (err) {
+    setUploadStatus(`cancel ${name} failed: ${/** @type {Error} */ (err).message}`, true);
+    b.disabled = false;
+  }
 }
 
 /** @param {string} label @param {string} action @param {string} name @param {string} [cls] */
@@ -189,6 +208,7 @@ function showInstallProgress(view) {
   if (view.status === "loaded") setUploadStatus(`${view.name} ${view.version} is loaded`);
   else if (view.status === "failed")
     setUploadStatus(`${view.name} failed: ${view.lastError?.message ?? "unknown error"}`, true);
+  else if (view.status === "removed") setUploadStatus(`${view.name}: nothing installed (pull cancelled)`);
   else setUploadStatus(`${view.name} ${view.version}: ${view.status}…`);
 }
 
@@ -312,4 +332,14 @@ $("#logout").addEventListener("click", async () => {
 });
 
 setupDropzone();
+setupOciForm(
+  api,
+  (view) => {
+    if (!plugins.has(view.name)) plugins.set(view.name, view);
+    lastUpload = view.name;
+    render();
+    showInstallProgress(/** @type {PluginView} */ (plugins.get(view.name)));
+  },
+  setUploadStatus,
+);
 connectEvents();

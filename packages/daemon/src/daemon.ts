@@ -15,12 +15,14 @@ import { AdminApi } from "./admin/api.js";
 import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./admin/auth.js";
 import { LogBook } from "./admin/logs.js";
 import { observeRoutes } from "./admin/observe-routes.js";
+import { ociRoutes } from "./admin/oci-routes.js";
 import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
 import { createHttpServer, listen } from "./http/server.js";
+import { watchContainerHealth } from "./lifecycle/container-watch.js";
 import { Loader } from "./lifecycle/loader.js";
 import { packageOps } from "./lifecycle/package-ops.js";
 import { type LifecycleEvent, LifecycleService } from "./lifecycle/service.js";
@@ -214,6 +216,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));
   hosts.on("quarantined", (name: string, reason: string) => lifecycle.reportQuarantine(name, reason));
   hosts.on("host-crashed", (crash: HostCrash) => lifecycle.recordHostCrash(crash));
+  watchContainerHealth(hosts, lifecycle); // confirm_container_up / _down on health transitions
   if (metrics) {
     hosts.on("crashed", (name: string) => metrics.crashed(name));
     hosts.on("restarted", (name: string) => metrics.restarted(name));
@@ -237,6 +240,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const adminRouter = new Router();
   adminRouter.setSystemRoutes("admin", admin.routes());
   adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
+  adminRouter.setSystemRoutes("oci", ociRoutes(admin, lifecycle, home));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.
@@ -303,6 +307,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       admin.closeStreams();
       await lifecycle.close();
       await hosts.close(); // each host drains in-flight requests, runs terminate(), stops workers and containers
+      await lifecycle.oci.stopPodman(); // the Podman service, when the image pulls started it
       for (const server of servers) server.closeAllConnections();
       await stopped;
       await store.close();

@@ -136,7 +136,7 @@ const suffix = () => randomBytes(6).toString("hex");
  * Moves `staging` to `target`. An existing target is exchanged with the staging dir in one syscall (exchange.ts: a
  * plugin host serving the running version's static files never sees the package dir missing), then removed.
  */
-async function swapInto(staging: string, target: string): Promise<void> {
+export async function swapInto(staging: string, target: string): Promise<void> {
   if (existsSync(target) && (await exchangePaths(staging, target))) {
     await rm(staging, { recursive: true, force: true }).catch(() => {}); // now the old package; boot sweeps leftovers
     return;

@@ -6,6 +6,7 @@ import type { AdminClient, LifecycleEvent, LogLine, PluginView, StoredEvent } fr
 import { CliError, EXIT } from "../errors.js";
 import { formatLogLine, type Output, pluginDetails, pluginTable } from "../output.js";
 import type { PreparedArchive } from "../packaging.js";
+import { pullPrinter } from "./pull-progress.js";
 
 /** The package tooling (ajv, tar) is only loaded by the commands that upload a package. */
 const prepareArchive: typeof import("../packaging.js").prepareArchive = async (...args) =>
@@ -58,16 +59,18 @@ export function pluginUrl(ctx: CommandContext, view: PluginView): string {
  * The stream is open before the action starts, so no step is missed; after the action answered, the steps still on
  * the wire are awaited (briefly) until one shows the status the action ended in.
  */
-async function withProgress<T extends { status?: string } | { view: { status?: string } }>(
+export async function withProgress<T extends { status?: string } | { view: { status?: string } }>(
   ctx: CommandContext,
   name: string,
   action: () => Promise<T>,
 ): Promise<T> {
   if (ctx.out.json) return action();
+  let follow = name;
   const started = Date.now();
   const abort = new AbortController();
   let lastStatus: string | undefined;
   let onStatus: (() => void) | undefined;
+  const pull = pullPrinter((text) => ctx.out.progress(text));
   const events = await ctx.client.stream("/admin/api/events", abort.signal);
   const follower = (async () => {
     for await (const msg of events) {
@@ -78,9 +81,12 @@ async function withProgress<T extends { status?: string } | { view: { status?: s
       } catch {
         continue;
       }
-      if (e.plugin !== name) continue;
+      // "*" (an image install: the daemon tells the name): the plugin whose install is seen first
+      if (follow === "*" && e.type === "plugin_installed_v1") follow = e.plugin;
+      if (e.plugin !== follow) continue;
       const failed = e.type.endsWith("_failed_v1");
-      ctx.out.progress(`  ${failed ? "✗" : "✓"} ${stepLabel(e)} (+${Date.now() - started} ms)`);
+      if (!pull(e, `(+${Date.now() - started} ms)`))
+        ctx.out.progress(`  ${failed ? "✗" : "✓"} ${stepLabel(e)} (+${Date.now() - started} ms)`);
       lastStatus = e.view?.status;
       onStatus?.();
     }
@@ -170,6 +176,7 @@ export async function installCommand(
   opts: { wait: boolean; key?: string; build?: boolean; sha256?: string },
 ): Promise<void> {
   if (isPackageUrl(source)) return (await import("./url.js")).urlInstallCommand(ctx, source, opts);
+  if (isOci(source)) return (await import("./oci.js")).ociInstallCommand(ctx, source, opts);
   const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Installing ${prepared.name} from ${prepared.description}`);
@@ -190,6 +197,7 @@ export async function upgradeCommand(
   opts: { key?: string; build?: boolean; resetSettings?: boolean; name?: string; sha256?: string },
 ): Promise<void> {
   if (isPackageUrl(source)) return (await import("./url.js")).urlUpgradeCommand(ctx, source, opts);
+  if (isOci(source)) return (await import("./oci.js")).ociUpgradeCommand(ctx, opts.name, source, opts);
   const prepared = await prepareArchive(source, { signingKey: opts.key, build: opts.build });
   try {
     ctx.out.progress(`Upgrading ${prepared.name} to ${prepared.version} from ${prepared.description}`);
@@ -204,6 +212,8 @@ export async function upgradeCommand(
 
 /** An http(s):// source: the daemon downloads it (commands/url.ts). */
 const isPackageUrl = (source: string) => /^https?:\/\//i.test(source);
+/** An oci:// image: the daemon pulls it (commands/oci.ts). */
+const isOci = (source: string) => source.startsWith("oci://");
 
 export async function listCommand(ctx: CommandContext): Promise<void> {
   const { plugins } = await ctx.client.call<{ plugins: PluginView[] }>("GET", "/admin/api/plugins");

@@ -61,6 +61,8 @@ const LOAD_OUTCOMES: PluginEvent["type"][] = [
   "plugin_extract_failed_v1",
   "plugin_removed_v1",
   "plugin_quarantined_v1",
+  "oci_pull_failed_v1",
+  "oci_pull_cancelled_v1",
 ];
 
 export class AdminApi {
@@ -199,20 +201,25 @@ export class AdminApi {
   }
 
   /**
-   * Upload body (.tar.gz), JSON {path} or JSON {url, sha256?}; returns the incoming file and a description of its
-   * source. `origin` is filled in as soon as the source is known (for the refusal record).
+   * Upload body (.tar.gz), JSON {path}, JSON {url, sha256?} or JSON {oci: "oci://…"} (an image: see
+   * lifecycle/oci-flow.ts); returns the incoming file and a description of its source, or the image reference.
+   * `origin` is filled in as soon as the source is known (for the refusal record).
    */
-  private async receiveArchive(req: IncomingMessage, origin: RefusalOrigin): Promise<{ file: string; source: string }> {
+  private async receiveArchive(
+    req: IncomingMessage,
+    origin: RefusalOrigin,
+  ): Promise<{ file: string; source: string } | { oci: string }> {
     const type = mediaType(req);
     if (type === "application/json") {
       const body = (await readJson(req)) as Record<string, unknown> | null;
+      if (body && typeof body === "object" && typeof body.oci === "string") return { oci: body.oci };
       if (body && isUrlRequest(body)) return receiveFromUrl(body, origin, this.o.incomingDir, this.maxUpload);
       const path = body && typeof body === "object" ? body.path : undefined;
       if (typeof path !== "string" || !isAbsolute(path))
         throw new ApiError(
           400,
           "invalid_body",
-          'JSON body must be {"path": "/absolute/file.tar.gz"} or {"url": "https://…/file.tar.gz", "sha256"?: "<hex>"}',
+          'JSON body must be {"path": "/absolute/file.tar.gz"}, {"url": "https://…/file.tar.gz", "sha256"?: "<hex>"} or {"oci": "oci://…"}',
           {
             field: "path",
           },
@@ -253,8 +260,11 @@ export class AdminApi {
 
   private async install(req: IncomingMessage, res: ServerResponse, ctx: RouteContext): Promise<void> {
     const wait = waitMode(ctx);
-    const { file, source } = await this.receiveOrRefuse(req, "install", null);
-    const { name, position } = await this.o.lifecycle.install(file, source);
+    const got = await this.receiveOrRefuse(req, "install", null);
+    const { name, position } =
+      "oci" in got
+        ? await this.o.lifecycle.installOci(got.oci, "install")
+        : await this.o.lifecycle.install(got.file, got.source);
     if (wait === "none") return sendJson(res, 202, this.view(name));
     const outcome = await this.o.lifecycle.waitFor(name, position, LOAD_OUTCOMES, this.waitMs);
     this.reply(res, name, outcome, 201);
@@ -291,13 +301,15 @@ export class AdminApi {
 
   private async upgrade(req: IncomingMessage, res: ServerResponse, name: string, ctx: RouteContext): Promise<void> {
     this.view(name);
-    const { file, source } = await this.receiveOrRefuse(req, "upgrade", name);
-    const { position } = await this.o.lifecycle.upgrade(name, file, source, {
-      resetSettings: queryFlag(ctx.query.reset_settings),
-    });
+    const got = await this.receiveOrRefuse(req, "upgrade", name);
+    const options = { resetSettings: queryFlag(ctx.query.reset_settings) };
+    const { position } =
+      "oci" in got
+        ? await this.o.lifecycle.installOci(got.oci, "upgrade", name, options)
+        : await this.o.lifecycle.upgrade(name, got.file, got.source, options);
     const outcomes: PluginEvent["type"][] = this.o.lifecycle.loadsAfterExtract(name)
       ? LOAD_OUTCOMES
-      : ["plugin_package_extracted_v1", "plugin_extract_failed_v1", "plugin_removed_v1"];
+      : ["plugin_package_extracted_v1", "plugin_extract_failed_v1", "plugin_removed_v1", ...OCI_OUTCOMES];
     const outcome = await this.o.lifecycle.waitFor(name, position, outcomes, this.waitMs);
     this.reply(res, name, outcome, 200);
   }
@@ -348,6 +360,15 @@ export class AdminApi {
         return;
       case "plugin_removed_v1":
         sendError(res, 409, "plugin_removed", `plugin ${name} was removed meanwhile`);
+        return;
+      case "oci_pull_failed_v1":
+        sendError(res, 422, d.code ?? "pull_failed", d.message ?? "image pull failed", { stage: "pull", plugin: view });
+        return;
+      case "oci_pull_cancelled_v1":
+        sendError(res, 409, "pull_cancelled", `the image pull of ${name} was cancelled`, {
+          stage: "pull",
+          plugin: view,
+        });
         return;
       default:
         sendJson(res, okStatus, view);
@@ -452,6 +473,8 @@ function waitMode(ctx: RouteContext): "loaded" | "none" {
   throw new ApiError(400, "invalid_query", 'wait must be "loaded" or "none"', { field: "wait" });
 }
 
+const OCI_OUTCOMES: PluginEvent["type"][] = ["oci_pull_failed_v1", "oci_pull_cancelled_v1"];
+
 const REJECTION_STATUS: Record<string, [number, string?]> = {
   plugin_not_installed: [404, "plugin_not_found"],
   plugin_not_found: [404],
@@ -464,6 +487,18 @@ const REJECTION_STATUS: Record<string, [number, string?]> = {
   invalid_command: [400],
   name_mismatch: [422],
   settings_incompatible: [422],
+  not_pulling: [409],
+  already_pulling: [409],
+  invalid_reference: [400],
+  digest_required: [422],
+  digest_mismatch: [422],
+  manifest_unknown: [422],
+  no_plugin_manifest: [422],
+  unsupported_image: [422],
+  invalid_manifest: [422],
+  unauthorized: [422],
+  registry_unreachable: [502],
+  registry_error: [502],
   timeout: [504],
 };
 
@@ -479,6 +514,10 @@ export function toApiError(err: unknown): ApiError {
   const e = err as Error & { code?: unknown; details?: unknown };
   if (e?.name === "PackageError" && typeof e.code === "string") return new ApiError(422, e.code, e.message, e.details);
   if (err instanceof DownloadError) return new ApiError(err.status, err.code, err.message, err.details);
+  if ((e?.name === "OciInstallError" || e?.name === "RegistryConfigError") && typeof e.code === "string") {
+    const [status] = REJECTION_STATUS[e.code] ?? [422];
+    return new ApiError(e.code === "invalid_registry" || e.code === "invalid_body" ? 400 : status, e.code, e.message);
+  }
   return new ApiError(500, "internal_error", e?.message ?? String(err));
 }
 

@@ -72,6 +72,14 @@ export interface PodmanEvent {
   status?: string;
 }
 
+/** One line of libpod's pull stream: `stream` (progress text), `error`, or the final `images` / `id`. */
+export interface PullLine {
+  stream?: string;
+  error?: string;
+  images?: string[];
+  id?: string;
+}
+
 export interface PodmanClientOptions {
   /** Socket of the API service, e.g. `$HECATE_HOME/run/podman.sock`. */
   socketPath: string;
@@ -368,6 +376,78 @@ export class PodmanClient {
 
   async saveImage(ref: string, archive: string): Promise<void> {
     await this.cli(["save", "--format", "oci-archive", "-o", archive, ref]);
+  }
+
+  /**
+   * Pulls `reference` through libpod's `POST /libpod/images/pull` (the Docker-compatible endpoint reports bytes but
+   * cannot reach a plain-HTTP registry, and Podman 4's libpod stream reports each blob as its copy starts, not bytes).
+   * Calls `onLine` with every progress line; resolves with the image id. Aborting `signal` closes the connection,
+   * which cancels the pull in Podman (its request context ends). Credentials go in `X-Registry-Auth` only.
+   */
+  async pullImage(
+    reference: string,
+    opts: { tlsVerify: boolean; auth?: { username: string; password: string } | null; signal?: AbortSignal },
+    onLine: (line: PullLine) => void,
+  ): Promise<string> {
+    const q = new URLSearchParams({ reference, tlsVerify: String(opts.tlsVerify), policy: "always" });
+    const headers: Record<string, string> = {};
+    // Go's base64.URLEncoding: URL alphabet, with padding.
+    if (opts.auth)
+      headers["x-registry-auth"] = Buffer.from(JSON.stringify(opts.auth))
+        .toString("base64")
+        .replaceAll("+", "-")
+        .replaceAll("/", "_");
+    const r = await request(`http://podman/v4.0.0/libpod/images/pull?${q}`, {
+      method: "POST",
+      dispatcher: this.agent,
+      headers,
+      signal: opts.signal,
+      headersTimeout: 60_000,
+      bodyTimeout: 0,
+    });
+    if (r.statusCode !== 200) {
+      const text = await r.body.text();
+      let msg = text;
+      try {
+        msg = (JSON.parse(text) as { message?: string }).message ?? text;
+      } catch {}
+      throw new PodmanError(`podman pull ${reference}: ${r.statusCode} ${msg}`, r.statusCode, msg);
+    }
+    let id: string | undefined;
+    let error: string | undefined;
+    let buf = "";
+    for await (const chunk of r.body) {
+      buf += (chunk as Buffer).toString("utf8");
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const text = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!text) continue;
+        let line: PullLine;
+        try {
+          line = JSON.parse(text) as PullLine;
+        } catch {
+          continue;
+        }
+        if (line.error) error = line.error;
+        if (line.id) id = line.id;
+        onLine(line);
+      }
+    }
+    if (error) throw new PodmanError(`podman pull ${reference}: ${error}`, undefined, error);
+    if (!id) throw new PodmanError(`podman pull ${reference}: the stream ended without an image id`);
+    return id;
+  }
+
+  /** The image's id, repo digests and labels, or null when it is not present. */
+  async inspectImage(
+    ref: string,
+  ): Promise<{ Id: string; RepoDigests: string[]; Config: { Labels?: Record<string, string> | null } } | null> {
+    const { status, data } = await this.api<{
+      Id: string;
+      RepoDigests: string[];
+      Config: { Labels?: Record<string, string> | null };
+    }>("GET", `/images/${encodeURIComponent(ref)}/json`, undefined, { okStatuses: [404] });
+    return status === 404 ? null : data;
   }
 
   async removeImage(ref: string): Promise<void> {

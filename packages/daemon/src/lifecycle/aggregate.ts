@@ -80,6 +80,21 @@ export interface PluginState {
    * plugin_settings_changed_v1. Kept across upgrades; a (re)install starts without.
    */
   settings: Record<string, unknown>;
+  /** The registry image of a plugin installed from `oci://` (reference, digest, layers), null otherwise. */
+  oci: OciSource | null;
+  /** The image pull in flight (container plugins installed from an OCI registry), null when none. */
+  pull: OciPullProgress | null;
+}
+
+/** Where an OCI pull is: layers and bytes (bytes count the layers known to be complete). */
+export interface OciPullProgress {
+  generation: number;
+  reference: string;
+  digest: string;
+  layers_total: number;
+  layers_done: number;
+  bytes_total: number;
+  bytes_done: number;
 }
 
 export const initialPluginState: PluginState = {
@@ -112,6 +127,8 @@ export const initialPluginState: PluginState = {
   last_error: null,
   restarts: 0,
   settings: {},
+  oci: null,
+  pull: null,
 };
 
 // ---- commands ----
@@ -126,6 +143,19 @@ export interface PackageInfo {
   icon?: string | null;
   group_name?: string | null;
   group_icon?: string | null;
+  /**
+   * Set when the plugin comes from an OCI registry: the reference as given (`oci://…`), the image pinned by digest
+   * (`host/repo@sha256:…`, also `oci_image`) and its layers: a process manager pulls it before the package is laid out.
+   */
+  oci?: OciSource | null;
+}
+
+export interface OciSource {
+  reference: string;
+  image: string;
+  digest: string;
+  layers: number;
+  bytes: number;
 }
 
 /** New settings (stored form: secrets already encrypted); `changed` / `unset` name the fields, never a value. */
@@ -146,7 +176,7 @@ export interface PackageRejection {
   code: string;
   message: string;
   details?: unknown;
-  source: "upload" | "path" | "url";
+  source: "upload" | "path" | "url" | "oci";
   /** The operator's file, when the package was given as {path}. */
   path?: string;
   /** The package URL, when the daemon was asked to download it ({url}). */
@@ -175,7 +205,17 @@ export type PluginCommand =
   /** The supervisor found that this plugin takes its plugin-host process down: it is deactivated until activated. */
   | Command<"quarantine_plugin_v1", { reason: string }>
   | Command<"reject_plugin_package_v1", PackageRejection>
-  | Command<"change_plugin_settings_v1", SettingsChange>;
+  | Command<"change_plugin_settings_v1", SettingsChange>
+  // ---- container plugins from an OCI registry, and their execution (the original's names) ----
+  | Command<"start_oci_pull_v1", { generation: number }>
+  | Command<"report_oci_pull_progress_v1", { generation: number; layers_done: number; bytes_done: number }>
+  | Command<"complete_oci_pull_v1", { generation: number; digest: string; image_id: string }>
+  | Command<"fail_oci_pull_v1", { generation: number; code: string; message: string }>
+  | Command<"cancel_oci_pull_v1", { reason: string }>
+  | Command<"start_plugin_execution_v1", Record<string, never>>
+  | Command<"stop_plugin_execution_v1", { reason: string }>
+  | Command<"confirm_container_up_v1", Record<string, never>>
+  | Command<"confirm_container_down_v1", { reason: string }>;
 
 export type PluginCommandType = PluginCommand["type"];
 
@@ -206,7 +246,30 @@ export type PluginEvent =
   | { type: "plugin_disabled_v1"; data: { reason: string; at: string } }
   | { type: "plugin_quarantined_v1"; data: { reason: string; at: string } }
   | { type: "plugin_package_rejected_v1"; data: PackageRejection & { at: string } }
-  | { type: "plugin_settings_changed_v1"; data: SettingsChange & { at: string } };
+  | { type: "plugin_settings_changed_v1"; data: SettingsChange & { at: string } }
+  | {
+      type: "oci_pull_started_v1";
+      data: {
+        generation: number;
+        reference: string;
+        image: string;
+        digest: string;
+        layers: number;
+        bytes: number;
+        at: string;
+      };
+    }
+  | {
+      type: "oci_pull_progressed_v1";
+      data: { generation: number; layers_done: number; bytes_done: number; at: string };
+    }
+  | { type: "oci_pull_completed_v1"; data: { generation: number; digest: string; image_id: string; at: string } }
+  | { type: "oci_pull_failed_v1"; data: { generation: number; code: string; message: string; at: string } }
+  | { type: "oci_pull_cancelled_v1"; data: { generation: number; reason: string; first_install: boolean; at: string } }
+  | { type: "plugin_execution_started_v1"; data: { at: string } }
+  | { type: "plugin_execution_stopped_v1"; data: { reason: string; at: string } }
+  | { type: "container_confirmed_up_v1"; data: { at: string } }
+  | { type: "container_confirmed_down_v1"; data: { reason: string; at: string } };
 
 export type RejectionCode =
   | "invalid_plugin_name"
@@ -216,7 +279,11 @@ export type RejectionCode =
   | "plugin_not_extracted"
   | "plugin_already_activated"
   | "plugin_not_activated"
-  | "stale_command";
+  | "stale_command"
+  | "already_pulling"
+  | "not_pulling"
+  | "plugin_already_running"
+  | "plugin_not_running";
 
 const now = () => new Date().toISOString();
 
@@ -346,8 +413,107 @@ function decide(cmd: PluginCommand, s: PluginState): PluginEvent[] | Rejection<R
         },
       ];
     }
+    case "start_oci_pull_v1":
+    case "report_oci_pull_progress_v1":
+    case "complete_oci_pull_v1":
+    case "fail_oci_pull_v1":
+    case "cancel_oci_pull_v1":
+      return decidePull(cmd, s, at);
+    case "start_plugin_execution_v1":
+    case "stop_plugin_execution_v1":
+    case "confirm_container_up_v1":
+    case "confirm_container_down_v1":
+      return decideExecution(cmd, s, at);
     default:
       return invalid(`unknown command ${JSON.stringify((cmd as { type: unknown }).type)}`, "type");
+  }
+}
+
+type PullCommand = Extract<
+  PluginCommand,
+  { type: `${"start" | "report" | "complete" | "fail" | "cancel"}_oci_pull${string}` }
+>;
+
+/** The pull rules: start while PULLING -> already_pulling; progress / complete / fail / cancel when not -> not_pulling. */
+function decidePull(cmd: PullCommand, s: PluginState, at: string): PluginEvent[] | Rejection<RejectionCode> {
+  if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
+  const pulling = has(s.status, Flags.PULLING);
+  if (cmd.type === "start_oci_pull_v1") {
+    if (pulling) return reject("already_pulling", `plugin ${s.name} is already pulling its image`);
+    const src = s.oci;
+    if (!src || cmd.data.generation !== s.generation || !has(s.status, Flags.EXTRACTING))
+      return reject("stale_command", `package generation ${cmd.data.generation} is not waiting for a pull`);
+    return [
+      {
+        type: "oci_pull_started_v1",
+        data: {
+          generation: s.generation,
+          reference: src.reference,
+          image: src.image,
+          digest: src.digest,
+          layers: src.layers,
+          bytes: src.bytes,
+          at,
+        },
+      },
+    ];
+  }
+  if (!pulling) return reject("not_pulling", `plugin ${s.name} is not pulling an image`);
+  if (cmd.type === "cancel_oci_pull_v1") {
+    const first = !has(s.status, Flags.LOADED) && s.loaded_version === null;
+    return [
+      {
+        type: "oci_pull_cancelled_v1",
+        data: { generation: s.generation, reason: String(cmd.data?.reason ?? "cancelled"), first_install: first, at },
+      },
+    ];
+  }
+  if (cmd.data.generation !== s.generation)
+    return reject("stale_command", `pull of generation ${cmd.data.generation} is not the current one`);
+  switch (cmd.type) {
+    case "report_oci_pull_progress_v1":
+      return [{ type: "oci_pull_progressed_v1", data: { ...cmd.data, at } }];
+    case "complete_oci_pull_v1":
+      return [{ type: "oci_pull_completed_v1", data: { ...cmd.data, at } }];
+    default:
+      return [{ type: "oci_pull_failed_v1", data: { ...cmd.data, at } }];
+  }
+}
+
+type ExecutionCommand = Extract<
+  PluginCommand,
+  {
+    type:
+      | "start_plugin_execution_v1"
+      | "stop_plugin_execution_v1"
+      | "confirm_container_up_v1"
+      | "confirm_container_down_v1";
+  }
+>;
+
+/**
+ * Execution of a container plugin: start when RUNNING -> plugin_already_running, stop when not -> plugin_not_running.
+ * The health confirmations record transitions only: up when already CONFIRMED_UP (or down when CONFIRMED_DOWN)
+ * records nothing.
+ */
+function decideExecution(cmd: ExecutionCommand, s: PluginState, at: string): PluginEvent[] | Rejection<RejectionCode> {
+  if (!installed(s)) return reject("plugin_not_installed", `plugin ${s.name ?? ""} is not installed`);
+  const running = has(s.status, Flags.RUNNING);
+  switch (cmd.type) {
+    case "start_plugin_execution_v1":
+      if (running) return reject("plugin_already_running", `plugin ${s.name} is already running`);
+      return [{ type: "plugin_execution_started_v1", data: { at } }];
+    case "stop_plugin_execution_v1":
+      if (!running) return reject("plugin_not_running", `plugin ${s.name} is not running`);
+      return [{ type: "plugin_execution_stopped_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
+    case "confirm_container_up_v1":
+      if (!running) return reject("plugin_not_running", `plugin ${s.name} is not running`);
+      return has(s.status, Flags.CONFIRMED_UP) ? [] : [{ type: "container_confirmed_up_v1", data: { at } }];
+    default:
+      if (!running) return reject("plugin_not_running", `plugin ${s.name} is not running`);
+      return has(s.status, Flags.CONFIRMED_DOWN)
+        ? []
+        : [{ type: "container_confirmed_down_v1", data: { reason: String(cmd.data?.reason ?? ""), at } }];
   }
 }
 
@@ -356,7 +522,8 @@ function packageFields(d: PackageInfo & { generation: number }) {
   return {
     plugin_type: d.plugin_type,
     callback_module: d.callback_module ?? null,
-    oci_image: d.oci_image ?? null,
+    oci_image: d.oci?.image ?? d.oci_image ?? null,
+    oci: d.oci ?? null,
     package_url: d.source,
     installed_version: d.version,
     generation: d.generation,
@@ -476,6 +643,24 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
       };
     case "plugin_settings_changed_v1":
       return { ...base, settings: ev.data.values };
+    case "oci_pull_started_v1":
+    case "oci_pull_progressed_v1":
+    case "oci_pull_completed_v1":
+    case "oci_pull_failed_v1":
+    case "oci_pull_cancelled_v1":
+      return evolvePull(base, s, ev);
+    case "plugin_execution_started_v1":
+      return { ...base, started_at: ev.data.at, status: (s.status & ~Flags.STOPPED) | Flags.RUNNING };
+    case "plugin_execution_stopped_v1":
+      return {
+        ...base,
+        stopped_at: ev.data.at,
+        status: (s.status & ~(Flags.RUNNING | Flags.CONFIRMED_UP | Flags.CONFIRMED_DOWN)) | Flags.STOPPED,
+      };
+    case "container_confirmed_up_v1":
+      return { ...base, status: (s.status & ~Flags.CONFIRMED_DOWN) | Flags.CONFIRMED_UP };
+    case "container_confirmed_down_v1":
+      return { ...base, status: (s.status & ~Flags.CONFIRMED_UP) | Flags.CONFIRMED_DOWN };
     case "plugin_removed_v1":
       return {
         ...base,
@@ -489,6 +674,47 @@ function evolve(s: PluginState, e: RecordedEvent | PluginEvent): PluginState {
   }
 }
 
+type PullEvent = Extract<PluginEvent, { type: `oci_pull_${string}` }>;
+
+function evolvePull(base: PluginState, s: PluginState, ev: PullEvent): PluginState {
+  switch (ev.type) {
+    case "oci_pull_started_v1": {
+      const d = ev.data;
+      const pull = { generation: d.generation, reference: d.reference, digest: d.digest, layers_total: d.layers };
+      return {
+        ...base,
+        pull: { ...pull, layers_done: 0, bytes_total: d.bytes, bytes_done: 0 },
+        status: s.status | Flags.PULLING,
+      };
+    }
+    case "oci_pull_progressed_v1":
+      return s.pull
+        ? { ...base, pull: { ...s.pull, layers_done: ev.data.layers_done, bytes_done: ev.data.bytes_done } }
+        : base;
+    case "oci_pull_completed_v1":
+      return { ...base, pull: null, status: s.status & ~Flags.PULLING };
+    case "oci_pull_failed_v1": {
+      const loaded = has(s.status, Flags.LOADED); // a failed upgrade leaves the running version alone
+      return {
+        ...base,
+        pull: null,
+        last_error: { stage: "pull", code: ev.data.code, message: ev.data.message, at: ev.data.at },
+        status: (s.status & ~(Flags.PULLING | Flags.EXTRACTING)) | (loaded ? 0 : Flags.FAILED),
+      };
+    }
+    default:
+      // A cancelled first install leaves nothing (as removed); a cancelled upgrade leaves the running version.
+      if (ev.data.first_install)
+        return { ...base, pull: null, removed_at: ev.data.at, loaded_version: null, routes: [], status: Flags.REMOVED };
+      return {
+        ...base,
+        pull: null,
+        installed_version: s.loaded_version ?? s.installed_version,
+        status: s.status & ~(Flags.PULLING | Flags.EXTRACTING),
+      };
+  }
+}
+
 export const pluginAggregate: AggregateDefinition<PluginState, PluginCommand, PluginEvent> = {
   name: "plugin",
   initialState: initialPluginState,
@@ -496,11 +722,13 @@ export const pluginAggregate: AggregateDefinition<PluginState, PluginCommand, Pl
   decide,
   snapshotEvery: 50,
   // 2: PluginState.settings (a version-1 snapshot lacks it: it is folded again from the events).
-  snapshotVersion: 2,
+  // 3: PluginState.oci / pull (OCI installs).
+  snapshotVersion: 3,
 };
 
 export type PluginStatusName =
   | "installed"
+  | "pulling"
   | "extracting"
   | "extracted"
   | "activated"
@@ -513,6 +741,7 @@ export type PluginStatusName =
 export function statusName(status: number): PluginStatusName {
   if (has(status, Flags.REMOVED)) return "removed";
   if (has(status, Flags.FAILED)) return "failed";
+  if (has(status, Flags.PULLING)) return "pulling";
   if (has(status, Flags.EXTRACTING)) return "extracting";
   if (has(status, Flags.LOADED)) return "loaded";
   if (has(status, Flags.ACTIVATED)) return "activated";

@@ -41,7 +41,9 @@ import {
   pluginAggregate,
   statusName,
 } from "./aggregate.js";
+import { executionStep } from "./container-watch.js";
 import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
+import { OciFlow } from "./oci-flow.js";
 import {
   maskedView,
   SettingsError,
@@ -67,6 +69,10 @@ export interface PluginView {
   installedAt: string | null;
   updatedAt: string | null;
   restarts: number;
+  /** The registry image (`host/repo@sha256:…`) of a plugin installed from `oci://`, else null. */
+  image: string | null;
+  /** The image pull in flight (layers and bytes), else null. */
+  pull: PluginState["pull"];
 }
 
 export interface LifecycleEvent {
@@ -136,6 +142,8 @@ export function viewOf(s: PluginState): PluginView {
     installedAt: s.installed_at,
     updatedAt: s.updated_at,
     restarts: s.restarts,
+    image: s.oci?.image ?? null,
+    pull: s.pull,
   };
 }
 
@@ -154,12 +162,23 @@ export class LifecycleService extends EventEmitter {
   booted = false;
   /** Encrypts / decrypts secret settings (key in `$HECATE_HOME/settings.key`). */
   readonly vault: SettingsVault;
+  /** Installs from OCI registries (oci-flow.ts). */
+  readonly oci: OciFlow;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
     this.setMaxListeners(0);
     this.cqrs = createCqrs(o.store);
     this.vault = new SettingsVault(o.home);
+    this.oci = new OciFlow({
+      home: o.home,
+      logger: o.logger,
+      validateManifest: (v) => o.pkg.validateManifest(v),
+      packageDir: (name) => o.loader.paths(name).package,
+      state: (name) => this.states.get(name),
+      states: () => this.states.values(),
+      dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
+    });
   }
 
   get store(): EventStore {
@@ -198,6 +217,7 @@ export class LifecycleService extends EventEmitter {
       await this.feed.caughtUp(head);
       if ((await this.o.store.headPosition()) === head) break;
     }
+    this.oci.resume(); // pulls a kill -9 interrupted
     const toLoad = [...this.states.values()].filter(
       (s) =>
         s.name &&
@@ -219,6 +239,7 @@ export class LifecycleService extends EventEmitter {
 
   async close(): Promise<void> {
     this.closed = true;
+    await this.oci.close();
     await this.pm?.stop();
     await this.feed?.stop();
   }
@@ -292,6 +313,85 @@ export class LifecycleService extends EventEmitter {
       const err = new LifecycleError("name_mismatch", `the package is for ${name}, not ${expected}`, { field: "name" });
       throw await this.refuse(err, { op, archive, ...origin(source), plugin: expected });
     }
+    const refusal = { op, archive, ...origin(source) };
+    return this.admit(manifest, source, op, refusal, resetSettings, null, () => {
+      const paths = this.o.loader.paths(name);
+      mkdirSync(paths.root, { recursive: true });
+      renameSync(archive, paths.archive);
+    });
+  }
+
+  /**
+   * Installs (or upgrades to) the container plugin whose image `reference` names (`oci://…`): resolved to a digest
+   * and its manifest label first (a refusal is recorded like a refused package), then recorded; the process manager
+   * pulls it (see oci-flow.ts).
+   */
+  async installOci(
+    reference: string,
+    op: "install" | "upgrade",
+    expected?: string,
+    options: { resetSettings?: boolean } = {},
+  ): Promise<{ name: string; position: number }> {
+    const refusal = { op, source: "oci" as const, path: reference };
+    let resolved: Awaited<ReturnType<OciFlow["resolve"]>>;
+    try {
+      resolved = await this.oci.resolve(reference);
+    } catch (err) {
+      throw await this.refuse(err, { ...refusal, plugin: expected ?? null });
+    }
+    if (expected !== undefined && resolved.manifest.name !== expected) {
+      const err = new LifecycleError("name_mismatch", `the image is for ${resolved.manifest.name}, not ${expected}`, {
+        field: "name",
+      });
+      throw await this.refuse(err, { ...refusal, plugin: expected });
+    }
+    return this.admit(
+      resolved.manifest,
+      reference,
+      op,
+      refusal,
+      options.resetSettings === true,
+      resolved.oci,
+      () => {},
+    );
+  }
+
+  /** `hecate plugin cancel NAME`: ends the image pull in flight (not_pulling when none). */
+  async cancelPull(name: string): Promise<void> {
+    await this.serial(name, async () => {
+      try {
+        await this.oci.cancel(name);
+      } catch (err) {
+        if (!(err instanceof CommandRejected)) throw err;
+        const st = this.states.get(name);
+        if (err.code === "not_pulling")
+          throw new LifecycleError(
+            err.code,
+            `plugin ${name} is not pulling an image (it is ${statusName(st!.status)})`,
+          );
+        const message = rejectionMessage(name, err.code, st && statusName(st.status));
+        throw message ? new LifecycleError(err.code, message) : err;
+      }
+    });
+  }
+
+  /** The install / upgrade rules of withArchive and installOci, then install_plugin_v1 / upgrade_plugin_v1. */
+  private admit(
+    manifest: PluginManifest,
+    source: string,
+    op: "install" | "upgrade",
+    refusal: {
+      op: "install" | "upgrade";
+      archive?: string;
+      source: PackageRejection["source"];
+      path?: string;
+      url?: string;
+    },
+    resetSettings: boolean,
+    oci: PackageInfo["oci"],
+    place: () => void,
+  ): Promise<{ name: string; position: number }> {
+    const name = manifest.name;
     return this.serial(name, async () => {
       const s = this.states.get(name);
       const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
@@ -302,11 +402,11 @@ export class LifecycleService extends EventEmitter {
           "plugin_already_installed",
           rejectionMessage(name, "plugin_already_installed", statusName(s.status))!,
         );
-        throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
+        throw await this.refuse(err, { ...refusal, plugin: name });
       }
       if (op === "upgrade" && !isInstalled) {
         const err = new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
-        throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
+        throw await this.refuse(err, { ...refusal, plugin: name });
       }
       if (op === "upgrade" && s && Object.keys(s.settings).length > 0) {
         const errors = settingsErrors(manifest.settings, this.clearSettings(name, s));
@@ -317,7 +417,7 @@ export class LifecycleService extends EventEmitter {
             `the settings of ${name} do not fit version ${manifest.version}'s settings schema (${fields}): change them first (hecate plugin config) or upgrade with --reset-settings`,
             errors,
           );
-          throw await this.refuse(err, { op, archive, ...origin(source), plugin: name });
+          throw await this.refuse(err, { ...refusal, plugin: name });
         }
         if (errors.length > 0)
           await this.dispatch(name, {
@@ -325,9 +425,7 @@ export class LifecycleService extends EventEmitter {
             data: { values: {}, changed: [], unset: Object.keys(s.settings), reset: true },
           });
       }
-      const paths = this.o.loader.paths(name);
-      mkdirSync(paths.root, { recursive: true });
-      renameSync(archive, paths.archive);
+      place();
       const info: PackageInfo = {
         name,
         version: manifest.version,
@@ -338,6 +436,7 @@ export class LifecycleService extends EventEmitter {
         icon: manifest.icon ?? null,
         group_name: manifest.group_name ?? null,
         group_icon: manifest.group_icon ?? null,
+        ...(oci ? { oci } : {}),
       };
       const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
       const r = await this.dispatch(name, { type, data: info });
@@ -358,7 +457,7 @@ export class LifecycleService extends EventEmitter {
     r: {
       op: "install" | "upgrade";
       archive?: string;
-      source: "upload" | "path" | "url";
+      source: "upload" | "path" | "url" | "oci";
       path?: string;
       url?: string;
       plugin: string | null;
@@ -619,6 +718,17 @@ export class LifecycleService extends EventEmitter {
     );
   }
 
+  /** The health watcher (container-watch.ts): confirm_container_up_v1 / confirm_container_down_v1. */
+  reportContainerHealth(name: string, up: boolean, reason: string): void {
+    const cmd: PluginCommand = up
+      ? { type: "confirm_container_up_v1", data: {} }
+      : { type: "confirm_container_down_v1", data: { reason } };
+    void this.dispatch(name, cmd).catch((err) => {
+      if (!(err instanceof CommandRejected))
+        this.o.logger.warn({ plugin: name, err }, "cannot record container health");
+    });
+  }
+
   /** A plugin-host process died: `plugin_host_crashed_v1` in the daemon-level `host-crashes` stream. */
   recordHostCrash(crash: HostCrash): void {
     this.o.logger.error(crash, "plugin host died");
@@ -685,6 +795,8 @@ export class LifecycleService extends EventEmitter {
     const name = e.stream.slice(STREAM_PREFIX.length);
     const s = (await this.cqrs.load(pluginAggregate, name)).state;
     const ev = e as unknown as PluginEvent;
+    if (await this.oci.handle(e, name, s, ctx)) return;
+    await executionStep(e, name, s, ctx, (n, c, x) => this.dispatch(n, c, x));
     switch (ev.type) {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1": {
