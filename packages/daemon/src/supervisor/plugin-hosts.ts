@@ -28,8 +28,37 @@ import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { answerWithin } from "../util/answer-within.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
+import {
+  DEFAULT_SHARED_POLICY,
+  leakPastThreshold,
+  type SharedPolicyOptions,
+  SharedRefusedError,
+} from "./shared-policy.js";
 
-export type Hosted = { kind: "worker"; spec: PluginSpec } | { kind: "container"; spec: ContainerPluginSpec };
+export type Hosted =
+  | { kind: "worker"; spec: PluginSpec }
+  /** `isolation: "shared"`: on the host's main thread (see host/shared/shared-host.ts). */
+  | { kind: "shared"; spec: PluginSpec }
+  | { kind: "container"; spec: ContainerPluginSpec };
+
+/** Plugin code in a host process (a worker thread, or the main thread): movable into an isolated host. */
+function inProcess(h: Hosted | undefined): h is Extract<Hosted, { kind: "worker" | "shared" }> {
+  return h?.kind === "worker" || h?.kind === "shared";
+}
+
+/** What `recycle()` did: the main host `oldPid` was replaced by `newPid` after `ms`. */
+export interface RecycleResult {
+  reason: string;
+  oldPid: number | undefined;
+  newPid: number | undefined;
+  /** ms from the request until the new host took the connections. */
+  switchMs: number;
+  /** ms until the old host had drained and exited. */
+  ms: number;
+  /** False when the old host still had connections at its drain deadline (they were closed). */
+  drained: boolean;
+  plugins: number;
+}
 
 export interface PluginHostsOptions {
   home: string;
@@ -48,6 +77,11 @@ export interface PluginHostsOptions {
   containerPolicy?: ContainerPolicy;
   /** Plugin request metrics in the hosts (default true). */
   metrics?: boolean;
+  /** `isolation: "shared"` plugins: allowed, and the leak thresholds that recycle the main host (shared-policy.ts). */
+  shared?: SharedPolicyOptions;
+  /** Recycle: how long the old host may drain its connections (default 30 s), and the idle grace (default 1 s). */
+  recycleDrainMs?: number;
+  recycleIdleGraceMs?: number;
 }
 
 /** What `host-crashed` reports: the data of `plugin_host_crashed_v1` (the lifecycle records it). */
@@ -121,7 +155,14 @@ export class PluginHosts extends EventEmitter {
   /** The main host may receive connections: false from its death until its plugins are restored. */
   private mainServing = true;
   private adminSocketPath: string | undefined;
-  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics">> &
+  /** A recycle in progress (loads, unloads and settings wait for it: the new host must get the final set). */
+  private recycling: Promise<RecycleResult> | undefined;
+  /** Old main hosts draining after a recycle (their pids stay untrusted on the admin socket). */
+  private readonly retiring = new Set<HostProcess>();
+  private readonly sharedPolicy: Required<SharedPolicyOptions>;
+  private readonly o: Required<
+    Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics" | "shared">
+  > &
     Pick<PluginHostsOptions, "metrics"> &
     Pick<PluginHostsOptions, "limits" | "containerPolicy"> & { runtime: HostRuntimeOptions };
 
@@ -135,8 +176,11 @@ export class PluginHosts extends EventEmitter {
       maxQueuedConnections: 4096,
       runtime: {},
       allowedHosts: [],
+      recycleDrainMs: 30_000,
+      recycleIdleGraceMs: 1000,
       ...options,
     };
+    this.sharedPolicy = { ...DEFAULT_SHARED_POLICY, ...options.shared };
     mkdirSync(this.hostsDir, { recursive: true, mode: 0o700 });
   }
 
@@ -195,6 +239,11 @@ export class PluginHosts extends EventEmitter {
     return Object.fromEntries([...this.hosts].map(([id, h]) => [id, h.pid]));
   }
 
+  /** Every host process that runs plugin code, draining ones included (never trusted on the admin socket). */
+  untrustedPids(): number[] {
+    return [...this.hosts.values(), ...this.retiring].map((h) => h.pid).filter((p): p is number => p !== undefined);
+  }
+
   has(name: string): boolean {
     return this.placed.has(name);
   }
@@ -212,8 +261,10 @@ export class PluginHosts extends EventEmitter {
 
   /** Loads (or swaps in, when loaded) a plugin; retried after a host death unless the plugin is quarantined. */
   async load(name: string, hosted: Hosted): Promise<LoadedInfo> {
+    if (hosted.kind === "shared" && !this.sharedPolicy.allow) throw new SharedRefusedError(name);
+    await this.afterRecycle();
     this.quarantined.delete(name); // an explicit (re)activation lifts a quarantine
-    const hostOf = () => (hosted.kind === "worker" ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
+    const hostOf = () => (inProcess(hosted) ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
     try {
       return await this.attempt(name, hosted, hostOf());
     } catch (err) {
@@ -249,12 +300,22 @@ export class PluginHosts extends EventEmitter {
     const set = sets.get(hostId) ?? new Set<string>();
     sets.set(hostId, set);
     set.add(name);
+    // A shared plugin's load runs on the host's main thread: one stuck in a loop stalls the whole host, and only
+    // the host's death (a load-time death: attributed exactly, see onHostExit) gets it back.
+    const stuck =
+      hosted.kind === "shared"
+        ? setTimeout(
+            () => host.kill("SIGKILL"),
+            (hosted.spec.loadTimeoutMs ?? this.o.runtime?.loadTimeoutMs ?? 15_000) + 5000,
+          )
+        : undefined;
     try {
       const info = await host.request<LoadedInfo>({ t: "load", hosted });
       this.placed.set(name, { hosted, hostId });
       if (hostId !== MAIN) await this.mountRemote(name, hostId, hosted);
       return info;
     } finally {
+      clearTimeout(stuck);
       set.delete(name);
     }
   }
@@ -262,12 +323,13 @@ export class PluginHosts extends EventEmitter {
   /** The main host proxies an isolated plugin's routes to its host. */
   private async mountRemote(name: string, hostId: number, hosted: Hosted): Promise<void> {
     const main = await this.host(MAIN);
-    const staticDir = hosted.kind === "worker" ? hosted.spec.staticDir : undefined;
+    const staticDir = inProcess(hosted) ? hosted.spec.staticDir : undefined;
     const remote: HostedSpec = { kind: "remote", name, socketPath: this.socketOf(hostId), staticDir };
     await main.request({ t: "load", hosted: remote });
   }
 
   async unload(name: string, deadlineMs?: number): Promise<boolean> {
+    await this.afterRecycle();
     const p = this.placed.get(name);
     if (!p) return false;
     this.placed.delete(name);
@@ -291,8 +353,9 @@ export class PluginHosts extends EventEmitter {
    * swaps them.
    */
   async applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
+    await this.afterRecycle();
     const p = this.placed.get(name);
-    if (p?.hosted.kind !== "worker") return "not_loaded";
+    if (!inProcess(p?.hosted)) return "not_loaded";
     const host = this.hosts.get(p.hostId);
     if (!host?.alive) return "not_loaded";
     const r = await host
@@ -302,7 +365,7 @@ export class PluginHosts extends EventEmitter {
       const spec = p.hosted.spec;
       this.placed.set(name, {
         ...p,
-        hosted: { kind: "worker", spec: { ...spec, config: { ...spec.config, settings } } },
+        hosted: { kind: p.hosted.kind, spec: { ...spec, config: { ...spec.config, settings } } },
       });
     }
     return r;
@@ -323,7 +386,7 @@ export class PluginHosts extends EventEmitter {
   async close(): Promise<void> {
     this.closed = true;
     for (const s of this.queue.splice(0)) s.destroy();
-    await Promise.all([...this.hosts.values()].map((h) => h.close()));
+    await Promise.all([...this.hosts.values(), ...this.retiring].map((h) => h.close()));
     this.hosts.clear();
     rmSync(this.hostsDir, { recursive: true, force: true });
   }
@@ -352,22 +415,7 @@ export class PluginHosts extends EventEmitter {
   private async spawn(hostId: number): Promise<HostProcess> {
     for (;;) {
       if (this.closed) throw new Error("plugin hosts closed");
-      const proc = new HostProcess({
-        home: this.o.home,
-        hostId,
-        listenPath: hostId === MAIN ? undefined : this.socketOf(hostId),
-        containers: hostId === MAIN && this.o.containers,
-        runtime: this.o.runtime,
-        activityIntervalMs: this.o.activityIntervalMs,
-        ready: this.ready,
-        inactive: hostId === MAIN ? this.inactive : undefined,
-        adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
-        allowedHosts: this.o.allowedHosts,
-        limits: this.o.limits,
-        containerPolicy: this.o.containerPolicy,
-        metrics: this.o.metrics,
-      });
-      proc.on("event", (e) => this.onHostEvent(hostId, e));
+      const proc = this.newHost(hostId);
       if (hostId === MAIN) proc.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
       this.hosts.set(hostId, proc);
       try {
@@ -387,6 +435,128 @@ export class PluginHosts extends EventEmitter {
         });
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** this.consecutiveFailures)));
       }
+    }
+  }
+
+  private newHost(hostId: number): HostProcess {
+    const proc = new HostProcess({
+      home: this.o.home,
+      hostId,
+      listenPath: hostId === MAIN ? undefined : this.socketOf(hostId),
+      containers: hostId === MAIN && this.o.containers,
+      runtime: this.o.runtime,
+      activityIntervalMs: this.o.activityIntervalMs,
+      ready: this.ready,
+      inactive: hostId === MAIN ? this.inactive : undefined,
+      adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
+      allowedHosts: this.o.allowedHosts,
+      limits: this.o.limits,
+      containerPolicy: this.o.containerPolicy,
+      metrics: this.o.metrics,
+    });
+    proc.on("event", (e) => {
+      if (this.hosts.get(hostId) === proc) this.onHostEvent(hostId, e);
+      else if (e.t === "log" || e.t === "crashed" || e.t === "disabled") this.onHostEvent(hostId, e); // a draining host
+    });
+    return proc;
+  }
+
+  // ---- recycle ----
+
+  /**
+   * Replaces the main host with zero downtime: a new host process loads the main host's whole set (worker and shared
+   * plugins, container plugins adopted, isolated plugins' proxies), then receives every new connection; the old one
+   * answers what its clients still send with `Connection: close`, drains, unloads and exits. Shared plugins' old
+   * generations (ESM cannot be unloaded) go with it. If the new host cannot load the set, it is stopped and the old
+   * one keeps serving (this rejects). One recycle at a time; loads and unloads wait for it.
+   */
+  recycle(reason = "requested"): Promise<RecycleResult> {
+    this.recycling ??= this.recycleNow(reason).finally(() => {
+      this.recycling = undefined;
+    });
+    return this.recycling;
+  }
+
+  /** Waits for a recycle in progress (its outcome is its caller's business). */
+  private async afterRecycle(): Promise<void> {
+    await this.recycling?.catch(() => {});
+  }
+
+  private async recycleNow(reason: string): Promise<RecycleResult> {
+    const t0 = Date.now();
+    if (this.closed) throw new Error("plugin hosts closed");
+    await this.restoring.get(MAIN);
+    const old = await this.host(MAIN);
+    const fresh = this.newHost(MAIN);
+    const plugins = [...this.placed].filter(([, p]) => p.hostId === MAIN);
+    try {
+      await fresh.start();
+      await this.populate(fresh, plugins);
+      if (this.hosts.get(MAIN) !== old || !old.alive || !this.mainServing || this.closed)
+        throw new Error("the main plugin host restarted meanwhile");
+    } catch (err) {
+      await fresh.close(5000).catch(() => {});
+      throw new Error(`recycle aborted, the current host keeps serving: ${(err as Error).message}`);
+    }
+    // The switch: from here on every accepted connection goes to the new host.
+    this.hosts.set(MAIN, fresh);
+    fresh.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(fresh, exit, expected));
+    fresh.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
+    writeFileSync(this.pidFileOf(MAIN), `${fresh.pid}\n`);
+    this.activeAt.delete(MAIN);
+    this.flushQueue(fresh);
+    const switchMs = Date.now() - t0;
+    this.retiring.add(old);
+    // Connections handed to the old host but never taken (it exited first) go to the new one.
+    old.removeAllListeners("orphans");
+    old.on("orphans", (sockets: Socket[]) => {
+      for (const s of sockets) this.adopt(s);
+    });
+    const exited = new Promise<void>((resolve) => (old.alive ? old.once("exit", () => resolve()) : resolve()));
+    const kill = setTimeout(() => old.kill("SIGKILL"), this.o.recycleDrainMs + 15_000);
+    const drained = await old
+      .request<boolean>({ t: "retire", deadlineMs: this.o.recycleDrainMs, idleGraceMs: this.o.recycleIdleGraceMs })
+      .catch(() => false);
+    await exited;
+    clearTimeout(kill);
+    this.retiring.delete(old);
+    const result: RecycleResult = {
+      reason,
+      oldPid: old.pid,
+      newPid: fresh.pid,
+      switchMs,
+      ms: Date.now() - t0,
+      drained,
+      plugins: plugins.length,
+    };
+    this.emit("host-recycled", result);
+    return result;
+  }
+
+  /** Loads the main host's set into a new host (before it takes any connection); throws at the first failure. */
+  private async populate(fresh: HostProcess, plugins: [string, Placement][]): Promise<void> {
+    const containers = plugins.filter(([, p]) => p.hosted.kind === "container");
+    if (containers.length) {
+      const specs = containers.map(([, p]) => p.hosted.spec as ContainerPluginSpec);
+      const r = await fresh.request<ReconcileOutcome>({ t: "reconcile", specs });
+      if (r.failed.length) throw new Error(`${r.failed[0].name}: ${r.failed[0].error.message}`);
+    }
+    const queue = plugins.filter(([, p]) => inProcess(p.hosted));
+    const lane = async () => {
+      for (let next = queue.shift(); next; next = queue.shift()) {
+        const [name, p] = next;
+        await fresh.request({ t: "load", hosted: p.hosted }).catch((err: Error) => {
+          throw new Error(`${name}: ${err.message}`);
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(4, queue.length) }, lane));
+    for (const [name, p] of [...this.placed].filter(([, q]) => q.hostId !== MAIN)) {
+      const staticDir = inProcess(p.hosted) ? p.hosted.spec.staticDir : undefined;
+      await fresh.request({
+        t: "load",
+        hosted: { kind: "remote", name, socketPath: this.socketOf(p.hostId), staticDir },
+      });
     }
   }
 
@@ -414,6 +584,15 @@ export class PluginHosts extends EventEmitter {
       case "restarted":
         this.emit("restarted", e.plugin);
         return;
+      case "shared-leak": {
+        // Only the main host is recycled (an isolated host lives until its plugin is found or the daemon restarts).
+        const why = hostId === MAIN ? leakPastThreshold(e, this.sharedPolicy) : undefined;
+        if (why && !this.recycling && !this.closed)
+          this.recycle(why).catch((err) =>
+            this.emit("log", { plugin: "-", level: "error", msg: `plugin host recycle: ${String(err)}` }),
+          );
+        return;
+      }
       default:
         return;
     }
@@ -472,8 +651,8 @@ export class PluginHosts extends EventEmitter {
     const recent = list.slice(-this.o.crashesBeforeIsolation);
     let suspects = [...recent[0].suspects].filter((n) => recent.every((c) => c.suspects.has(n)));
     if (!suspects.length) suspects = [...new Set(recent.flatMap((c) => [...c.suspects]))];
-    suspects = suspects.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
-    if (!suspects.length) suspects = onHost.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
+    suspects = suspects.filter((n) => inProcess(this.placed.get(n)?.hosted));
+    if (!suspects.length) suspects = onHost.filter((n) => inProcess(this.placed.get(n)?.hosted));
     // Never quarantined on suspicion alone (the host may have been killed from outside): each suspect moves into an
     // isolated host (at most 4 hosts; a group is split again at its next death), where a death names it exactly.
     const groups = Math.min(4, suspects.length);
@@ -485,7 +664,7 @@ export class PluginHosts extends EventEmitter {
     const hostId = this.nextHostId++;
     for (const n of names) {
       const p = this.placed.get(n);
-      if (p?.hosted.kind !== "worker") continue;
+      if (!p || !inProcess(p.hosted)) continue;
       this.isolatedIn.set(n, hostId);
       p.hostId = hostId;
     }
@@ -546,7 +725,7 @@ export class PluginHosts extends EventEmitter {
     }
     const placements = wanted();
     const containers = placements.filter(([, p]) => p.hosted.kind === "container");
-    const workers = placements.filter(([, p]) => p.hosted.kind === "worker");
+    const workers = placements.filter(([, p]) => inProcess(p.hosted));
     const reload = async (name: string, hosted: Hosted) => {
       try {
         await this.loadOn(hostId, name, hosted, true);
