@@ -159,6 +159,7 @@ export class PluginHosts extends EventEmitter {
   private recycling: Promise<RecycleResult> | undefined;
   /** Old main hosts draining after a recycle (their pids stay untrusted on the admin socket). */
   private readonly retiring = new Set<HostProcess>();
+  private readonly ops = new Set<Promise<unknown>>();
   private readonly sharedPolicy: Required<SharedPolicyOptions>;
   private readonly o: Required<
     Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics" | "shared">
@@ -263,6 +264,10 @@ export class PluginHosts extends EventEmitter {
   async load(name: string, hosted: Hosted): Promise<LoadedInfo> {
     if (hosted.kind === "shared" && !this.sharedPolicy.allow) throw new SharedRefusedError(name);
     await this.afterRecycle();
+    return this.track(this.loadNow(name, hosted));
+  }
+
+  private async loadNow(name: string, hosted: Hosted): Promise<LoadedInfo> {
     this.quarantined.delete(name); // an explicit (re)activation lifts a quarantine
     const hostOf = () => (inProcess(hosted) ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
     try {
@@ -330,6 +335,10 @@ export class PluginHosts extends EventEmitter {
 
   async unload(name: string, deadlineMs?: number): Promise<boolean> {
     await this.afterRecycle();
+    return this.track(this.unloadNow(name, deadlineMs));
+  }
+
+  private async unloadNow(name: string, deadlineMs?: number): Promise<boolean> {
     const p = this.placed.get(name);
     if (!p) return false;
     this.placed.delete(name);
@@ -354,6 +363,10 @@ export class PluginHosts extends EventEmitter {
    */
   async applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
     await this.afterRecycle();
+    return this.track(this.applySettingsNow(name, settings));
+  }
+
+  private async applySettingsNow(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
     const p = this.placed.get(name);
     if (!inProcess(p?.hosted)) return "not_loaded";
     const host = this.hosts.get(p.hostId);
@@ -482,9 +495,20 @@ export class PluginHosts extends EventEmitter {
     await this.recycling?.catch(() => {});
   }
 
+  /** A load / unload / settings change in progress: a recycle starts once they are done (it copies their result). */
+  private track<T>(op: Promise<T>): Promise<T> {
+    this.ops.add(op);
+    void op.then(
+      () => this.ops.delete(op),
+      () => this.ops.delete(op),
+    );
+    return op;
+  }
+
   private async recycleNow(reason: string): Promise<RecycleResult> {
     const t0 = Date.now();
     if (this.closed) throw new Error("plugin hosts closed");
+    await Promise.allSettled([...this.ops]); // new ones wait for this recycle
     await this.restoring.get(MAIN);
     const old = await this.host(MAIN);
     const fresh = this.newHost(MAIN);
@@ -498,6 +522,9 @@ export class PluginHosts extends EventEmitter {
       await fresh.close(5000).catch(() => {});
       throw new Error(`recycle aborted, the current host keeps serving: ${(err as Error).message}`);
     }
+    // What changed while it loaded (its boot had the state of then).
+    await fresh.request({ t: "set-ready", ready: this.ready }).catch(() => {});
+    await fresh.request({ t: "set-inactive", plugins: this.inactive }).catch(() => {});
     // The switch: from here on every accepted connection goes to the new host.
     this.hosts.set(MAIN, fresh);
     fresh.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(fresh, exit, expected));

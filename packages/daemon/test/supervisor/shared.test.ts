@@ -12,6 +12,7 @@ import { Agent, get } from "node:http";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 import type { RecycleResult } from "../../src/supervisor/plugin-hosts.js";
+import { sharedPolicyFromEnv } from "../../src/supervisor/shared-policy.js";
 import { buildPackage, type PluginSource, startTestDaemon, type TestDaemon, until } from "../lifecycle/helpers.js";
 
 const gz = { "content-type": "application/gzip" };
@@ -220,4 +221,22 @@ test("a shared plugin that kills its host at init is attributed and quarantined;
   } finally {
     await d.stop();
   }
+});
+
+test("policy from the environment: HECATE_ALLOW_SHARED and the recycle thresholds, bad values named", () => {
+  assert.deepEqual(sharedPolicyFromEnv({}), {});
+  assert.deepEqual(
+    sharedPolicyFromEnv({
+      HECATE_ALLOW_SHARED: "0",
+      HECATE_SHARED_RECYCLE_GENERATIONS: "4",
+      HECATE_SHARED_RECYCLE_MB: "64",
+    }),
+    { allow: false, recycleAfterGenerations: 4, recycleAfterBytes: 64 * 2 ** 20 },
+  );
+  assert.deepEqual(sharedPolicyFromEnv({ HECATE_ALLOW_SHARED: "1" }), { allow: true });
+  assert.throws(() => sharedPolicyFromEnv({ HECATE_ALLOW_SHARED: "maybe" }), /HECATE_ALLOW_SHARED must be 0 or 1/);
+  assert.throws(
+    () => sharedPolicyFromEnv({ HECATE_SHARED_RECYCLE_GENERATIONS: "-1" }),
+    /HECATE_SHARED_RECYCLE_GENERATIONS must be a non-negative integer/,
+  );
 });
