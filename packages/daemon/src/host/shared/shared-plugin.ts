@@ -49,7 +49,10 @@ export class SharedPlugin {
   routes: RouteAnnouncement[] = [];
   readonly startedAt = Date.now();
   loadMs = 0;
-  /** V8 heap growth measured across the load (an estimate of what the generation leaves behind once unloaded). */
+  /**
+   * V8 heap growth across the load: what the generation leaves behind once unloaded, over-estimated (the load's own
+   * garbage is counted too; measured for a small plugin importing the SDK: ~1.9 MiB counted, ~0.64 MiB retained).
+   */
   heapBytes = 0;
   private dispatcher: Dispatcher | undefined;
   private readonly http: HttpExchanges;
