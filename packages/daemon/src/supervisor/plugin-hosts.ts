@@ -28,6 +28,7 @@ import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { answerWithin } from "../util/answer-within.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
+import { populateHost, type RecycleResult, retireHost } from "./host-recycle.js";
 import {
   DEFAULT_SHARED_POLICY,
   leakPastThreshold,
@@ -46,18 +47,11 @@ function inProcess(h: Hosted | undefined): h is Extract<Hosted, { kind: "worker"
   return h?.kind === "worker" || h?.kind === "shared";
 }
 
-/** What `recycle()` did: the main host `oldPid` was replaced by `newPid` after `ms`. */
-export interface RecycleResult {
-  reason: string;
-  oldPid: number | undefined;
-  newPid: number | undefined;
-  /** ms from the request until the new host took the connections. */
-  switchMs: number;
-  /** ms until the old host had drained and exited. */
-  ms: number;
-  /** False when the old host still had connections at its drain deadline (they were closed). */
-  drained: boolean;
-  plugins: number;
+export type { RecycleResult } from "./host-recycle.js";
+
+/** An in-process plugin's static dir (served by the main host for an isolated plugin too). */
+function staticDirOf(h: Hosted): string | undefined {
+  return inProcess(h) ? h.spec.staticDir : undefined;
 }
 
 export interface PluginHostsOptions {
@@ -328,8 +322,12 @@ export class PluginHosts extends EventEmitter {
   /** The main host proxies an isolated plugin's routes to its host. */
   private async mountRemote(name: string, hostId: number, hosted: Hosted): Promise<void> {
     const main = await this.host(MAIN);
-    const staticDir = inProcess(hosted) ? hosted.spec.staticDir : undefined;
-    const remote: HostedSpec = { kind: "remote", name, socketPath: this.socketOf(hostId), staticDir };
+    const remote: HostedSpec = {
+      kind: "remote",
+      name,
+      socketPath: this.socketOf(hostId),
+      staticDir: staticDirOf(hosted),
+    };
     await main.request({ t: "load", hosted: remote });
   }
 
@@ -513,9 +511,16 @@ export class PluginHosts extends EventEmitter {
     const old = await this.host(MAIN);
     const fresh = this.newHost(MAIN);
     const plugins = [...this.placed].filter(([, p]) => p.hostId === MAIN);
+    const containers = plugins.flatMap(([, p]) => (p.hosted.kind === "container" ? [p.hosted.spec] : []));
+    const loads: Parameters<typeof populateHost>[2] = plugins.flatMap(([, p]) =>
+      inProcess(p.hosted) ? [p.hosted] : [],
+    );
+    for (const [name, p] of this.placed)
+      if (p.hostId !== MAIN)
+        loads.push({ kind: "remote", name, socketPath: this.socketOf(p.hostId), staticDir: staticDirOf(p.hosted) });
     try {
       await fresh.start();
-      await this.populate(fresh, plugins);
+      await populateHost(fresh, containers, loads);
       if (this.hosts.get(MAIN) !== old || !old.alive || !this.mainServing || this.closed)
         throw new Error("the main plugin host restarted meanwhile");
     } catch (err) {
@@ -539,13 +544,7 @@ export class PluginHosts extends EventEmitter {
     old.on("orphans", (sockets: Socket[]) => {
       for (const s of sockets) this.adopt(s);
     });
-    const exited = new Promise<void>((resolve) => (old.alive ? old.once("exit", () => resolve()) : resolve()));
-    const kill = setTimeout(() => old.kill("SIGKILL"), this.o.recycleDrainMs + 15_000);
-    const drained = await old
-      .request<boolean>({ t: "retire", deadlineMs: this.o.recycleDrainMs, idleGraceMs: this.o.recycleIdleGraceMs })
-      .catch(() => false);
-    await exited;
-    clearTimeout(kill);
+    const drained = await retireHost(old, this.o.recycleDrainMs, this.o.recycleIdleGraceMs);
     this.retiring.delete(old);
     const result: RecycleResult = {
       reason,
@@ -558,33 +557,6 @@ export class PluginHosts extends EventEmitter {
     };
     this.emit("host-recycled", result);
     return result;
-  }
-
-  /** Loads the main host's set into a new host (before it takes any connection); throws at the first failure. */
-  private async populate(fresh: HostProcess, plugins: [string, Placement][]): Promise<void> {
-    const containers = plugins.filter(([, p]) => p.hosted.kind === "container");
-    if (containers.length) {
-      const specs = containers.map(([, p]) => p.hosted.spec as ContainerPluginSpec);
-      const r = await fresh.request<ReconcileOutcome>({ t: "reconcile", specs });
-      if (r.failed.length) throw new Error(`${r.failed[0].name}: ${r.failed[0].error.message}`);
-    }
-    const queue = plugins.filter(([, p]) => inProcess(p.hosted));
-    const lane = async () => {
-      for (let next = queue.shift(); next; next = queue.shift()) {
-        const [name, p] = next;
-        await fresh.request({ t: "load", hosted: p.hosted }).catch((err: Error) => {
-          throw new Error(`${name}: ${err.message}`);
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(4, queue.length) }, lane));
-    for (const [name, p] of [...this.placed].filter(([, q]) => q.hostId !== MAIN)) {
-      const staticDir = inProcess(p.hosted) ? p.hosted.spec.staticDir : undefined;
-      await fresh.request({
-        t: "load",
-        hosted: { kind: "remote", name, socketPath: this.socketOf(p.hostId), staticDir },
-      });
-    }
   }
 
   /** Connections that waited for the main host (a client that gave up meanwhile is handed over all the same). */
