@@ -180,6 +180,22 @@ test("the host is recycled by itself once unloaded shared generations pass the t
   }
 });
 
+test("the bytes threshold recycles too (generations threshold off)", async () => {
+  const d = await startTestDaemon({ shared: { recycleAfterGenerations: 0, recycleAfterBytes: 1 } });
+  try {
+    assert.equal((await install(d, shared("zeta", "1.0.0"))).status, 201);
+    const first = d.hosts.pids()[1]!;
+    const recycled = once(d.hosts, "host-recycled") as Promise<[RecycleResult]>;
+    assert.equal((await upgrade(d, shared("zeta", "1.0.1"))).status, 200);
+    const [r] = await recycled;
+    assert.match(r.reason, /MiB left by unloaded shared plugin generations \(threshold 0 MiB\)/);
+    assert.equal(r.oldPid, first);
+    assert.deepEqual(await json(`${d.url}/plugin/zeta/api/who`), { name: "zeta", version: "1.0.1" });
+  } finally {
+    await d.stop();
+  }
+});
+
 test("a shared plugin that kills its host at init is attributed and quarantined; one that kills it at request time is found by isolation", async () => {
   const d = await startTestDaemon({ hosts: { crashesBeforeIsolation: 2 } });
   try {
