@@ -389,6 +389,18 @@ export function buildProgram(): Command {
     .action((_opts, cmd: Command) => withClient(cmd, async (ctx) => (await registryCommands()).listCommand(ctx)));
 
   program
+    .command("host")
+    .description("the plugin-host processes")
+    .command("recycle")
+    .description(
+      "replace the main plugin host with zero downtime (frees what unloaded isolation:shared plugins left in memory)",
+    )
+    .option("--json", "JSON output")
+    .action((_opts, cmd: Command) =>
+      withClient(cmd, async (ctx) => (await import("./commands/host.js")).hostRecycleCommand(ctx)),
+    );
+
+  program
     .command("keygen")
     .description("generate an ed25519 signing key pair (<name>.key private, <name>.pub public)")
     .option("-o, --out-dir <dir>", "where to write the keys", ".")

@@ -13,6 +13,7 @@ import { type EventStore, openEventStore } from "@hecate/store";
 import pino, { type Logger } from "pino";
 import { AdminApi } from "./admin/api.js";
 import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./admin/auth.js";
+import { hostRoutes } from "./admin/host-routes.js";
 import { LogBook } from "./admin/logs.js";
 import { observeRoutes } from "./admin/observe-routes.js";
 import { ociRoutes } from "./admin/oci-routes.js";
@@ -29,7 +30,8 @@ import { type LifecycleEvent, LifecycleService } from "./lifecycle/service.js";
 import { inactivePlugins } from "./lifecycle/user-messages.js";
 import { SupervisorMetrics } from "./observe/supervisor-metrics.js";
 import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
-import { type HostCrash, PluginHosts } from "./supervisor/plugin-hosts.js";
+import { type HostCrash, PluginHosts, type RecycleResult } from "./supervisor/plugin-hosts.js";
+import type { SharedPolicyOptions } from "./supervisor/shared-policy.js";
 
 export interface DaemonOptions {
   home: string;
@@ -87,7 +89,14 @@ export interface DaemonOptions {
     crashesBeforeIsolation?: number;
     loadStrikes?: number;
     activityIntervalMs?: number;
+    recycleDrainMs?: number;
+    recycleIdleGraceMs?: number;
   };
+  /**
+   * `isolation: "shared"` plugins (direct calls on the plugin host's main thread): allowed (default true; env
+   * HECATE_ALLOW_SHARED=0) and the leak thresholds past which the main host is recycled (supervisor/shared-policy.ts).
+   */
+  shared?: SharedPolicyOptions;
   /** Admin upload cap, default 256 MiB. */
   maxUploadBytes?: number;
   /** `GET /metrics` and the plugin hosts' request counting; default true (env HECATE_METRICS=0 turns it off). */
@@ -169,6 +178,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     limits,
     containerPolicy: opts.containerPolicy,
     metrics: opts.metrics !== false,
+    shared: opts.shared,
     ...opts.hosts,
   });
   const metrics = opts.metrics === false ? undefined : new SupervisorMetrics();
@@ -177,7 +187,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     sessions: new SessionStore({ ttlMs: opts.adminSessionTtlMs }),
     trustSameProcess: opts.trustOwnProcessOnSocket,
     // Plugin code runs there: a connection from a plugin host to the admin socket is never trusted.
-    untrustedPids: () => Object.values(hosts.pids()).filter((p): p is number => p !== undefined),
+    untrustedPids: () => hosts.untrustedPids(),
   });
   const loader: Loader = new Loader({
     home,
@@ -224,6 +234,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     lifecycle.on("event", (e: LifecycleEvent) => metrics.event(e));
   }
   hosts.on("host-restarted", (hostId: number, ms: number) => logger.info({ hostId, ms }, "plugin host serving again"));
+  hosts.on("host-recycled", (r: RecycleResult) => logger.info(r, "plugin host recycled"));
   let pluginPort: number | null = null; // known once listening; null while the admin shares the plugin port
   const admin = new AdminApi({
     lifecycle,
@@ -241,6 +252,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   adminRouter.setSystemRoutes("admin", admin.routes());
   adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
   adminRouter.setSystemRoutes("oci", ociRoutes(admin, lifecycle, home));
+  adminRouter.setSystemRoutes("hosts", hostRoutes(admin, hosts));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.

@@ -13,8 +13,12 @@
  * plugin request limits:
  * HECATE_HANDLER_TIMEOUT_MS (deadline of a route that sets none, default 30000, 0 = none), HECATE_MAX_HANDLER_TIMEOUT_MS
  * (cap on every route's deadline, 0 = no cap; default), HECATE_MAX_REPLY_BYTES (largest non-streamed reply body,
- * default 67108864 = 64 MiB). pino JSON logs on stdout.
+ * default 67108864 = 64 MiB).
  * HECATE_STORE_URL=postgres://user@host:port/db puts the lifecycle store in PostgreSQL (default: SQLite in HECATE_HOME).
+ * `isolation: "shared"` plugins: HECATE_ALLOW_SHARED=0 refuses them (they fail to load, stage `policy`);
+ * HECATE_SHARED_RECYCLE_GENERATIONS (default 16) / HECATE_SHARED_RECYCLE_MB (default 256): the main plugin host is
+ * recycled (zero downtime) once unloaded shared generations pass either (0 = off; see supervisor/shared-policy.ts).
+ * pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).
@@ -23,6 +27,7 @@ import { hecateHome } from "@hecate/sdk";
 import { type DaemonOptions, startDaemon } from "./daemon.js";
 import type { ConnectionLimits } from "./http/conn-limits.js";
 import { parseHostList } from "./http/host-allow.js";
+import { type SharedPolicyOptions, sharedPolicyFromEnv } from "./supervisor/shared-policy.js";
 
 const LIMIT_ENV: [keyof ConnectionLimits, string][] = [
   ["maxConnections", "HECATE_MAX_CONNECTIONS"],
@@ -94,7 +99,15 @@ async function main(): Promise<void> {
     const n = intEnv(env);
     if (n !== undefined) runtime[key] = n;
   }
+  let shared: SharedPolicyOptions;
+  try {
+    shared = sharedPolicyFromEnv(process.env);
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(2);
+  }
   const daemon = await startDaemon({
+    shared,
     home: hecateHome(),
     ...(process.env.HECATE_STORE_URL ? { storeUrl: process.env.HECATE_STORE_URL } : {}),
     ...(port !== undefined ? { port } : {}),

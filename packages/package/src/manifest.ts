@@ -79,6 +79,12 @@ export function validateManifest(value: unknown, opts: { hecateVersion?: string 
     throw new PackageError("invalid_manifest", `invalid manifest.json: /version: not a semantic version`, [
       { field: "/version", message: "must be a semantic version (e.g. 1.2.3)" },
     ]);
+  if (manifest.isolation === "shared" && manifest.plugin_type === "container")
+    throw new PackageError(
+      "invalid_manifest",
+      `invalid manifest.json: /isolation: "shared" is for in_process plugins`,
+      [{ field: "/isolation", message: '"shared" is for in_process plugins (a container is always its own process)' }],
+    );
   const range = manifest.engines?.hecate;
   if (range !== undefined) {
     if (semver.validRange(range) === null)

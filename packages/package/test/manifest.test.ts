@@ -59,6 +59,14 @@ test("manifest: errors name the field", () => {
   assert.deepEqual(fieldsOf(() => validateManifest({ name: "t", version: "1.0.0", plugin_type: "vm" })).fields, [
     "/plugin_type",
   ]);
+  assert.deepEqual(fieldsOf(() => validateManifest({ name: "t", version: "1.0.0", isolation: "vm" })).fields, [
+    "/isolation",
+  ]);
+  assert.deepEqual(
+    fieldsOf(() => validateManifest({ name: "t", version: "1.0.0", plugin_type: "container", isolation: "shared" })),
+    { code: "invalid_manifest", fields: ["/isolation"] },
+  );
+  assert.equal(validateManifest({ name: "t", version: "1.0.0", isolation: "shared" }).isolation, "shared");
   assert.deepEqual(
     fieldsOf(() => validateManifest({ name: "t", version: "1.0.0", callback_module: "/abs.js" })).fields,
     ["/callback_module"],

@@ -65,6 +65,12 @@ export interface PluginManifest {
   description?: string;
   /** `in_process` (worker thread, default) or `container` (Podman). */
   plugin_type?: "in_process" | "container";
+  /**
+   * In-process plugins: `worker` (default: a worker thread of its own) or `shared` (direct function calls on the
+   * plugin host's main thread: fastest, but a crash or a stuck loop takes the whole host down, and an unload or
+   * upgrade leaves the old code in memory until the host is recycled). The operator may refuse `shared`.
+   */
+  isolation?: "worker" | "shared";
   /** Path of the callback module inside the package, default `dist/index.js`. */
   callback_module?: string;
   /** semver range of hecate versions this plugin runs on, checked at install. */

@@ -18,7 +18,8 @@ import { createHttpServer } from "../http/server.js";
 import type { ShellCatalog } from "../http/shell/catalog.js";
 import { mountShell } from "../http/shell/routes.js";
 import { gatherHealth } from "../observe/health.js";
-import { HostMetrics } from "../observe/host-metrics.js";
+import { HostMetrics, namespacePluginMetrics } from "../observe/host-metrics.js";
+import { ConnectionDrain } from "./drain.js";
 import { ContainerPluginHost, type PluginHostEvent, RemotePluginHost, WorkerPluginHost } from "./plugin-host.js";
 import type {
   HostBoot,
@@ -67,12 +68,17 @@ class Host {
   private readonly remote: RemotePluginHost;
   /** The app shell (`GET /`), on the main host's plugin listener only. */
   private readonly shell: ShellCatalog | undefined;
+  /** `isolation: "shared"` plugins, on this process's main thread; created with the first one. */
+  private sharedHost: import("./shared/shared-host.js").SharedPluginHost | undefined;
+  private readonly emit: (e: PluginHostEvent) => void;
   readonly server: Server;
+  private readonly drain: ConnectionDrain;
 
   constructor(readonly boot: HostBoot) {
     this.metrics = boot.metrics === false ? undefined : new HostMetrics(boot.hostId);
     this.router = new Router({ metrics: this.metrics?.requests });
     const emit = (e: PluginHostEvent) => send(e);
+    this.emit = emit;
     this.worker = new WorkerPluginHost(this.router, boot.home, boot.runtime ?? {}, emit);
     this.container = boot.containers
       ? new ContainerPluginHost(this.router, boot.home, emit, {
@@ -90,6 +96,7 @@ class Host {
     this.server = boot.listenPath
       ? createHttpServer(this.router)
       : createHttpServer(this.router, { hosts: new HostAllowList(boot.allowedHosts), limits: boot.limits });
+    this.drain = new ConnectionDrain(this.server);
     const activity = new ActivityReporter(boot.activityIntervalMs, () => this.busy());
     this.server.prependListener("request", (req) => activity.touch(req.url));
     this.server.prependListener("upgrade", (req) => activity.touch(req.url));
@@ -101,10 +108,22 @@ class Host {
 
   /** Plugins with requests or WebSockets in flight (worker plugins: the ones whose code runs in this process). */
   private busy(): string[] {
-    return this.worker.runtime
+    const workers = this.worker.runtime
       .list()
       .filter((p) => p.inFlight > 0)
       .map((p) => p.name);
+    return [...workers, ...(this.sharedHost?.busy() ?? [])];
+  }
+
+  private async shared(): Promise<import("./shared/shared-host.js").SharedPluginHost> {
+    if (!this.sharedHost) {
+      // Imported on first use: hosts without shared plugins never register the module scope hooks.
+      const { SharedPluginHost } = await import("./shared/shared-host.js");
+      this.sharedHost ??= new SharedPluginHost(this.router, this.boot.home, this.boot.runtime ?? {}, this.emit, (l) =>
+        send({ t: "shared-leak", ...l }),
+      );
+    }
+    return this.sharedHost;
   }
 
   async listen(): Promise<void> {
@@ -132,6 +151,7 @@ class Host {
       case "unload":
         return (
           (await this.worker.unload(m.name, m.deadlineMs)) ||
+          ((await this.sharedHost?.unload(m.name, m.deadlineMs)) ?? false) ||
           (await this.remote.unload(m.name, m.deadlineMs)) ||
           ((await this.container?.unload(m.name)) ?? false)
         );
@@ -140,6 +160,7 @@ class Host {
         return this.container.reconcile(m.specs);
       }
       case "settings":
+        if (this.sharedHost?.has(m.name)) return this.sharedHost.applySettings(m.name, m.settings);
         return this.worker.applySettings(m.name, m.settings);
       case "set-ready":
         this.router.setReady(m.ready);
@@ -150,28 +171,45 @@ class Host {
       case "close":
         await this.close();
         return true;
+      case "retire": {
+        const drained = await this.drain.drain(m.deadlineMs, m.idleGraceMs);
+        await this.close({ handover: true });
+        return drained;
+      }
       case "health":
         return this.health(m.timeoutMs);
-      case "metrics":
-        return this.metrics?.collect(await this.worker.runtime.metrics(HEALTH_TIMEOUT_MS)) ?? [];
+      case "metrics": {
+        const own = this.metrics?.collect(await this.worker.runtime.metrics(HEALTH_TIMEOUT_MS)) ?? [];
+        const shared = this.metrics ? (this.sharedHost?.metrics() ?? []) : [];
+        return [...own, ...shared.flatMap((p) => namespacePluginMetrics(p.plugin, p.metrics))];
+      }
     }
   }
 
   /** Every plugin of this host (isolated ones through their host's own /health), each within `timeoutMs`. */
   health(timeoutMs: number): Promise<Record<string, PluginHealth>> {
-    return gatherHealth([this.worker, this.remote, ...(this.container ? [this.container] : [])], timeoutMs);
+    const hosts = [this.worker, this.remote, ...(this.container ? [this.container] : [])];
+    return gatherHealth(this.sharedHost ? [...hosts, this.sharedHost] : hosts, timeoutMs);
   }
 
   private async load(m: Extract<HostRequest, { t: "load" }>): Promise<LoadedInfo> {
     const h = m.hosted;
     switch (h.kind) {
       case "worker": {
-        const info = await this.worker.load(h.spec); // replaces a remote mount of the same plugin in one swap
+        const info = await this.worker.load(h.spec); // replaces a remote or shared mount of the plugin in one swap
         await this.remote.release(h.spec.name);
+        await this.sharedHost?.unload(h.spec.name, undefined, true);
+        return info;
+      }
+      case "shared": {
+        const info = await (await this.shared()).load(h.spec);
+        await this.remote.release(h.spec.name);
+        await this.worker.runtime.unload(h.spec.name, { keepMount: true }); // an upgrade from worker to shared
         return info;
       }
       case "remote":
         await this.worker.unload(h.name);
+        await this.sharedHost?.unload(h.name);
         return this.remote.load(h);
       case "container":
         if (!this.container) throw new Error("container plugins need Podman, which is not available here");
@@ -179,14 +217,16 @@ class Host {
     }
   }
 
-  async close(): Promise<void> {
+  /** Unloads everything and stops serving; `handover` (recycle): container plugins stay up for the next host. */
+  async close(opts: { handover?: boolean } = {}): Promise<void> {
     this.router.setReady(false);
     this.shell?.close();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     await this.worker.close();
+    await this.sharedHost?.close();
     await this.remote.close();
-    await this.container?.close();
+    await this.container?.close(opts);
     this.server.closeAllConnections();
     await stopped;
     if (this.boot.listenPath) rmSync(this.boot.listenPath, { force: true });
@@ -253,8 +293,8 @@ process.on("message", (m: SupervisorToHost, handle?: unknown) => {
   const h = host;
   if (!h) return;
   h.handle(m).then(
-    (value) => reply({ t: "reply", id: m.id, ok: true, value }, m.t === "close"),
-    (err) => reply({ t: "reply", id: m.id, ok: false, error: errorInfo(err) }, m.t === "close"),
+    (value) => reply({ t: "reply", id: m.id, ok: true, value }, m.t === "close" || m.t === "retire"),
+    (err) => reply({ t: "reply", id: m.id, ok: false, error: errorInfo(err) }, m.t === "close" || m.t === "retire"),
   );
 });
 

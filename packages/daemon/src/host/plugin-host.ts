@@ -1,13 +1,15 @@
 /**
  * One contract for every way a plugin-host process runs a plugin (the undici `Dispatcher` idea): load (or swap when
- * loaded), unload, has, close, and crashed / restarted / disabled / log events. Three implementations:
+ * loaded), unload, has, close, and crashed / restarted / disabled / log events. Four implementations:
  * - worker: in-process plugins, one worker thread each (PluginRuntime);
+ * - shared: `isolation: "shared"` plugins on the host's main thread, routes as direct calls (shared/shared-host.ts);
  * - container: Podman plugins over a Unix socket (ContainerRuntime);
  * - remote: a plugin served by another (isolated) host process, mounted here as a proxy to that host's socket.
  * The host process looks hosts up by kind; nothing outside knows which one holds a plugin.
  */
 import { existsSync } from "node:fs";
 import type { PluginHealth } from "@hecate/sdk";
+import type { RouteAnnouncement } from "@hecate/sdk/protocol";
 import type { ContainerProxy } from "../container/proxy.js";
 import type { ContainerPluginSpec, ContainerReplyLimits, ContainerRuntime } from "../container/runtime.js";
 import type { Router } from "../http/router.js";
@@ -37,6 +39,19 @@ export interface PluginHost<Spec> {
 
 type Emit = (e: PluginHostEvent) => void;
 
+/** What a load reports of an in-process plugin: its routes as the lifecycle lists them (ws routes as method WS). */
+export function loadedInfo(
+  name: string,
+  version: string,
+  kind: LoadedInfo["kind"],
+  routes: RouteAnnouncement[],
+): LoadedInfo {
+  const list = routes.flatMap((x) =>
+    x.kind === "ws" ? [{ method: "WS", path: x.path }] : x.methods.map((m) => ({ method: m, path: x.path })),
+  );
+  return { name, version, kind, routes: list };
+}
+
 export class WorkerPluginHost implements PluginHost<PluginSpec> {
   readonly kind = "worker" as const;
   readonly runtime: PluginRuntime;
@@ -53,14 +68,7 @@ export class WorkerPluginHost implements PluginHost<PluginSpec> {
 
   async load(spec: PluginSpec): Promise<LoadedInfo> {
     const r = this.runtime.get(spec.name) ? await this.runtime.swap(spec.name, spec) : await this.runtime.load(spec);
-    return {
-      name: r.name,
-      version: r.version,
-      kind: this.kind,
-      routes: r.routes.flatMap((x) =>
-        x.kind === "ws" ? [{ method: "WS", path: x.path }] : x.methods.map((m) => ({ method: m, path: x.path })),
-      ),
-    };
+    return loadedInfo(r.name, r.version, this.kind, r.routes);
   }
 
   unload(name: string, deadlineMs?: number): Promise<boolean> {
@@ -188,10 +196,11 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
     return this.started?.health(name, timeoutMs);
   }
 
-  async close(): Promise<void> {
-    if (this.runtime) await (await this.runtime.catch(() => null))?.close();
+  /** `handover` (host recycle): containers, their mounts and Podman's service stay for the next host to adopt. */
+  async close(opts: { handover?: boolean } = {}): Promise<void> {
+    if (this.runtime) await (await this.runtime.catch(() => null))?.close({ leaveRunning: opts.handover });
     if (this.podman) {
-      await this.podman.stopService().catch(() => {});
+      if (!opts.handover) await this.podman.stopService().catch(() => {});
       await this.podman.close().catch(() => {});
     }
   }

@@ -45,6 +45,8 @@ export interface ContainerPolicy {
 /** How a plugin is run by a host. */
 export type HostedSpec =
   | { kind: "worker"; spec: PluginSpec }
+  /** `isolation: "shared"`: on the host's main thread, routes are direct calls (host/shared/). */
+  | { kind: "shared"; spec: PluginSpec }
   | { kind: "container"; spec: ContainerPluginSpec }
   /** Served by another (isolated) host on `socketPath`: mounted here as a proxy. */
   | { kind: "remote"; name: string; socketPath: string; staticDir?: string };
@@ -67,6 +69,12 @@ export type HostRequest =
   /** The installed plugins that are not loaded (the whole set, replacing the last): name -> message for clients. */
   | { t: "set-inactive"; id: number; plugins: Record<string, string> }
   | { t: "close"; id: number }
+  /**
+   * Recycle: a new host serves the new connections; this one drains its own (each next response says
+   * `Connection: close`, connections idle for `idleGraceMs` are closed) for at most `deadlineMs`, then unloads
+   * everything (container plugins are left running for the new host, which adopts them) and exits.
+   */
+  | { t: "retire"; id: number; deadlineMs: number; idleGraceMs: number }
   /** Every plugin of this host with its health (answer: Record<name, PluginHealth>), each within `timeoutMs`. */
   | { t: "health"; id: number; timeoutMs: number }
   /** This host's metrics (answer: MetricJson[], prom-client's JSON shape; [] with metrics off). */
@@ -91,6 +99,8 @@ export type HostEvent =
   | { t: "disabled"; plugin: string; reason: string }
   | { t: "log"; plugin: string; level: string; msg: string; fields?: Record<string, unknown> }
   | { t: "active"; plugins: string[] }
+  /** Shared plugins' generations unloaded or replaced so far in this host, and the heap they took at load. */
+  | { t: "shared-leak"; generations: number; bytes: number }
   /** The host holds connection `seq`: the supervisor closes its own copy of the socket. */
   | { t: "conn-ack"; seq: number };
 

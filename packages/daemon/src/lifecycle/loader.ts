@@ -184,7 +184,8 @@ export class Loader {
     };
     const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config, manifest };
     try {
-      const loaded = await this.o.hosts.load(name, { kind: "worker", spec });
+      const kind = manifest.isolation === "shared" ? "shared" : "worker";
+      const loaded = await this.o.hosts.load(name, { kind, spec });
       return { version: loaded.version, routes: loaded.routes };
     } catch (err) {
       throw loadFailure(err, "load");

@@ -157,12 +157,12 @@ export class PluginRuntime extends EventEmitter {
    * Removes the routes (one swap), drains in-flight requests, runs the plugin's terminate() and terminates the
    * worker, all within `deadlineMs`. Resolves false when the plugin was not loaded.
    */
-  unload(name: string, options: { deadlineMs?: number } = {}): Promise<boolean> {
+  unload(name: string, options: { deadlineMs?: number; keepMount?: boolean } = {}): Promise<boolean> {
     return this.serial(name, async () => {
       const entry = this.entries.get(name);
       if (!entry) return false;
       this.entries.delete(name);
-      this.router.removePlugin(name);
+      if (!options.keepMount) this.router.removePlugin(name); // keepMount: another host kind has just mounted it
       await this.stopWorker(entry.worker, options.deadlineMs);
       return true;
     });
@@ -352,8 +352,11 @@ export class PluginRuntime extends EventEmitter {
   }
 }
 
+/** What a mount needs of a running plugin: a worker, or a shared plugin (host/shared/shared-plugin.ts). */
+export type Mountable = Pick<PluginWorker, "spec" | "manifest" | "routes" | "dispatch" | "upgrade">;
+
 /** The router mount of one worker: every route closure is bound to THIS worker (old requests finish on the old). */
-function mountFor(worker: PluginWorker): PluginMount {
+export function mountFor(worker: Mountable): PluginMount {
   const http = worker.routes.filter((r) => r.kind === "http");
   const ws = worker.routes.filter((r) => r.kind === "ws");
   return {

@@ -28,8 +28,31 @@ import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { answerWithin } from "../util/answer-within.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
+import { populateHost, type RecycleResult, retireHost } from "./host-recycle.js";
+import {
+  DEFAULT_SHARED_POLICY,
+  leakPastThreshold,
+  type SharedPolicyOptions,
+  SharedRefusedError,
+} from "./shared-policy.js";
 
-export type Hosted = { kind: "worker"; spec: PluginSpec } | { kind: "container"; spec: ContainerPluginSpec };
+export type Hosted =
+  | { kind: "worker"; spec: PluginSpec }
+  /** `isolation: "shared"`: on the host's main thread (see host/shared/shared-host.ts). */
+  | { kind: "shared"; spec: PluginSpec }
+  | { kind: "container"; spec: ContainerPluginSpec };
+
+/** Plugin code in a host process (a worker thread, or the main thread): movable into an isolated host. */
+function inProcess(h: Hosted | undefined): h is Extract<Hosted, { kind: "worker" | "shared" }> {
+  return h?.kind === "worker" || h?.kind === "shared";
+}
+
+export type { RecycleResult } from "./host-recycle.js";
+
+/** An in-process plugin's static dir (served by the main host for an isolated plugin too). */
+function staticDirOf(h: Hosted): string | undefined {
+  return inProcess(h) ? h.spec.staticDir : undefined;
+}
 
 export interface PluginHostsOptions {
   home: string;
@@ -48,6 +71,11 @@ export interface PluginHostsOptions {
   containerPolicy?: ContainerPolicy;
   /** Plugin request metrics in the hosts (default true). */
   metrics?: boolean;
+  /** `isolation: "shared"` plugins: allowed, and the leak thresholds that recycle the main host (shared-policy.ts). */
+  shared?: SharedPolicyOptions;
+  /** Recycle: how long the old host may drain its connections (default 30 s), and the idle grace (default 1 s). */
+  recycleDrainMs?: number;
+  recycleIdleGraceMs?: number;
 }
 
 /** What `host-crashed` reports: the data of `plugin_host_crashed_v1` (the lifecycle records it). */
@@ -121,7 +149,15 @@ export class PluginHosts extends EventEmitter {
   /** The main host may receive connections: false from its death until its plugins are restored. */
   private mainServing = true;
   private adminSocketPath: string | undefined;
-  private readonly o: Required<Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics">> &
+  /** A recycle in progress (loads, unloads and settings wait for it: the new host must get the final set). */
+  private recycling: Promise<RecycleResult> | undefined;
+  /** Old main hosts draining after a recycle (their pids stay untrusted on the admin socket). */
+  private readonly retiring = new Set<HostProcess>();
+  private readonly ops = new Set<Promise<unknown>>();
+  private readonly sharedPolicy: Required<SharedPolicyOptions>;
+  private readonly o: Required<
+    Omit<PluginHostsOptions, "runtime" | "limits" | "containerPolicy" | "metrics" | "shared">
+  > &
     Pick<PluginHostsOptions, "metrics"> &
     Pick<PluginHostsOptions, "limits" | "containerPolicy"> & { runtime: HostRuntimeOptions };
 
@@ -135,8 +171,11 @@ export class PluginHosts extends EventEmitter {
       maxQueuedConnections: 4096,
       runtime: {},
       allowedHosts: [],
+      recycleDrainMs: 30_000,
+      recycleIdleGraceMs: 1000,
       ...options,
     };
+    this.sharedPolicy = { ...DEFAULT_SHARED_POLICY, ...options.shared };
     mkdirSync(this.hostsDir, { recursive: true, mode: 0o700 });
   }
 
@@ -195,6 +234,11 @@ export class PluginHosts extends EventEmitter {
     return Object.fromEntries([...this.hosts].map(([id, h]) => [id, h.pid]));
   }
 
+  /** Every host process that runs plugin code, draining ones included (never trusted on the admin socket). */
+  untrustedPids(): number[] {
+    return [...this.hosts.values(), ...this.retiring].map((h) => h.pid).filter((p): p is number => p !== undefined);
+  }
+
   has(name: string): boolean {
     return this.placed.has(name);
   }
@@ -212,8 +256,14 @@ export class PluginHosts extends EventEmitter {
 
   /** Loads (or swaps in, when loaded) a plugin; retried after a host death unless the plugin is quarantined. */
   async load(name: string, hosted: Hosted): Promise<LoadedInfo> {
+    if (hosted.kind === "shared" && !this.sharedPolicy.allow) throw new SharedRefusedError(name);
+    await this.afterRecycle();
+    return this.track(this.loadNow(name, hosted));
+  }
+
+  private async loadNow(name: string, hosted: Hosted): Promise<LoadedInfo> {
     this.quarantined.delete(name); // an explicit (re)activation lifts a quarantine
-    const hostOf = () => (hosted.kind === "worker" ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
+    const hostOf = () => (inProcess(hosted) ? (this.isolatedIn.get(name) ?? MAIN) : MAIN);
     try {
       return await this.attempt(name, hosted, hostOf());
     } catch (err) {
@@ -249,12 +299,22 @@ export class PluginHosts extends EventEmitter {
     const set = sets.get(hostId) ?? new Set<string>();
     sets.set(hostId, set);
     set.add(name);
+    // A shared plugin's load runs on the host's main thread: one stuck in a loop stalls the whole host, and only
+    // the host's death (a load-time death: attributed exactly, see onHostExit) gets it back.
+    const stuck =
+      hosted.kind === "shared"
+        ? setTimeout(
+            () => host.kill("SIGKILL"),
+            (hosted.spec.loadTimeoutMs ?? this.o.runtime?.loadTimeoutMs ?? 15_000) + 5000,
+          )
+        : undefined;
     try {
       const info = await host.request<LoadedInfo>({ t: "load", hosted });
       this.placed.set(name, { hosted, hostId });
       if (hostId !== MAIN) await this.mountRemote(name, hostId, hosted);
       return info;
     } finally {
+      clearTimeout(stuck);
       set.delete(name);
     }
   }
@@ -262,12 +322,21 @@ export class PluginHosts extends EventEmitter {
   /** The main host proxies an isolated plugin's routes to its host. */
   private async mountRemote(name: string, hostId: number, hosted: Hosted): Promise<void> {
     const main = await this.host(MAIN);
-    const staticDir = hosted.kind === "worker" ? hosted.spec.staticDir : undefined;
-    const remote: HostedSpec = { kind: "remote", name, socketPath: this.socketOf(hostId), staticDir };
+    const remote: HostedSpec = {
+      kind: "remote",
+      name,
+      socketPath: this.socketOf(hostId),
+      staticDir: staticDirOf(hosted),
+    };
     await main.request({ t: "load", hosted: remote });
   }
 
   async unload(name: string, deadlineMs?: number): Promise<boolean> {
+    await this.afterRecycle();
+    return this.track(this.unloadNow(name, deadlineMs));
+  }
+
+  private async unloadNow(name: string, deadlineMs?: number): Promise<boolean> {
     const p = this.placed.get(name);
     if (!p) return false;
     this.placed.delete(name);
@@ -291,8 +360,13 @@ export class PluginHosts extends EventEmitter {
    * swaps them.
    */
   async applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
+    await this.afterRecycle();
+    return this.track(this.applySettingsNow(name, settings));
+  }
+
+  private async applySettingsNow(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
     const p = this.placed.get(name);
-    if (p?.hosted.kind !== "worker") return "not_loaded";
+    if (!inProcess(p?.hosted)) return "not_loaded";
     const host = this.hosts.get(p.hostId);
     if (!host?.alive) return "not_loaded";
     const r = await host
@@ -302,7 +376,7 @@ export class PluginHosts extends EventEmitter {
       const spec = p.hosted.spec;
       this.placed.set(name, {
         ...p,
-        hosted: { kind: "worker", spec: { ...spec, config: { ...spec.config, settings } } },
+        hosted: { kind: p.hosted.kind, spec: { ...spec, config: { ...spec.config, settings } } },
       });
     }
     return r;
@@ -323,7 +397,7 @@ export class PluginHosts extends EventEmitter {
   async close(): Promise<void> {
     this.closed = true;
     for (const s of this.queue.splice(0)) s.destroy();
-    await Promise.all([...this.hosts.values()].map((h) => h.close()));
+    await Promise.all([...this.hosts.values(), ...this.retiring].map((h) => h.close()));
     this.hosts.clear();
     rmSync(this.hostsDir, { recursive: true, force: true });
   }
@@ -352,22 +426,7 @@ export class PluginHosts extends EventEmitter {
   private async spawn(hostId: number): Promise<HostProcess> {
     for (;;) {
       if (this.closed) throw new Error("plugin hosts closed");
-      const proc = new HostProcess({
-        home: this.o.home,
-        hostId,
-        listenPath: hostId === MAIN ? undefined : this.socketOf(hostId),
-        containers: hostId === MAIN && this.o.containers,
-        runtime: this.o.runtime,
-        activityIntervalMs: this.o.activityIntervalMs,
-        ready: this.ready,
-        inactive: hostId === MAIN ? this.inactive : undefined,
-        adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
-        allowedHosts: this.o.allowedHosts,
-        limits: this.o.limits,
-        containerPolicy: this.o.containerPolicy,
-        metrics: this.o.metrics,
-      });
-      proc.on("event", (e) => this.onHostEvent(hostId, e));
+      const proc = this.newHost(hostId);
       if (hostId === MAIN) proc.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
       this.hosts.set(hostId, proc);
       try {
@@ -388,6 +447,116 @@ export class PluginHosts extends EventEmitter {
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** this.consecutiveFailures)));
       }
     }
+  }
+
+  private newHost(hostId: number): HostProcess {
+    const proc = new HostProcess({
+      home: this.o.home,
+      hostId,
+      listenPath: hostId === MAIN ? undefined : this.socketOf(hostId),
+      containers: hostId === MAIN && this.o.containers,
+      runtime: this.o.runtime,
+      activityIntervalMs: this.o.activityIntervalMs,
+      ready: this.ready,
+      inactive: hostId === MAIN ? this.inactive : undefined,
+      adminSocketPath: hostId === MAIN ? this.adminSocketPath : undefined,
+      allowedHosts: this.o.allowedHosts,
+      limits: this.o.limits,
+      containerPolicy: this.o.containerPolicy,
+      metrics: this.o.metrics,
+    });
+    proc.on("event", (e) => {
+      if (this.hosts.get(hostId) === proc) this.onHostEvent(hostId, e);
+      else if (e.t === "log" || e.t === "crashed" || e.t === "disabled") this.onHostEvent(hostId, e); // a draining host
+    });
+    return proc;
+  }
+
+  // ---- recycle ----
+
+  /**
+   * Replaces the main host with zero downtime: a new host process loads the main host's whole set (worker and shared
+   * plugins, container plugins adopted, isolated plugins' proxies), then receives every new connection; the old one
+   * answers what its clients still send with `Connection: close`, drains, unloads and exits. Shared plugins' old
+   * generations (ESM cannot be unloaded) go with it. If the new host cannot load the set, it is stopped and the old
+   * one keeps serving (this rejects). One recycle at a time; loads and unloads wait for it.
+   */
+  recycle(reason = "requested"): Promise<RecycleResult> {
+    this.recycling ??= this.recycleNow(reason).finally(() => {
+      this.recycling = undefined;
+    });
+    return this.recycling;
+  }
+
+  /** Waits for a recycle in progress (its outcome is its caller's business). */
+  private async afterRecycle(): Promise<void> {
+    await this.recycling?.catch(() => {});
+  }
+
+  /** A load / unload / settings change in progress: a recycle starts once they are done (it copies their result). */
+  private track<T>(op: Promise<T>): Promise<T> {
+    this.ops.add(op);
+    void op.then(
+      () => this.ops.delete(op),
+      () => this.ops.delete(op),
+    );
+    return op;
+  }
+
+  private async recycleNow(reason: string): Promise<RecycleResult> {
+    const t0 = Date.now();
+    if (this.closed) throw new Error("plugin hosts closed");
+    await Promise.allSettled([...this.ops]); // new ones wait for this recycle
+    await this.restoring.get(MAIN);
+    const old = await this.host(MAIN);
+    const fresh = this.newHost(MAIN);
+    const plugins = [...this.placed].filter(([, p]) => p.hostId === MAIN);
+    const containers = plugins.flatMap(([, p]) => (p.hosted.kind === "container" ? [p.hosted.spec] : []));
+    const loads: Parameters<typeof populateHost>[2] = plugins.flatMap(([, p]) =>
+      inProcess(p.hosted) ? [p.hosted] : [],
+    );
+    for (const [name, p] of this.placed)
+      if (p.hostId !== MAIN)
+        loads.push({ kind: "remote", name, socketPath: this.socketOf(p.hostId), staticDir: staticDirOf(p.hosted) });
+    try {
+      await fresh.start();
+      await populateHost(fresh, containers, loads);
+      if (this.hosts.get(MAIN) !== old || !old.alive || !this.mainServing || this.closed)
+        throw new Error("the main plugin host restarted meanwhile");
+    } catch (err) {
+      await fresh.close(5000).catch(() => {});
+      throw new Error(`recycle aborted, the current host keeps serving: ${(err as Error).message}`);
+    }
+    // What changed while it loaded (its boot had the state of then).
+    await fresh.request({ t: "set-ready", ready: this.ready }).catch(() => {});
+    await fresh.request({ t: "set-inactive", plugins: this.inactive }).catch(() => {});
+    // The switch: from here on every accepted connection goes to the new host.
+    this.hosts.set(MAIN, fresh);
+    fresh.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(fresh, exit, expected));
+    fresh.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
+    writeFileSync(this.pidFileOf(MAIN), `${fresh.pid}\n`);
+    this.activeAt.delete(MAIN);
+    this.flushQueue(fresh);
+    const switchMs = Date.now() - t0;
+    this.retiring.add(old);
+    // Connections handed to the old host but never taken (it exited first) go to the new one.
+    old.removeAllListeners("orphans");
+    old.on("orphans", (sockets: Socket[]) => {
+      for (const s of sockets) this.adopt(s);
+    });
+    const drained = await retireHost(old, this.o.recycleDrainMs, this.o.recycleIdleGraceMs);
+    this.retiring.delete(old);
+    const result: RecycleResult = {
+      reason,
+      oldPid: old.pid,
+      newPid: fresh.pid,
+      switchMs,
+      ms: Date.now() - t0,
+      drained,
+      plugins: plugins.length,
+    };
+    this.emit("host-recycled", result);
+    return result;
   }
 
   /** Connections that waited for the main host (a client that gave up meanwhile is handed over all the same). */
@@ -414,6 +583,15 @@ export class PluginHosts extends EventEmitter {
       case "restarted":
         this.emit("restarted", e.plugin);
         return;
+      case "shared-leak": {
+        // Only the main host is recycled (an isolated host lives until its plugin is found or the daemon restarts).
+        const why = hostId === MAIN ? leakPastThreshold(e, this.sharedPolicy) : undefined;
+        if (why && !this.recycling && !this.closed)
+          this.recycle(why).catch((err) =>
+            this.emit("log", { plugin: "-", level: "error", msg: `plugin host recycle: ${String(err)}` }),
+          );
+        return;
+      }
       default:
         return;
     }
@@ -472,8 +650,8 @@ export class PluginHosts extends EventEmitter {
     const recent = list.slice(-this.o.crashesBeforeIsolation);
     let suspects = [...recent[0].suspects].filter((n) => recent.every((c) => c.suspects.has(n)));
     if (!suspects.length) suspects = [...new Set(recent.flatMap((c) => [...c.suspects]))];
-    suspects = suspects.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
-    if (!suspects.length) suspects = onHost.filter((n) => this.placed.get(n)?.hosted.kind === "worker");
+    suspects = suspects.filter((n) => inProcess(this.placed.get(n)?.hosted));
+    if (!suspects.length) suspects = onHost.filter((n) => inProcess(this.placed.get(n)?.hosted));
     // Never quarantined on suspicion alone (the host may have been killed from outside): each suspect moves into an
     // isolated host (at most 4 hosts; a group is split again at its next death), where a death names it exactly.
     const groups = Math.min(4, suspects.length);
@@ -485,7 +663,7 @@ export class PluginHosts extends EventEmitter {
     const hostId = this.nextHostId++;
     for (const n of names) {
       const p = this.placed.get(n);
-      if (p?.hosted.kind !== "worker") continue;
+      if (!p || !inProcess(p.hosted)) continue;
       this.isolatedIn.set(n, hostId);
       p.hostId = hostId;
     }
@@ -546,7 +724,7 @@ export class PluginHosts extends EventEmitter {
     }
     const placements = wanted();
     const containers = placements.filter(([, p]) => p.hosted.kind === "container");
-    const workers = placements.filter(([, p]) => p.hosted.kind === "worker");
+    const workers = placements.filter(([, p]) => inProcess(p.hosted));
     const reload = async (name: string, hosted: Hosted) => {
       try {
         await this.loadOn(hostId, name, hosted, true);
