@@ -142,7 +142,9 @@ export async function buildAndPush(
       lines.push("COPY pad.bin /app/pad.bin");
     }
     writeFileSync(join(dir, "Containerfile"), `${lines.join("\n")}\n`);
-    const args = ["build", "-q", "-t", ref, "-f", join(dir, "Containerfile")];
+    // --no-cache: buildah reuses a cached layer of another test file's build of the same files, labels included
+    // (an unlabelled image came out carrying another plugin's io.hecate.manifest when the registry tests ran in parallel).
+    const args = ["build", "-q", "--no-cache", "-t", ref, "-f", join(dir, "Containerfile")];
     if (label !== null) args.push("--label", `io.hecate.manifest=${JSON.stringify(label)}`);
     await run("podman", [...args, dir]);
     const digestFile = join(dir, "digest");
@@ -157,10 +159,25 @@ export async function buildAndPush(
   }
 }
 
+/**
+ * `podman images` fails when an image it is listing is removed meanwhile (another test file removing its own images
+ * at the same moment): list again.
+ */
+function listImages(): string {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return execFileSync("podman", ["images", "--format", "{{.ID}} {{.Repository}}"], { encoding: "utf8" });
+    } catch (err) {
+      if (attempt >= 5) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200 * attempt);
+    }
+  }
+}
+
 /** Removes every local image of a registry host (`podman rmi` of what `podman images` lists for it). */
 export function removeLocalImages(host: string): void {
   // `--filter reference=` misses images pulled by digest (no tag): match the repository instead.
-  const ids = execFileSync("podman", ["images", "--format", "{{.ID}} {{.Repository}}"], { encoding: "utf8" })
+  const ids = listImages()
     .split("\n")
     .filter((l) => l.split(" ")[1]?.startsWith(`${host}/`))
     .map((l) => l.split(" ")[0]);
