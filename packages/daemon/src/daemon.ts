@@ -17,6 +17,8 @@ import { LogBook } from "./admin/logs.js";
 import { observeRoutes } from "./admin/observe-routes.js";
 import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
+import { ClusterNode } from "./cluster/cluster-node.js";
+import { resolveNodeId } from "./cluster/node-id.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
@@ -34,9 +36,12 @@ export interface DaemonOptions {
   /**
    * `postgres://…`: the lifecycle store lives in that PostgreSQL database (store id "plugins") instead of
    * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the start fails with StoreUnavailableError.
-   * One daemon per database until cluster mode (plugin stores and read models stay local).
+   * Daemons on the same database form a cluster (see lifecycle/README.md, "Cluster mode"); plugin stores and read
+   * models stay local.
    */
   storeUrl?: string;
+  /** Cluster node id (env HECATE_NODE_ID); default: kept in `$HECATE_HOME/node-id`, created once. */
+  nodeId?: string;
   /** TCP port, 0 = ephemeral; default 7770. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -101,6 +106,8 @@ export interface Daemon {
   token: string;
   home: string;
   lifecycle: LifecycleService;
+  /** This node of the cluster (with `storeUrl`), else undefined. */
+  cluster?: ClusterNode;
   /** The plugin-host processes (where plugins run). */
   hosts: PluginHosts;
   logger: Logger;
@@ -156,6 +163,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await store.close();
     throw err;
   });
+  let cluster: ClusterNode | undefined;
+  if (opts.storeUrl) {
+    try {
+      cluster = await ClusterNode.open(opts.storeUrl, resolveNodeId(home, opts.nodeId));
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
@@ -192,6 +208,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     pkg,
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
+    cluster,
   });
   /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
   hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
@@ -229,6 +246,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     incomingDir: runDir,
     maxUploadBytes: opts.maxUploadBytes,
     pluginPort: () => pluginPort,
+    cluster,
   });
   // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
   // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
@@ -274,6 +292,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     // e.g. EADDRINUSE: release what was opened so an in-process caller can retry.
     for (const server of [tcp, unix, adminTcp]) server.close();
     await hosts.close();
+    await cluster?.close();
     await store.close();
     throw err;
   }
@@ -305,6 +324,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await hosts.close(); // each host drains in-flight requests, runs terminate(), stops workers and containers
       for (const server of servers) server.closeAllConnections();
       await stopped;
+      await cluster?.close();
       await store.close();
       rmSync(socketPath, { force: true });
       rmSync(adminSharedPath, { force: true });
@@ -332,13 +352,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       logger.error({ err }, "container cleanup at boot failed");
     }
   }
+  await cluster?.register({ url, adminUrl });
   adminRouter.setReady(true);
   await hosts.setReady(true);
   logger.info(
     { url, adminUrl, socketPath, plugins: lifecycle.list().length, allowedHosts: allowList.list(), limits },
     "hecate ready",
   );
-  return { url, port, adminUrl, socketPath, token, home, lifecycle, hosts, logger, close };
+  return { url, port, adminUrl, socketPath, token, home, lifecycle, cluster, hosts, logger, close };
 }
 
 /** The admin listener's port: explicit, else next to the plugin port (ephemeral beside an ephemeral one). */

@@ -97,6 +97,7 @@ async function main(): Promise<void> {
   const daemon = await startDaemon({
     home: hecateHome(),
     ...(process.env.HECATE_STORE_URL ? { storeUrl: process.env.HECATE_STORE_URL } : {}),
+    ...(process.env.HECATE_NODE_ID ? { nodeId: process.env.HECATE_NODE_ID } : {}),
     ...(port !== undefined ? { port } : {}),
     host: process.env.HECATE_HOST || "127.0.0.1",
     ...(adminPort !== undefined ? { adminPort } : {}),

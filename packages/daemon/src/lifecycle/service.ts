@@ -25,6 +25,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import type { LifecycleCluster, NodePluginStatus } from "../cluster/cluster-node.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import {
@@ -98,6 +99,12 @@ export interface LifecycleOptions {
   logger: Logger;
   /** Test hook: SIGKILL this process right after appending an event of this type (crash-recovery tests). */
   crashAfter?: string;
+  /**
+   * Cluster mode (a PostgreSQL store shared by several daemons): this node's process manager has its own checkpoint
+   * and reacts to every lifecycle event on its own disk (fetching packages by digest), and its outcomes go to the
+   * cluster's per-node status; the shared events it dispatches have ids shared by every node, so they land once.
+   */
+  cluster?: LifecycleCluster;
 }
 
 const has = (s: PluginState, f: number) => (s.status & f) !== 0;
@@ -180,8 +187,10 @@ export class LifecycleService extends EventEmitter {
     }
     this.feed = this.o.store.subscribe({ streamPrefix: STREAM_PREFIX, handler: (e) => this.onFeed(e) });
     await this.feed.caughtUp();
+    const cluster = this.o.cluster;
     this.pm = startProcessManager(this.o.store, {
-      name: "plugin-lifecycle",
+      name: cluster ? `plugin-lifecycle@${cluster.nodeId}` : "plugin-lifecycle",
+      idScope: "plugin-lifecycle",
       streamPrefix: STREAM_PREFIX,
       handle: (e, ctx) => this.handle(e, ctx),
       onError: (err, e, attempt) => {
@@ -344,7 +353,9 @@ export class LifecycleService extends EventEmitter {
         group_icon: manifest.group_icon ?? null,
       };
       const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
-      const r = await this.dispatch(name, { type, data: info });
+      // Cluster: the bytes go to the shared package table first; the event names them by digest.
+      const metadata = this.o.cluster ? { packageSha256: await this.o.cluster.storePackage(paths.archive) } : undefined;
+      const r = await this.dispatch(name, { type, data: info, ...(metadata ? { metadata } : {}) });
       return { name, position: r.position };
     });
   }
@@ -679,13 +690,17 @@ export class LifecycleService extends EventEmitter {
   private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
     if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
     const name = e.stream.slice(STREAM_PREFIX.length);
-    const s = (await this.cqrs.load(pluginAggregate, name)).state;
+    // Cluster: every node decides on the state as of this event (as the node that handled it first did), so all
+    // dispatch the same commands with the same ids, and a node behind the others still does its own local steps.
+    const s = this.o.cluster
+      ? await this.stateAt(name, e.revision)
+      : (await this.cqrs.load(pluginAggregate, name)).state;
     const ev = e as unknown as PluginEvent;
     switch (ev.type) {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1": {
         if (ev.data.generation !== s.generation || !has(s, Flags.EXTRACTING)) return; // superseded meanwhile
-        await this.extract(name, ev.data.generation, ctx);
+        await this.extract(name, ev.data.generation, ctx, e.metadata.packageSha256);
         return;
       }
       case "plugin_package_extracted_v1": {
@@ -700,6 +715,7 @@ export class LifecycleService extends EventEmitter {
         return;
       case "plugin_deactivated_v1":
         await this.o.loader.unload(name);
+        await this.nodeStatus(name, "unloaded");
         if (!has(s, Flags.ACTIVATED))
           await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
         return;
@@ -713,16 +729,24 @@ export class LifecycleService extends EventEmitter {
             this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
           }
         }
+        await this.nodeStatus(name, "removed");
         return;
       default:
         return;
     }
   }
 
-  private async extract(name: string, generation: number, ctx: ProcessManagerContext): Promise<void> {
+  private async extract(name: string, generation: number, ctx: ProcessManagerContext, sha256?: unknown): Promise<void> {
     const paths = this.o.loader.paths(name);
     let outcome: PluginCommand;
     try {
+      if (this.o.cluster && typeof sha256 === "string") {
+        // Every node extracts from the bytes the event names (the archive on disk may be another version's).
+        await this.nodeStatus(name, "extracting");
+        mkdirSync(paths.root, { recursive: true });
+        if ((await fileDigest(paths.archive))?.sha256 !== sha256)
+          await this.o.cluster.fetchPackage(sha256, paths.archive);
+      }
       const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
       outcome = {
         type: "extract_plugin_package_v1",
@@ -737,6 +761,9 @@ export class LifecycleService extends EventEmitter {
         data: { generation, code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) },
       };
     }
+    if (outcome.type === "extract_plugin_package_v1")
+      await this.nodeStatus(name, "extracted", { version: outcome.data.version });
+    else await this.nodeStatus(name, "extract_failed", { error: `${outcome.data.code}: ${outcome.data.message}` });
     await this.dispatch(name, outcome, ctx);
   }
 
@@ -763,6 +790,11 @@ export class LifecycleService extends EventEmitter {
         data: { activation: s.activation, version: s.installed_version ?? "", stage, message: (err as Error).message },
       };
     }
+    if (outcome.type === "confirm_plugin_loaded_v1")
+      await this.nodeStatus(name, "loaded", { version: outcome.data.version });
+    else await this.nodeStatus(name, "failed", { version: outcome.data.version, error: outcome.data.message });
+    // Cluster: a boot load is this node's own business (its status above); the shared stream already says LOADED.
+    if (this.o.cluster && !ctx) return;
     try {
       await this.dispatch(name, outcome, ctx, id);
     } catch (err) {
@@ -782,6 +814,25 @@ export class LifecycleService extends EventEmitter {
     } catch (err) {
       this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
     }
+  }
+
+  /** The plugin's state right after the event at `revision` of its stream. */
+  private async stateAt(name: string, revision: number): Promise<PluginState> {
+    let state = pluginAggregate.initialState;
+    for (const e of await this.o.store.readStream(STREAM_PREFIX + name, { limit: revision + 1 }))
+      state = pluginAggregate.evolve(state, e);
+    return state;
+  }
+
+  /** Cluster: records this node's own outcome for a plugin (best effort: a lost status row never stalls a step). */
+  private async nodeStatus(
+    name: string,
+    status: NodePluginStatus,
+    extra?: { version?: string | null; error?: string | null },
+  ): Promise<void> {
+    await this.o.cluster
+      ?.recordStatus(name, status, extra)
+      .catch((err) => this.o.logger.warn({ plugin: name, status, err }, "cannot record this node's plugin status"));
   }
 
   /** One admin operation per plugin at a time. */
