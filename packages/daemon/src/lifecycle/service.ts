@@ -543,9 +543,16 @@ export class LifecycleService extends EventEmitter {
       (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
         .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
         .at(-1);
-    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current.
-    const folded = (e: RecordedEvent) =>
-      this.feed ? this.feed.caughtUp(e.position).then(() => e) : Promise.resolve(e);
+    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current. Cluster:
+    // the outcome may be another node's; this node's own steps up to it are awaited too (bounded by the timeout), so
+    // the node that handled a command serves its result when it answers.
+    const started = Date.now();
+    const folded = async (e: RecordedEvent) => {
+      if (this.o.cluster && this.pm)
+        await withTimeout(this.pm.caughtUp(e.position), timeoutMs - (Date.now() - started));
+      await this.feed?.caughtUp(e.position);
+      return e;
+    };
     return new Promise((resolve, reject) => {
       let finished = false;
       const check = () =>
@@ -859,6 +866,13 @@ async function fileDigest(file: string): Promise<{ bytes: number; sha256: string
     return null; // gone already (or never fully written): the refusal is still recorded
   }
   return { bytes, sha256: hash.digest("hex") };
+}
+
+/** `p`, or nothing once `ms` passed (the caller goes on either way). */
+async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))]);
+  clearTimeout(timer);
 }
 
 function ignoreRejection(err: unknown): void {

@@ -1,7 +1,7 @@
 /**
  * Cluster mode: three daemons on loopback share one real PostgreSQL (started here). An install through A's admin API
- * is loaded on B and C (measured, asserted < 2 s), the shared stream holds each lifecycle event once however many
- * nodes reacted, the list answer shows every node's own status, an upgrade on C and a remove on B roll out to every
+ * is loaded on B and C (measured, asserted < 2 s) and served by A when it answers, the shared stream holds each lifecycle event once however many
+ * nodes reacted, the list answer shows every node's own status, an upgrade on C, a deactivate on B, an activate on A and a remove on B roll out to every
  * node, and a node that was down (restart, same home) or joins later catches up from the shared streams.
  */
 import assert from "node:assert/strict";
@@ -30,7 +30,7 @@ after(async () => {
 
 const gzip = { "content-type": "application/gzip" };
 
-test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, remove on B roll out; late and restarted nodes catch up", async (t) => {
+test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, deactivate on B, activate on A, remove on B roll out; late and restarted nodes catch up", async (t) => {
   const [v1, v2, late] = await Promise.all([
     buildPackage(work, { name: "shared", version: "1.0.0" }),
     buildPackage(work, { name: "shared", version: "2.0.0" }),
@@ -50,13 +50,13 @@ test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, remov
   assert.equal(r.status, 201, await r.clone().text());
   a.lifecycle.off("event", onInstalled);
   const answered = performance.now() - t0;
+  assert.equal(await servedVersion(a, "shared"), "1.0.0", "the node that took the install serves it when it answers");
   await untilServed([b, c], "shared", "1.0.0", 10_000);
   const rollout = performance.now() - accepted;
   t.diagnostic(
     `install on A: POST answered after ${answered.toFixed(0)} ms; served by B and C ${rollout.toFixed(0)} ms after A recorded the install (${(performance.now() - t0).toFixed(0)} ms after the POST began)`,
   );
   assert.ok(accepted > 0 && rollout < 2000, `rollout to B and C took ${rollout.toFixed(0)} ms`);
-  assert.equal(await servedVersion(a, "shared"), "1.0.0");
 
   // one shared event per step, whatever the number of nodes that reacted
   const types = await sharedTypes(server.url, "shared");
@@ -89,6 +89,16 @@ test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, remov
   const upgraded = await untilServed([a, b, c], "shared", "2.0.0", 10_000);
   t.diagnostic(`upgrade on C: served as 2.0.0 by all 3 after ${(performance.now() - t1).toFixed(0)} ms`);
   assert.ok(upgraded < 2000);
+
+  // deactivate on B -> served by none; activate on A -> served by all again
+  const off = await b.api("POST", "/admin/api/plugins/shared/deactivate");
+  assert.equal(off.status, 200, await off.clone().text());
+  assert.equal(await servedVersion(b, "shared"), null, "B's routes are gone when it answers");
+  await untilServed([a, b, c], "shared", null, 5000);
+  const on = await a.api("POST", "/admin/api/plugins/shared/activate");
+  assert.equal(on.status, 200, await on.clone().text());
+  assert.equal(await servedVersion(a, "shared"), "2.0.0");
+  await untilServed([a, b, c], "shared", "2.0.0", 5000);
 
   // C goes down; while it is down, another plugin is installed on A
   await c.stop();
