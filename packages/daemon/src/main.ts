@@ -14,7 +14,8 @@
  * HECATE_HANDLER_TIMEOUT_MS (deadline of a route that sets none, default 30000, 0 = none), HECATE_MAX_HANDLER_TIMEOUT_MS
  * (cap on every route's deadline, 0 = no cap; default), HECATE_MAX_REPLY_BYTES (largest non-streamed reply body,
  * default 67108864 = 64 MiB). pino JSON logs on stdout.
- * HECATE_STORE_URL=postgres://user@host:port/db puts the lifecycle store in PostgreSQL (default: SQLite in HECATE_HOME).
+ * HECATE_STORE_URL=postgres://user@host:port/db puts the lifecycle store in PostgreSQL (default: SQLite in HECATE_HOME);
+ * daemons on one database form a cluster, HECATE_NODE_ID names this node (default: kept in $HECATE_HOME/node-id).
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
  * right after appending the first such event (crash-recovery tests).

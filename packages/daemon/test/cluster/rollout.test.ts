@@ -1,8 +1,9 @@
 /**
  * Cluster mode: three daemons on loopback share one real PostgreSQL (started here). An install through A's admin API
- * is loaded on B and C (measured, asserted < 2 s) and served by A when it answers, the shared stream holds each lifecycle event once however many
- * nodes reacted, the list answer shows every node's own status, an upgrade on C, a deactivate on B, an activate on A and a remove on B roll out to every
- * node, and a node that was down (restart, same home) or joins later catches up from the shared streams.
+ * is loaded on B and C (measured, asserted < 2 s) and served by A when it answers; the shared stream holds each
+ * lifecycle event once however many nodes reacted; the list answer shows every node's own status; an upgrade on C, a
+ * deactivate on B, an activate on A and a remove on B roll out to every node; a node that was down (restart, same
+ * home) or joins later catches up from the shared streams.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
