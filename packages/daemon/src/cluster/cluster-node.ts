@@ -44,7 +44,10 @@ export interface LifecycleCluster {
   readonly nodeId: string;
   /** Stores the archive's bytes (idempotent) and returns its sha256. */
   storePackage(file: string): Promise<string>;
-  /** Writes the archive with this digest to `dest` (verified against the digest; atomic rename). */
+  /**
+   * Writes the archive with this digest to `dest` (verified against the digest; atomic rename). Errors with `code`
+   * `package_missing` / `digest_mismatch` are final; others (PostgreSQL unreachable) are worth a retry.
+   */
   fetchPackage(sha256: string, dest: string): Promise<void>;
   /** This node's outcome for a plugin. */
   recordStatus(
@@ -123,9 +126,9 @@ export class ClusterNode implements LifecycleCluster {
       sha256,
     ]);
     const bytes = r.rows[0]?.bytes;
-    if (!bytes) throw new Error(`package ${sha256} is not in the cluster's package table`);
+    if (!bytes) throw codeError("package_missing", `package ${sha256} is not in the cluster's package table`);
     const got = createHash("sha256").update(bytes).digest("hex");
-    if (got !== sha256) throw new Error(`package ${sha256}: the stored bytes hash to ${got}`);
+    if (got !== sha256) throw codeError("digest_mismatch", `package ${sha256}: the stored bytes hash to ${got}`);
     const tmp = `${dest}.fetch-${randomBytes(4).toString("hex")}`;
     try {
       await writeFile(tmp, bytes, { mode: 0o600 });
@@ -208,4 +211,8 @@ export class ClusterNode implements LifecycleCluster {
       c.release();
     }
   }
+}
+
+function codeError(code: string, message: string): Error & { code: string } {
+  return Object.assign(new Error(message), { code });
 }

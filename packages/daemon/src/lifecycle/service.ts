@@ -699,10 +699,11 @@ export class LifecycleService extends EventEmitter {
     const name = e.stream.slice(STREAM_PREFIX.length);
     // Cluster: every node decides on the state as of this event (as the node that handled it first did), so all
     // dispatch the same commands with the same ids, and a node behind the others still does its own local steps.
+    const ev = e as unknown as PluginEvent;
+    if (this.o.cluster && (await this.superseded(name, ev))) return;
     const s = this.o.cluster
       ? await this.stateAt(name, e.revision)
       : (await this.cqrs.load(pluginAggregate, name)).state;
-    const ev = e as unknown as PluginEvent;
     switch (ev.type) {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1": {
@@ -748,11 +749,15 @@ export class LifecycleService extends EventEmitter {
     let outcome: PluginCommand;
     try {
       if (this.o.cluster && typeof sha256 === "string") {
-        // Every node extracts from the bytes the event names (the archive on disk may be another version's).
+        // Every node extracts from the bytes the event names (the archive on disk may be another version's). A fetch
+        // that fails for want of PostgreSQL throws out of here (the process manager retries the step); a package
+        // that is missing or corrupt there is this node's extraction failure (its `code`).
         await this.nodeStatus(name, "extracting");
         mkdirSync(paths.root, { recursive: true });
         if ((await fileDigest(paths.archive))?.sha256 !== sha256)
-          await this.o.cluster.fetchPackage(sha256, paths.archive);
+          await this.o.cluster.fetchPackage(sha256, paths.archive).catch((err: Error & { code?: unknown }) => {
+            throw typeof err.code === "string" && PACKAGE_FETCH_CODES.has(err.code) ? err : new RetryStep(err);
+          });
       }
       const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
       outcome = {
@@ -760,6 +765,7 @@ export class LifecycleService extends EventEmitter {
         data: { generation, version: r.manifest.version, files: r.files, bytes: r.bytes },
       };
     } catch (err) {
+      if (err instanceof RetryStep) throw err.cause;
       const e = err as Error & { code?: unknown; details?: unknown };
       const code = typeof e.code === "string" ? e.code : "extract_error";
       this.o.logger.warn({ plugin: name, code, err: e.message }, "package extraction failed");
@@ -823,6 +829,20 @@ export class LifecycleService extends EventEmitter {
     }
   }
 
+  /**
+   * Cluster: true when the plugin's current state makes this event's local step pointless (a node catching up on
+   * history): a newer package generation or activation follows, or the plugin is removed (its removal is still
+   * handled). The later events carry the plugin to where it is now; the shared outcomes of this one were recorded by
+   * the nodes that handled it when it was current (else the plugin could not have moved on).
+   */
+  private async superseded(name: string, ev: PluginEvent): Promise<boolean> {
+    if (ev.type === "plugin_removed_v1" || ev.type === "plugin_deactivated_v1") return false;
+    const now = (await this.cqrs.load(pluginAggregate, name)).state;
+    if (has(now, Flags.REMOVED)) return true;
+    if ("generation" in ev.data && ev.data.generation !== now.generation) return true;
+    return ev.type === "plugin_activated_v1" && ev.data.activation !== now.activation;
+  }
+
   /** The plugin's state right after the event at `revision` of its stream. */
   private async stateAt(name: string, revision: number): Promise<PluginState> {
     let state = pluginAggregate.initialState;
@@ -866,6 +886,16 @@ async function fileDigest(file: string): Promise<{ bytes: number; sha256: string
     return null; // gone already (or never fully written): the refusal is still recorded
   }
   return { bytes, sha256: hash.digest("hex") };
+}
+
+/** Codes of ClusterNode.fetchPackage errors that no retry can mend. */
+const PACKAGE_FETCH_CODES = new Set(["package_missing", "digest_mismatch"]);
+
+/** Carries an error out of a step's own failure handling, so the process manager retries the step. */
+class RetryStep extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+  }
 }
 
 /** `p`, or nothing once `ms` passed (the caller goes on either way). */
