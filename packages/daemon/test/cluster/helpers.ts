@@ -1,7 +1,39 @@
 /** Cluster tests: daemons on one real PostgreSQL (started by the test), each with its own home and node id. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { openEventStore } from "@hecate/store";
+import { type PgServer, startPostgres } from "@hecate/store/testing/postgres";
 import { startTestDaemon, type TestDaemon, until } from "../lifecycle/helpers.js";
+
+export interface ClusterFixture {
+  readonly server: PgServer;
+  readonly work: string;
+  /** Nodes started with `start` (stopped after the file's tests). */
+  readonly nodes: TestDaemon[];
+  start(nodeId: string): Promise<TestDaemon>;
+}
+
+/** A real PostgreSQL and a temp dir for this test file (before / after hooks); nodes started through it are stopped. */
+export function useCluster(prefix: string): ClusterFixture {
+  const f = { nodes: [] as TestDaemon[] } as { server: PgServer; work: string; nodes: TestDaemon[] } & ClusterFixture;
+  f.start = async (nodeId) => {
+    const d = await startNode(f.work, f.server.url, nodeId);
+    f.nodes.push(d);
+    return d;
+  };
+  before(async () => {
+    f.work = mkdtempSync(join(tmpdir(), `hecate-${prefix}-`));
+    f.server = await startPostgres();
+  });
+  after(async () => {
+    await Promise.all(f.nodes.map((n) => n.stop().catch(() => {})));
+    await f.server?.stop();
+    rmSync(f.work, { recursive: true, force: true });
+  });
+  return f;
+}
 
 export async function startNode(dir: string, storeUrl: string, nodeId: string): Promise<TestDaemon> {
   return startTestDaemon({ home: join(dir, `home-${nodeId}`), storeUrl, nodeId });

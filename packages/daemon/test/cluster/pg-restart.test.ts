@@ -4,35 +4,20 @@
  * shared step recorded once.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { type PgServer, startPostgres } from "@hecate/store/testing/postgres";
-import { buildPackage, type TestDaemon, until } from "../lifecycle/helpers.js";
-import { count, sharedTypes, startNode, untilServed } from "./helpers.js";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { buildPackage, until } from "../lifecycle/helpers.js";
+import { count, sharedTypes, untilServed, useCluster } from "./helpers.js";
 
-let server: PgServer;
-let work: string;
-const nodes: TestDaemon[] = [];
-
-before(async () => {
-  work = mkdtempSync(join(tmpdir(), "hecate-cluster-pgr-"));
-  server = await startPostgres();
-});
-after(async () => {
-  await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
-  await server?.stop();
-  rmSync(work, { recursive: true, force: true });
-});
+const cluster = useCluster("cluster-pgr");
 
 test("PostgreSQL restarted: both nodes reconnect, an install on A after it is loaded on B", async (t) => {
+  const { server, work } = cluster;
   const [before1, after1] = await Promise.all([
     buildPackage(work, { name: "early", version: "1.0.0" }),
     buildPackage(work, { name: "later", version: "1.0.0" }),
   ]);
-  nodes.push(...(await Promise.all(["a", "b"].map((id) => startNode(work, server.url, id)))));
-  const [a, b] = nodes;
+  const [a, b] = await Promise.all(["a", "b"].map((id) => cluster.start(id)));
   const gzip = { "content-type": "application/gzip" };
   const r1 = await a.api("POST", "/admin/api/plugins", { body: readFileSync(before1), headers: gzip });
   assert.equal(r1.status, 201, await r1.clone().text());

@@ -6,39 +6,24 @@
  * home) or joins later catches up from the shared streams.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { type PgServer, startPostgres } from "@hecate/store/testing/postgres";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
 import type { LifecycleEvent } from "../../src/lifecycle/service.js";
-import { buildPackage, type TestDaemon } from "../lifecycle/helpers.js";
-import { count, servedVersion, sharedTypes, startNode, untilServed } from "./helpers.js";
+import { buildPackage } from "../lifecycle/helpers.js";
+import { count, servedVersion, sharedTypes, untilServed, useCluster } from "./helpers.js";
 
-let server: PgServer;
-let work: string;
-const nodes: TestDaemon[] = [];
-
-before(async () => {
-  work = mkdtempSync(join(tmpdir(), "hecate-cluster-"));
-  server = await startPostgres();
-});
-after(async () => {
-  await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
-  await server?.stop();
-  rmSync(work, { recursive: true, force: true });
-});
+const cluster = useCluster("cluster");
 
 const gzip = { "content-type": "application/gzip" };
 
 test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, deactivate on B, activate on A, remove on B roll out; late and restarted nodes catch up", async (t) => {
+  const { server, work, nodes } = cluster;
   const [v1, v2, late] = await Promise.all([
     buildPackage(work, { name: "shared", version: "1.0.0" }),
     buildPackage(work, { name: "shared", version: "2.0.0" }),
     buildPackage(work, { name: "late", version: "1.0.0" }),
   ]);
-  const [a, b, c] = await Promise.all(["a", "b", "c"].map((id) => startNode(work, server.url, id)));
-  nodes.push(a, b, c);
+  const [a, b, c] = await Promise.all(["a", "b", "c"].map((id) => cluster.start(id)));
 
   // install on A; the rollout is timed from the moment A recorded the install (upload received, checked, stored)
   let accepted = 0;
@@ -113,8 +98,7 @@ test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, deact
   await untilServed([a, b], "shared", null, 5000);
 
   // C restarts on its home, D joins for the first time: both catch up (late loaded, shared not)
-  const [c2, d] = await Promise.all([startNode(work, server.url, "c"), startNode(work, server.url, "d")]);
-  nodes.push(c2, d);
+  const [c2, d] = await Promise.all([cluster.start("c"), cluster.start("d")]);
   for (const n of [c2, d]) {
     assert.equal(await servedVersion(n, "late"), "1.0.0", "late plugin loaded at boot");
     assert.equal(await servedVersion(n, "shared"), null, "removed plugin not served");
