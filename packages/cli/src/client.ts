@@ -11,7 +11,7 @@ import { Agent, type Dispatcher, request } from "undici";
 import { CliError, EXIT } from "./errors.js";
 
 /** The daemon's own types of what the admin API returns (one definition: they cannot drift apart). */
-export type { LifecycleEvent, LogLine } from "@hecate/daemon";
+export type { LifecycleEvent, LogLine, PluginListAnswer } from "@hecate/daemon";
 /** `GET /admin/api/plugins/:name` adds the manifest to the view. */
 export type PluginView = DaemonPluginView & { manifest?: Record<string, unknown> };
 

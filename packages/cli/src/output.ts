@@ -1,6 +1,6 @@
 /** Human and JSON output of the CLI. Human text goes to stdout, progress to stderr, JSON only to stdout. */
 import Table from "cli-table3";
-import type { LogLine, PluginView, StoredEvent } from "./client.js";
+import type { LogLine, PluginListAnswer, PluginView, StoredEvent } from "./client.js";
 import { CliError } from "./errors.js";
 
 export interface Output {
@@ -74,17 +74,32 @@ function statusSummary(view: PluginView): string {
   return flags.length ? `${view.status}\n${flags.join(" ")}` : view.status;
 }
 
-export function pluginTable(plugins: PluginView[]): string {
-  if (plugins.length === 0) return "no plugins installed";
+/** The plugin list; in cluster mode with a NODES column (each node's own status) under a line naming the nodes. */
+export function pluginTable(plugins: PluginListAnswer["plugins"], cluster?: PluginListAnswer["cluster"]): string {
+  const head = cluster
+    ? `cluster: this is node ${cluster.node}; nodes: ${cluster.nodes.map((n) => n.node).join(", ")}\n`
+    : "";
+  if (plugins.length === 0) return `${head}no plugins installed`;
   const table = new Table({
-    head: ["NAME", "VERSION", "TYPE", "STATUS", "ROUTES", "LAST ERROR"],
+    head: ["NAME", "VERSION", "TYPE", "STATUS", ...(cluster ? ["NODES"] : []), "ROUTES", "LAST ERROR"],
     style: { head: [], border: [] },
     wordWrap: true,
   });
   for (const p of plugins) {
-    table.push([p.name, p.version, p.type, statusSummary(p), routesSummary(p), lastErrorSummary(p)]);
+    const nodes = (p.nodes ?? [])
+      .map((n) => `${n.node}: ${n.status}${n.version ? ` ${n.version}` : ""}${n.error ? ` (${n.error})` : ""}`)
+      .join("\n");
+    table.push([
+      p.name,
+      p.version,
+      p.type,
+      statusSummary(p),
+      ...(cluster ? [nodes || "-"] : []),
+      routesSummary(p),
+      lastErrorSummary(p),
+    ]);
   }
-  return table.toString();
+  return head + table.toString();
 }
 
 export function pluginDetails(view: PluginView, events: StoredEvent[], baseUrl: string | undefined): string {

@@ -19,6 +19,8 @@ import { observeRoutes } from "./admin/observe-routes.js";
 import { ociRoutes } from "./admin/oci-routes.js";
 import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
+import { ClusterNode } from "./cluster/cluster-node.js";
+import { resolveNodeId } from "./cluster/node-id.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
@@ -38,9 +40,12 @@ export interface DaemonOptions {
   /**
    * `postgres://…`: the lifecycle store lives in that PostgreSQL database (store id "plugins") instead of
    * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the start fails with StoreUnavailableError.
-   * One daemon per database until cluster mode (plugin stores and read models stay local).
+   * Daemons on the same database form a cluster (see lifecycle/README.md, "Cluster mode"); plugin stores and read
+   * models stay local.
    */
   storeUrl?: string;
+  /** Cluster node id (env HECATE_NODE_ID); default: kept in `$HECATE_HOME/node-id`, created once. */
+  nodeId?: string;
   /** TCP port, 0 = ephemeral; default 7770. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -112,6 +117,8 @@ export interface Daemon {
   token: string;
   home: string;
   lifecycle: LifecycleService;
+  /** This node of the cluster (with `storeUrl`), else undefined. */
+  cluster?: ClusterNode;
   /** The plugin-host processes (where plugins run). */
   hosts: PluginHosts;
   logger: Logger;
@@ -167,6 +174,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await store.close();
     throw err;
   });
+  let cluster: ClusterNode | undefined;
+  if (opts.storeUrl) {
+    try {
+      cluster = await ClusterNode.open(opts.storeUrl, resolveNodeId(home, opts.nodeId));
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
@@ -204,6 +220,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     pkg,
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
+    cluster,
   });
   /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
   hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
@@ -243,6 +260,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     incomingDir: runDir,
     maxUploadBytes: opts.maxUploadBytes,
     pluginPort: () => pluginPort,
+    cluster,
   });
   // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
   // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
@@ -290,6 +308,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     // e.g. EADDRINUSE: release what was opened so an in-process caller can retry.
     for (const server of [tcp, unix, adminTcp]) server.close();
     await hosts.close();
+    await cluster?.close();
     await store.close();
     throw err;
   }
@@ -322,6 +341,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await lifecycle.oci.stopPodman(); // the Podman service, when the image pulls started it
       for (const server of servers) server.closeAllConnections();
       await stopped;
+      await cluster?.close();
       await store.close();
       rmSync(socketPath, { force: true });
       rmSync(adminSharedPath, { force: true });
@@ -349,13 +369,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       logger.error({ err }, "container cleanup at boot failed");
     }
   }
+  await cluster?.register({ url, adminUrl });
   adminRouter.setReady(true);
   await hosts.setReady(true);
   logger.info(
     { url, adminUrl, socketPath, plugins: lifecycle.list().length, allowedHosts: allowList.list(), limits },
     "hecate ready",
   );
-  return { url, port, adminUrl, socketPath, token, home, lifecycle, hosts, logger, close };
+  return { url, port, adminUrl, socketPath, token, home, lifecycle, cluster, hosts, logger, close };
 }
 
 /** The admin listener's port: explicit, else next to the plugin port (ephemeral beside an ephemeral one). */

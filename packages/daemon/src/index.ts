@@ -1,6 +1,8 @@
 // Daemon entry points are added by the lifecycle/runtime work.
 
 export type { LogLine } from "./admin/logs.js";
+export type { ClusterNodeInfo, NodePluginStatus, NodeStatusRecord } from "./cluster/cluster-node.js";
+export type { PluginListAnswer } from "./cluster/list.js";
 export { buildPythonImageArchive } from "./container/python-image.js";
 export * from "./daemon.js";
 export * from "./http/router.js";

@@ -18,6 +18,8 @@
  * `isolation: "shared"` plugins: HECATE_ALLOW_SHARED=0 refuses them (they fail to load, stage `policy`);
  * HECATE_SHARED_RECYCLE_GENERATIONS (default 16) / HECATE_SHARED_RECYCLE_MB (default 256): the main plugin host is
  * recycled (zero downtime) once unloaded shared generations pass either (0 = off; see supervisor/shared-policy.ts).
+ * Daemons on one PostgreSQL database form a cluster; HECATE_NODE_ID names this node (default: kept in
+ * $HECATE_HOME/node-id).
  * pino JSON logs on stdout.
  * SIGTERM / SIGINT -> graceful close (drain, unload plugins, close stores), exit 0.
  * Test hook: HECATE_TEST_CRASH_AFTER=<event type> (e.g. plugin_package_extracted_v1) makes the process SIGKILL itself
@@ -110,6 +112,7 @@ async function main(): Promise<void> {
     shared,
     home: hecateHome(),
     ...(process.env.HECATE_STORE_URL ? { storeUrl: process.env.HECATE_STORE_URL } : {}),
+    ...(process.env.HECATE_NODE_ID ? { nodeId: process.env.HECATE_NODE_ID } : {}),
     ...(port !== undefined ? { port } : {}),
     host: process.env.HECATE_HOST || "127.0.0.1",
     ...(adminPort !== undefined ? { adminPort } : {}),

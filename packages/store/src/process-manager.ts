@@ -30,6 +30,12 @@ export interface ProcessManagerContext {
 export interface ProcessManagerOptions {
   /** Durable: the checkpoint `pm:{name}` is kept in the store. */
   name: string;
+  /**
+   * Scope of the derived command ids (default `name`). Several managers with their own checkpoints (one per cluster
+   * node) that share a scope derive the same ids for the same triggering event, so only the first one's commands are
+   * written.
+   */
+  idScope?: string;
   types?: string[];
   streamPrefix?: string;
   handle(event: RecordedEvent, ctx: ProcessManagerContext): void | Promise<void>;
@@ -48,6 +54,7 @@ export function startProcessManager(store: EventStore, options: ProcessManagerOp
   if (typeof options.name !== "string" || options.name === "") throw new InvalidArgumentError("name is required");
   if (typeof options.handle !== "function") throw new InvalidArgumentError("handle() is required");
   const cqrs = createCqrs(store);
+  const idScope = options.idScope ?? options.name;
   const onError =
     options.onError ?? ((error: unknown) => (error instanceof CommandRejected ? ("skip" as const) : undefined));
   return store.subscribe({
@@ -64,7 +71,7 @@ export function startProcessManager(store: EventStore, options: ProcessManagerOp
         cqrs,
         dispatch: (aggregate, aggregateId, command, dispatchOptions) => {
           const index = n++;
-          const id = command.id ?? deterministicUuid(`pm:${options.name}:${event.id}:${index}`);
+          const id = command.id ?? deterministicUuid(`pm:${idScope}:${event.id}:${index}`);
           const correlationId = (event.metadata.correlationId as string | undefined) ?? event.id;
           return cqrs.dispatch(
             aggregate,

@@ -2,7 +2,7 @@
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Transform } from "node:stream";
-import type { AdminClient, LifecycleEvent, LogLine, PluginView, StoredEvent } from "../client.js";
+import type { AdminClient, LifecycleEvent, LogLine, PluginListAnswer, PluginView, StoredEvent } from "../client.js";
 import { CliError, EXIT } from "../errors.js";
 import { formatLogLine, type Output, pluginDetails, pluginTable } from "../output.js";
 import type { PreparedArchive } from "../packaging.js";
@@ -216,8 +216,8 @@ const isPackageUrl = (source: string) => /^https?:\/\//i.test(source);
 const isOci = (source: string) => source.startsWith("oci://");
 
 export async function listCommand(ctx: CommandContext): Promise<void> {
-  const { plugins } = await ctx.client.call<{ plugins: PluginView[] }>("GET", "/admin/api/plugins");
-  ctx.out.result({ plugins }, () => ctx.out.line(pluginTable(plugins)));
+  const { plugins, cluster } = await ctx.client.call<PluginListAnswer>("GET", "/admin/api/plugins");
+  ctx.out.result({ plugins, ...(cluster ? { cluster } : {}) }, () => ctx.out.line(pluginTable(plugins, cluster)));
 }
 
 export async function infoCommand(ctx: CommandContext, name: string): Promise<void> {

@@ -9,6 +9,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CommandRejected, type RecordedEvent } from "@hecate/store";
+import type { ClusterNode } from "../cluster/cluster-node.js";
+import { pluginList } from "../cluster/list.js";
 import type { MountedRoute, RouteContext } from "../http/router.js";
 import { openEventStream } from "../http/sse.js";
 import { serveStatic } from "../http/static.js";
@@ -46,6 +48,8 @@ export interface AdminApiOptions {
    * link to plugin pages on their origin.
    */
   pluginPort?: () => number | null;
+  /** Cluster mode: the list shows every node's status of each plugin. */
+  cluster?: ClusterNode;
 }
 
 export type Handler = (
@@ -83,8 +87,11 @@ export class AdminApi {
       {
         method: "GET",
         path: "/admin/api/plugins",
-        handler: g((_q, res) =>
-          sendJson(res, 200, { plugins: this.o.lifecycle.list(), pluginPort: this.o.pluginPort?.() ?? null }),
+        handler: g(async (_q, res) =>
+          sendJson(res, 200, {
+            ...(await pluginList(this.o.lifecycle.list(), this.o.cluster)),
+            pluginPort: this.o.pluginPort?.() ?? null,
+          }),
         ),
       },
       { method: "POST", path: "/admin/api/plugins", handler: g((q, res, _p, c) => this.install(q, res, c)) },

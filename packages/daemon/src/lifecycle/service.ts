@@ -25,6 +25,7 @@ import {
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
+import type { LifecycleCluster, NodePluginStatus } from "../cluster/cluster-node.js";
 import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
@@ -105,6 +106,12 @@ export interface LifecycleOptions {
   logger: Logger;
   /** Test hook: SIGKILL this process right after appending an event of this type (crash-recovery tests). */
   crashAfter?: string;
+  /**
+   * Cluster mode (a PostgreSQL store shared by several daemons): this node's process manager has its own checkpoint
+   * and reacts to every lifecycle event on its own disk (fetching packages by digest), and its outcomes go to the
+   * cluster's per-node status; the shared events it dispatches have ids shared by every node, so they land once.
+   */
+  cluster?: LifecycleCluster;
 }
 
 const has = (s: PluginState, f: number) => (s.status & f) !== 0;
@@ -200,8 +207,10 @@ export class LifecycleService extends EventEmitter {
     }
     this.feed = this.o.store.subscribe({ streamPrefix: STREAM_PREFIX, handler: (e) => this.onFeed(e) });
     await this.feed.caughtUp();
+    const cluster = this.o.cluster;
     this.pm = startProcessManager(this.o.store, {
-      name: "plugin-lifecycle",
+      name: cluster ? `plugin-lifecycle@${cluster.nodeId}` : "plugin-lifecycle",
+      idScope: "plugin-lifecycle",
       streamPrefix: STREAM_PREFIX,
       handle: (e, ctx) => this.handle(e, ctx),
       onError: (err, e, attempt) => {
@@ -439,7 +448,13 @@ export class LifecycleService extends EventEmitter {
         ...(oci ? { oci } : {}),
       };
       const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
-      const r = await this.dispatch(name, { type, data: info });
+      // Cluster: the bytes go to the shared package table first; the event names them by digest. (An oci:// install
+      // has no archive: its image is the package; cluster rollout of those is not done yet.)
+      const metadata =
+        this.o.cluster && !oci
+          ? { packageSha256: await this.o.cluster.storePackage(this.o.loader.paths(name).archive) }
+          : undefined;
+      const r = await this.dispatch(name, { type, data: info, ...(metadata ? { metadata } : {}) });
       return { name, position: r.position };
     });
   }
@@ -635,9 +650,16 @@ export class LifecycleService extends EventEmitter {
       (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
         .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
         .at(-1);
-    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current.
-    const folded = (e: RecordedEvent) =>
-      this.feed ? this.feed.caughtUp(e.position).then(() => e) : Promise.resolve(e);
+    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current. Cluster:
+    // the outcome may be another node's; this node's own steps up to it are awaited too (bounded by the timeout), so
+    // the node that handled a command serves its result when it answers.
+    const started = Date.now();
+    const folded = async (e: RecordedEvent) => {
+      if (this.o.cluster && this.pm)
+        await withTimeout(this.pm.caughtUp(e.position), timeoutMs - (Date.now() - started));
+      await this.feed?.caughtUp(e.position);
+      return e;
+    };
     return new Promise((resolve, reject) => {
       let finished = false;
       const check = () =>
@@ -793,15 +815,20 @@ export class LifecycleService extends EventEmitter {
   private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
     if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
     const name = e.stream.slice(STREAM_PREFIX.length);
-    const s = (await this.cqrs.load(pluginAggregate, name)).state;
+    // Cluster: every node decides on the state as of this event (as the node that handled it first did), so all
+    // dispatch the same commands with the same ids, and a node behind the others still does its own local steps.
     const ev = e as unknown as PluginEvent;
+    if (this.o.cluster && (await this.superseded(name, ev))) return;
+    const s = this.o.cluster
+      ? await this.stateAt(name, e.revision)
+      : (await this.cqrs.load(pluginAggregate, name)).state;
     if (await this.oci.handle(e, name, s, ctx)) return;
     await executionStep(e, name, s, ctx, (n, c, x) => this.dispatch(n, c, x));
     switch (ev.type) {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1": {
         if (ev.data.generation !== s.generation || !has(s, Flags.EXTRACTING)) return; // superseded meanwhile
-        await this.extract(name, ev.data.generation, ctx);
+        await this.extract(name, ev.data.generation, ctx, e.metadata.packageSha256);
         return;
       }
       case "plugin_package_extracted_v1": {
@@ -816,6 +843,7 @@ export class LifecycleService extends EventEmitter {
         return;
       case "plugin_deactivated_v1":
         await this.o.loader.unload(name);
+        await this.nodeStatus(name, "unloaded");
         if (!has(s, Flags.ACTIVATED))
           await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
         return;
@@ -830,6 +858,7 @@ export class LifecycleService extends EventEmitter {
             this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
           }
         }
+        await this.nodeStatus(name, "removed");
         return;
       default:
         return;
@@ -847,16 +876,28 @@ export class LifecycleService extends EventEmitter {
     }
   }
 
-  private async extract(name: string, generation: number, ctx: ProcessManagerContext): Promise<void> {
+  private async extract(name: string, generation: number, ctx: ProcessManagerContext, sha256?: unknown): Promise<void> {
     const paths = this.o.loader.paths(name);
     let outcome: PluginCommand;
     try {
+      if (this.o.cluster && typeof sha256 === "string") {
+        // Every node extracts from the bytes the event names (the archive on disk may be another version's). A fetch
+        // that fails for want of PostgreSQL throws out of here (the process manager retries the step); a package
+        // that is missing or corrupt there is this node's extraction failure (its `code`).
+        await this.nodeStatus(name, "extracting");
+        mkdirSync(paths.root, { recursive: true });
+        if ((await fileDigest(paths.archive))?.sha256 !== sha256)
+          await this.o.cluster.fetchPackage(sha256, paths.archive).catch((err: Error & { code?: unknown }) => {
+            throw typeof err.code === "string" && PACKAGE_FETCH_CODES.has(err.code) ? err : new RetryStep(err);
+          });
+      }
       const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
       outcome = {
         type: "extract_plugin_package_v1",
         data: { generation, version: r.manifest.version, files: r.files, bytes: r.bytes },
       };
     } catch (err) {
+      if (err instanceof RetryStep) throw err.cause;
       const e = err as Error & { code?: unknown; details?: unknown };
       const code = typeof e.code === "string" ? e.code : "extract_error";
       this.o.logger.warn({ plugin: name, code, err: e.message }, "package extraction failed");
@@ -865,6 +906,9 @@ export class LifecycleService extends EventEmitter {
         data: { generation, code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) },
       };
     }
+    if (outcome.type === "extract_plugin_package_v1")
+      await this.nodeStatus(name, "extracted", { version: outcome.data.version });
+    else await this.nodeStatus(name, "extract_failed", { error: `${outcome.data.code}: ${outcome.data.message}` });
     await this.dispatch(name, outcome, ctx);
   }
 
@@ -891,6 +935,11 @@ export class LifecycleService extends EventEmitter {
         data: { activation: s.activation, version: s.installed_version ?? "", stage, message: (err as Error).message },
       };
     }
+    if (outcome.type === "confirm_plugin_loaded_v1")
+      await this.nodeStatus(name, "loaded", { version: outcome.data.version });
+    else await this.nodeStatus(name, "failed", { version: outcome.data.version, error: outcome.data.message });
+    // Cluster: a boot load is this node's own business (its status above); the shared stream already says LOADED.
+    if (this.o.cluster && !ctx) return;
     try {
       await this.dispatch(name, outcome, ctx, id);
     } catch (err) {
@@ -910,6 +959,39 @@ export class LifecycleService extends EventEmitter {
     } catch (err) {
       this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
     }
+  }
+
+  /**
+   * Cluster: true when the plugin's current state makes this event's local step pointless (a node catching up on
+   * history): a newer package generation or activation follows, or the plugin is removed (its removal is still
+   * handled). The later events carry the plugin to where it is now; the shared outcomes of this one were recorded by
+   * the nodes that handled it when it was current (else the plugin could not have moved on).
+   */
+  private async superseded(name: string, ev: PluginEvent): Promise<boolean> {
+    if (ev.type === "plugin_removed_v1" || ev.type === "plugin_deactivated_v1") return false;
+    const now = (await this.cqrs.load(pluginAggregate, name)).state;
+    if (has(now, Flags.REMOVED)) return true;
+    if ("generation" in ev.data && ev.data.generation !== now.generation) return true;
+    return ev.type === "plugin_activated_v1" && ev.data.activation !== now.activation;
+  }
+
+  /** The plugin's state right after the event at `revision` of its stream. */
+  private async stateAt(name: string, revision: number): Promise<PluginState> {
+    let state = pluginAggregate.initialState;
+    for (const e of await this.o.store.readStream(STREAM_PREFIX + name, { limit: revision + 1 }))
+      state = pluginAggregate.evolve(state, e);
+    return state;
+  }
+
+  /** Cluster: records this node's own outcome for a plugin (best effort: a lost status row never stalls a step). */
+  private async nodeStatus(
+    name: string,
+    status: NodePluginStatus,
+    extra?: { version?: string | null; error?: string | null },
+  ): Promise<void> {
+    await this.o.cluster
+      ?.recordStatus(name, status, extra)
+      .catch((err) => this.o.logger.warn({ plugin: name, status, err }, "cannot record this node's plugin status"));
   }
 
   /** One admin operation per plugin at a time. */
@@ -937,6 +1019,23 @@ async function fileDigest(file: string): Promise<{ bytes: number; sha256: string
     return null; // gone already (or never fully written): the refusal is still recorded
   }
   return { bytes, sha256: hash.digest("hex") };
+}
+
+/** Codes of ClusterNode.fetchPackage errors that no retry can mend. */
+const PACKAGE_FETCH_CODES = new Set(["package_missing", "digest_mismatch"]);
+
+/** Carries an error out of a step's own failure handling, so the process manager retries the step. */
+class RetryStep extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+  }
+}
+
+/** `p`, or nothing once `ms` passed (the caller goes on either way). */
+async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))]);
+  clearTimeout(timer);
 }
 
 function ignoreRejection(err: unknown): void {
