@@ -12,12 +12,12 @@ import { after, before, test } from "node:test";
 import type { PluginView } from "../src/client.js";
 import { cliJson, FIXTURES, runCli, startTestDaemon, type TestDaemon, tempDir } from "./helpers.js";
 
-/** The daemon tests' HTTPS server with a throwaway CA (packages/daemon/test/package/https-server.ts). */
+/** The daemon tests' HTTPS server with a throwaway CA (packages/daemon/test/admin/https-server.ts). */
 interface TestServer {
   url: string;
   close(): Promise<void>;
 }
-const server = (await import(new URL("../../../daemon/dist/test/package/https-server.js", import.meta.url).href)) as {
+const server = (await import(new URL("../../../daemon/dist/test/admin/https-server.js", import.meta.url).href)) as {
   makeTestCa(dir: string): { caFile: string };
   serve(handler: (req: IncomingMessage, res: ServerResponse) => void, ca: unknown): Promise<TestServer>;
 };
