@@ -9,14 +9,15 @@ import { realpathSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { type ResourceLimits, Worker } from "node:worker_threads";
-import type { HttpMethod, PluginConfig, PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { PluginConfig, PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
 import { HttpExchanges } from "@hecate/sdk/runtime/http-exchanges";
-import { rejectUpgrade, WsConnections } from "@hecate/sdk/runtime/ws-connections";
+import { WsConnections } from "@hecate/sdk/runtime/ws-connections";
 import type { WebSocketServer } from "ws";
 import type { RouteContext } from "../http/router.js";
-import { sendFile, sendJsonError } from "../http/static.js";
+import { sendFile } from "../http/static.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
+import { dispatchRequest, openUpgrade } from "./route-entry.js";
 
 export interface PluginSpec {
   name: string;
@@ -208,20 +209,8 @@ export class PluginWorker extends EventEmitter {
     params: Record<string, string>,
     ctx: RouteContext,
   ): void {
-    if (this.state !== "ready" && this.state !== "stopping") {
-      res.setHeader("retry-after", "1");
-      sendJsonError(res, 503, "plugin_unavailable", `plugin ${this.spec.name} is not running`);
-      return;
-    }
-    this.http.dispatch(req, res, {
-      routeId: route.id,
-      method: req.method as HttpMethod,
-      path: ctx.path,
-      params,
-      query: ctx.query,
-      headers: req.headers,
-      remoteAddress: req.socket.remoteAddress,
-    });
+    const serving = this.state === "ready" || this.state === "stopping";
+    dispatchRequest(this.http, this.spec.name, serving, route, req, res, params, ctx);
   }
 
   // ---- WebSocket ----
@@ -234,24 +223,7 @@ export class PluginWorker extends EventEmitter {
     params: Record<string, string>,
     ctx: RouteContext,
   ): void {
-    if (this.state !== "ready") {
-      rejectUpgrade(socket, 503, "Service Unavailable");
-      return;
-    }
-    this.ws.open(
-      req,
-      socket,
-      head,
-      {
-        routeId: route.id,
-        path: ctx.path,
-        params,
-        query: ctx.query,
-        headers: req.headers,
-        remoteAddress: req.socket.remoteAddress,
-      },
-      route.maxPayload,
-    );
+    openUpgrade(this.ws, this.state === "ready", route, req, socket, head, params, ctx);
   }
 
   // ---- messages, watchdog, lifecycle ----

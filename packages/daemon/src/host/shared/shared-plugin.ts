@@ -17,16 +17,17 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { pathToFileURL } from "node:url";
 import { getHeapStatistics } from "node:v8";
-import type { HttpMethod, PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
+import type { PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
 import type { MetricJson } from "@hecate/sdk/metrics";
 import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "@hecate/sdk/protocol";
 import type { Dispatcher, LoadResult } from "@hecate/sdk/runtime/dispatcher";
 import { HttpExchanges } from "@hecate/sdk/runtime/http-exchanges";
-import { rejectUpgrade, WsConnections } from "@hecate/sdk/runtime/ws-connections";
+import { WsConnections } from "@hecate/sdk/runtime/ws-connections";
 import type { WebSocketServer } from "ws";
 import type { RouteContext } from "../../http/router.js";
-import { sendFile, sendJsonError } from "../../http/static.js";
+import { sendFile } from "../../http/static.js";
 import { PluginLoadError, type PluginSpec } from "../../runtime/plugin-worker.js";
+import { dispatchRequest, openUpgrade } from "../../runtime/route-entry.js";
 import { answerWithin } from "../../util/answer-within.js";
 import { scopedUrl } from "./scoped-import.js";
 
@@ -143,20 +144,8 @@ export class SharedPlugin {
     params: Record<string, string>,
     ctx: RouteContext,
   ): void {
-    if (this.state !== "ready" && this.state !== "stopping") {
-      res.setHeader("retry-after", "1");
-      sendJsonError(res, 503, "plugin_unavailable", `plugin ${this.spec.name} is not running`);
-      return;
-    }
-    this.http.dispatch(req, res, {
-      routeId: route.id,
-      method: req.method as HttpMethod,
-      path: ctx.path,
-      params,
-      query: ctx.query,
-      headers: req.headers,
-      remoteAddress: req.socket.remoteAddress,
-    });
+    const serving = this.state === "ready" || this.state === "stopping";
+    dispatchRequest(this.http, this.spec.name, serving, route, req, res, params, ctx);
   }
 
   upgrade(
@@ -167,12 +156,7 @@ export class SharedPlugin {
     params: Record<string, string>,
     ctx: RouteContext,
   ): void {
-    if (this.state !== "ready") {
-      rejectUpgrade(socket, 503, "Service Unavailable");
-      return;
-    }
-    const fields = { routeId: route.id, path: ctx.path, params, query: ctx.query, headers: req.headers };
-    this.ws.open(req, socket, head, { ...fields, remoteAddress: req.socket.remoteAddress }, route.maxPayload);
+    openUpgrade(this.ws, this.state === "ready", route, req, socket, head, params, ctx);
   }
 
   /** The plugin's `health()`, `down` when it does not answer within `timeoutMs`. */
