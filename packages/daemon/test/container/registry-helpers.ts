@@ -245,8 +245,10 @@ export async function startDripProxy(targetPort: number, bytesPerSecond: number)
       sockets.delete(client);
       sockets.delete(upstream);
     };
+    // The registry closed its side: once the queue is written, end the client's side gracefully. (end(), not
+    // destroy(): destroy drops what the socket still buffers, which cut a blob short, "unexpected EOF", in CI.)
     upstream.on("end", () => {
-      const flush = () => (queue.length ? setTimeout(flush, 20) : end());
+      const flush = () => (queue.length ? setTimeout(flush, 20) : client.end());
       flush();
     });
     upstream.on("error", end);
