@@ -16,10 +16,11 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { packPlugin } from "@hecate/package";
 import { cliImageStore, IMAGE_RECORD, releaseImages, writeHeld } from "../../src/container/image-refs.js";
-import { ensureNodeBaseImage, nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
+import { nodeBaseImageRef } from "../../src/container/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon.js";
 import { unixRequest } from "../lifecycle/helpers.js";
 import { removeHomeContainers } from "./helpers.js";
+import { ensureBaseImage } from "./registry-helpers.js";
 
 const tag = `${process.pid}`;
 const IMAGES = {
@@ -106,14 +107,7 @@ after(() => {
 
 describe("container images are released when no plugin uses them (real podman)", () => {
   before(async () => {
-    const podman = new PodmanClient({ socketPath: join(work, "podman.sock") });
-    try {
-      await podman.ensureService();
-      await ensureNodeBaseImage(podman);
-    } finally {
-      await podman.stopService();
-      await podman.close();
-    }
+    await ensureBaseImage();
     daemon = await startDaemon({
       home: join(work, "home"),
       port: 0,
