@@ -193,6 +193,9 @@ export async function receive(req: PluginRequest, options: ReceiveOptions = {}):
   const partPaths: string[] = [];
   const fields: Record<string, string | string[]> = Object.create(null);
   const writes: Promise<void>[] = [];
+  // Settled once each part file's descriptor is closed. A write stream destroyed while its open() is still in flight
+  // creates the file afterwards, so cleanup that only awaited the pipeline could unlink before the file existed.
+  const closed: Promise<void>[] = [];
   const openStreams = new Set<BusboyFileStream>();
   let total = 0;
   let failure: Error | undefined;
@@ -239,7 +242,9 @@ export async function receive(req: PluginRequest, options: ReceiveOptions = {}):
         if (total > limits.maxTotalBytes) return tooLarge("maxTotalBytes", limits.maxTotalBytes);
         return undefined;
       });
-      const write = pipeline(stream, meter, createWriteStream(part, { flags: "wx", mode: 0o600 })).then(
+      const out = createWriteStream(part, { flags: "wx", mode: 0o600 });
+      closed.push(new Promise((resolve) => out.once("close", () => resolve())));
+      const write = pipeline(stream, meter, out).then(
         () => {
           openStreams.delete(stream);
           files.push({
@@ -292,6 +297,7 @@ export async function receive(req: PluginRequest, options: ReceiveOptions = {}):
     for (const f of files) await rename(join(dir, `.part-${f.id}`), f.path);
   } catch (err) {
     await Promise.allSettled(writes);
+    await Promise.all(closed);
     await Promise.all([...partPaths, ...files.map((f) => f.path)].map((p) => unlink(p).catch(() => {})));
     throw err;
   }
