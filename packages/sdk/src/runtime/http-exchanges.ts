@@ -52,7 +52,13 @@ interface Exchange {
   deadline: number;
   /** The route's deadline (ms), for the 504 and the plugin's abort reason. */
   timeoutMs: number;
+  /** Ended while it was being dispatched (a direct call's reply): never tracked. */
+  finished?: boolean;
 }
+
+/** Where an exchange's id rides on its response (see HttpExchanges.onClose). */
+const EXCHANGE_ID = Symbol("hecate.exchange");
+type ExchangeResponse = ServerResponse & { [EXCHANGE_ID]?: number };
 
 /** Bodies up to this size (with a Content-Length) travel inside the `req` message itself. */
 const INLINE_BODY_MAX = 64 * 1024;
@@ -95,8 +101,27 @@ export class HttpExchanges {
   private deadlines: number[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
+  /** The exchange being dispatched (see dispatch), and its id. */
+  private current: Exchange | undefined;
+  private currentId = 0;
 
-  constructor(private readonly o: ExchangeOptions) {}
+  /**
+   * A response closed before its exchange finished: the client went away. One listener for every response (node
+   * calls it with the response as `this`; the exchange id rides on the response) instead of a closure per request.
+   */
+  private readonly onClose: (this: ServerResponse) => void;
+
+  constructor(private readonly o: ExchangeOptions) {
+    const open = this.open;
+    const closed = (id: number) => {
+      this.o.post({ t: "abort", id });
+      this.checkIdle();
+    };
+    this.onClose = function (this: ServerResponse) {
+      const id = (this as ExchangeResponse)[EXCHANGE_ID];
+      if (id !== undefined && open.delete(id)) closed(id);
+    };
+  }
 
   get size(): number {
     return this.open.size;
@@ -131,22 +156,35 @@ export class HttpExchanges {
       deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
       timeoutMs,
     };
-    this.open.set(id, x);
-    res.on("close", () => {
-      // Closed before we finished it: the client went away.
-      if (this.open.delete(id)) {
-        this.o.post({ t: "abort", id });
-        this.checkIdle();
-      }
-    });
-    const base: Extract<MainToWorker, { t: "req" }> = { t: "req", id, ...fields, complete: true };
+    const base: Extract<MainToWorker, { t: "req" }> = {
+      t: "req",
+      id,
+      routeId: fields.routeId,
+      method: fields.method,
+      path: fields.path,
+      params: fields.params,
+      query: fields.query,
+      headers: fields.headers,
+      remoteAddress: fields.remoteAddress,
+      complete: true,
+    };
     const len = req.headers["content-length"];
     const chunked = req.headers["transfer-encoding"] !== undefined;
     if (!chunked && (len === undefined || len === "0")) {
-      this.o.post(base);
+      // A direct-call plugin answers during post(): its reply finds the exchange in `current`, and an exchange
+      // finished then is never tracked (no Map entry, no close listener).
+      this.current = x;
+      this.currentId = id;
+      try {
+        this.o.post(base);
+      } finally {
+        this.current = undefined;
+      }
+      if (!x.finished) this.track(id, x);
       req.resume();
       return;
     }
+    this.track(id, x);
     if (!chunked && Number(len) <= INLINE_BODY_MAX) {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
@@ -170,6 +208,27 @@ export class HttpExchanges {
     });
   }
 
+  private track(id: number, x: Exchange): void {
+    this.open.set(id, x);
+    (x.res as ExchangeResponse)[EXCHANGE_ID] = id;
+    x.res.on("close", this.onClose);
+  }
+
+  /** The open exchange `id`: the one being dispatched right now, or a tracked one. */
+  private exchange(id: number): Exchange | undefined {
+    return this.current !== undefined && id === this.currentId ? this.current : this.open.get(id);
+  }
+
+  /** Ends exchange `id`; false when it was not open any more. */
+  private forget(id: number): boolean {
+    if (this.current !== undefined && id === this.currentId) {
+      if (this.current.finished) return false;
+      this.current.finished = true;
+      return true;
+    }
+    return this.open.delete(id);
+  }
+
   /** Consumes the plugin's HTTP messages (`res`, `res-chunk`, `res-end`, `body-ack`); false for any other. */
   handle(m: WorkerToMain): boolean {
     switch (m.t) {
@@ -183,7 +242,7 @@ export class HttpExchanges {
         this.onEnd(m);
         return true;
       case "body-ack": {
-        const x = this.open.get(m.id);
+        const x = this.exchange(m.id);
         if (!x) return true;
         x.inflight -= m.bytes;
         if (x.req.isPaused() && x.inflight <= BODY_WINDOW / 2) x.req.resume();
@@ -224,7 +283,7 @@ export class HttpExchanges {
   }
 
   private onResponse(m: Extract<ExchangeMessage, { t: "res" }>): void {
-    const x = this.open.get(m.id);
+    const x = this.exchange(m.id);
     if (!x) return;
     x.deadline = 0; // the head is here: a streamed or file body is not cut by the deadline
     const { req, res } = x;
@@ -263,9 +322,11 @@ export class HttpExchanges {
       }
     }
     const length = declared === undefined ? undefined : parseLength(declared);
+    const text = m.text;
+    const size = text !== undefined ? Buffer.byteLength(text) : m.body?.byteLength;
     if (status === 204) {
       // never a body, never a length (RFC 9110 8.6)
-    } else if (m.body) headers["content-length"] = m.body.byteLength;
+    } else if (size !== undefined) headers["content-length"] = size;
     else if (m.streaming) {
       if (length === null) {
         this.badReply(m.id, x, `invalid content-length ${JSON.stringify(declared)}`);
@@ -278,8 +339,8 @@ export class HttpExchanges {
     } else if (bodiless) {
       if (length != null) headers["content-length"] = length; // HEAD / 304: the length the GET body would have
     } else headers["content-length"] = 0;
-    if (m.body && m.body.byteLength > this.o.maxReplyBytes) {
-      this.badReply(m.id, x, `body of ${m.body.byteLength} bytes above the ${this.o.maxReplyBytes}-byte cap`);
+    if (size !== undefined && size > this.o.maxReplyBytes) {
+      this.badReply(m.id, x, `body of ${size} bytes above the ${this.o.maxReplyBytes}-byte cap`);
       return;
     }
     try {
@@ -289,6 +350,11 @@ export class HttpExchanges {
       return;
     }
     if (m.streaming) return;
+    if (text !== undefined) {
+      res.end(text); // a string is appended to the head: one write
+      this.finish(m.id);
+      return;
+    }
     const body = m.body;
     // A Buffer body makes node:http writev([head, body]); a latin1 string (lossless for bytes) is appended to the
     // head and sent in ONE write, which measured ~2x cheaper for small replies.
@@ -300,7 +366,7 @@ export class HttpExchanges {
 
   /** A streamed reply chunk, held to the declared length: one byte more and the connection is closed. */
   private onChunk(m: Extract<ExchangeMessage, { t: "res-chunk" }>): void {
-    const x = this.open.get(m.id);
+    const x = this.exchange(m.id);
     if (!x) return;
     if (!x.res.headersSent) {
       this.badReply(m.id, x, "sent a body chunk before the reply head");
@@ -319,7 +385,7 @@ export class HttpExchanges {
   }
 
   private onEnd(m: Extract<ExchangeMessage, { t: "res-end" }>): void {
-    const x = this.open.get(m.id);
+    const x = this.exchange(m.id);
     if (!x) return;
     if (m.error) {
       if (!x.res.headersSent) sendJsonError(x.res, 500, "stream_failed", "response stream failed");
@@ -351,7 +417,7 @@ export class HttpExchanges {
    */
   private breakReply(id: number, x: Exchange, why: string): void {
     this.replyLog(x.req, `connection closed: ${why}`);
-    this.open.delete(id);
+    this.forget(id);
     this.o.post({ t: "abort", id });
     x.res.destroy();
     this.checkIdle();
@@ -380,7 +446,7 @@ export class HttpExchanges {
   }
 
   private finish(id: number): void {
-    if (this.open.delete(id)) this.checkIdle();
+    if (this.forget(id)) this.checkIdle();
   }
 
   private checkIdle(): void {
