@@ -97,7 +97,8 @@ class ActiveRequest {
   push(chunk: Uint8Array | null): void {
     if (this.readable) this.feed(chunk);
     else if (chunk === null) this.ended = true;
-    else (this.queued ??= []).push(chunk);
+    else if (this.queued) this.queued.push(chunk);
+    else this.queued = [chunk];
   }
 
   private feed(chunk: Uint8Array | null): void {
