@@ -7,8 +7,9 @@
  *   as a `remote` plugin (a proxy to the isolated host's socket).
  * - Death of a host: recorded (`host-crashed`), the host restarted (with backoff, never given up) and its loaded
  *   set restored; client connections accepted meanwhile wait in a queue, so none is refused.
- * - Attribution at load time (exact): a plugin whose load was running when its host died gets a strike; its load is
- *   retried once the host is back; at `loadStrikes` (2) strikes it is quarantined (`quarantined`).
+ * - Attribution (the rules live in crash-attribution.ts) at load time (exact): a plugin whose load was running when
+ *   its host died gets a strike; its load is retried once the host is back; at `loadStrikes` (2) strikes it is
+ *   quarantined (`quarantined`).
  * - Attribution at serve time: each host reports the plugins that receive requests (`active`, sent before the
  *   request is dispatched). After `crashesBeforeIsolation` (3) deaths of the main host within `crashWindowMs`
  *   (5 min), the suspects (the plugins active before every one of those deaths) are moved into isolated hosts,
@@ -27,6 +28,7 @@ import type { ContainerPolicy, HostEvent, HostedSpec, LoadedInfo, ReconcileOutco
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import type { PluginSpec } from "../runtime/plugin-worker.js";
 import { answerWithin } from "../util/answer-within.js";
+import { CrashAttribution } from "./crash-attribution.js";
 import { describeExit, HostDiedError, type HostExit, HostProcess } from "./host-process.js";
 import { populateHost, type RecycleResult, retireHost } from "./host-recycle.js";
 import {
@@ -133,9 +135,7 @@ export class PluginHosts extends EventEmitter {
   private readonly restoreLoading = new Map<number, Set<string>>();
   /** After a host death, retried loads run one at a time (so the next death names its plugin exactly). */
   private retryChain: Promise<unknown> = Promise.resolve();
-  private readonly activeAt = new Map<number, Map<string, number>>();
-  private readonly crashes = new Map<number, { at: number; suspects: Set<string> }[]>();
-  private readonly strikes = new Map<string, number>();
+  private readonly attribution: CrashAttribution;
   private readonly quarantined = new Map<string, string>();
   private readonly queue: Socket[] = [];
   private nextHostId = MAIN + 1;
@@ -176,6 +176,7 @@ export class PluginHosts extends EventEmitter {
       ...options,
     };
     this.sharedPolicy = { ...DEFAULT_SHARED_POLICY, ...options.shared };
+    this.attribution = new CrashAttribution(this.o);
     mkdirSync(this.hostsDir, { recursive: true, mode: 0o700 });
   }
 
@@ -289,7 +290,7 @@ export class PluginHosts extends EventEmitter {
 
   private async attempt(name: string, hosted: Hosted, hostId: number): Promise<LoadedInfo> {
     const info = await this.loadOn(hostId, name, hosted);
-    this.strikes.delete(name);
+    this.attribution.cleared(name);
     return info;
   }
 
@@ -535,7 +536,7 @@ export class PluginHosts extends EventEmitter {
     fresh.once("exit", (exit: HostExit, expected: boolean) => this.onHostExit(fresh, exit, expected));
     fresh.on("orphans", (sockets: Socket[]) => this.queue.push(...sockets));
     writeFileSync(this.pidFileOf(MAIN), `${fresh.pid}\n`);
-    this.activeAt.delete(MAIN);
+    this.attribution.forgetHost(MAIN);
     this.flushQueue(fresh);
     const switchMs = Date.now() - t0;
     this.retiring.add(old);
@@ -566,13 +567,9 @@ export class PluginHosts extends EventEmitter {
 
   private onHostEvent(hostId: number, e: HostEvent): void {
     switch (e.t) {
-      case "active": {
-        const m = this.activeAt.get(hostId) ?? new Map<string, number>();
-        this.activeAt.set(hostId, m);
-        const now = Date.now();
-        for (const p of e.plugins) m.set(p, now);
+      case "active":
+        this.attribution.active(hostId, e.plugins);
         return;
-      }
       case "log":
         this.emit("log", { plugin: e.plugin, level: e.level, msg: e.msg, fields: e.fields });
         return;
@@ -608,10 +605,16 @@ export class PluginHosts extends EventEmitter {
     if (!loading.length) loading = [...(this.restoreLoading.get(hostId) ?? [])];
     this.loading.delete(hostId);
     this.restoreLoading.delete(hostId);
-    // Wide enough for a host whose main thread got no CPU for a while before it died (a loaded machine, GC).
-    const horizon = diedAt - Math.max(2000, 4 * this.o.activityIntervalMs);
-    const active = [...(this.activeAt.get(hostId) ?? [])].filter(([, t]) => t >= horizon).map(([n]) => n);
-    this.activeAt.delete(hostId);
+    const verdict = this.attribution.died(
+      hostId,
+      hostId === MAIN,
+      diedAt,
+      `the plugin host died (${describeExit(exit)})`,
+      loading,
+      loaded,
+      (n) => this.placed.has(n),
+      (n) => inProcess(this.placed.get(n)?.hosted),
+    );
     this.emit("host-crashed", {
       hostId,
       pid: proc.pid,
@@ -619,43 +622,11 @@ export class PluginHosts extends EventEmitter {
       signal: exit.signal,
       loaded,
       loading,
-      active,
+      active: verdict.active,
     } satisfies HostCrash);
-    const cause = `the plugin host died (${describeExit(exit)})`;
-    if (loading.length) {
-      for (const name of loading) {
-        const n = (this.strikes.get(name) ?? 0) + 1;
-        this.strikes.set(name, n);
-        if (n >= this.o.loadStrikes || hostId !== MAIN)
-          this.quarantine(name, `${cause} while loading it, ${n} time${n > 1 ? "s" : ""}`);
-      }
-    } else this.attributeServeCrash(hostId, new Set(active.filter((n) => this.placed.has(n))), cause);
+    for (const q of verdict.quarantine) this.quarantine(q.name, q.reason);
+    for (const group of verdict.isolate) this.isolate(group);
     void this.restore(hostId, diedAt);
-  }
-
-  private attributeServeCrash(hostId: number, active: Set<string>, cause: string): void {
-    const onHost = [...this.placed].filter(([, p]) => p.hostId === hostId).map(([n]) => n);
-    if (hostId !== MAIN) {
-      // An isolated host: its plugins are the only suspects.
-      if (onHost.length === 1) this.quarantine(onHost[0], `${cause} while serving it, in isolation`);
-      else if (onHost.length > 1) this.isolate(onHost.slice(Math.ceil(onHost.length / 2)));
-      return;
-    }
-    const now = Date.now();
-    const list = (this.crashes.get(hostId) ?? []).filter((c) => now - c.at < this.o.crashWindowMs);
-    list.push({ at: now, suspects: active });
-    this.crashes.set(hostId, list);
-    if (list.length < this.o.crashesBeforeIsolation) return;
-    this.crashes.set(hostId, []);
-    const recent = list.slice(-this.o.crashesBeforeIsolation);
-    let suspects = [...recent[0].suspects].filter((n) => recent.every((c) => c.suspects.has(n)));
-    if (!suspects.length) suspects = [...new Set(recent.flatMap((c) => [...c.suspects]))];
-    suspects = suspects.filter((n) => inProcess(this.placed.get(n)?.hosted));
-    if (!suspects.length) suspects = onHost.filter((n) => inProcess(this.placed.get(n)?.hosted));
-    // Never quarantined on suspicion alone (the host may have been killed from outside): each suspect moves into an
-    // isolated host (at most 4 hosts; a group is split again at its next death), where a death names it exactly.
-    const groups = Math.min(4, suspects.length);
-    for (let g = 0; g < groups; g++) this.isolate(suspects.filter((_, i) => i % groups === g));
   }
 
   /** Moves plugins into a new isolated host (loaded there when the hosts are restored). */
@@ -681,7 +652,7 @@ export class PluginHosts extends EventEmitter {
     const p = this.placed.get(name);
     this.placed.delete(name);
     this.isolatedIn.delete(name);
-    this.strikes.delete(name);
+    this.attribution.cleared(name);
     this.emit("quarantined", name, reason);
     if (p && p.hostId !== MAIN) {
       void this.hosts
