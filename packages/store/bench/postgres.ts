@@ -1,5 +1,5 @@
 // PostgreSQL backend bench: 100-event batch appends through the store vs raw node-postgres inserts of the same rows
-// (same table shape and indexes, one transaction per batch, fsync on), measured in the same run against the same
+// (same table shape and indexes, one INSERT statement = one transaction per batch, fsync on), measured in the same run against the same
 // server, interleaved, median of rounds. Starts its own PostgreSQL 15 (like the tests). Last line `BENCH_JSON {...}`.
 // Run: npm run bench -w packages/store   (build first: npx tsc -b packages/store)
 import { randomUUID } from "node:crypto";
@@ -29,7 +29,9 @@ try {
     await store.append(`s-${streamNo++ % 50}`, [{ type: "bench_event_v1", data: payload() }]);
   };
 
-  // The baseline: the same rows into a table of the same shape, positions and revisions from in-memory counters.
+  // The baseline, as a careful user would write it: the same rows into a table of the same shape and indexes, one
+  // multi-row INSERT per batch as a named (prepared once) statement, which is its own transaction (no BEGIN/COMMIT
+  // round trips); positions and revisions from in-memory counters (no locking, no revision check, no notify).
   const raw = new pg.Client({ connectionString: server.url });
   await raw.connect();
   await raw.query(`CREATE TABLE raw_events (store_id text NOT NULL, position bigint NOT NULL, id text NOT NULL,
@@ -45,20 +47,19 @@ try {
     rawRev.set(stream, rev + n);
     const head = rawPos;
     rawPos += n;
-    await raw.query("BEGIN");
-    await raw.query(
-      `INSERT INTO raw_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
+    await raw.query({
+      name: "raw_insert",
+      text: `INSERT INTO raw_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
        SELECT 'bench', $1::bigint + u.o, u.id, $2, $3::bigint + u.o, 'bench_event_v1', u.data::json, '{}', now()
        FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS u(id, data, o)`,
-      [
+      values: [
         head,
         stream,
         rev,
         Array.from({ length: n }, () => randomUUID()),
         Array.from({ length: n }, () => JSON.stringify(payload())),
       ],
-    );
-    await raw.query("COMMIT");
+    });
   };
 
   const r = {

@@ -1,18 +1,28 @@
 /**
  * The PostgreSQL backend: the whole conformance suite (the same tests as SQLite) against a real PostgreSQL 15 this
  * file starts, plus what only a server backend has: commit order vs positions under concurrent writers (the
- * sequence-gap problem), a server restart under live subscriptions, and an unreachable server.
+ * sequence-gap problem), a server restart under live subscriptions, an unreachable server, and the upgrade of a
+ * database an older schema version left.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { type EventStore, openEventStore, StoreUnavailableError } from "../src/index.js";
+import {
+  type EventStore,
+  openEventStore,
+  StoreError,
+  StoreUnavailableError,
+  WrongExpectedRevision,
+} from "../src/index.js";
+import { SCHEMA_VERSION } from "../src/postgres/schema.js";
 import { freePort, type PgServer, startPostgres } from "../src/testing/postgres.js";
 import { postgresBackend } from "./backends.js";
 import { cqrsConformance } from "./conformance/cqrs.js";
 import { projectionVersionConformance } from "./conformance/projection-version.js";
 import { storeConformance } from "./conformance/store.js";
+import { V1_DDL, v1Append } from "./fixtures/pg-schema-v1.js";
 import { fixture, sleep, waitFor } from "./helpers.js";
 
 let server: PgServer | undefined;
@@ -264,5 +274,91 @@ describe("postgres: faults", () => {
     assert.equal(store.location.includes("s3cret"), false);
     await store.close();
     assert.throws(() => openEventStore({ url: "mysql://x", storeId: "x" }), /postgres:\/\//);
+  });
+});
+
+describe("postgres: schema upgrade", () => {
+  test("a database left by schema 1 is migrated on open; its events stay, an old writer and a new one share it", async (t) => {
+    const admin = new pg.Client({ connectionString: url() });
+    await admin.connect();
+    t.after(() => admin.end().catch(() => {}));
+    await admin.query("CREATE DATABASE hecate_v1");
+    const v1Url = url().replace(/\/postgres$/, "/hecate_v1");
+    const old = new pg.Pool({ connectionString: v1Url, max: 4 });
+    t.after(() => old.end().catch(() => {}));
+    await old.query(V1_DDL);
+    await old.query("INSERT INTO hecate_stores(store_id) VALUES ('legacy')");
+    const oldIds = ["11111111-0000-4000-8000-000000000001", "11111111-0000-4000-8000-000000000002"];
+    const oldClient = await old.connect();
+    await v1Append(oldClient, "legacy", "acc", [
+      { id: oldIds[0], type: "opened", data: { n: 0 } },
+      { id: oldIds[1], type: "deposited", data: { n: 1 } },
+    ]);
+    await v1Append(oldClient, "legacy", "other", [{ id: randomUUID(), type: "x", data: {} }]);
+    oldClient.release();
+
+    const store = openEventStore({ url: v1Url, storeId: "legacy" });
+    t.after(() => store.close());
+    await store.ready();
+    const meta = await old.query("SELECT value FROM hecate_meta WHERE key = 'schema_version'");
+    assert.equal(meta.rows[0].value, String(SCHEMA_VERSION));
+    assert.deepEqual(
+      (await store.readAll()).map((e) => [e.position, e.stream, e.revision, e.type]),
+      [
+        [1, "acc", 0, "opened"],
+        [2, "acc", 1, "deposited"],
+        [3, "other", 0, "x"],
+      ],
+    );
+    // The old batch replayed through the new code: the original result; a stale expected revision: typed error.
+    const replay = await store.append("acc", [
+      { id: oldIds[0], type: "opened", data: { n: 0 } },
+      { id: oldIds[1], type: "deposited", data: { n: 1 } },
+    ]);
+    assert.deepEqual([replay.duplicate, replay.position, replay.revision], [true, 2, 1]);
+    await assert.rejects(
+      store.append("acc", [{ type: "y", data: {} }], { expectedRevision: 0 }),
+      (e: unknown) => e instanceof WrongExpectedRevision && e.actual === 1,
+    );
+    assert.equal((await store.append("acc", [{ type: "y", data: {} }], { expectedRevision: 1 })).position, 4);
+
+    // A node still on schema 1 (mid rolling upgrade) appends next to this one: one counter, gapless positions.
+    await Promise.all([
+      ...Array.from({ length: 3 }, async (_, w) => {
+        const c = await old.connect();
+        try {
+          for (let n = 0; n < 15; n++)
+            await v1Append(c, "legacy", `old-${w}`, [{ id: randomUUID(), type: "old", data: { w, n } }], n - 1);
+        } finally {
+          c.release();
+        }
+      }),
+      ...Array.from({ length: 3 }, async (_, w) => {
+        for (let n = 0; n < 15; n++)
+          await store.append(
+            `new-${w}`,
+            [
+              { type: "new", data: { w, n } },
+              { type: "new", data: { w, n } },
+            ],
+            {
+              expectedRevision: 2 * n - 1,
+            },
+          );
+      }),
+    ]);
+    const all = await store.readAll();
+    assert.deepEqual(
+      all.map((e) => e.position),
+      Array.from({ length: 4 + 45 + 90 }, (_, i) => i + 1),
+    );
+    assert.equal(await store.headPosition(), 139);
+    await store.close();
+
+    // A database from a newer version is refused, not written to.
+    await old.query("UPDATE hecate_meta SET value = $1 WHERE key = 'schema_version'", [String(SCHEMA_VERSION + 1)]);
+    const newer = openEventStore({ url: v1Url, storeId: "legacy" });
+    t.after(() => newer.close());
+    await assert.rejects(newer.ready(), (e: unknown) => e instanceof StoreError && e.code === "STORE_SCHEMA_TOO_NEW");
   });
 });

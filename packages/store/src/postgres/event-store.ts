@@ -35,6 +35,13 @@ interface EventRow {
 }
 
 const COLUMNS = "position, id, stream, revision, type, data, metadata, created_at";
+/** Named: parsed and planned once per pooled connection. */
+const APPEND: pg.QueryConfig = {
+  name: "hecate_append",
+  text: "SELECT status, o_head, o_current FROM hecate_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+};
+/** The UNIQUE (store_id, id) constraint (PostgreSQL's default name): an event id already stored in this store. */
+const ID_KEY = "hecate_events_store_id_id_key";
 
 function toEvent(row: EventRow): RecordedEvent {
   return {
@@ -86,7 +93,7 @@ export class PostgresEventStore extends BaseEventStore {
     return this.opened;
   }
 
-  private async rows<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<R[]> {
+  private async rows<R extends pg.QueryResultRow>(sql: string | pg.QueryConfig, params: unknown[]): Promise<R[]> {
     return (await this.conn.pool.query<R>(sql, params)).rows;
   }
 
@@ -109,103 +116,68 @@ export class PostgresEventStore extends BaseEventStore {
 
   // ---- primitives ----
 
-  protected async appendBatch(stream: string, events: PreparedEvent[], expected: ExpectedRevision) {
-    const client = await this.conn.pool.connect();
-    let broken: Error | undefined;
-    // A connection lost while checked out is also emitted as 'error' on the client (besides failing the query):
-    // without a listener that would be an uncaught exception. The failed query reports it.
-    const onLost = (error: Error) => {
-      broken = error;
-    };
-    client.on("error", onLost);
-    try {
-      const result = await this.appendInTx(client, stream, events, expected);
-      await client.query(result.duplicate || result.events.length === 0 ? "ROLLBACK" : "COMMIT");
-      return result;
-    } catch (error) {
-      await client.query("ROLLBACK").catch((e: Error) => {
-        broken = e;
-      });
-      throw error;
-    } finally {
-      // A connection that failed mid-transaction is destroyed, not given back to the pool.
-      client.off("error", onLost);
-      client.release(broken);
-    }
-  }
-
   /**
-   * Three round trips: BEGIN + lock the counter row; one statement that checks (duplicate ids, expected revision) and,
-   * only when both pass, inserts the batch and moves the counter; COMMIT (by the caller). The checks run in a statement
-   * started after the lock was granted, so under READ COMMITTED they see every append committed before ours.
+   * One round trip: `hecate_append` (schema.ts) locks the counter, checks the expected revision and writes, all in the
+   * implicit transaction of one statement. The rare outcomes take a second look: a wrong revision or an id already
+   * stored (23505 on UNIQUE (store_id, id)) reads the stored events with the batch's ids, since an exact replay must
+   * return the original result (even when the expected revision no longer holds) and a partial one must fail.
    */
-  private async appendInTx(
-    client: pg.PoolClient,
-    stream: string,
-    events: PreparedEvent[],
-    expected: ExpectedRevision,
-  ): Promise<AppendResult> {
-    const id = this.storeId;
-    // The store's counter row, locked until COMMIT: one appender per store at a time, positions in commit order (see
-    // schema.ts). Sent as one simple query with BEGIN; the store id is safe to inline (validated: [A-Za-z0-9._-]).
-    const [, locked] = (await client.query(
-      `BEGIN; SELECT head FROM hecate_stores WHERE store_id = '${id}' FOR UPDATE`,
-    )) as unknown as pg.QueryResult<{ head: string }>[];
-    if (locked.rows.length === 0) throw new StoreError("STORE_MISSING", `event store ${this.location} was removed`);
-    const head = Number(locked.rows[0].head);
+  protected async appendBatch(stream: string, events: PreparedEvent[], expected: ExpectedRevision) {
+    if (events.length === 0) return this.emptyAppend(stream, expected);
     const createdAt = new Date().toISOString();
-    const written = await client.query<{
-      current: string;
-      dups: string;
-      inserted: string;
-      last_position: string | null;
-    }>(
-      `WITH cur AS (SELECT coalesce(max(revision), -1) AS r FROM hecate_events WHERE store_id = $1 AND stream = $2),
-       dup AS (SELECT count(*) AS n FROM hecate_events WHERE store_id = $1 AND id = ANY($5::text[])),
-       go AS (SELECT cur.r FROM cur, dup WHERE dup.n = 0 AND ($9::text = 'any'
-         OR ($9 = 'no_stream' AND cur.r = -1) OR ($9 = 'stream_exists' AND cur.r <> -1)
-         OR ($9 = 'exact' AND cur.r = $10::bigint))),
-       ins AS (
-         INSERT INTO hecate_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
-         SELECT $1, $3::bigint + u.o, u.id, $2, go.r + u.o, u.type, u.data::json, u.metadata::json, $4
-         FROM go, unnest($5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS u(id, type, data, metadata, o)
-         RETURNING 1),
-       moved AS (UPDATE hecate_stores SET head = $3::bigint + (SELECT count(*) FROM ins)
-         WHERE store_id = $1 AND EXISTS (SELECT 1 FROM ins))
-       SELECT cur.r AS current, dup.n AS dups, (SELECT count(*) FROM ins) AS inserted,
-         (SELECT position FROM hecate_events WHERE store_id = $1 AND stream = $2 ORDER BY revision DESC LIMIT 1)
-           AS last_position
-       FROM cur, dup`,
-      [
-        id,
+    let outcome: { status: "ok" | "wrong_revision" | "missing"; o_head: string; o_current: string };
+    try {
+      [outcome] = await this.rows<typeof outcome>(APPEND, [
+        this.storeId,
         stream,
-        head,
-        createdAt,
+        typeof expected === "number" ? "exact" : expected,
+        typeof expected === "number" ? expected : null,
         events.map((e) => e.id),
         events.map((e) => e.type),
         events.map((e) => e.data),
         events.map((e) => e.metadata),
-        typeof expected === "number" ? "exact" : expected,
-        typeof expected === "number" ? expected : null,
-      ],
-    );
-    const row = written.rows[0];
-    const current = Number(row.current);
-    if (Number(row.dups) > 0) {
-      const existing = await client.query<EventRow>(
-        `SELECT ${COLUMNS} FROM hecate_events WHERE store_id = $1 AND id = ANY($2::text[]) ORDER BY position`,
-        [id, events.map((e) => e.id)],
-      );
-      const duplicate = duplicateResult(stream, events.length, existing.rows.map(toEvent));
+        createdAt,
+      ]);
+    } catch (error) {
+      if ((error as { code?: string }).code !== "23505" || (error as { constraint?: string }).constraint !== ID_KEY)
+        throw error;
+      const duplicate = await this.storedDuplicate(stream, events);
       if (duplicate) return duplicate;
+      // The conflicting row is gone (its store was removed): nothing of ours was written, say so.
+      throw error;
     }
+    if (outcome.status === "missing") throw new StoreError("STORE_MISSING", `event store ${this.location} was removed`);
+    const current = Number(outcome.o_current);
+    if (outcome.status === "wrong_revision") {
+      const duplicate = await this.storedDuplicate(stream, events);
+      if (duplicate) return duplicate;
+      checkExpected(stream, expected, current);
+      throw new StoreError("STORE_INTERNAL", `append to ${stream}: revision check disagrees (current ${current})`);
+    }
+    return recordedBatch(stream, events, Number(outcome.o_head), current, createdAt);
+  }
+
+  /** The original result when the batch's ids are stored (exact replay); throws for a partial one; null if none. */
+  private async storedDuplicate(stream: string, events: PreparedEvent[]): Promise<AppendResult | null> {
+    // One probe of UNIQUE (store_id, id) per id (LATERAL … LIMIT 1 keeps it a nested loop): `id = ANY(…)` may be
+    // planned as a scan of the whole store while the table has no statistics yet.
+    const existing = await this.rows<EventRow>(
+      `SELECT e.* FROM unnest($2::text[]) AS u(id) CROSS JOIN LATERAL
+         (SELECT ${COLUMNS} FROM hecate_events WHERE store_id = $1 AND id = u.id LIMIT 1) e ORDER BY e.position`,
+      [this.storeId, events.map((e) => e.id)],
+    );
+    return duplicateResult(stream, events.length, existing.map(toEvent));
+  }
+
+  /** An empty batch writes nothing: it only checks the expected revision (one read, no lock). */
+  private async emptyAppend(stream: string, expected: ExpectedRevision): Promise<AppendResult> {
+    const [last] = await this.rows<{ revision: string; position: string }>(
+      `SELECT revision, position FROM hecate_events WHERE store_id = $1 AND stream = $2 ORDER BY revision DESC LIMIT 1`,
+      [this.storeId, stream],
+    );
+    const current = last ? Number(last.revision) : -1;
     checkExpected(stream, expected, current);
-    if (events.length === 0) {
-      return { stream, revision: current, position: Number(row.last_position ?? 0), events: [], duplicate: false };
-    }
-    if (Number(row.inserted) !== events.length)
-      throw new StoreError("STORE_INTERNAL", `append to ${stream}: ${row.inserted} of ${events.length} rows written`);
-    return recordedBatch(stream, events, head, current, createdAt);
+    return { stream, revision: current, position: last ? Number(last.position) : 0, events: [], duplicate: false };
   }
 
   protected async upsertSnapshot(stream: string, revision: number, json: string, version: number): Promise<void> {

@@ -12,10 +12,19 @@
  * over transaction-id visibility (`pg_snapshot_xmin` filtering) because it keeps `$all` reads a plain range scan and
  * also gives the gapless positions the SQLite backend has; the cost is one writer per store at a time, which is what
  * SQLite does too (BEGIN IMMEDIATE), and appends to different stores still run in parallel.
+ *
+ * The append itself is the function `hecate_append` (schema 2): one call is one statement, so one transaction and one
+ * round trip (schema 1 took BEGIN + lock, a check-and-write statement and COMMIT). It takes the lock first; its later
+ * statements each get a new snapshot (READ COMMITTED, volatile function), so the expected-revision check sees every
+ * append committed before the lock was granted. Duplicate ids are caught by the UNIQUE (store_id, id) index the
+ * INSERT probes anyway (error 23505, sorted out by the caller), not by a separate lookup.
+ *
+ * Upgrades: `migrate` brings an older database up to SCHEMA_VERSION under the advisory lock (every statement of DDL is
+ * idempotent: IF NOT EXISTS / OR REPLACE). A process of an older version refuses a newer database (STORE_SCHEMA_TOO_NEW).
  */
 import type pg from "pg";
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 /** LISTEN/NOTIFY channel; the payload is `{storeId}:{head}`. */
 export const CHANNEL = "hecate_store_events";
 const LOCK_KEY = "hecate_store_schema";
@@ -65,10 +74,36 @@ BEGIN
 END $$;
 CREATE OR REPLACE TRIGGER hecate_stores_notify AFTER UPDATE OF head ON hecate_stores
   FOR EACH ROW WHEN (NEW.head <> OLD.head) EXECUTE FUNCTION hecate_notify_append();
-INSERT INTO hecate_meta(key, value) VALUES ('schema_version', '${SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING;
+-- The append (schema 2). status: 'ok' (written at positions o_head+1…, revisions o_current+1…), 'wrong_revision'
+-- (nothing written; o_current is the stream's revision) or 'missing' (no counter row: the store was removed).
+CREATE OR REPLACE FUNCTION hecate_append(p_store text, p_stream text, p_expected text, p_expected_revision bigint,
+  p_ids text[], p_types text[], p_data json[], p_metadata json[], p_created_at timestamptz,
+  OUT status text, OUT o_head bigint, OUT o_current bigint) LANGUAGE plpgsql AS $$
+BEGIN
+  SELECT s.head INTO o_head FROM hecate_stores s WHERE s.store_id = p_store FOR UPDATE;
+  IF NOT FOUND THEN
+    status := 'missing';
+    RETURN;
+  END IF;
+  SELECT coalesce(max(e.revision), -1) INTO o_current FROM hecate_events e
+    WHERE e.store_id = p_store AND e.stream = p_stream;
+  IF NOT (p_expected = 'any' OR (p_expected = 'no_stream' AND o_current = -1)
+      OR (p_expected = 'stream_exists' AND o_current <> -1) OR (p_expected = 'exact' AND o_current = p_expected_revision))
+  THEN
+    status := 'wrong_revision';
+    RETURN;
+  END IF;
+  INSERT INTO hecate_events(store_id, position, id, stream, revision, type, data, metadata, created_at)
+    SELECT p_store, o_head + u.o, u.id, p_stream, o_current + u.o, u.type, u.data, u.metadata, p_created_at
+    FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY AS u(id, type, data, metadata, o);
+  UPDATE hecate_stores s SET head = o_head + cardinality(p_ids) WHERE s.store_id = p_store;
+  status := 'ok';
+END $$;
+INSERT INTO hecate_meta(key, value) VALUES ('schema_version', '${SCHEMA_VERSION}')
+  ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE hecate_meta.value::int < excluded.value::int;
 `;
 
-/** Creates the tables if missing; refuses a database written by a newer schema. */
+/** Creates the tables and functions if missing or older than SCHEMA_VERSION; returns the version found after. */
 export async function migrate(client: pg.ClientBase): Promise<number> {
   const installed = async () => {
     const t = await client.query<{ t: string | null }>("SELECT to_regclass('hecate_meta')::text AS t");
@@ -82,7 +117,8 @@ export async function migrate(client: pg.ClientBase): Promise<number> {
   await client.query("BEGIN");
   try {
     await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [LOCK_KEY]);
-    await client.query(DDL);
+    // Another process may have migrated (maybe to a newer version) while we waited for the lock.
+    if ((await installed()) < SCHEMA_VERSION) await client.query(DDL);
     const version = await installed();
     await client.query("COMMIT");
     return version;
