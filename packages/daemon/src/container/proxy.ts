@@ -108,7 +108,7 @@ class Exchange {
   /** Body bytes the reply must have (the plugin's checked Content-Length), -1 when it is not length-delimited. */
   private expected = -1;
   private written = 0;
-  /** The body's last byte, held back until the exchange is known to be clean. */
+  /** The body's last chunk, held back until the exchange is known to be clean. */
   private tail: Buffer | undefined;
   /** The plugin connection this response is read from. */
   private upstream: Socket | undefined;
@@ -199,11 +199,12 @@ class Exchange {
     if (this.expected >= 0 && this.written >= this.expected) {
       if (this.written > this.expected)
         return this.protocolError(`a body longer than its content-length ${this.expected}`); // undici never sends it
-      // The last byte waits for onComplete's verdict: a client must never hold a complete response that was followed
-      // by bytes the plugin had no business sending.
-      this.tail = chunk.subarray(chunk.length - 1);
-      chunk = chunk.subarray(0, chunk.length - 1);
-      if (!chunk.length) return true;
+      // The last chunk waits for onComplete's verdict: a client must never hold a complete response that was followed
+      // by bytes the plugin had no business sending. The whole chunk, not only its last byte: a reply that arrived in
+      // one read (most do) then leaves in ONE write with its head (a held-back byte cost a second write, and a second
+      // read on the client, per request). Bounded by one read of the plugin's socket.
+      this.tail = chunk;
+      return true;
     }
     if (this.res.write(chunk)) return true;
     this.res.once("drain", this.onDrain); // backpressure: undici pauses reading the plugin's socket until drain
