@@ -9,6 +9,8 @@ import type { PluginConfig } from "./contract.js";
 import { pluginPaths } from "./paths.js";
 
 let current: PluginConfig | undefined;
+/** Cluster mode: the store URL as the host gave it (with its password), kept out of the config the plugin sees. */
+let clusterStoreUrl: string | undefined;
 let sealOnNextSet = false;
 let sealed = false;
 
@@ -21,11 +23,43 @@ export class ConfigSealedError extends Error {
   }
 }
 
-/** Set by the host (worker host, container entry, test harness) before `init`. */
-export function setConfig(config: PluginConfig): void {
+/**
+ * Set by the host (worker host, container entry, test harness) before `init`; returns the config as the plugin sees
+ * it (frozen; `cluster.storeUrl` without its password, see PluginClusterConfig).
+ */
+export function setConfig(config: PluginConfig): PluginConfig {
   if (sealed) throw new ConfigSealedError();
-  current = Object.freeze({ ...config, settings: Object.freeze({ ...config.settings }) });
+  const cluster = config.cluster
+    ? Object.freeze({ nodeId: config.cluster.nodeId, storeUrl: withoutPassword(config.cluster.storeUrl) })
+    : undefined;
+  clusterStoreUrl = config.cluster?.storeUrl;
+  current = Object.freeze({
+    ...config,
+    settings: Object.freeze({ ...config.settings }),
+    ...(cluster ? { cluster } : {}),
+  });
   if (sealOnNextSet) sealed = true;
+  return current;
+}
+
+/**
+ * Cluster mode: this node's id and the plugin store's URL with its password (for the SDK's store and scheduler);
+ * null on a single daemon, standalone, in a container, or before the host set the config (never creates one).
+ */
+export function clusterStore(): { nodeId: string; url: string } | null {
+  const c = current?.cluster;
+  return c && clusterStoreUrl ? { nodeId: c.nodeId, url: clusterStoreUrl } : null;
+}
+
+/** The URL as shown to the plugin (and so in whatever it logs): without its password. */
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = "";
+    return u.toString();
+  } catch {
+    return "postgres://(unparseable url)";
+  }
 }
 
 /**
@@ -74,4 +108,5 @@ export function standaloneConfig(pluginName: string, overrides: Partial<PluginCo
 export function resetConfig(): void {
   if (sealed) throw new ConfigSealedError();
   current = undefined;
+  clusterStoreUrl = undefined;
 }
