@@ -151,6 +151,7 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
     private lease: JobLease | undefined;
     /** Aborted when the lease is lost: runs started under it get a signal that follows it too. */
     private leaseAbort = new AbortController();
+    private leaseFailing = false;
     private readonly inflight = new Set<Promise<void>>();
     private readonly jitterTimers = new Set<NodeJS.Timeout>();
     stopTimer: () => void = () => {};
@@ -204,10 +205,14 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
       let mine = false;
       try {
         mine = this.lease.held() || (await this.lease.acquire());
+        this.leaseFailing = false;
       } catch (err) {
-        log("warn", `scheduled job ${this.name}: its lease could not be checked: ${(err as Error).message}`, {
-          job: this.name,
-        });
+        // PostgreSQL away: said once until it answers again, not at every tick
+        if (!this.leaseFailing)
+          log("warn", `scheduled job ${this.name}: its lease could not be checked: ${(err as Error).message}`, {
+            job: this.name,
+          });
+        this.leaseFailing = true;
       }
       if (this.stopped) return;
       if (!mine) {

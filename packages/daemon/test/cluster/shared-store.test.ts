@@ -149,67 +149,77 @@ test("taskboard on 3 nodes: a task created on A is read on A at once and on B an
   );
 });
 
-const NOTES = {
-  name: "notes",
-  version: "1.0.0",
-  extra: `import { getConfig, store } from "@hecate/sdk";
+/** A plugin with a named subscription that counts what it saw, in a worker or (`shared`) on the host's thread. */
+function notes(name: string, isolation: "worker" | "shared") {
+  return {
+    name,
+    version: "1.0.0",
+    manifest: { isolation },
+    extra: `import { getConfig, log, store } from "@hecate/sdk";
 export function storeConfig() { return {}; }
 let seen = 0;
 let sub;`,
-  init: `console.log("init config " + JSON.stringify(config));
+    init: `log.info("init config " + JSON.stringify(config));
   sub = store.subscribe({ name: "seen", handler: () => { seen++; } });`,
-  routes: `{ method: "POST", path: "/add", handler: async () => {
+    routes: `{ method: "POST", path: "/add", handler: async () => {
       const r = await store.eventStore().append("things-1", [{ type: "thing_added_v1", data: {} }]);
       return { position: r.position };
     } },
     { method: "GET", path: "/seen", handler: () => ({ seen, name: sub.name, position: sub.position }) },
     { method: "GET", path: "/config", handler: () => getConfig() },`,
-};
+  };
+}
 
-test("a named subscription keeps one checkpoint per node; the database password is in no config, log or answer", async () => {
+test("a named subscription keeps one checkpoint per node (worker and shared plugins); the database password is in no config, log or answer", async () => {
   const nodes = ["a", "b", "c"].map((id) => byId.get(id)!);
   const [a, b] = nodes;
-  const r = await a.api("POST", "/admin/api/plugins", {
-    body: readFileSync(await buildPackage(cluster.work, NOTES)),
-    headers: gzip,
-  });
-  assert.equal(r.status, 201, await r.clone().text());
-  const api = (d: TestDaemon, path: string) => `${d.url}/plugin/notes/api${path}`;
-  await until(async () => (await Promise.all(nodes.map((n) => fetch(api(n, "/seen"))))).every((x) => x.ok), 10_000);
-  for (const d of [a, a, b]) {
-    const add = await fetch(api(d, "/add"), { method: "POST", headers: json, body: "{}" });
-    assert.equal(add.status, 200, await add.clone().text());
-  }
-  // every node's subscription sees all three events (a shared checkpoint would let only one of them see each)
-  for (const n of nodes)
-    await until(
-      async () => {
-        const s = (await (await fetch(api(n, "/seen"))).json()) as { seen: number; name: string; position: number };
-        return s.seen === 3 && s.position === 3 && s.name === "seen";
-      },
-      5000,
-      `3 seen on ${n.url}`,
+  for (const [name, isolation] of [
+    ["notes", "worker"],
+    ["notes-shared", "shared"],
+  ] as const) {
+    const r = await a.api("POST", "/admin/api/plugins", {
+      body: readFileSync(await buildPackage(cluster.work, notes(name, isolation))),
+      headers: gzip,
+    });
+    assert.equal(r.status, 201, await r.clone().text());
+    const api = (d: TestDaemon, path: string) => `${d.url}/plugin/${name}/api${path}`;
+    await until(async () => (await Promise.all(nodes.map((n) => fetch(api(n, "/seen"))))).every((x) => x.ok), 10_000);
+    for (const d of [a, a, b]) {
+      const add = await fetch(api(d, "/add"), { method: "POST", headers: json, body: "{}" });
+      assert.equal(add.status, 200, await add.clone().text());
+    }
+    // every node's subscription sees all three events (a shared checkpoint would let only one of them see each)
+    for (const n of nodes)
+      await until(
+        async () => {
+          const s = (await (await fetch(api(n, "/seen"))).json()) as { seen: number; name: string; position: number };
+          return s.seen === 3 && s.position === 3 && s.name === "seen";
+        },
+        5000,
+        `3 seen by ${name} on ${n.url}`,
+      );
+    const checkpoints = await until(async () => {
+      const rows = await sql<{ name: string; position: string }>(
+        "SELECT name, position FROM hecate_checkpoints WHERE store_id = $1 ORDER BY name",
+        [`plugin.${name}`],
+      );
+      return rows.length === 3 && rows.every((x) => x.position === "3") ? rows : null;
+    }, 5000);
+    assert.deepEqual(
+      checkpoints?.map((x) => x.name),
+      ["seen@a", "seen@b", "seen@c"],
     );
-  const checkpoints = await until(async () => {
-    const rows = await sql<{ name: string; position: string }>(
-      "SELECT name, position FROM hecate_checkpoints WHERE store_id = 'plugin.notes' ORDER BY name",
-    );
-    return rows.length === 3 && rows.every((x) => x.position === "3") ? rows : null;
-  }, 5000);
-  assert.deepEqual(
-    checkpoints?.map((x) => x.name),
-    ["seen@a", "seen@b", "seen@c"],
-  );
 
-  // the plugin's config names the node and the database, without the password
-  const config = (await (await fetch(api(a, "/config"))).json()) as { cluster: { nodeId: string; storeUrl: string } };
-  assert.equal(config.cluster.nodeId, "a");
-  assert.match(config.cluster.storeUrl, /^postgres:\/\/hecate@127\.0\.0\.1:\d+\/postgres$/);
-  // init(config) logged whole: the plugin's log (admin API) has it, without the password
-  const logs = await (await a.api("GET", "/admin/api/plugins/notes/logs")).text();
-  assert.match(logs, /init config.*storeUrl.*hecate@127\.0\.0\.1/);
-  for (const path of ["/admin/api/plugins", "/admin/api/plugins/notes/events", "/admin/api/plugins/notes/logs"]) {
-    const body = await (await a.api("GET", path)).text();
-    assert.ok(!body.includes(PASSWORD), `${path} shows the password`);
+    // the plugin's config names the node and the database, without the password
+    const config = (await (await fetch(api(a, "/config"))).json()) as { cluster: { nodeId: string; storeUrl: string } };
+    assert.equal(config.cluster.nodeId, "a");
+    assert.match(config.cluster.storeUrl, /^postgres:\/\/hecate@127\.0\.0\.1:\d+\/postgres$/);
+    // init(config) logged whole: the plugin's log (admin API) has it, without the password
+    const logs = await (await a.api("GET", `/admin/api/plugins/${name}/logs`)).text();
+    assert.match(logs, /init config.*storeUrl.*hecate@127\.0\.0\.1/);
+    for (const path of ["/admin/api/plugins", `/admin/api/plugins/${name}/events`, `/admin/api/plugins/${name}/logs`]) {
+      const body = await (await a.api("GET", path)).text();
+      assert.ok(!body.includes(PASSWORD), `${path} shows the password`);
+    }
   }
 });

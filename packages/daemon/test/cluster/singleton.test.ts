@@ -3,7 +3,8 @@
  * 250 ms with `singleton: true` (lease 3 s) and records each run as an event in its shared store (with the node that
  * ran it). Steady state: one node runs every tick, the others count theirs as `elsewhere`. kill -9 of the holder:
  * another node runs the job once the lease expired (within the lease time plus a tick). SIGTERM of the next holder:
- * it gives the lease back at unload, so the third node takes over at its next tick, long before an expiry.
+ * it gives the lease back at unload, so the third node takes over at its next tick, long before an expiry. The
+ * plugin hosts do not inherit HECATE_STORE_URL from the daemons' environment.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -26,7 +27,8 @@ let job;`,
   init: `job = scheduler.every(${INTERVAL_MS}, async () => {
     await store.eventStore().append("ticks-1", [{ type: "tick_v1", data: { node: getConfig().cluster.nodeId, at: Date.now() } }]);
   }, { name: "tick", singleton: true, leaseMs: ${LEASE_MS} });`,
-  routes: `{ method: "GET", path: "/stats", handler: () => job.stats },`,
+  routes: `{ method: "GET", path: "/stats", handler: () => job.stats },
+    { method: "GET", path: "/env", handler: () => ({ storeUrl: process.env.HECATE_STORE_URL ?? null }) },`,
 };
 
 let server: PgServer;
@@ -90,6 +92,10 @@ test("a singleton job runs on one of 3 nodes per tick; kill -9 of the holder: an
     10_000,
     "ticker loaded on 3 nodes",
   );
+
+  // the daemons run with HECATE_STORE_URL; their plugin hosts (plugin code) do not see it: the store URL comes in the
+  // plugin's config, where the SDK keeps the password
+  assert.deepEqual(await (await fetch(`${urls.get("a")}/plugin/ticker/api/env`)).json(), { storeUrl: null });
 
   // steady state: over 2 s, every tick was run by one node (about 2000 / 250 runs, not three times as many)
   const from = Date.now();
