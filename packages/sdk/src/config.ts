@@ -38,8 +38,31 @@ export function setConfig(config: PluginConfig): PluginConfig {
     settings: Object.freeze({ ...config.settings }),
     ...(cluster ? { cluster } : {}),
   });
-  if (sealOnNextSet) sealed = true;
+  if (sealOnNextSet) {
+    sealed = true;
+    hostConfigSet?.resolve();
+    hostConfigSet = undefined;
+  }
   return current;
+}
+
+let hostConfigSet: { promise: Promise<void>; resolve: () => void } | undefined;
+
+/**
+ * Inside a host, before it set the config (the plugin's module is being imported): resolves once it did. Null when
+ * the config is already there or no host will set one (standalone, test harness). For what must not decide on a
+ * config that is not there yet, e.g. a singleton job's first tick from the module's top level.
+ */
+export function hostConfigPending(): Promise<void> | null {
+  if (!sealOnNextSet || sealed) return null;
+  if (!hostConfigSet) {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    hostConfigSet = { promise, resolve };
+  }
+  return hostConfigSet.promise;
 }
 
 /**

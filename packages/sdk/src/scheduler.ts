@@ -23,7 +23,7 @@
  * Cron patterns are croner's (5 fields, or 6 with seconds first; `@hourly` etc.); `timezone` e.g. "Europe/Berlin".
  */
 import { Cron } from "croner";
-import { clusterStore, getConfig } from "./config.js";
+import { clusterStore, getConfig, hostConfigPending } from "./config.js";
 import { JobLease } from "./lease.js";
 import { hostLog, onTerminate } from "./runtime/hooks.js";
 
@@ -186,8 +186,14 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
 
     start(scheduledAt: number): Promise<void> {
       if (this.stopped) return Promise.resolve();
-      const cluster = this.opts.singleton ? clusterStore() : null;
-      return cluster ? this.startIfHolder(cluster, scheduledAt) : this.runNow(scheduledAt, this.abort.signal);
+      if (this.opts.singleton) {
+        // A tick before the host set the config (module top level) cannot know yet whether this is a cluster.
+        const pending = hostConfigPending();
+        if (pending) return pending.then(() => this.start(scheduledAt));
+        const cluster = clusterStore();
+        if (cluster) return this.startIfHolder(cluster, scheduledAt);
+      }
+      return this.runNow(scheduledAt, this.abort.signal);
     }
 
     /** Singleton in cluster mode: runs only while this node holds (or now takes) the job's lease. */

@@ -4,7 +4,8 @@
  * ran it). Steady state: one node runs every tick, the others count theirs as `elsewhere`. kill -9 of the holder:
  * another node runs the job once the lease expired (within the lease time plus a tick). SIGTERM of the next holder:
  * it gives the lease back at unload, so the third node takes over at its next tick, long before an expiry. The
- * plugin hosts do not inherit HECATE_STORE_URL from the daemons' environment.
+ * plugin hosts do not inherit HECATE_STORE_URL from the daemons' environment. A singleton job created at the module's
+ * top level with runImmediately (before the host set the config) runs once in the cluster.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -23,7 +24,10 @@ const TICKER = {
   version: "1.0.0",
   extra: `import { getConfig, scheduler, store } from "@hecate/sdk";
 export function storeConfig() { return {}; }
-let job;`,
+let job;
+// created while the module is imported, before the host set the config: its first tick waits for it
+scheduler.every(600000, () => store.eventStore().append("boot-1", [{ type: "boot_v1", data: { node: getConfig().cluster.nodeId } }]),
+  { name: "boot", singleton: true, runImmediately: true });`,
   init: `job = scheduler.every(${INTERVAL_MS}, async () => {
     await store.eventStore().append("ticks-1", [{ type: "tick_v1", data: { node: getConfig().cluster.nodeId, at: Date.now() } }]);
   }, { name: "tick", singleton: true, leaseMs: ${LEASE_MS} });`,
@@ -52,10 +56,10 @@ interface Tick {
   at: number;
 }
 
-async function ticks(): Promise<Tick[]> {
+async function ticks(type = "tick_v1"): Promise<Tick[]> {
   const store = openEventStore({ url: server.url, storeId: "plugin.ticker" });
   try {
-    return (await store.readAll()).map((e) => e.data as Tick);
+    return (await store.readAll({ types: [type] })).map((e) => e.data as Tick);
   } finally {
     await store.close();
   }
@@ -106,6 +110,9 @@ test("a singleton job runs on one of 3 nodes per tick; kill -9 of the holder: an
   assert.equal(holders.length, 1, `runs by ${holders.join(", ")}`);
   assert.ok(steady.length >= 5 && steady.length <= 10, `${steady.length} runs in 2 s`);
   const holder = holders[0];
+  // the job started at import time with runImmediately ran once in the cluster, not once per node
+  const boots = await ticks("boot_v1");
+  assert.equal(boots.length, 1, JSON.stringify(boots));
   const others = ["a", "b", "c"].filter((id) => id !== holder);
   for (const id of others) {
     const s = await stats(id);
