@@ -210,6 +210,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     hosts,
     containers: containersAvailable,
     pkg,
+    cluster: cluster && opts.storeUrl ? { storeUrl: opts.storeUrl, nodeId: cluster.nodeId } : undefined,
     // Called at load time only (after `lifecycle` exists): the operator's settings, decrypted.
     settings: (name, manifest): Record<string, unknown> => lifecycle.pluginSettings(name, manifest),
   });

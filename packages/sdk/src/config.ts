@@ -9,6 +9,8 @@ import type { PluginConfig } from "./contract.js";
 import { pluginPaths } from "./paths.js";
 
 let current: PluginConfig | undefined;
+/** Cluster mode: the store URL as the host gave it (with its password), kept out of the config the plugin sees. */
+let clusterStoreUrl: string | undefined;
 let sealOnNextSet = false;
 let sealed = false;
 
@@ -21,11 +23,66 @@ export class ConfigSealedError extends Error {
   }
 }
 
-/** Set by the host (worker host, container entry, test harness) before `init`. */
-export function setConfig(config: PluginConfig): void {
+/**
+ * Set by the host (worker host, container entry, test harness) before `init`; returns the config as the plugin sees
+ * it (frozen; `cluster.storeUrl` without its password, see PluginClusterConfig).
+ */
+export function setConfig(config: PluginConfig): PluginConfig {
   if (sealed) throw new ConfigSealedError();
-  current = Object.freeze({ ...config, settings: Object.freeze({ ...config.settings }) });
-  if (sealOnNextSet) sealed = true;
+  const cluster = config.cluster
+    ? Object.freeze({ nodeId: config.cluster.nodeId, storeUrl: withoutPassword(config.cluster.storeUrl) })
+    : undefined;
+  clusterStoreUrl = config.cluster?.storeUrl;
+  current = Object.freeze({
+    ...config,
+    settings: Object.freeze({ ...config.settings }),
+    ...(cluster ? { cluster } : {}),
+  });
+  if (sealOnNextSet) {
+    sealed = true;
+    hostConfigSet?.resolve();
+    hostConfigSet = undefined;
+  }
+  return current;
+}
+
+let hostConfigSet: { promise: Promise<void>; resolve: () => void } | undefined;
+
+/**
+ * Inside a host, before it set the config (the plugin's module is being imported): resolves once it did. Null when
+ * the config is already there or no host will set one (standalone, test harness). For what must not decide on a
+ * config that is not there yet, e.g. a singleton job's first tick from the module's top level.
+ */
+export function hostConfigPending(): Promise<void> | null {
+  if (!sealOnNextSet || sealed) return null;
+  if (!hostConfigSet) {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    hostConfigSet = { promise, resolve };
+  }
+  return hostConfigSet.promise;
+}
+
+/**
+ * Cluster mode: this node's id and the plugin store's URL with its password (for the SDK's store and scheduler);
+ * null on a single daemon, standalone, in a container, or before the host set the config (never creates one).
+ */
+export function clusterStore(): { nodeId: string; url: string } | null {
+  const c = current?.cluster;
+  return c && clusterStoreUrl ? { nodeId: c.nodeId, url: clusterStoreUrl } : null;
+}
+
+/** The URL as shown to the plugin (and so in whatever it logs): without its password. */
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = "";
+    return u.toString();
+  } catch {
+    return "postgres://(unparseable url)";
+  }
 }
 
 /**
@@ -74,4 +131,5 @@ export function standaloneConfig(pluginName: string, overrides: Partial<PluginCo
 export function resetConfig(): void {
   if (sealed) throw new ConfigSealedError();
   current = undefined;
+  clusterStoreUrl = undefined;
 }

@@ -135,6 +135,22 @@ export interface PluginConfig {
   settings: Record<string, unknown>;
   /** True when run outside the daemon (standalone tests). */
   standalone: boolean;
+  /**
+   * Cluster mode (daemons sharing one `HECATE_STORE_URL`, in-process plugins only): this node's id and where the
+   * plugin's store lives. Absent on a single daemon, in containers and standalone.
+   */
+  cluster?: PluginClusterConfig;
+}
+
+/** `PluginConfig.cluster`: set by the daemon; the plugin's store and `singleton` jobs use it. */
+export interface PluginClusterConfig {
+  /** This daemon's node id (`HECATE_NODE_ID`). */
+  nodeId: string;
+  /**
+   * The PostgreSQL URL of the plugin's store. The host hands it over with its password; `setConfig` keeps that
+   * inside the SDK, so `getConfig()` and `init(config)` show it without the password (safe to log).
+   */
+  storeUrl: string;
 }
 
 export interface PluginRequest {

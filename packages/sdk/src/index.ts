@@ -1,3 +1,4 @@
+export { clusterStoreId, clusterStorePrefix } from "./cluster-store.js";
 export { getConfig, standaloneConfig } from "./config.js";
 export * from "./contract.js";
 export * as files from "./files.js";

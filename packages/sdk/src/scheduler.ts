@@ -14,9 +14,17 @@
  *   `terminate()`; calling `stopAll()` from `terminate()` yourself is fine too. Stopping aborts the `signal` given to
  *   running runs and waits for them to settle.
  *
+ * - `singleton: true` (cluster mode: daemons sharing one `HECATE_STORE_URL`): the job runs on one node at a time, the
+ *   one holding its lease in PostgreSQL (lease.ts); the other nodes' ticks are counted in `stats.elsewhere`. The
+ *   holder keeps it while it lives; when it stops the job (unload, upgrade) or dies, another node runs the job from
+ *   its next tick on (a killed holder's lease expires after `leaseMs`). A run whose node loses the lease gets its
+ *   `signal` aborted. On a single daemon (and standalone) `singleton` changes nothing.
+ *
  * Cron patterns are croner's (5 fields, or 6 with seconds first; `@hourly` etc.); `timezone` e.g. "Europe/Berlin".
  */
 import { Cron } from "croner";
+import { clusterStore, getConfig, hostConfigPending } from "./config.js";
+import { JobLease } from "./lease.js";
 import { hostLog, onTerminate } from "./runtime/hooks.js";
 
 export interface RunContext {
@@ -39,6 +47,16 @@ export interface JobOptions {
   jitterMs?: number;
   /** Source of randomness for the jitter (default Math.random), e.g. to make tests exact. */
   random?: () => number;
+  /**
+   * Cluster mode: run on one node at a time, under a lease (see the file comment). Needs a `name`, the same on every
+   * node and unique among the plugin's singleton jobs (the lease is found by it). No effect on a single daemon.
+   */
+  singleton?: boolean;
+  /**
+   * Singleton jobs: how long a lease lasts without renewal (default 15000 ms, at least 500), i.e. how long a killed
+   * holder keeps the job from running elsewhere. The holder renews it every third of that.
+   */
+  leaseMs?: number;
 }
 
 export interface IntervalOptions extends JobOptions {
@@ -64,6 +82,8 @@ export interface JobStats {
   lastDurationMs: number | null;
   /** Runs going on now. */
   running: number;
+  /** Singleton jobs in cluster mode: ticks not run here because another node holds the lease (or none could be had). */
+  elsewhere: number;
 }
 
 export interface Job {
@@ -106,6 +126,8 @@ export class ScheduleError extends Error {
 
 /** Largest delay setTimeout/setInterval accept. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const DEFAULT_LEASE_MS = 15_000;
+const MIN_LEASE_MS = 500;
 
 export function createScheduler(options: SchedulerOptions = {}): Scheduler {
   const log = options.log ?? hostLog;
@@ -121,9 +143,15 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
       lastRunAt: null,
       lastDurationMs: null,
       running: 0,
+      elsewhere: 0,
     };
     stopped = false;
     private readonly abort = new AbortController();
+    /** Singleton jobs in cluster mode: the lease (made at the first tick, once the host has set the config). */
+    private lease: JobLease | undefined;
+    /** Aborted when the lease is lost: runs started under it get a signal that follows it too. */
+    private leaseAbort = new AbortController();
+    private leaseFailing = false;
     private readonly inflight = new Set<Promise<void>>();
     private readonly jitterTimers = new Set<NodeJS.Timeout>();
     stopTimer: () => void = () => {};
@@ -158,6 +186,49 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
 
     start(scheduledAt: number): Promise<void> {
       if (this.stopped) return Promise.resolve();
+      if (this.opts.singleton) {
+        // A tick before the host set the config (module top level) cannot know yet whether this is a cluster.
+        const pending = hostConfigPending();
+        if (pending) return pending.then(() => this.start(scheduledAt));
+        const cluster = clusterStore();
+        if (cluster) return this.startIfHolder(cluster, scheduledAt);
+      }
+      return this.runNow(scheduledAt, this.abort.signal);
+    }
+
+    /** Singleton in cluster mode: runs only while this node holds (or now takes) the job's lease. */
+    private async startIfHolder(cluster: { url: string; nodeId: string }, scheduledAt: number): Promise<void> {
+      this.lease ??= new JobLease({
+        ...cluster,
+        plugin: getConfig().pluginName,
+        job: this.name,
+        leaseMs: this.opts.leaseMs ?? DEFAULT_LEASE_MS,
+        onLost: () => {
+          this.leaseAbort.abort(new Error(`job ${this.name}: this node lost its lease`));
+          this.leaseAbort = new AbortController();
+        },
+      });
+      let mine = false;
+      try {
+        mine = this.lease.held() || (await this.lease.acquire());
+        this.leaseFailing = false;
+      } catch (err) {
+        // PostgreSQL away: said once until it answers again, not at every tick
+        if (!this.leaseFailing)
+          log("warn", `scheduled job ${this.name}: its lease could not be checked: ${(err as Error).message}`, {
+            job: this.name,
+          });
+        this.leaseFailing = true;
+      }
+      if (this.stopped) return;
+      if (!mine) {
+        this.stats.elsewhere++;
+        return;
+      }
+      return this.runNow(scheduledAt, AbortSignal.any([this.abort.signal, this.leaseAbort.signal]));
+    }
+
+    private runNow(scheduledAt: number, signal: AbortSignal): Promise<void> {
       if (this.stats.running > 0 && !this.opts.allowOverlap) {
         this.stats.skipped++;
         return Promise.resolve();
@@ -167,7 +238,7 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
       this.stats.lastRunAt = startedAt;
       this.stats.running++;
       const p = Promise.resolve()
-        .then(() => this.fn({ signal: this.abort.signal, scheduledAt, run }))
+        .then(() => this.fn({ signal, scheduledAt, run }))
         .then(
           () => {},
           (err: unknown) => {
@@ -204,6 +275,7 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
         all.delete(this);
       }
       await Promise.all([...this.inflight]);
+      await this.lease?.release(); // after the runs: another node may start it from its next tick
     }
   }
 
@@ -212,6 +284,14 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
     const jitter = opts.jitterMs ?? 0;
     if (!(Number.isFinite(jitter) && jitter >= 0 && jitter <= MAX_TIMER_MS))
       throw new ScheduleError(`jitterMs must be a number from 0 to ${MAX_TIMER_MS}`, "jitterMs");
+    if (opts.singleton && (typeof opts.name !== "string" || opts.name === ""))
+      throw new ScheduleError("a singleton job needs a name: every node finds its lease by it", "name");
+    const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    if (!(Number.isInteger(leaseMs) && leaseMs >= MIN_LEASE_MS && leaseMs <= MAX_TIMER_MS))
+      throw new ScheduleError(
+        `leaseMs must be a whole number of ms from ${MIN_LEASE_MS} to ${MAX_TIMER_MS}`,
+        "leaseMs",
+      );
     return new JobImpl(opts.name ?? `job-${++counter}`, kind, fn, opts);
   }
 

@@ -1,7 +1,10 @@
 /**
  * The plugin's own event store (the original's per-plugin ReckonDB store + evoq), opened from `getConfig()`:
  * file `{paths.store}/{storeId}.sqlite`, read models under `paths.sqlite`. Nothing here takes a path or a plugin
- * name, so a plugin's SDK can only ever reach its own store.
+ * name, so a plugin's SDK can only ever reach its own store. In cluster mode (`getConfig().cluster`) the events live
+ * in the cluster's PostgreSQL as store `plugin.{name}[.{storeId}]` (cluster-store.ts), shared by every node; read
+ * models stay SQLite files of this node, projected from the shared events (woken by LISTEN/NOTIFY), and a named
+ * subscription's checkpoint is this node's own (`{name}@{nodeId}`).
  *
  *   export const storeConfig = () => ({ durability: "NORMAL" });
  *   store.projection({ name: "tasks", setup: (db) => db.exec("CREATE TABLE ..."), apply: (db, e) => {...} });
@@ -32,7 +35,8 @@ import {
   startProjection,
   dispatch as storeDispatch,
 } from "@hecate/store";
-import { getConfig } from "./config.js";
+import { clusterStoreId } from "./cluster-store.js";
+import { clusterStore, getConfig } from "./config.js";
 import type { StoreConfig } from "./contract.js";
 import { HttpError } from "./contract.js";
 import { isValidPluginName } from "./paths.js";
@@ -66,6 +70,12 @@ interface OpenStore {
 let opened: OpenStore | undefined;
 
 /**
+ * Cluster mode: connections of this plugin's pool (per worker; the LISTEN connection comes on top). Appends to one
+ * store are serialised by PostgreSQL anyway, so more would mostly hold server slots: nodes x plugins add up.
+ */
+const POOL_SIZE = 4;
+
+/**
  * Opens the plugin's store from `getConfig()` (idempotent). Hosts call it at load stage "store"; plugins normally
  * never need to (every helper below opens it on first use).
  */
@@ -79,7 +89,10 @@ export function open(options: Pick<StoreConfig, "durability"> = {}): EventStore 
   // The store file is `{directory}/{storeId}.sqlite`: a storeId with "/" or ".." would leave the plugin's store dir.
   if (!isValidPluginName(storeId))
     throw new PluginStoreError("invalid_store_id", `storeId ${JSON.stringify(storeId)} is not a valid name`, "storeId");
-  const store = openEventStore({ directory: config.paths.store, storeId, durability: options.durability ?? "FULL" });
+  const cluster = clusterStore();
+  const store = cluster
+    ? openEventStore({ url: cluster.url, storeId: clusterStoreId(config.pluginName, storeId), poolSize: POOL_SIZE })
+    : openEventStore({ directory: config.paths.store, storeId, durability: options.durability ?? "FULL" });
   opened = { store, projections: new Map(), definitions: new Map(), subscriptions: new Set() };
   onTerminate(close);
   return store;
@@ -127,14 +140,22 @@ export function readAll(options?: ReadAllOptions): Promise<RecordedEvent[]> {
   return current().store.readAll(options);
 }
 
-/** A catch-up + live subscription (named = durable checkpoint). Stopped automatically when the store closes. */
+/**
+ * A catch-up + live subscription (named = durable checkpoint). Stopped automatically when the store closes. In cluster
+ * mode the checkpoint of a named subscription is this node's (stored as `{name}@{nodeId}`): every node's subscription
+ * sees every event once, as its projections do. Work that must happen once per cluster goes in a `singleton` job or
+ * behind an idempotent command id.
+ */
 export function subscribe(options: SubscriptionOptions): Subscription {
   const o = current();
-  const sub = o.store.subscribe(options);
+  const node = clusterStore()?.nodeId;
+  const sub = o.store.subscribe(
+    options.name !== undefined && node ? { ...options, name: nodeCheckpoint(options.name, node) } : options,
+  );
   o.subscriptions.add(sub);
   return {
     get name() {
-      return sub.name;
+      return options.name;
     },
     get position() {
       return sub.position;
@@ -145,6 +166,11 @@ export function subscribe(options: SubscriptionOptions): Subscription {
       await sub.stop();
     },
   };
+}
+
+/** The stored checkpoint name of a named subscription on this node (cluster mode). */
+export function nodeCheckpoint(name: string, nodeId: string): string {
+  return `${name}@${nodeId}`;
 }
 
 export interface ProjectionDefinition {

@@ -4,4 +4,5 @@ export { openEventStore, PostgresEventStore, removeEventStore, SqliteEventStore 
 export { deterministicUuid, eventIdForCommand, HECATE_NAMESPACE } from "./ids.js";
 export * from "./process-manager.js";
 export * from "./projection.js";
+export { removePostgresStores } from "./remove-postgres.js";
 export * from "./types.js";

@@ -7,7 +7,8 @@
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
-import { type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
+import { clusterStorePrefix, type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
+import { removePostgresStores } from "@hecate/store";
 import pLimit, { type LimitFunction } from "p-limit";
 import type { ContainerPluginSpec } from "../container/runtime.js";
 import type { SettingsOutcome } from "../host/plugin-host.js";
@@ -67,6 +68,11 @@ export interface LoaderOptions {
   settings?: (name: string, manifest: PluginManifest) => Record<string, unknown>;
   /** Loads (verify + start in a host) running at once, default DEFAULT_LOAD_CONCURRENCY; more wait their turn. */
   loadConcurrency?: number;
+  /**
+   * Cluster mode: in-process plugins get it in their config (`cluster`), so their stores live in this PostgreSQL
+   * (shared by the nodes) instead of `paths.store`. Container plugins keep theirs in their data dir (no network).
+   */
+  cluster?: { storeUrl: string; nodeId: string };
 }
 
 /**
@@ -181,6 +187,7 @@ export class Loader {
       staticPrefix: `/plugin/${name}`,
       settings: this.settingsFor(name, manifest),
       standalone: false,
+      ...(this.o.cluster ? { cluster: { ...this.o.cluster } } : {}),
     };
     const spec = { name, version: manifest.version, root: p.root, entry, staticDir, config, manifest };
     try {
@@ -236,6 +243,15 @@ export class Loader {
   /** Unloads from whichever host holds it (routes removed at once, in-flight drained). */
   unload(name: string): Promise<boolean> {
     return this.o.hosts.unload(name);
+  }
+
+  /**
+   * Cluster mode: deletes the plugin's stores from PostgreSQL (`plugin.{name}` and `plugin.{name}.*`, see the SDK's
+   * cluster-store.ts); returns their ids. A no-op on a single daemon (`removeFiles` with purge deletes the files).
+   */
+  async purgeClusterStore(name: string): Promise<string[]> {
+    if (!this.o.cluster) return [];
+    return removePostgresStores(this.o.cluster.storeUrl, clusterStorePrefix(name));
   }
 
   /** Deletes the installed package (archive + extracted files); with purge, the plugin's data and store too. */

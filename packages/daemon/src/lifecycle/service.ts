@@ -618,7 +618,10 @@ export class LifecycleService extends EventEmitter {
   }
 
   async remove(name: string, purge: boolean): Promise<number> {
-    return (await this.userCommand(name, { type: "remove_plugin_v1", data: { purge } })).position;
+    // Cluster: the node that took a purge deletes the plugin's shared store, once (its process manager, `handle`).
+    const metadata = purge && this.o.cluster ? { purgedBy: this.o.cluster.nodeId } : undefined;
+    const cmd: PluginCommand = { type: "remove_plugin_v1", data: { purge }, ...(metadata ? { metadata } : {}) };
+    return (await this.userCommand(name, cmd)).position;
   }
 
   /**
@@ -857,12 +860,27 @@ export class LifecycleService extends EventEmitter {
             // Leftover files must not stall every later lifecycle step behind this one: log and move on.
             this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
           }
+          if (ev.data.purge && e.metadata.purgedBy === this.o.cluster?.nodeId) await this.purgeSharedStore(name);
         }
         await this.nodeStatus(name, "removed");
         return;
       default:
         return;
     }
+  }
+
+  /**
+   * Cluster: deletes a purged plugin's store rows from PostgreSQL, on the node that took the purge only (its process
+   * manager runs this step once, also after a crash right after the append). Skipped when the plugin was installed
+   * again since (that install's data is not this purge's). A failure (PostgreSQL away) throws: the step is retried.
+   */
+  private async purgeSharedStore(name: string): Promise<void> {
+    if (!has((await this.cqrs.load(pluginAggregate, name)).state, Flags.REMOVED)) {
+      this.o.logger.warn({ plugin: name }, "plugin installed again before its purge ran: its shared store is kept");
+      return;
+    }
+    const stores = await this.o.loader.purgeClusterStore(name);
+    this.o.logger.info({ plugin: name, stores }, "plugin store purged from the cluster database");
   }
 
   /** A removed plugin's container images go, unless another plugin uses them (container/image-refs.ts). */

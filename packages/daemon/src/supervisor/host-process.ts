@@ -78,7 +78,7 @@ export class HostProcess extends EventEmitter {
       serialization: "advanced",
       stdio: ["ignore", "inherit", "inherit", "ipc"],
       execArgv: [],
-      env: process.env,
+      env: hostEnv(),
     });
     this.child = child;
     this.pid = child.pid;
@@ -164,4 +164,13 @@ export class HostProcess extends EventEmitter {
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
     if (this.alive) this.child?.kill(signal);
   }
+}
+
+/**
+ * The plugin host's environment: the daemon's, without HECATE_STORE_URL. In cluster mode a plugin gets its store URL
+ * through its config, where the SDK keeps the password to itself; in the environment a plugin that dumps
+ * `process.env` (a diagnostics route, a crash report) would show it.
+ */
+function hostEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "HECATE_STORE_URL"));
 }

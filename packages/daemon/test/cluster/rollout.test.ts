@@ -6,13 +6,10 @@
  * home) or joins later catches up from the shared streams.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 import type { LifecycleEvent } from "../../src/lifecycle/service.js";
-import { buildPackage, type TestDaemon, until } from "../lifecycle/helpers.js";
+import { buildPackage } from "../lifecycle/helpers.js";
 import { count, servedVersion, sharedTypes, untilServed, useCluster } from "./helpers.js";
 
 const cluster = useCluster("cluster");
@@ -137,27 +134,4 @@ test("3 nodes: install on A is loaded on B and C within 2 s; upgrade on C, deact
     "plugin_load_confirmed_v1",
   ])
     assert.equal(count(lateTypes, type), 1, `${type} once: ${lateTypes.join(",")}`);
-});
-
-const TASKBOARD_PACK = fileURLToPath(new URL("../../../../../examples/taskboard/scripts/pack.mjs", import.meta.url));
-
-test("taskboard (a plugin with its own event store) installed on one node runs on every node, each with its own store (plugin stores are still SQLite per node)", async () => {
-  const [t1, t2] = await Promise.all([cluster.start("t1"), cluster.start("t2")]);
-  const archive = join(cluster.work, "taskboard.tar.gz");
-  execFileSync(process.execPath, [TASKBOARD_PACK, archive], { stdio: "pipe" });
-  const r = await t1.api("POST", "/admin/api/plugins", { body: readFileSync(archive), headers: gzip });
-  assert.equal(r.status, 201, await r.clone().text());
-  const boards = (d: TestDaemon) => fetch(`${d.url}/plugin/taskboard/api/boards`);
-  await until(async () => (await boards(t2)).status === 200, 10_000, "taskboard on t2");
-  const created = await fetch(`${t1.url}/plugin/taskboard/api/boards`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ name: "cluster plans" }),
-  });
-  assert.equal(created.status, 201, await created.clone().text());
-  const names = async (d: TestDaemon) =>
-    (JSON.stringify(await (await boards(d)).json()).match(/cluster plans/g) ?? []).length;
-  assert.equal(await names(t1), 1, "the board is on the node that took it");
-  // Not shared yet: t2's taskboard has its own SQLite store under its own HECATE_HOME.
-  assert.equal(await names(t2), 0, "plugin stores are per node (not shared yet)");
 });

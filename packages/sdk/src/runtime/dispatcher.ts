@@ -197,7 +197,7 @@ export class Dispatcher {
       const storeConfig: StoreConfig | null = (m.storeConfig ? m.storeConfig() : null) ?? null;
       // The store id is fixed here, before init, so getConfig().storeId is what the plugin's store was opened with.
       config = { ...config, storeId: storeConfig ? (storeConfig.storeId ?? config.pluginName) : null };
-      setConfig(config);
+      config = setConfig(config); // what init sees: the cluster store URL without its password
       // Imported only when wanted: plugins without a store never load SQLite.
       if (storeConfig) (await import("../store.js")).open({ durability: storeConfig.durability });
       stage = "init";
