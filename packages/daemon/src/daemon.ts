@@ -21,6 +21,7 @@ import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
 import { ClusterNode } from "./cluster/cluster-node.js";
 import { resolveNodeId } from "./cluster/node-id.js";
+import { StoreWait, storeUnavailableError } from "./cluster/store-wait.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
@@ -39,7 +40,8 @@ export interface DaemonOptions {
   home: string;
   /**
    * `postgres://…`: the lifecycle store lives in that PostgreSQL database (store id "plugins") instead of
-   * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the start fails with StoreUnavailableError.
+   * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the listeners come up, the admin API answers
+   * 503 `store_unavailable` (with the reason) and the store is retried with a backoff until boot can go on.
    * Daemons on the same database form a cluster (see lifecycle/README.md, "Cluster mode"); plugin stores and read
    * models stay local.
    */
@@ -170,19 +172,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const store: EventStore = opts.storeUrl
     ? openEventStore({ url: opts.storeUrl, storeId: "plugins" })
     : openEventStore({ directory: join(home, "lifecycle"), storeId: "plugins", durability: "FULL" });
-  await store.ready().catch(async (err) => {
-    await store.close();
-    throw err;
-  });
-  let cluster: ClusterNode | undefined;
-  if (opts.storeUrl) {
-    try {
-      cluster = await ClusterNode.open(opts.storeUrl, resolveNodeId(home, opts.nodeId));
-    } catch (err) {
+  // Cluster mode: nothing connects yet (the store and the node's pool are lazy); PostgreSQL unreachable at boot is
+  // waited for below, with the admin API up and saying so (cluster/store-wait.ts).
+  const cluster = opts.storeUrl ? new ClusterNode(resolveNodeId(home, opts.nodeId), opts.storeUrl) : undefined;
+  const storeWait = new StoreWait();
+  if (!cluster)
+    await store.ready().catch(async (err) => {
       await store.close();
       throw err;
-    }
-  }
+    });
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
@@ -261,6 +259,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     maxUploadBytes: opts.maxUploadBytes,
     pluginPort: () => pluginPort,
     cluster,
+    unavailable: () => storeUnavailableError(storeWait.unavailable()),
   });
   // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
   // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
@@ -328,6 +327,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
+      storeWait.stop();
       adminRouter.setReady(false);
       logger.info("shutting down");
       const servers = [unix, adminTcp];
@@ -352,6 +352,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
 
   try {
+    if (cluster) {
+      const location = (store as { location?: string }).location ?? "the lifecycle store";
+      await storeWait.run(
+        async () => {
+          await store.ready();
+          await cluster.ensureSchema();
+        },
+        logger,
+        (err) => (ClusterNode.unreachable(err) ? location : undefined),
+      );
+    }
     await lifecycle.start();
   } catch (err) {
     logger.error({ err }, "boot failed");

@@ -69,12 +69,15 @@ CREATE TABLE IF NOT EXISTS hecate_cluster_plugin_status (
 /** Serialises the schema creation of nodes starting together (CREATE TABLE IF NOT EXISTS races otherwise). */
 const SCHEMA_LOCK = 0x6865_6361; // "heca"
 const HEARTBEAT_MS = 15_000;
+/** Node socket errors and SQLSTATEs of a server that is down, starting, or refusing us (see the store's list). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EHOSTUNREACH", "ETIMEDOUT", "EPIPE", "53300"]);
 
 export class ClusterNode implements LifecycleCluster {
   private readonly pool: pg.Pool;
   private heartbeat: NodeJS.Timeout | undefined;
 
-  private constructor(
+  /** Connects lazily: nothing is opened before the first query (`ensureSchema`). */
+  constructor(
     readonly nodeId: string,
     url: string,
   ) {
@@ -82,18 +85,20 @@ export class ClusterNode implements LifecycleCluster {
     this.pool.on("error", () => {}); // an idle client's connection dropped: the next query reconnects
   }
 
-  static async open(url: string, nodeId: string): Promise<ClusterNode> {
-    const node = new ClusterNode(nodeId, url);
-    try {
-      await node.tx(async (c) => {
-        await c.query("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK]);
-        await c.query(SCHEMA);
-      });
-    } catch (err) {
-      await node.pool.end();
-      throw err;
-    }
-    return node;
+  /** Creates the cluster tables (idempotent, serialised between nodes starting together). */
+  async ensureSchema(): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK]);
+      await c.query(SCHEMA);
+    });
+  }
+
+  /** True for errors that say "PostgreSQL is not there (now)": worth a retry. */
+  static unreachable(err: unknown): boolean {
+    const code = (err as { code?: unknown })?.code;
+    if (typeof code === "string" && (UNREACHABLE.has(code) || code.startsWith("08") || code.startsWith("57P")))
+      return true;
+    return /Connection terminated|timeout exceeded when trying to connect/i.test((err as Error)?.message ?? "");
   }
 
   async register(urls: { url: string; adminUrl: string }): Promise<void> {
