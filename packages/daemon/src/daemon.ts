@@ -21,6 +21,7 @@ import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
 import { ClusterNode } from "./cluster/cluster-node.js";
 import { resolveNodeId } from "./cluster/node-id.js";
+import { NodeLocal, nodeLocalRoutes } from "./cluster/node-local.js";
 import { StoreWait, storeUnavailableError } from "./cluster/store-wait.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
@@ -219,7 +220,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
     cluster,
+    clusterSettings: (name, e, folded) => nodeLocal!.settingsChanged(name, e, folded),
   });
+  // Cluster: a plugin's crash / disable / quarantine here is this node's status, not a shared event (node-local.ts).
+  const nodeLocal = cluster ? new NodeLocal({ cluster, lifecycle, loader, logger }) : undefined;
   /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
   hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
@@ -237,9 +241,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       void hosts.setInactive(inactivePlugins(lifecycle.list()));
     });
   });
-  hosts.on("crashed", (name: string, reason: string) => lifecycle.reportCrash(name, reason));
-  hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));
-  hosts.on("quarantined", (name: string, reason: string) => lifecycle.reportQuarantine(name, reason));
+  const faults = nodeLocal ?? {
+    crashed: (name: string, reason: string) => lifecycle.reportCrash(name, reason),
+    disabled: (name: string, reason: string) => lifecycle.reportDisabled(name, reason),
+    quarantined: (name: string, reason: string) => lifecycle.reportQuarantine(name, reason),
+  };
+  hosts.on("crashed", (name: string, reason: string) => faults.crashed(name, reason));
+  hosts.on("disabled", (name: string, reason: string) => faults.disabled(name, reason));
+  hosts.on("quarantined", (name: string, reason: string) => faults.quarantined(name, reason));
   hosts.on("host-crashed", (crash: HostCrash) => lifecycle.recordHostCrash(crash));
   watchContainerHealth(hosts, lifecycle); // confirm_container_up / _down on health transitions
   if (metrics) {
@@ -270,6 +279,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
   adminRouter.setSystemRoutes("oci", ociRoutes(admin, lifecycle, home));
   adminRouter.setSystemRoutes("hosts", hostRoutes(admin, hosts));
+  if (nodeLocal) adminRouter.setSystemRoutes("cluster", nodeLocalRoutes(admin, nodeLocal));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.

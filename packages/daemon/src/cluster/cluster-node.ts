@@ -156,6 +156,19 @@ export class ClusterNode implements LifecycleCluster {
     );
   }
 
+  /**
+   * This node's runtime fault of a plugin (a crash it restarted, a disable, a quarantine): sets status and error and
+   * keeps the version the row has (the faulty one).
+   */
+  async recordFault(plugin: string, status: NodePluginStatus, error: string): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO hecate_cluster_plugin_status (node_id, plugin, status, version, error, updated_at)
+       VALUES ($1, $2, $3, NULL, $4, now())
+       ON CONFLICT (node_id, plugin) DO UPDATE SET status = $3, error = $4, updated_at = now()`,
+      [this.nodeId, plugin, status, error],
+    );
+  }
+
   /** Every node's status of every plugin, by plugin name (nodes in id order). */
   async pluginStatuses(): Promise<Map<string, NodeStatusRecord[]>> {
     const r = await this.pool.query<{
