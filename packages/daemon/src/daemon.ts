@@ -368,6 +368,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         async () => {
           await store.ready();
           await cluster.ensureSchema();
+          lifecycle.vault.useKey(await cluster.settingsKey(lifecycle.vault.existingKey()));
         },
         logger,
         (err) => (ClusterNode.unreachable(err) ? location : undefined),

@@ -1,13 +1,15 @@
 /**
  * This daemon as a node of a cluster: several daemons on one `HECATE_STORE_URL` (PostgreSQL) share the lifecycle
  * streams, and each one carries every lifecycle event out on its own disk (see ../lifecycle/README.md, "Cluster
- * mode"). Beside the event store this keeps three tables in the same database:
+ * mode"). Beside the event store this keeps four tables in the same database:
  *   hecate_cluster_packages        the package archives, content-addressed (sha256), written by the node that
  *                                  accepted the upload; every node fetches them by digest and extracts them itself
  *   hecate_cluster_nodes           the nodes (id, URLs, started / last seen)
  *   hecate_cluster_plugin_status   each node's own outcome per plugin (extracted / loaded / failed / unloaded /
  *                                  removed): per-node state is not an event of the shared aggregate, so N nodes
  *                                  reacting to one event never append N shared events
+ *   hecate_cluster_settings_key    the key of secret settings, one for the cluster (a secret set through one node
+ *                                  is read by the plugin on every node)
  * node-postgres directly (the store's pool is internal to @hecate/store): plain tables, no event semantics needed.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -65,7 +67,9 @@ CREATE TABLE IF NOT EXISTS hecate_cluster_nodes (
   node_id text PRIMARY KEY, url text, admin_url text, started_at timestamptz NOT NULL, seen_at timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS hecate_cluster_plugin_status (
   node_id text NOT NULL, plugin text NOT NULL, status text NOT NULL, version text, error text,
-  updated_at timestamptz NOT NULL, PRIMARY KEY (node_id, plugin));`;
+  updated_at timestamptz NOT NULL, PRIMARY KEY (node_id, plugin));
+CREATE TABLE IF NOT EXISTS hecate_cluster_settings_key (
+  id int PRIMARY KEY CHECK (id = 1), key bytea NOT NULL CHECK (length(key) = 32));`;
 /** Serialises the schema creation of nodes starting together (CREATE TABLE IF NOT EXISTS races otherwise). */
 const SCHEMA_LOCK = 0x6865_6361; // "heca"
 const HEARTBEAT_MS = 15_000;
@@ -113,6 +117,19 @@ export class ClusterNode implements LifecycleCluster {
         .catch(() => {}); // PostgreSQL away for a while: the next beat tells
     }, HEARTBEAT_MS);
     this.heartbeat.unref();
+  }
+
+  /**
+   * The cluster's key for secret settings (32 bytes), made by the first node that asks (seeded with `local`, the key
+   * file of a node that ran alone before, when given). Every node encrypts and decrypts with it.
+   */
+  async settingsKey(local: Buffer | undefined): Promise<Buffer> {
+    await this.pool.query(
+      "INSERT INTO hecate_cluster_settings_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+      [local ?? randomBytes(32)],
+    );
+    const r = await this.pool.query<{ key: Buffer }>("SELECT key FROM hecate_cluster_settings_key WHERE id = 1");
+    return r.rows[0].key;
   }
 
   async storePackage(file: string): Promise<string> {
