@@ -22,6 +22,7 @@ import { SessionStore } from "./admin/sessions.js";
 import { ClusterNode } from "./cluster/cluster-node.js";
 import { resolveNodeId } from "./cluster/node-id.js";
 import { NodeLocal, nodeLocalRoutes } from "./cluster/node-local.js";
+import { PackagePruner, type PruneTimings } from "./cluster/package-prune.js";
 import { StoreWait, storeUnavailableError } from "./cluster/store-wait.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
@@ -49,6 +50,8 @@ export interface DaemonOptions {
   storeUrl?: string;
   /** Cluster node id (env HECATE_NODE_ID); default: kept in `$HECATE_HOME/node-id`, created once. */
   nodeId?: string;
+  /** Cluster mode: pruning of the package table (grace, interval, when a silent node stops counting). */
+  packagePrune?: PruneTimings;
   /** TCP port, 0 = ephemeral; default 7770. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -224,6 +227,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   // Cluster: a plugin's crash / disable / quarantine here is this node's status, not a shared event (node-local.ts).
   const nodeLocal = cluster ? new NodeLocal({ cluster, lifecycle, loader, logger }) : undefined;
+  const pruner = cluster
+    ? new PackagePruner(
+        { store, cluster, plugins: () => lifecycle.list().map((p) => p.name), logger },
+        opts.packagePrune,
+      )
+    : undefined;
   /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
   hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
@@ -351,6 +360,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await lifecycle.oci.stopPodman(); // the Podman service, when the image pulls started it
       for (const server of servers) server.closeAllConnections();
       await stopped;
+      await pruner?.stop();
       await cluster?.close();
       await store.close();
       rmSync(socketPath, { force: true });
@@ -392,6 +402,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }
   }
   await cluster?.register({ url, adminUrl });
+  pruner?.start();
   adminRouter.setReady(true);
   await hosts.setReady(true);
   logger.info(

@@ -137,10 +137,33 @@ export class ClusterNode implements LifecycleCluster {
     const sha256 = createHash("sha256").update(bytes).digest("hex");
     await this.pool.query(
       `INSERT INTO hecate_cluster_packages (sha256, bytes, size, stored_by) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (sha256) DO NOTHING`,
+       ON CONFLICT (sha256) DO UPDATE SET stored_by = $4, stored_at = now()`,
       [sha256, bytes, bytes.length, this.nodeId],
     );
     return sha256;
+  }
+
+  /** The package table without its bytes (for pruning). */
+  async packages(): Promise<{ sha256: string; size: number; storedAt: Date }[]> {
+    const r = await this.pool.query<{ sha256: string; size: string; stored_at: Date }>(
+      "SELECT sha256, size, stored_at FROM hecate_cluster_packages ORDER BY stored_at",
+    );
+    return r.rows.map((row) => ({ sha256: row.sha256, size: Number(row.size), storedAt: row.stored_at }));
+  }
+
+  /**
+   * Deletes these packages unless one was stored (again) within the last `graceMs`: checked in the DELETE itself,
+   * so an install that stores the bytes of a package being pruned keeps them (storePackage refreshes stored_at).
+   */
+  async deletePackages(sha256s: string[], graceMs: number): Promise<string[]> {
+    if (sha256s.length === 0) return [];
+    const r = await this.pool.query<{ sha256: string }>(
+      `DELETE FROM hecate_cluster_packages
+       WHERE sha256 = ANY($1) AND stored_at < now() - make_interval(secs => $2::double precision / 1000)
+       RETURNING sha256`,
+      [sha256s, graceMs],
+    );
+    return r.rows.map((row) => row.sha256);
   }
 
   async fetchPackage(sha256: string, dest: string): Promise<void> {
