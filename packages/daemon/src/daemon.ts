@@ -288,7 +288,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
   adminRouter.setSystemRoutes("oci", ociRoutes(admin, lifecycle, home));
   adminRouter.setSystemRoutes("hosts", hostRoutes(admin, hosts));
-  if (nodeLocal) adminRouter.setSystemRoutes("cluster", nodeLocalRoutes(admin, nodeLocal));
+  adminRouter.setSystemRoutes("cluster", nodeLocalRoutes(admin, nodeLocal));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.

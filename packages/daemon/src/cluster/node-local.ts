@@ -111,13 +111,24 @@ export class NodeLocal {
   }
 }
 
-/** `POST /admin/api/plugins/{name}/restart` (cluster mode): reloads the plugin on the node that answers. */
-export function nodeLocalRoutes(admin: AdminApi, local: NodeLocal): MountedRoute[] {
+/**
+ * `POST /admin/api/plugins/{name}/restart`: reloads the plugin on the node that answers (cluster mode; without a
+ * cluster: 409 `not_cluster`, the plugin's state is the daemon's and `activate` retries a failed one).
+ */
+export function nodeLocalRoutes(admin: AdminApi, local: NodeLocal | undefined): MountedRoute[] {
   return [
     {
       method: "POST",
       path: "/admin/api/plugins/:name/restart",
-      handler: admin.guarded(async (_req, res, p) => sendJson(res, 200, await local.restart(p.name)), true),
+      handler: admin.guarded(async (_req, res, p) => {
+        if (!local)
+          throw new ApiError(
+            409,
+            "not_cluster",
+            `restart loads a plugin again on one node of a cluster; this daemon runs alone: a failed plugin is retried with: hecate plugin activate ${p.name}`,
+          );
+        sendJson(res, 200, await local.restart(p.name));
+      }, true),
     },
   ];
 }
