@@ -190,6 +190,8 @@ export class LifecycleService extends EventEmitter {
       state: (name) => this.states.get(name),
       states: () => this.states.values(),
       dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
+      nodeId: o.cluster?.nodeId,
+      nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
     });
   }
 
@@ -453,12 +455,14 @@ export class LifecycleService extends EventEmitter {
         ...(oci ? { oci } : {}),
       };
       const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
-      // Cluster: the bytes go to the shared package table first; the event names them by digest. (An oci:// install
-      // has no archive: its image is the package; cluster rollout of those is not done yet.)
-      const metadata =
-        this.o.cluster && !oci
-          ? { packageSha256: await this.o.cluster.storePackage(this.o.loader.paths(name).archive) }
-          : undefined;
+      // Cluster: the bytes go to the shared package table first; the event names them by digest. An oci:// install
+      // has no archive (its digest-pinned image is the package, each node pulls it): the event names this node,
+      // which runs the recorded pull (oci-flow.ts).
+      const metadata = !this.o.cluster
+        ? undefined
+        : oci
+          ? { node: this.o.cluster.nodeId }
+          : { packageSha256: await this.o.cluster.storePackage(this.o.loader.paths(name).archive) };
       const r = await this.dispatch(name, { type, data: info, ...(metadata ? { metadata } : {}) });
       return { name, position: r.position };
     });

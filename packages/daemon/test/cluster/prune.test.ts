@@ -7,12 +7,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { test } from "node:test";
 import pg from "pg";
 import pino from "pino";
 import { PackagePruner } from "../../src/cluster/package-prune.js";
-import { buildPackage, startTestDaemon, type TestDaemon, until } from "../lifecycle/helpers.js";
+import { buildPackage, type TestDaemon, until } from "../lifecycle/helpers.js";
 import { untilServed, useCluster } from "./helpers.js";
 
 const cluster = useCluster("cluster-prune");
@@ -20,16 +19,7 @@ const gzip = { "content-type": "application/gzip" };
 const TIMINGS = { everyMs: 150, graceMs: 400 };
 const sha = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-async function start(id: string): Promise<TestDaemon> {
-  const d = await startTestDaemon({
-    home: join(cluster.work, `home-${id}`),
-    storeUrl: cluster.server.url,
-    nodeId: id,
-    packagePrune: TIMINGS,
-  });
-  cluster.nodes.push(d);
-  return d;
-}
+const start = (id: string) => cluster.start(id, { packagePrune: TIMINGS });
 
 async function stored(): Promise<string[]> {
   const c = new pg.Client({ connectionString: cluster.server.url });
@@ -68,8 +58,7 @@ test("package table: old bytes go once every node moved past them, a down node h
   t.diagnostic(`v1's bytes pruned ${(performance.now() - t0).toFixed(0)} ms after the upgrade began`);
 
   // B down, upgrade to v3 on A: v2's bytes stay while B's checkpoint is behind the upgrade
-  await b.stop();
-  cluster.nodes.splice(cluster.nodes.indexOf(b), 1);
+  await cluster.stop(b);
   await send(a, "/admin/api/plugins/pruned/upgrade", v3, 200);
   await new Promise((r) => setTimeout(r, TIMINGS.graceMs + 5 * TIMINGS.everyMs));
   assert.deepEqual(await stored(), [sha(v2), sha(v3)].sort(), "v2 kept while B has not moved past the upgrade");

@@ -97,8 +97,7 @@ test("a settings change on one node takes effect on every node (live, swap, secr
   for (const [i, s] of swapped.entries()) assert.notEqual(s?.instance, swapBefore[i]?.instance, "a new instance");
 
   // C is down while A changes the settings: it loads the plugin with them when it comes back
-  await c.stop();
-  cluster.nodes.splice(cluster.nodes.indexOf(c), 1);
+  await cluster.stop(c);
   const put3 = await a.api("PUT", "/admin/api/plugins/cfg/settings", {
     body: JSON.stringify({ values: { greeting: "while-c-was-down" } }),
     headers: json,
