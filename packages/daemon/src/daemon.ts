@@ -223,7 +223,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
     cluster,
-    clusterSettings: (name, e, folded) => nodeLocal!.settingsChanged(name, e, folded),
+    // Cluster only: another node's settings change applied to this node's plugin (node-local.ts).
+    clusterSettings: cluster ? (name, e, folded) => nodeLocal!.settingsChanged(name, e, folded) : undefined,
   });
   // Cluster: a plugin's crash / disable / quarantine here is this node's status, not a shared event (node-local.ts).
   const nodeLocal = cluster ? new NodeLocal({ cluster, lifecycle, loader, logger }) : undefined;
