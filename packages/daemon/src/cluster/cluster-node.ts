@@ -46,6 +46,8 @@ export interface LifecycleCluster {
   readonly nodeId: string;
   /** Stores the archive's bytes (idempotent) and returns its sha256. */
   storePackage(file: string): Promise<string>;
+  /** Runs `fn` (store bytes, append their event) so that no package prune pass runs in between. */
+  withPackageLock<T>(fn: () => Promise<T>): Promise<T>;
   /**
    * Writes the archive with this digest to `dest` (verified against the digest; atomic rename). Errors with `code`
    * `package_missing` / `digest_mismatch` are final; others (PostgreSQL unreachable) are worth a retry.
@@ -73,6 +75,11 @@ CREATE TABLE IF NOT EXISTS hecate_cluster_settings_key (
 /** Serialises the schema creation of nodes starting together (CREATE TABLE IF NOT EXISTS races otherwise). */
 const SCHEMA_LOCK = 0x6865_6361; // "heca"
 const HEARTBEAT_MS = 15_000;
+/**
+ * Held shared by an install / upgrade from storing its bytes until its event is appended, exclusively by a prune pass:
+ * a pass never deletes bytes whose event is about to land (package-prune.ts).
+ */
+const PACKAGE_LOCK = 0x6865_6370; // "hecp"
 /** Node socket errors and SQLSTATEs of a server that is down, starting, or refusing us (see the store's list). */
 const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EHOSTUNREACH", "ETIMEDOUT", "EPIPE", "53300"]);
 
@@ -141,6 +148,38 @@ export class ClusterNode implements LifecycleCluster {
       [sha256, bytes, bytes.length, this.nodeId],
     );
     return sha256;
+  }
+
+  /** Runs `fn` (store a package's bytes, append the event naming them) under the shared package lock. */
+  async withPackageLock<T>(fn: () => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    let broken = false;
+    try {
+      await c.query("SELECT pg_advisory_lock_shared($1)", [PACKAGE_LOCK]);
+      try {
+        return await fn();
+      } finally {
+        // a session lock left on a pooled connection would block every later prune: drop the connection instead
+        await c.query("SELECT pg_advisory_unlock_shared($1)", [PACKAGE_LOCK]).catch(() => {
+          broken = true;
+        });
+      }
+    } catch (err) {
+      broken ||= ClusterNode.unreachable(err);
+      throw err;
+    } finally {
+      c.release(broken);
+    }
+  }
+
+  /** Runs `fn` holding the package lock exclusively; undefined (not run) while an install holds it. */
+  async withExclusivePackageLock<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    let out: T | undefined;
+    await this.tx(async (c) => {
+      const r = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", [PACKAGE_LOCK]);
+      if (r.rows[0]?.ok) out = await fn();
+    });
+    return out;
   }
 
   /** The package table without its bytes (for pruning). */

@@ -8,8 +8,11 @@
  *      that superseded it (the next install / upgrade / remove of that plugin): every node has moved on. A node away
  *      longer does not hold pruning up: when it comes back, its catch-up skips the steps of superseded events (it
  *      fetches only the current packages);
- *   3. its row was not stored (again) within `graceMs` (default 10 min), checked in the DELETE itself: an install that
- *      has stored the bytes but not yet appended its event keeps them (storePackage refreshes `stored_at`).
+ *   3. its row was not stored (again) within `graceMs` (default 10 min), checked in the DELETE itself
+ *      (storePackage refreshes `stored_at`).
+ * A pass holds the package lock exclusively (a PostgreSQL advisory lock); an install or upgrade holds it shared from
+ * storing its bytes until its event is appended, so a pass never deletes bytes whose event is about to land (the
+ * grace is a second guard, e.g. for bytes stored by a version without the lock).
  * Every node runs it every `everyMs` (default 5 min); runs of several nodes at once are harmless (one DELETE wins).
  */
 import type { EventStore } from "@hecate/store";
@@ -62,8 +65,12 @@ export class PackagePruner {
     await this.running;
   }
 
-  /** One pass (also called by tests and benches directly). */
+  /** One pass (also called by tests directly); skipped (empty result) while an install stores its bytes. */
   async prune(): Promise<PruneResult> {
+    return (await this.o.cluster.withExclusivePackageLock(() => this.pass())) ?? { deleted: [], kept: [] };
+  }
+
+  private async pass(): Promise<PruneResult> {
     const [rows, nodes] = await Promise.all([this.o.cluster.packages(), this.o.cluster.nodes()]);
     if (rows.length === 0) return { deleted: [], kept: [] };
     const { current, supersededAt } = await this.references();

@@ -458,13 +458,17 @@ export class LifecycleService extends EventEmitter {
       // Cluster: the bytes go to the shared package table first; the event names them by digest. An oci:// install
       // has no archive (its digest-pinned image is the package, each node pulls it): the event names this node,
       // which runs the recorded pull (oci-flow.ts).
-      const metadata = !this.o.cluster
-        ? undefined
-        : oci
-          ? { node: this.o.cluster.nodeId }
-          : { packageSha256: await this.o.cluster.storePackage(this.o.loader.paths(name).archive) };
-      const r = await this.dispatch(name, { type, data: info, ...(metadata ? { metadata } : {}) });
-      return { name, position: r.position };
+      const cluster = this.o.cluster;
+      if (!cluster || oci) {
+        const metadata = cluster ? { metadata: { node: cluster.nodeId } } : {};
+        return { name, position: (await this.dispatch(name, { type, data: info, ...metadata })).position };
+      }
+      // Under the shared package lock: a prune pass never runs between storing the bytes and appending the event.
+      return cluster.withPackageLock(async () => {
+        const packageSha256 = await cluster.storePackage(this.o.loader.paths(name).archive);
+        const r = await this.dispatch(name, { type, data: info, metadata: { packageSha256 } });
+        return { name, position: r.position };
+      });
     });
   }
 

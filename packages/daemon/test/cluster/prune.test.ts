@@ -2,7 +2,8 @@
  * Cluster mode: the package table is pruned by the nodes themselves (short timings here: every 150 ms, 400 ms grace).
  * An upgrade's old bytes go once every node has moved past it; while a node is down (its checkpoint behind the
  * upgrade) they stay, and go after it came back and caught up; a removed plugin's bytes go; bytes stored for an
- * install whose event is not appended yet stay for the grace period; a package pruned earlier can be installed again.
+ * install whose event is not appended yet stay for the grace period, and past it while the install holds the package
+ * lock; a package pruned earlier can be installed again.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -88,6 +89,20 @@ test("package table: old bytes go once every node moved past them, a down node h
     JSON.stringify(pass2),
   );
   await untilStored([sha(v3)]);
+
+  // an install holding the package lock (bytes stored, event not appended yet) past the grace: passes skip, bytes stay
+  const held = await buildPackage(cluster.work, { name: "held", version: "1.0.0" });
+  await a.cluster!.withPackageLock(async () => {
+    const bytes = await a.cluster!.storePackage(held);
+    await new Promise((r) => setTimeout(r, TIMINGS.graceMs + 3 * TIMINGS.everyMs));
+    assert.deepEqual(
+      await oneOff.prune(),
+      { deleted: [], kept: [] },
+      "a pass does not run while an install holds the lock",
+    );
+    assert.ok((await stored()).includes(bytes), "kept past the grace while the lock is held");
+  });
+  await untilStored([sha(v3)]); // never appended: pruned once the lock is released
 
   // remove: the plugin's bytes go; installing a pruned package again stores it again and rolls out
   const rm = await b2.api("DELETE", "/admin/api/plugins/pruned");
