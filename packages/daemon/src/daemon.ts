@@ -21,6 +21,9 @@ import { peerCredentialsUnavailable } from "./admin/peer.js";
 import { SessionStore } from "./admin/sessions.js";
 import { ClusterNode } from "./cluster/cluster-node.js";
 import { resolveNodeId } from "./cluster/node-id.js";
+import { NodeLocal, nodeLocalRoutes } from "./cluster/node-local.js";
+import { PackagePruner, type PruneTimings } from "./cluster/package-prune.js";
+import { StoreWait, storeUnavailableError } from "./cluster/store-wait.js";
 import { type ConnectionLimits, resolveLimits } from "./http/conn-limits.js";
 import { bindAddressHost, HostAllowList } from "./http/host-allow.js";
 import { Router } from "./http/router.js";
@@ -39,13 +42,16 @@ export interface DaemonOptions {
   home: string;
   /**
    * `postgres://…`: the lifecycle store lives in that PostgreSQL database (store id "plugins") instead of
-   * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the start fails with StoreUnavailableError.
+   * `$HECATE_HOME/lifecycle/plugins.sqlite`; unreachable at start -> the listeners come up, the admin API answers
+   * 503 `store_unavailable` (with the reason) and the store is retried with a backoff until boot can go on.
    * Daemons on the same database form a cluster (see lifecycle/README.md, "Cluster mode"); plugin stores and read
    * models stay local.
    */
   storeUrl?: string;
   /** Cluster node id (env HECATE_NODE_ID); default: kept in `$HECATE_HOME/node-id`, created once. */
   nodeId?: string;
+  /** Cluster mode: pruning of the package table (grace, interval, when a silent node stops counting). */
+  packagePrune?: PruneTimings;
   /** TCP port, 0 = ephemeral; default 7770. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -170,19 +176,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const store: EventStore = opts.storeUrl
     ? openEventStore({ url: opts.storeUrl, storeId: "plugins" })
     : openEventStore({ directory: join(home, "lifecycle"), storeId: "plugins", durability: "FULL" });
-  await store.ready().catch(async (err) => {
-    await store.close();
-    throw err;
-  });
-  let cluster: ClusterNode | undefined;
-  if (opts.storeUrl) {
-    try {
-      cluster = await ClusterNode.open(opts.storeUrl, resolveNodeId(home, opts.nodeId));
-    } catch (err) {
+  // Cluster mode: nothing connects yet (the store and the node's pool are lazy); PostgreSQL unreachable at boot is
+  // waited for below, with the admin API up and saying so (cluster/store-wait.ts).
+  const cluster = opts.storeUrl ? new ClusterNode(resolveNodeId(home, opts.nodeId), opts.storeUrl) : undefined;
+  const storeWait = new StoreWait();
+  if (!cluster)
+    await store.ready().catch(async (err) => {
       await store.close();
       throw err;
-    }
-  }
+    });
   const pkg = packageOps(home, opts.requireSignature); // throws on a broken trust key file: fails the start
   const wantContainers = opts.containers ?? "auto";
   const containersAvailable = wantContainers === true || (wantContainers === "auto" && podmanWorks());
@@ -222,7 +224,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "lifecycle" }),
     crashAfter: process.env.HECATE_TEST_CRASH_AFTER || undefined,
     cluster,
+    // Cluster only: another node's settings change applied to this node's plugin (node-local.ts).
+    clusterSettings: cluster ? (name, e, folded) => nodeLocal!.settingsChanged(name, e, folded) : undefined,
   });
+  // Cluster: a plugin's crash / disable / quarantine here is this node's status, not a shared event (node-local.ts).
+  const nodeLocal = cluster ? new NodeLocal({ cluster, lifecycle, loader, logger }) : undefined;
+  const pruner = cluster
+    ? new PackagePruner(
+        { store, cluster, plugins: () => lifecycle.list().map((p) => p.name), logger },
+        opts.packagePrune,
+      )
+    : undefined;
   /** A plugin's log line (worker or container, from its host): kept for the admin API and written to the log. */
   hosts.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) => {
     logs.add({ time: new Date().toISOString(), level: e.level, msg: e.msg, plugin: e.plugin, fields: e.fields });
@@ -240,9 +252,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       void hosts.setInactive(inactivePlugins(lifecycle.list()));
     });
   });
-  hosts.on("crashed", (name: string, reason: string) => lifecycle.reportCrash(name, reason));
-  hosts.on("disabled", (name: string, reason: string) => lifecycle.reportDisabled(name, reason));
-  hosts.on("quarantined", (name: string, reason: string) => lifecycle.reportQuarantine(name, reason));
+  const faults = nodeLocal ?? {
+    crashed: (name: string, reason: string) => lifecycle.reportCrash(name, reason),
+    disabled: (name: string, reason: string) => lifecycle.reportDisabled(name, reason),
+    quarantined: (name: string, reason: string) => lifecycle.reportQuarantine(name, reason),
+  };
+  hosts.on("crashed", (name: string, reason: string) => faults.crashed(name, reason));
+  hosts.on("disabled", (name: string, reason: string) => faults.disabled(name, reason));
+  hosts.on("quarantined", (name: string, reason: string) => faults.quarantined(name, reason));
   hosts.on("host-crashed", (crash: HostCrash) => lifecycle.recordHostCrash(crash));
   watchContainerHealth(hosts, lifecycle); // confirm_container_up / _down on health transitions
   if (metrics) {
@@ -262,6 +279,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     maxUploadBytes: opts.maxUploadBytes,
     pluginPort: () => pluginPort,
     cluster,
+    unavailable: () => storeUnavailableError(storeWait.unavailable()),
   });
   // By default the admin API and page live on their own origin: a plugin's page (served on the plugin port) is then
   // cross-origin to the admin API, and the Origin check stops it from driving it with an operator's cookie (cookies
@@ -272,6 +290,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   adminRouter.setSystemRoutes("observe", observeRoutes(admin, hosts, metrics));
   adminRouter.setSystemRoutes("oci", ociRoutes(admin, lifecycle, home));
   adminRouter.setSystemRoutes("hosts", hostRoutes(admin, hosts));
+  adminRouter.setSystemRoutes("cluster", nodeLocalRoutes(admin, nodeLocal));
 
   // The plugin listener: accepted here, handed to the main plugin host (see PluginHosts.adopt). The supervisor
   // keeps it bound while a host restarts, so new connections wait instead of being refused.
@@ -329,6 +348,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
+      storeWait.stop();
       adminRouter.setReady(false);
       logger.info("shutting down");
       const servers = [unix, adminTcp];
@@ -342,6 +362,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await lifecycle.oci.stopPodman(); // the Podman service, when the image pulls started it
       for (const server of servers) server.closeAllConnections();
       await stopped;
+      await pruner?.stop();
       await cluster?.close();
       await store.close();
       rmSync(socketPath, { force: true });
@@ -353,6 +374,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
 
   try {
+    if (cluster) {
+      const location = (store as { location?: string }).location ?? "the lifecycle store";
+      await storeWait.run(
+        async () => {
+          await store.ready();
+          await cluster.ensureSchema();
+          lifecycle.vault.useKey(await cluster.settingsKey(lifecycle.vault.existingKey()));
+        },
+        logger,
+        (err) => (ClusterNode.unreachable(err) ? location : undefined),
+      );
+    }
     await lifecycle.start();
   } catch (err) {
     logger.error({ err }, "boot failed");
@@ -371,6 +404,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }
   }
   await cluster?.register({ url, adminUrl });
+  pruner?.start();
   adminRouter.setReady(true);
   await hosts.setReady(true);
   logger.info(

@@ -50,6 +50,8 @@ export interface AdminApiOptions {
   pluginPort?: () => number | null;
   /** Cluster mode: the list shows every node's status of each plugin. */
   cluster?: ClusterNode;
+  /** While this returns an error (the lifecycle store unreachable at boot), every `/admin/api/` route answers it. */
+  unavailable?: () => ApiError | undefined;
 }
 
 export type Handler = (
@@ -184,6 +186,8 @@ export class AdminApi {
       try {
         this.o.guard.checkHostAndOrigin(req);
         if (auth) this.o.guard.checkAuth(req);
+        const down = ctx.pathname.startsWith("/admin/api/") ? this.o.unavailable?.() : undefined;
+        if (down) throw down;
         if (req.method !== "GET" && req.method !== "HEAD" && !this.o.lifecycle.booted)
           throw new ApiError(503, "not_ready", "the daemon is still recovering; retry when /ready answers 200");
         await h(req, res, params, ctx);

@@ -49,6 +49,13 @@ export interface OciFlowOptions {
   env?: NodeJS.ProcessEnv;
   /** Podman's API socket; default `$HECATE_HOME/run/podman.sock`. */
   podmanSocket?: string;
+  /**
+   * Cluster mode: this node's id. The node that took the install runs the recorded pull (start / progress /
+   * complete); every other node pulls the digest-pinned image itself when it lays the package out.
+   */
+  nodeId?: string;
+  /** Cluster mode: this node's own outcome (its row in the cluster's per-node status). */
+  nodeStatus?(name: string, status: "extracting" | "extracted" | "extract_failed", extra?: object): Promise<void>;
 }
 
 export interface ResolvedOciPackage {
@@ -127,10 +134,16 @@ export class OciFlow {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1":
         if (!ev.data.oci) return false;
-        if (ev.data.generation === s.generation && has(s, Flags.EXTRACTING) && !has(s, Flags.PULLING))
-          await this.o.dispatch(name, { type: "start_oci_pull_v1", data: { generation: ev.data.generation } }, ctx);
+        if (ev.data.generation === s.generation && has(s, Flags.EXTRACTING) && !has(s, Flags.PULLING)) {
+          // Cluster: the pull is the accepting node's (named in the install's metadata, passed on to the start).
+          const by = e.metadata.node;
+          const metadata = typeof by === "string" ? { metadata: { node: by } } : {};
+          const start = { type: "start_oci_pull_v1" as const, data: { generation: ev.data.generation }, ...metadata };
+          await this.o.dispatch(name, start, ctx);
+        }
         return true;
       case "oci_pull_started_v1":
+        if (this.o.nodeId && typeof e.metadata.node === "string" && e.metadata.node !== this.o.nodeId) return true;
         if (ev.data.generation === s.generation && has(s, Flags.PULLING)) this.startPull(name, s);
         return true;
       case "oci_pull_completed_v1":
@@ -204,9 +217,30 @@ export class OciFlow {
     this.pulls.set(name, { generation: s.generation, abort, done });
   }
 
-  private async pull(name: string, generation: number, src: OciSource, signal: AbortSignal): Promise<void> {
+  /** Pulls the digest-pinned image and checks what Podman stored: that digest, with a plugin manifest label. */
+  private async pullPinned(src: OciSource, signal?: AbortSignal, onLine: (line: PullLine) => void = () => {}) {
     const registry = parseOciReference(src.reference).registry;
-    const plainHttp = registryUsesPlainHttp(this.o.home, registry);
+    await this.podman.ensureService();
+    const id = await this.podman.pullImage(
+      src.image,
+      {
+        // Plain HTTP only where registry-config allows it: a loopback registry or one set insecure.
+        tlsVerify: !registryUsesPlainHttp(this.o.home, registry),
+        auth: registryCredentials(this.o.home, registry),
+        signal,
+      },
+      onLine,
+    );
+    const inspected = await this.podman.inspectImage(src.image);
+    const repo = src.image.slice(0, src.image.lastIndexOf("@"));
+    if (!inspected?.RepoDigests?.includes(`${repo}@${src.digest}`))
+      throw new OciInstallError("digest_mismatch", `the pulled image ${id} is not ${src.image}`);
+    if (typeof inspected.Config?.Labels?.[MANIFEST_LABEL] !== "string")
+      throw new OciInstallError("no_plugin_manifest", `the pulled image ${id} has no ${MANIFEST_LABEL} label`);
+    return id;
+  }
+
+  private async pull(name: string, generation: number, src: OciSource, signal: AbortSignal): Promise<void> {
     const progress = new PullProgress({ layers: src.layers, bytes: src.bytes });
     // Progress reports are appended one after the other, never racing the outcome.
     let reports: Promise<unknown> = Promise.resolve();
@@ -225,27 +259,11 @@ export class OciFlow {
     }, 250);
     let outcome: PluginCommand;
     try {
-      await this.podman.ensureService();
-      const id = await this.podman.pullImage(
-        src.image,
-        {
-          // Plain HTTP only where registry-config allows it: a loopback registry or one set insecure.
-          tlsVerify: !plainHttp,
-          auth: registryCredentials(this.o.home, registry),
-          signal,
-        },
-        (line: PullLine) => {
-          progress.take(line);
-          report();
-        },
-      );
+      const id = await this.pullPinned(src, signal, (line: PullLine) => {
+        progress.take(line);
+        report();
+      });
       clearInterval(sampler);
-      const inspected = await this.podman.inspectImage(src.image);
-      const repo = src.image.slice(0, src.image.lastIndexOf("@"));
-      if (!inspected?.RepoDigests?.includes(`${repo}@${src.digest}`))
-        throw new OciInstallError("digest_mismatch", `the pulled image ${id} is not ${src.image}`);
-      if (typeof inspected.Config?.Labels?.[MANIFEST_LABEL] !== "string")
-        throw new OciInstallError("no_plugin_manifest", `the pulled image ${id} has no ${MANIFEST_LABEL} label`);
       progress.finish();
       report();
       outcome = { type: "complete_oci_pull_v1", data: { generation, digest: src.digest, image_id: id } };
@@ -274,6 +292,17 @@ export class OciFlow {
     const src = s.oci!;
     let outcome: PluginCommand;
     try {
+      if (this.o.nodeId) {
+        // Cluster: another node recorded the pull; this node needs the image in its own Podman.
+        await this.o.nodeStatus?.(name, "extracting");
+        if (!(await this.podman.inspectImage(src.image).catch(() => null))) {
+          await this.podman.ensureService();
+          if (!(await this.podman.inspectImage(src.image))) {
+            this.o.logger.info({ plugin: name, image: src.image }, "pulling the image on this node");
+            await this.pullPinned(src);
+          }
+        }
+      }
       const inspected = await this.podman.inspectImage(src.image);
       const label = inspected?.Config?.Labels?.[MANIFEST_LABEL];
       if (typeof label !== "string") throw new OciInstallError("no_plugin_manifest", `${src.image} is not present`);
@@ -296,6 +325,10 @@ export class OciFlow {
         },
       };
     }
+    if (outcome.type === "extract_plugin_package_v1")
+      await this.o.nodeStatus?.(name, "extracted", { version: outcome.data.version });
+    else if (outcome.type === "fail_plugin_extract_v1")
+      await this.o.nodeStatus?.(name, "extract_failed", { error: `${outcome.data.code}: ${outcome.data.message}` });
     await this.o.dispatch(name, outcome, ctx);
   }
 

@@ -112,6 +112,11 @@ export interface LifecycleOptions {
    * cluster's per-node status; the shared events it dispatches have ids shared by every node, so they land once.
    */
   cluster?: LifecycleCluster;
+  /**
+   * Cluster: the process manager met plugin_settings_changed_v1 (cluster/node-local.ts applies another node's change
+   * to this node's running plugin; `folded` waits until this node's view has the event).
+   */
+  clusterSettings?: (name: string, e: RecordedEvent, folded: (position: number) => Promise<void>) => Promise<void>;
 }
 
 const has = (s: PluginState, f: number) => (s.status & f) !== 0;
@@ -185,6 +190,8 @@ export class LifecycleService extends EventEmitter {
       state: (name) => this.states.get(name),
       states: () => this.states.values(),
       dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
+      nodeId: o.cluster?.nodeId,
+      nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
     });
   }
 
@@ -448,14 +455,20 @@ export class LifecycleService extends EventEmitter {
         ...(oci ? { oci } : {}),
       };
       const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
-      // Cluster: the bytes go to the shared package table first; the event names them by digest. (An oci:// install
-      // has no archive: its image is the package; cluster rollout of those is not done yet.)
-      const metadata =
-        this.o.cluster && !oci
-          ? { packageSha256: await this.o.cluster.storePackage(this.o.loader.paths(name).archive) }
-          : undefined;
-      const r = await this.dispatch(name, { type, data: info, ...(metadata ? { metadata } : {}) });
-      return { name, position: r.position };
+      // Cluster: the bytes go to the shared package table first; the event names them by digest. An oci:// install
+      // has no archive (its digest-pinned image is the package, each node pulls it): the event names this node,
+      // which runs the recorded pull (oci-flow.ts).
+      const cluster = this.o.cluster;
+      if (!cluster || oci) {
+        const metadata = cluster ? { metadata: { node: cluster.nodeId } } : {};
+        return { name, position: (await this.dispatch(name, { type, data: info, ...metadata })).position };
+      }
+      // Under the shared package lock: a prune pass never runs between storing the bytes and appending the event.
+      return cluster.withPackageLock(async () => {
+        const packageSha256 = await cluster.storePackage(this.o.loader.paths(name).archive);
+        const r = await this.dispatch(name, { type, data: info, metadata: { packageSha256 } });
+        return { name, position: r.position };
+      });
     });
   }
 
@@ -577,6 +590,8 @@ export class LifecycleService extends EventEmitter {
           unset: change.unset,
           reset: false,
         },
+        // Cluster: the node that took the change applies it below; the others' process managers apply it there.
+        ...(this.o.cluster ? { metadata: { node: this.o.cluster.nodeId } } : {}),
       });
       await this.feed?.caughtUp(r.position);
       const now = this.states.get(name)!;
@@ -657,10 +672,19 @@ export class LifecycleService extends EventEmitter {
     // the outcome may be another node's; this node's own steps up to it are awaited too (bounded by the timeout), so
     // the node that handled a command serves its result when it answers.
     const started = Date.now();
-    const folded = async (e: RecordedEvent) => {
+    const folded = async (e: RecordedEvent): Promise<RecordedEvent> => {
       if (this.o.cluster && this.pm)
         await withTimeout(this.pm.caughtUp(e.position), timeoutMs - (Date.now() - started));
       await this.feed?.caughtUp(e.position);
+      // Cluster: another node's load failure may come first; this node's own step is done by now, and when it (or
+      // any node) loaded the plugin since, that confirm is the answer (see loadAndConfirm).
+      if (this.o.cluster && e.type === "plugin_load_failed_v1" && types.includes("plugin_load_confirmed_v1")) {
+        const confirmed = (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
+          .filter((x) => x.position > e.position && x.type === "plugin_load_confirmed_v1")
+          .at(-1);
+        if (confirmed) await this.feed?.caughtUp(confirmed.position);
+        return confirmed ?? e;
+      }
       return e;
     };
     return new Promise((resolve, reject) => {
@@ -836,13 +860,13 @@ export class LifecycleService extends EventEmitter {
       }
       case "plugin_package_extracted_v1": {
         if (ev.data.generation !== s.generation) return;
-        if (has(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx);
+        if (has(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
         else if (this.loadsAfterExtract(name)) await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
         return;
       }
       case "plugin_activated_v1":
         if (ev.data.activation !== s.activation || !has(s, Flags.ACTIVATED) || has(s, Flags.EXTRACTING)) return;
-        await this.loadAndConfirm(name, s, ctx);
+        await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
         return;
       case "plugin_deactivated_v1":
         await this.o.loader.unload(name);
@@ -863,6 +887,9 @@ export class LifecycleService extends EventEmitter {
           if (ev.data.purge && e.metadata.purgedBy === this.o.cluster?.nodeId) await this.purgeSharedStore(name);
         }
         await this.nodeStatus(name, "removed");
+        return;
+      case "plugin_settings_changed_v1":
+        await this.o.clusterSettings?.(name, e, (p) => this.feed?.caughtUp(p) ?? Promise.resolve());
         return;
       default:
         return;
@@ -936,6 +963,7 @@ export class LifecycleService extends EventEmitter {
     ctx: ProcessManagerContext | undefined,
     id?: string,
     done?: LoadResult | LoadFailure,
+    trigger?: string,
   ): Promise<void> {
     let outcome: PluginCommand;
     try {
@@ -958,6 +986,16 @@ export class LifecycleService extends EventEmitter {
     else await this.nodeStatus(name, "failed", { version: outcome.data.version, error: outcome.data.message });
     // Cluster: a boot load is this node's own business (its status above); the shared stream already says LOADED.
     if (this.o.cluster && !ctx) return;
+    // Cluster: the shared outcome of a load step is "loaded" once any node loaded it. A node whose load failed leaves
+    // a confirmed activation alone (its failure is its own status); confirm and fail have their own ids, so a confirm
+    // after another node's failure still lands (clearing FAILED) and N nodes failing alike record it once.
+    if (this.o.cluster && trigger) {
+      if (outcome.type === "fail_plugin_load_v1") {
+        const head = (await this.cqrs.load(pluginAggregate, name)).state;
+        if (head.activation === s.activation && has(head, Flags.LOADED)) return;
+      }
+      id = `${outcome.type}:${trigger}`;
+    }
     try {
       await this.dispatch(name, outcome, ctx, id);
     } catch (err) {

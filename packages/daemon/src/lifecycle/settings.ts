@@ -150,6 +150,26 @@ export class SettingsVault {
     return join(this.home, KEY_FILE);
   }
 
+  /**
+   * Cluster mode: every node encrypts and decrypts with the cluster's key (kept in PostgreSQL, see
+   * cluster/cluster-node.ts `settingsKey`) instead of its own file, so a secret set through one node reaches the
+   * plugin on every node.
+   */
+  useKey(key: Buffer): void {
+    if (key.length !== 32) throw new Error(`the cluster's settings key is not 32 bytes (${key.length})`);
+    this.key = key;
+  }
+
+  /** The key file's key when one exists (a node that ran alone before seeds the cluster's key with it). */
+  existingKey(): Buffer | undefined {
+    try {
+      const key = readFileSync(this.keyFile);
+      return key.length === 32 ? key : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   private getKey(): Buffer {
     if (this.key) return this.key;
     const file = this.keyFile;

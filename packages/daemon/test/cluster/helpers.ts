@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before } from "node:test";
 import { openEventStore } from "@hecate/store";
 import { type PgServer, startPostgres } from "@hecate/store/testing/postgres";
+import type { DaemonOptions } from "../../src/daemon.js";
 import { startTestDaemon, type TestDaemon, until } from "../lifecycle/helpers.js";
 
 export interface ClusterFixture {
@@ -12,16 +13,22 @@ export interface ClusterFixture {
   readonly work: string;
   /** Nodes started with `start` (stopped after the file's tests). */
   readonly nodes: TestDaemon[];
-  start(nodeId: string): Promise<TestDaemon>;
+  start(nodeId: string, opts?: Partial<DaemonOptions>): Promise<TestDaemon>;
+  /** Stops a node started with `start` (and forgets it). */
+  stop(node: TestDaemon): Promise<void>;
 }
 
 /** A real PostgreSQL and a temp dir for this test file (before / after hooks); nodes started through it are stopped. */
 export function useCluster(prefix: string): ClusterFixture {
   const f = { nodes: [] as TestDaemon[] } as { server: PgServer; work: string; nodes: TestDaemon[] } & ClusterFixture;
-  f.start = async (nodeId) => {
-    const d = await startNode(f.work, f.server.url, nodeId);
+  f.start = async (nodeId, opts) => {
+    const d = await startNode(f.work, f.server.url, nodeId, opts);
     f.nodes.push(d);
     return d;
+  };
+  f.stop = async (node) => {
+    f.nodes.splice(f.nodes.indexOf(node), 1);
+    await node.stop();
   };
   before(async () => {
     f.work = mkdtempSync(join(tmpdir(), `hecate-${prefix}-`));
@@ -35,8 +42,13 @@ export function useCluster(prefix: string): ClusterFixture {
   return f;
 }
 
-export async function startNode(dir: string, storeUrl: string, nodeId: string): Promise<TestDaemon> {
-  return startTestDaemon({ home: join(dir, `home-${nodeId}`), storeUrl, nodeId });
+export async function startNode(
+  dir: string,
+  storeUrl: string,
+  nodeId: string,
+  opts: Partial<DaemonOptions> = {},
+): Promise<TestDaemon> {
+  return startTestDaemon({ home: join(dir, `home-${nodeId}`), storeUrl, nodeId, ...opts });
 }
 
 /** The `/who` answer's version of `plugin` on this node's plugin listener, or null when it does not answer 200. */

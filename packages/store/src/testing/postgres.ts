@@ -51,7 +51,8 @@ function userIds(name: string): { uid: number; gid: number } {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-export async function startPostgres(): Promise<PgServer> {
+/** `port`: a loopback port chosen beforehand (e.g. a daemon pointed at it before the server exists); default a free one. */
+export async function startPostgres(options: { port?: number } = {}): Promise<PgServer> {
   const dir = mkdtempSync(join(tmpdir(), "hecate-pg-"));
   chmodSync(dir, 0o755);
   if (process.getuid?.() === 0) {
@@ -60,7 +61,7 @@ export async function startPostgres(): Promise<PgServer> {
   }
   const data = join(dir, "data");
   const log = join(dir, "log");
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   await pgBin("initdb", ["-D", data, "-A", "trust", "-U", "hecate", "--no-sync"]);
   const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200`;
   const ctl = (cmd: string, extra: string[] = []) => pgBin("pg_ctl", [cmd, "-D", data, "-l", log, "-w", ...extra]);
