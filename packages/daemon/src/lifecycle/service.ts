@@ -7,9 +7,8 @@
  * handler finished; every command it dispatches has an id derived from the triggering event, so a redelivery after a
  * kill -9 repeats the (idempotent) side effect and writes no event twice.
  */
-import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { createReadStream, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { isValidPluginName, type PluginManifest } from "@hecate/sdk";
 import {
@@ -28,13 +27,12 @@ import type { Logger } from "pino";
 import type { LifecycleCluster, NodePluginStatus } from "../cluster/cluster-node.js";
 import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
+import { fileDigest } from "../util/file-digest.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
+import { Admission, type PackageRejectionRecord } from "./admission.js";
 import {
-  acceptsInstall,
   Flags,
   flagNames,
-  type PackageInfo,
-  type PackageRejection,
   type PluginCommand,
   type PluginEvent,
   type PluginState,
@@ -43,6 +41,7 @@ import {
   statusName,
 } from "./aggregate.js";
 import { executionStep } from "./container-watch.js";
+import { LifecycleError } from "./errors.js";
 import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
 import { OciFlow } from "./oci-flow.js";
 import {
@@ -56,6 +55,9 @@ import {
   withSchemaDefaults,
 } from "./settings.js";
 import { rejectionMessage } from "./user-messages.js";
+
+export { type PackageRejectedData, type PackageRejectionRecord, REJECTIONS_STREAM } from "./admission.js";
+export { LifecycleError } from "./errors.js";
 
 export interface PluginView {
   name: string;
@@ -86,18 +88,6 @@ export interface LifecycleEvent {
   view: PluginView;
 }
 
-/** A lifecycle operation that cannot be done (typed: the admin API maps `code` to an HTTP status). */
-export class LifecycleError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly details?: unknown,
-  ) {
-    super(message);
-    this.name = "LifecycleError";
-  }
-}
-
 export interface LifecycleOptions {
   home: string;
   store: EventStore;
@@ -121,23 +111,9 @@ export interface LifecycleOptions {
 
 const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 const STREAM_PREFIX = "plugin-";
-/** Daemon-level stream of refused packages (not a `plugin-` stream: no aggregate, no process manager). */
-export const REJECTIONS_STREAM = "package-rejections";
 /** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
 // Not "plugin-…": that prefix is the plugin streams'.
 export const HOSTS_STREAM = "host-crashes";
-
-/** Data of `package_rejected_v1` in the `package-rejections` stream. */
-export interface PackageRejectedData extends PackageRejection {
-  /** The plugin it was for, when known (upgrade URL, or a readable manifest); null when the archive was unreadable. */
-  plugin: string | null;
-  at: string;
-}
-
-/** A refusal as the admin API lists and streams it. */
-export interface PackageRejectionRecord extends PackageRejectedData {
-  position: number;
-}
 
 export function viewOf(s: PluginState): PluginView {
   const name = s.name ?? "";
@@ -176,6 +152,7 @@ export class LifecycleService extends EventEmitter {
   readonly vault: SettingsVault;
   /** Installs from OCI registries (oci-flow.ts). */
   readonly oci: OciFlow;
+  private readonly admission: Admission;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
@@ -192,6 +169,20 @@ export class LifecycleService extends EventEmitter {
       dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
       nodeId: o.cluster?.nodeId,
       nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
+    });
+    this.admission = new Admission({
+      store: o.store,
+      logger: o.logger,
+      pkg: o.pkg,
+      cluster: o.cluster,
+      oci: this.oci,
+      paths: (name) => o.loader.paths(name),
+      state: (name) => this.states.get(name),
+      settings: (name, s) => this.clearSettings(name, s),
+      serial: (name, fn) => this.serial(name, fn),
+      dispatch: (name, cmd) => this.dispatch(name, cmd),
+      crashIfHooked: (type) => this.crashIfHooked(type),
+      rejected: (record) => this.emit("rejection", record),
     });
   }
 
@@ -295,7 +286,7 @@ export class LifecycleService extends EventEmitter {
    * of plugin_installed_v1; the process manager takes it from there.
    */
   install(archive: string, source: string): Promise<{ name: string; position: number }> {
-    return this.withArchive(archive, source, "install");
+    return this.admission.withArchive(archive, source, "install");
   }
 
   /**
@@ -308,33 +299,7 @@ export class LifecycleService extends EventEmitter {
     source: string,
     options: { resetSettings?: boolean } = {},
   ): Promise<{ name: string; position: number }> {
-    return this.withArchive(archive, source, "upgrade", name, options.resetSettings === true);
-  }
-
-  private async withArchive(
-    archive: string,
-    source: string,
-    op: "install" | "upgrade",
-    expected?: string,
-    resetSettings = false,
-  ): Promise<{ name: string; position: number }> {
-    let manifest: PluginManifest;
-    try {
-      manifest = await this.o.pkg.readArchiveManifest(archive);
-    } catch (err) {
-      throw await this.refuse(err, { op, archive, ...origin(source), plugin: expected ?? null });
-    }
-    const name = manifest.name;
-    if (expected !== undefined && name !== expected) {
-      const err = new LifecycleError("name_mismatch", `the package is for ${name}, not ${expected}`, { field: "name" });
-      throw await this.refuse(err, { op, archive, ...origin(source), plugin: expected });
-    }
-    const refusal = { op, archive, ...origin(source) };
-    return this.admit(manifest, source, op, refusal, resetSettings, null, () => {
-      const paths = this.o.loader.paths(name);
-      mkdirSync(paths.root, { recursive: true });
-      renameSync(archive, paths.archive);
-    });
+    return this.admission.withArchive(archive, source, "upgrade", name, options.resetSettings === true);
   }
 
   /**
@@ -342,34 +307,23 @@ export class LifecycleService extends EventEmitter {
    * and its manifest label first (a refusal is recorded like a refused package), then recorded; the process manager
    * pulls it (see oci-flow.ts).
    */
-  async installOci(
+  installOci(
     reference: string,
     op: "install" | "upgrade",
     expected?: string,
     options: { resetSettings?: boolean } = {},
   ): Promise<{ name: string; position: number }> {
-    const refusal = { op, source: "oci" as const, path: reference };
-    let resolved: Awaited<ReturnType<OciFlow["resolve"]>>;
-    try {
-      resolved = await this.oci.resolve(reference);
-    } catch (err) {
-      throw await this.refuse(err, { ...refusal, plugin: expected ?? null });
-    }
-    if (expected !== undefined && resolved.manifest.name !== expected) {
-      const err = new LifecycleError("name_mismatch", `the image is for ${resolved.manifest.name}, not ${expected}`, {
-        field: "name",
-      });
-      throw await this.refuse(err, { ...refusal, plugin: expected });
-    }
-    return this.admit(
-      resolved.manifest,
-      reference,
-      op,
-      refusal,
-      options.resetSettings === true,
-      resolved.oci,
-      () => {},
-    );
+    return this.admission.installOci(reference, op, expected, options);
+  }
+
+  /** Records a package refused before anything was recorded (see Admission.refuse); returns the error to throw. */
+  refuse(err: unknown, r: Parameters<Admission["refuse"]>[1]): Promise<unknown> {
+    return this.admission.refuse(err, r);
+  }
+
+  /** The most recent refusals, newest first. */
+  rejections(limit = 50): Promise<PackageRejectionRecord[]> {
+    return this.admission.rejections(limit);
   }
 
   /** `hecate plugin cancel NAME`: ends the image pull in flight (not_pulling when none). */
@@ -389,149 +343,6 @@ export class LifecycleService extends EventEmitter {
         throw message ? new LifecycleError(err.code, message) : err;
       }
     });
-  }
-
-  /** The install / upgrade rules of withArchive and installOci, then install_plugin_v1 / upgrade_plugin_v1. */
-  private admit(
-    manifest: PluginManifest,
-    source: string,
-    op: "install" | "upgrade",
-    refusal: {
-      op: "install" | "upgrade";
-      archive?: string;
-      source: PackageRejection["source"];
-      path?: string;
-      url?: string;
-    },
-    resetSettings: boolean,
-    oci: PackageInfo["oci"],
-    place: () => void,
-  ): Promise<{ name: string; position: number }> {
-    const name = manifest.name;
-    return this.serial(name, async () => {
-      const s = this.states.get(name);
-      const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
-      // Checked before the archive is moved (a refused install must not overwrite the installed package), with the
-      // aggregate's own rule: a plugin whose last attempt failed before it ran may be installed again.
-      if (op === "install" && s && !acceptsInstall(s)) {
-        const err = new LifecycleError(
-          "plugin_already_installed",
-          rejectionMessage(name, "plugin_already_installed", statusName(s.status))!,
-        );
-        throw await this.refuse(err, { ...refusal, plugin: name });
-      }
-      if (op === "upgrade" && !isInstalled) {
-        const err = new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
-        throw await this.refuse(err, { ...refusal, plugin: name });
-      }
-      if (op === "upgrade" && s && Object.keys(s.settings).length > 0) {
-        const errors = settingsErrors(manifest.settings, this.clearSettings(name, s));
-        if (errors.length > 0 && !resetSettings) {
-          const fields = errors.map((e) => e.field || "(all)").join(", ");
-          const err = new LifecycleError(
-            "settings_incompatible",
-            `the settings of ${name} do not fit version ${manifest.version}'s settings schema (${fields}): change them first (hecate plugin config) or upgrade with --reset-settings`,
-            errors,
-          );
-          throw await this.refuse(err, { ...refusal, plugin: name });
-        }
-        if (errors.length > 0)
-          await this.dispatch(name, {
-            type: "change_plugin_settings_v1",
-            data: { values: {}, changed: [], unset: Object.keys(s.settings), reset: true },
-          });
-      }
-      place();
-      const info: PackageInfo = {
-        name,
-        version: manifest.version,
-        plugin_type: manifest.plugin_type ?? "in_process",
-        callback_module: manifest.callback_module ?? "dist/index.js",
-        oci_image: manifest.container?.image ?? null,
-        source,
-        icon: manifest.icon ?? null,
-        group_name: manifest.group_name ?? null,
-        group_icon: manifest.group_icon ?? null,
-        ...(oci ? { oci } : {}),
-      };
-      const type = op === "install" ? "install_plugin_v1" : "upgrade_plugin_v1";
-      // Cluster: the bytes go to the shared package table first; the event names them by digest. An oci:// install
-      // has no archive (its digest-pinned image is the package, each node pulls it): the event names this node,
-      // which runs the recorded pull (oci-flow.ts).
-      const cluster = this.o.cluster;
-      if (!cluster || oci) {
-        const metadata = cluster ? { metadata: { node: cluster.nodeId } } : {};
-        return { name, position: (await this.dispatch(name, { type, data: info, ...metadata })).position };
-      }
-      // Under the shared package lock: a prune pass never runs between storing the bytes and appending the event.
-      return cluster.withPackageLock(async () => {
-        const packageSha256 = await cluster.storePackage(this.o.loader.paths(name).archive);
-        const r = await this.dispatch(name, { type, data: info, metadata: { packageSha256 } });
-        return { name, position: r.position };
-      });
-    });
-  }
-
-  /**
-   * Records a package refused before any install / upgrade was recorded, removes the refused file, and returns the
-   * error for the caller to throw. Every refusal lands in the `package-rejections` stream (one place to see them all,
-   * names known or not); when the plugin it names is installed, its own stream gets plugin_package_rejected_v1 too, so
-   * its history and lastError show it. Recording is best effort: the caller's error wins over a failed append. The
-   * file is removed only after the append: a kill -9 in between leaves an upload the boot sweep removes, never a
-   * refusal without its event.
-   */
-  async refuse(
-    err: unknown,
-    r: {
-      op: "install" | "upgrade";
-      archive?: string;
-      source: "upload" | "path" | "url" | "oci";
-      path?: string;
-      url?: string;
-      plugin: string | null;
-    },
-  ): Promise<unknown> {
-    try {
-      const file = r.archive ? await fileDigest(r.archive) : null;
-      const e = err as Error & { code?: unknown; details?: unknown };
-      const rejection: PackageRejection = {
-        op: r.op,
-        code: typeof e?.code === "string" ? e.code : "refused",
-        message: e?.message ?? String(err),
-        ...(e?.details !== undefined ? { details: e.details } : {}),
-        source: r.source,
-        ...(r.path !== undefined ? { path: r.path } : {}),
-        ...(r.url !== undefined ? { url: r.url } : {}),
-        bytes: file?.bytes ?? null,
-        sha256: file?.sha256 ?? null,
-      };
-      const recorded = await this.recordRejection(r.plugin, rejection);
-      await this.crashIfHooked("package_rejected_v1");
-      this.o.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
-      this.emit("rejection", recorded);
-      const s = r.plugin ? this.states.get(r.plugin) : undefined;
-      if (r.plugin && s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED))
-        await this.dispatch(r.plugin, { type: "reject_plugin_package_v1", data: rejection }).catch(ignoreRejection);
-    } catch (recordErr) {
-      this.o.logger.error({ err: recordErr }, "cannot record a package refusal");
-    } finally {
-      if (r.archive) rmSync(r.archive, { force: true });
-    }
-    return err;
-  }
-
-  /** The most recent refusals, newest first. */
-  async rejections(limit = 50): Promise<PackageRejectionRecord[]> {
-    return (await this.o.store.readStream(REJECTIONS_STREAM, { direction: "backward", limit })).map((e) => ({
-      position: e.position,
-      ...(e.data as PackageRejectedData),
-    }));
-  }
-
-  private async recordRejection(plugin: string | null, rejection: PackageRejection): Promise<PackageRejectionRecord> {
-    const data: PackageRejectedData = { ...rejection, plugin, at: new Date().toISOString() };
-    const r = await this.o.store.append(REJECTIONS_STREAM, [{ type: "package_rejected_v1", data }]);
-    return { position: r.position, ...data };
   }
 
   // ---- settings ----
@@ -1054,27 +865,6 @@ export class LifecycleService extends EventEmitter {
   private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
     return this.locks.run(name, fn);
   }
-}
-
-/** The service's `source` (a path, a package URL, or "upload") as a rejection's source fields. */
-function origin(source: string): { source: "upload" | "path" | "url"; path?: string; url?: string } {
-  if (source === "upload") return { source };
-  return /^https?:\/\//i.test(source) ? { source: "url", url: source } : { source: "path", path: source };
-}
-
-/** Size and sha256 of a file, read as a stream (uploads may be 256 MiB). */
-async function fileDigest(file: string): Promise<{ bytes: number; sha256: string } | null> {
-  const hash = createHash("sha256");
-  let bytes = 0;
-  try {
-    for await (const chunk of createReadStream(file)) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-    }
-  } catch {
-    return null; // gone already (or never fully written): the refusal is still recorded
-  }
-  return { bytes, sha256: hash.digest("hex") };
 }
 
 /** Codes of ClusterNode.fetchPackage errors that no retry can mend. */
