@@ -7,11 +7,15 @@
  *    RSS per idle worker plugin = (host RSS with N plugins - host RSS with none) / N;
  *  - CPU a boot costs per plugin: the fresh plugin host's CPU time (all its threads) until every route answered,
  *    divided by N (a figure that a busy, shared machine disturbs far less than the wall-clock boot time).
+ * Baseline of the same run (empty-workers.ts, a process of its own): N EMPTY Node worker threads started with the
+ * loader's concurrency: their time to all-ready, CPU and RSS per worker are the floor of a one-isolate-per-plugin
+ * host on this machine (`ratio_boot_N_floor_vs_daemon` = that time / the daemon's boot; 1.0 = no cost beyond it).
  * Prints `BENCH_JSON {...}` last; the summary fields are `boot_30_plugins_ms` and `rss_mib_per_idle_plugin_30`.
  */
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Daemon, startDaemon } from "../src/daemon.js";
 import { buildPackage } from "../test/lifecycle/helpers.js";
@@ -34,6 +38,25 @@ function rssMiB(pid: number): number {
 function cpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** N empty Node workers in a fresh process (empty-workers.ts): best time of ROUNDS, median CPU and RSS. */
+function emptyWorkers(n: number): { ms: number; cpuMs: number; rssMiBPerWorker: number } {
+  const script = new URL("./empty-workers.js", import.meta.url).pathname;
+  const runs = Array.from({ length: ROUNDS }, () =>
+    JSON.parse(execFileSync(process.execPath, [script, String(n)], { encoding: "utf8" })),
+  );
+  return {
+    ms: Math.min(...runs.map((r) => r.ms)),
+    cpuMs: pct(
+      runs.map((r) => r.cpuMs),
+      0.5,
+    ),
+    rssMiBPerWorker: pct(
+      runs.map((r) => r.rssMiBPerWorker),
+      0.5,
+    ),
+  };
 }
 
 /** The main plugin host's RSS once it has been idle a while (median of 5 samples, 200 ms apart). */
@@ -118,14 +141,20 @@ for (const n of SIZES) {
   const boot = Math.min(...boots);
   const perPlugin = (rss - rssEmpty) / n;
   const cpuPerPlugin = pct(hostCpu, 0.5) / n;
+  const floor = emptyWorkers(n);
   console.log(
-    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin; host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted`,
+    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin; host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted; floor (${n} empty workers): ${floor.ms.toFixed(0)} ms, ${(floor.cpuMs / n).toFixed(0)} ms CPU and ${floor.rssMiBPerWorker.toFixed(2)} MiB each; load average ${loadavg()[0].toFixed(2)}`,
   );
   result[`install_${n}_plugins_ms`] = round(installMs, 0);
   result[`boot_${n}_plugins_ms`] = round(boot, 0);
   result[`host_rss_mib_${n}_plugins`] = round(rss, 1);
   result[`rss_mib_per_idle_plugin_${n}`] = round(perPlugin, 2);
   result[`host_cpu_ms_per_plugin_boot_${n}`] = round(cpuPerPlugin, 0);
+  result[`floor_boot_${n}_empty_workers_ms`] = round(floor.ms, 0);
+  result[`floor_cpu_ms_per_empty_worker_${n}`] = round(floor.cpuMs / n, 0);
+  result[`floor_rss_mib_per_empty_worker_${n}`] = round(floor.rssMiBPerWorker, 2);
+  result[`ratio_boot_${n}_floor_vs_daemon`] = round(floor.ms / boot, 3);
 }
+result.loadavg_1m = round(loadavg()[0], 2);
 await rm(work, { recursive: true, force: true });
 console.log(`BENCH_JSON ${JSON.stringify(result)}`);

@@ -1,7 +1,10 @@
 /**
- * The daemon's router: ONE immutable routing snapshot (two find-my-way trees: HTTP and upgrades) held in one
- * variable. Every change builds a complete new snapshot and swaps the reference, so a request sees the old or the
- * new table, never a mix, and keep-alive connections are untouched (they only look the table up per request).
+ * The daemon's router: ONE immutable routing snapshot held in one variable: the system routes' tables and, per
+ * mounted plugin, that plugin's own tables (find-my-way trees: HTTP and upgrades), found by the `{name}` segment of
+ * `/plugin/{name}/...` in a map. A change builds only what changed (a plugin's mount: its own tables, O(its routes),
+ * so mounting N plugins costs O(N) in all, not O(N²)) and swaps the reference to a new snapshot, so a request sees
+ * the old or the new table, never a mix, and keep-alive connections are untouched (they only look the table up per
+ * request). A lookup is one map get and one small tree: its cost does not grow with the number of plugins.
  *
  * Layout: `/plugin/{name}/api/...` -> the plugin's routes; `/plugin/{name}/...` -> its static dir;
  * `/plugin/{name}` -> 301 to `/plugin/{name}/`; system routes (`/health`, `/ready`, admin API, the app shell's `/`,
@@ -122,11 +125,62 @@ interface WsStore {
 
 type Tree = FindMyWay.Instance<FindMyWay.HTTPVersion.V1>;
 
+/** One set of routes: the system routes, or one plugin's (all under `/plugin/{name}`). */
+interface Tables {
+  readonly http: Tree;
+  readonly ws: Tree;
+}
+
 /** The immutable routing table. */
 interface Snapshot {
   readonly version: number;
-  readonly http: Tree;
-  readonly ws: Tree;
+  readonly system: Tables;
+  /** Mounted plugin name -> its tables. */
+  readonly plugins: ReadonlyMap<string, Tables>;
+}
+
+const PLUGIN_PREFIX = "/plugin/";
+
+/**
+ * The tables a path is looked up in: the plugin's for `/plugin/{name}/...` (the raw, still percent-encoded segment:
+ * only the canonical spelling of a plugin's prefix is routed to it), else, and when that plugin has no such route,
+ * the system routes (never under `/plugin/`, see setSystemRoutes), exactly as one tree holding both answered.
+ */
+function pluginTables(snap: Snapshot, pathname: string): Tables | undefined {
+  if (!pathname.startsWith(PLUGIN_PREFIX)) return undefined;
+  const end = pathname.indexOf("/", PLUGIN_PREFIX.length);
+  return snap.plugins.get(pathname.slice(PLUGIN_PREFIX.length, end < 0 ? undefined : end));
+}
+
+type Found = NonNullable<ReturnType<Tree["find"]>>;
+
+function findHttp(snap: Snapshot, method: FindMyWay.HTTPMethod, pathname: string): Found | null {
+  return pluginTables(snap, pathname)?.http.find(method, pathname) ?? snap.system.http.find(method, pathname);
+}
+
+function findWs(snap: Snapshot, pathname: string): Found | null {
+  return pluginTables(snap, pathname)?.ws.find("GET", pathname) ?? snap.system.ws.find("GET", pathname);
+}
+
+const newTree = (): Tree => FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
+
+/** Tables being built: `on` registers a route (GET ones also answer HEAD), `done` adds those HEADs. */
+function tablesBuilder() {
+  const t = { http: newTree(), ws: newTree() };
+  // find-my-way has no implicit HEAD: GET routes also answer HEAD unless a route registers HEAD explicitly.
+  const heads: [string, Store][] = [];
+  return {
+    t,
+    on(m: MountedRoute["method"], path: string, store: Store): void {
+      const list = methods(m);
+      t.http.on(list, path, noop, store);
+      if (list.includes("GET")) heads.push([path, store]);
+    },
+    done(): Tables {
+      for (const [path, store] of heads) if (!t.http.hasRoute("HEAD", path)) t.http.on("HEAD", path, noop, store);
+      return t;
+    },
+  };
 }
 
 const noop = () => {};
@@ -134,6 +188,9 @@ const noop = () => {};
 export class Router {
   private snapshot: Snapshot;
   private readonly plugins = new Map<string, PluginMount>();
+  /** Each mounted plugin's tables, as in the current snapshot. */
+  private mountedTables: ReadonlyMap<string, Tables> = new Map();
+  private systemTables: Tables;
   private readonly systemGroups = new Map<string, MountedRoute[]>();
   private version = 0;
   private ready = false;
@@ -163,7 +220,8 @@ export class Router {
         handler: (_req, res) => json(res, this.ready ? 200 : 503, { ready: this.ready }),
       },
     ]);
-    this.snapshot = this.build();
+    this.systemTables = this.buildSystem();
+    this.snapshot = this.swap();
   }
 
   /** Where `/health` gets its per-plugin answers. */
@@ -179,22 +237,21 @@ export class Router {
   /** Mounts (or replaces, atomically) everything of one plugin. Throws RouteError and keeps the old table. */
   setPlugin(name: string, mount: PluginMount): void {
     if (!isValidPluginName(name)) throw new RouteError(name, `invalid plugin name ${JSON.stringify(name)}`);
-    const prev = this.plugins.get(name);
-    this.plugins.set(name, mount);
+    let tables: Tables;
     try {
-      this.snapshot = this.build();
+      tables = buildPlugin(name, mount);
     } catch (err) {
-      if (prev) this.plugins.set(name, prev);
-      else this.plugins.delete(name);
       throw err instanceof RouteError ? err : new RouteError(name, (err as Error).message);
     }
+    this.plugins.set(name, mount);
+    this.snapshot = this.swap(name, tables);
     this.changed();
   }
 
   /** Removes a plugin's routes and static files in one swap. */
   removePlugin(name: string): boolean {
     if (!this.plugins.delete(name)) return false;
-    this.snapshot = this.build();
+    this.snapshot = this.swap(name, null);
     this.changed();
     return true;
   }
@@ -237,12 +294,13 @@ export class Router {
     const prev = this.systemGroups.get(group);
     this.systemGroups.set(group, routes);
     try {
-      this.snapshot = this.build();
+      this.systemTables = this.buildSystem();
     } catch (err) {
       if (prev) this.systemGroups.set(group, prev);
       else this.systemGroups.delete(group);
       throw err instanceof RouteError ? err : new RouteError(undefined, (err as Error).message);
     }
+    this.snapshot = this.swap();
   }
 
   /** Bumped on every swap (tests and metrics). */
@@ -250,80 +308,36 @@ export class Router {
     return this.snapshot.version;
   }
 
-  private build(): Snapshot {
-    const http: Tree = FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
-    const ws: Tree = FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
-    // find-my-way has no implicit HEAD: GET routes also answer HEAD unless a route registers HEAD explicitly.
-    const heads: [string, Store][] = [];
-    const on = (m: MountedRoute["method"], path: string, store: Store) => {
-      const list = methods(m);
-      http.on(list, path, noop, store);
-      if (list.includes("GET")) heads.push([path, store]);
-    };
+  /** The system routes' tables (absolute paths outside `/plugin/`). */
+  private buildSystem(): Tables {
+    const b = tablesBuilder();
     for (const [group, routes] of this.systemGroups) {
       for (const r of routes) {
         if (
           typeof r.path !== "string" ||
           !r.path.startsWith("/") ||
-          r.path.startsWith("/plugin/") ||
+          r.path.startsWith(PLUGIN_PREFIX) ||
           r.path === "/plugin"
         )
           throw new RouteError(
             undefined,
             `system route ${r.path} (group ${group}) must be absolute and outside /plugin/`,
           );
-        on(r.method, r.path, { kind: "route", handler: r.handler, prefix: "" });
+        b.on(r.method, r.path, { kind: "route", handler: r.handler, prefix: "" });
       }
     }
-    for (const [name, mount] of this.plugins) {
-      const base = `/plugin/${name}`;
-      const api = `${base}/api`;
-      for (const r of mount.routes ?? []) {
-        const bad = validateRoutePath(r.path);
-        if (bad) throw new RouteError(name, `route ${JSON.stringify(r.path)} ${bad}`);
-        let guard: Guard;
-        try {
-          guard = compileGuard(r, methods(r.method));
-        } catch (err) {
-          throw new RouteError(name, `route ${JSON.stringify(r.path)}: ${(err as Error).message}`);
-        }
-        const route = mount.observe === false ? undefined : r.path;
-        const store: Store = { kind: "route", handler: r.handler, plugin: name, prefix: api, guard, route };
-        on(r.method, api + r.path, store);
-      }
-      if (mount.manifest !== undefined && !http.hasRoute("GET", `${api}/manifest`)) {
-        const body = JSON.stringify(mount.manifest);
-        const handler: RouteHandler = (_req, res) => jsonText(res, 200, body);
-        on("GET", `${api}/manifest`, { kind: "route", handler, plugin: name, prefix: api, route: "/manifest" });
-      }
-      for (const r of mount.ws ?? []) {
-        const bad = validateRoutePath(r.path);
-        if (bad) throw new RouteError(name, `ws route ${JSON.stringify(r.path)} ${bad}`);
-        const store: WsStore = { handler: r.handler, allowedOrigins: r.allowedOrigins, plugin: name, prefix: api };
-        ws.on("GET", api + r.path, noop, store);
-      }
-      if (mount.upgrade) {
-        const store: WsStore = {
-          handler: mount.upgrade,
-          allowedOrigins: mount.upgradeAllowedOrigins,
-          plugin: name,
-          prefix: api,
-        };
-        ws.on("GET", `${api}/*`, noop, store);
-      }
-      // Static files: the wildcard loses against every API route (find-my-way prefers static/param nodes).
-      const st: Store = {
-        kind: "static",
-        plugin: name,
-        prefix: `${base}/`,
-        staticDir: mount.staticDir,
-        route: mount.observe === false ? undefined : "(static)",
-      };
-      on("GET", `${base}/*`, st);
-      on("GET", base, { kind: "redirect", plugin: name, prefix: base });
+    return b.done();
+  }
+
+  /** The next snapshot: the current one with plugin `name`'s tables replaced (null: removed). */
+  private swap(name?: string, tables?: Tables | null): Snapshot {
+    if (name !== undefined) {
+      const next = new Map(this.mountedTables); // copy on write: a snapshot never changes once published
+      if (tables) next.set(name, tables);
+      else next.delete(name);
+      this.mountedTables = next;
     }
-    for (const [path, store] of heads) if (!http.hasRoute("HEAD", path)) http.on("HEAD", path, noop, store);
-    return { version: ++this.version, http, ws };
+    return { version: ++this.version, system: this.systemTables, plugins: this.mountedTables };
   }
 
   /** The `request` listener of the HTTP server. */
@@ -334,7 +348,7 @@ export class Router {
     const pathname = q < 0 ? url : url.slice(0, q);
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"] && preflight(snap, req, res, pathname))
       return;
-    const found = snap.http.find((req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
+    const found = findHttp(snap, (req.method ?? "GET") as FindMyWay.HTTPMethod, pathname);
     if (!found || yieldsToSpecific(snap, found, pathname)) {
       this.noRoute(snap, req, res, pathname);
       return;
@@ -409,7 +423,7 @@ export class Router {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const pathname = q < 0 ? url : url.slice(0, q);
-    const found = req.method === "GET" ? snap.ws.find("GET", pathname) : null;
+    const found = req.method === "GET" ? findWs(snap, pathname) : null;
     if (!found) {
       const inactive = this.inactiveMessage(pathname);
       if (inactive) refuseUpgrade(socket, 503, "Service Unavailable", "plugin_not_active", inactive);
@@ -441,6 +455,56 @@ export class Router {
   }
 }
 
+/** One plugin's tables: its API and ws routes under `/plugin/{name}/api`, its static files and the redirect. */
+function buildPlugin(name: string, mount: PluginMount): Tables {
+  const b = tablesBuilder();
+  const base = `/plugin/${name}`;
+  const api = `${base}/api`;
+  for (const r of mount.routes ?? []) {
+    const bad = validateRoutePath(r.path);
+    if (bad) throw new RouteError(name, `route ${JSON.stringify(r.path)} ${bad}`);
+    let guard: Guard;
+    try {
+      guard = compileGuard(r, methods(r.method));
+    } catch (err) {
+      throw new RouteError(name, `route ${JSON.stringify(r.path)}: ${(err as Error).message}`);
+    }
+    const route = mount.observe === false ? undefined : r.path;
+    b.on(r.method, api + r.path, { kind: "route", handler: r.handler, plugin: name, prefix: api, guard, route });
+  }
+  if (mount.manifest !== undefined && !b.t.http.hasRoute("GET", `${api}/manifest`)) {
+    const body = JSON.stringify(mount.manifest);
+    const handler: RouteHandler = (_req, res) => jsonText(res, 200, body);
+    b.on("GET", `${api}/manifest`, { kind: "route", handler, plugin: name, prefix: api, route: "/manifest" });
+  }
+  for (const r of mount.ws ?? []) {
+    const bad = validateRoutePath(r.path);
+    if (bad) throw new RouteError(name, `ws route ${JSON.stringify(r.path)} ${bad}`);
+    const store: WsStore = { handler: r.handler, allowedOrigins: r.allowedOrigins, plugin: name, prefix: api };
+    b.t.ws.on("GET", api + r.path, noop, store);
+  }
+  if (mount.upgrade) {
+    const store: WsStore = {
+      handler: mount.upgrade,
+      allowedOrigins: mount.upgradeAllowedOrigins,
+      plugin: name,
+      prefix: api,
+    };
+    b.t.ws.on("GET", `${api}/*`, noop, store);
+  }
+  // Static files: the wildcard loses against every API route (find-my-way prefers static/param nodes).
+  const st: Store = {
+    kind: "static",
+    plugin: name,
+    prefix: `${base}/`,
+    staticDir: mount.staticDir,
+    route: mount.observe === false ? undefined : "(static)",
+  };
+  b.on("GET", `${base}/*`, st);
+  b.on("GET", base, { kind: "redirect", plugin: name, prefix: base });
+  return b.done();
+}
+
 function methods(m: MountedRoute["method"]): FindMyWay.HTTPMethod[] {
   const out = m === "*" ? HTTP_METHODS : Array.isArray(m) ? m : [m];
   for (const x of out)
@@ -467,7 +531,7 @@ export function parseQuery(qs: string): Record<string, string | string[]> {
  */
 function allowedMethods(snap: Snapshot, pathname: string): string[] {
   return HTTP_METHODS.filter((m) => {
-    const found = snap.http.find(m, pathname);
+    const found = findHttp(snap, m, pathname);
     const store = found?.store as Store | undefined;
     if (!store || !pathname.startsWith(store.prefix) || yieldsToSpecific(snap, found!, pathname)) return false;
     if (store.kind !== "static") return true;
@@ -476,8 +540,6 @@ function allowedMethods(snap: Snapshot, pathname: string): string[] {
     return rel !== "api" && !rel.startsWith("api/");
   });
 }
-
-type Found = NonNullable<ReturnType<Tree["find"]>>;
 
 /**
  * A system catch-all (e.g. the admin page's `GET /admin/*`) does not answer at a path that a specific system route
@@ -488,7 +550,7 @@ function yieldsToSpecific(snap: Snapshot, found: Found, pathname: string): boole
     !(f.store as Store).plugin && (f.params as Record<string, string>)["*"] !== undefined;
   if (!isSystemCatchAll(found)) return false;
   return HTTP_METHODS.some((m) => {
-    const other = snap.http.find(m, pathname);
+    const other = findHttp(snap, m, pathname);
     return other !== null && !(other.store as Store).plugin && !isSystemCatchAll(other);
   });
 }
@@ -500,7 +562,7 @@ function yieldsToSpecific(snap: Snapshot, found: Found, pathname: string): boole
 function preflight(snap: Snapshot, req: IncomingMessage, res: ServerResponse, pathname: string): boolean {
   const want = req.headers["access-control-request-method"] as HttpMethod;
   if (!HTTP_METHODS.includes(want)) return false;
-  const target = snap.http.find(want, pathname);
+  const target = findHttp(snap, want, pathname);
   const store = target?.store as Store | undefined;
   if (!store?.guard || !pathname.startsWith(store.prefix)) return false;
   return answerPreflight(req, res, store.guard);

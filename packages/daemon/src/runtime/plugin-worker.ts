@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { type ResourceLimits, Worker } from "node:worker_threads";
 import type { PluginConfig, PluginHealth, PluginManifest, StoreConfig } from "@hecate/sdk";
-import type { MainToWorker, RouteAnnouncement, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
+import type { MainToWorker, RouteAnnouncement, WorkerToMain } from "@hecate/sdk/protocol";
 import { HttpExchanges } from "@hecate/sdk/runtime/http-exchanges";
 import { WsConnections } from "@hecate/sdk/runtime/ws-connections";
 import type { WebSocketServer } from "ws";
@@ -18,6 +18,7 @@ import type { RouteContext } from "../http/router.js";
 import { sendFile } from "../http/static.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
 import { dispatchRequest, openUpgrade } from "./route-entry.js";
+import type { HostBoot, SdkUrls } from "./worker-host.js";
 
 export interface PluginSpec {
   name: string;
@@ -69,6 +70,11 @@ export interface WorkerOptions {
 export type ReadyInfo = Extract<WorkerToMain, { t: "ready" }>;
 
 const WORKER_HOST = new URL("./worker-host.js", import.meta.url);
+/** Resolved once here, imported by URL in every worker (see SdkUrls in worker-host.ts). */
+const SDK_URLS: SdkUrls = {
+  config: import.meta.resolve("@hecate/sdk/config"),
+  dispatcher: import.meta.resolve("@hecate/sdk/runtime/dispatcher"),
+};
 
 /** Events: `dead` (reason: string, expected: boolean), `log` (entry). */
 export class PluginWorker extends EventEmitter {
@@ -124,11 +130,12 @@ export class PluginWorker extends EventEmitter {
       serverFor: opts.wssFor,
       transfer: true,
     });
-    const boot: WorkerBoot = {
+    const boot: HostBoot = {
       pluginName: spec.name,
       entry: spec.entry,
       config: spec.config,
       maxReplyBytes: opts.maxReplyBytes,
+      sdk: SDK_URLS,
     };
     this.worker = new Worker(WORKER_HOST, {
       workerData: boot,

@@ -6,15 +6,32 @@
 
 import { pathToFileURL } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
-import { sealConfigOnNextSet } from "@hecate/sdk/config";
 import type { MainToWorker, WorkerBoot, WorkerToMain } from "@hecate/sdk/protocol";
-import { Dispatcher } from "@hecate/sdk/runtime/dispatcher";
 import { guardChildProcesses } from "./child-guard.js";
 import { captureConsole } from "./console-capture.js";
 import { MessageBatcher, unbatch } from "./message-batch.js";
 
+/**
+ * The SDK entry points this host uses, as the file URLs the main thread resolved once (plugin-worker.ts): imported
+ * by URL, each worker skips resolving `@hecate/sdk/...` through the package's exports map (about 0.2 MiB of RSS and
+ * a few ms of start-up per worker). They are the real files the plugin's own `@hecate/sdk` import reaches (Node
+ * resolves symlinks to real paths), so both see ONE instance of each module.
+ */
+export interface SdkUrls {
+  config: string;
+  dispatcher: string;
+}
+
+export interface HostBoot extends WorkerBoot {
+  sdk: SdkUrls;
+}
+
 const port = parentPort!;
-const boot = workerData as WorkerBoot;
+const boot = workerData as HostBoot;
+const [{ sealConfigOnNextSet }, { Dispatcher }] = await Promise.all([
+  import(boot.sdk.config) as Promise<typeof import("@hecate/sdk/config")>,
+  import(boot.sdk.dispatcher) as Promise<typeof import("@hecate/sdk/runtime/dispatcher")>,
+]);
 const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMessage(msgs, transfer));
 // Every process the plugin starts is reported at once (not batched: it must reach the main thread even if the
 // worker dies in this very turn) and its process group is killed when the worker ends (see child-guard.ts).

@@ -2,10 +2,10 @@
  * Boot loads run side by side, bounded by the loader (DEFAULT_LOAD_CONCURRENCY): 30 installed plugins whose init
  * takes 300 ms at boot, restarted on the same home. Every route answers after the restart; the plugins' own records
  * of when their init ran show loads overlapping (parallel) but never more than the bound at once; one plugin that
- * fails at boot is marked failed and does not stop the 29 others.
+ * fails at boot is marked failed and does not stop the 29 others; a load empties the plugin's scratch dir.
  */
 import assert from "node:assert/strict";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { pluginPaths } from "@hecate/sdk";
@@ -64,6 +64,10 @@ test("30 plugins load in parallel at boot, at most DEFAULT_LOAD_CONCURRENCY at o
   await first.close();
   for (const name of names) writeFileSync(join(pluginPaths(home, name).data, "slow-boot"), "");
   writeFileSync(join(pluginPaths(home, FAILING).data, "fail-boot"), "");
+  // What a previous run left in a plugin's scratch dir (files, dirs) is gone after its load; the dir stays.
+  const scratch = pluginPaths(home, names[0]).tmp;
+  mkdirSync(join(scratch, "left", "deep"), { recursive: true });
+  writeFileSync(join(scratch, "left.txt"), "x");
 
   const t0 = performance.now();
   const d = await startTestDaemon({ home });
@@ -80,6 +84,7 @@ test("30 plugins load in parallel at boot, at most DEFAULT_LOAD_CONCURRENCY at o
     if (a.name === FAILING) assert.equal(a.status, 503, a.body);
     else assert.deepEqual([a.status, JSON.parse(a.body)], [200, { name: a.name, version: "1.0.0" }]);
   }
+  assert.deepEqual(readdirSync(scratch), []);
   const failed = (await (await d.api("GET", `/admin/api/plugins/${FAILING}`)).json()) as Record<string, unknown>;
   assert.equal(failed.status, "failed", JSON.stringify(failed));
   assert.match(JSON.stringify(failed), /refusing to boot/);

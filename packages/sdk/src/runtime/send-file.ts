@@ -10,7 +10,16 @@ import { type FileHandle, open, realpath } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, extname, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
-import mime from "mime-types";
+
+/**
+ * mime-types builds its tables from mime-db when it is loaded (tens of ms of CPU): loaded with the first file
+ * served, not at the start of every process that may serve one (each plugin host).
+ */
+let mimeTypes: Promise<typeof import("mime-types")> | undefined;
+const loadMimeTypes = () => {
+  mimeTypes ??= import("mime-types");
+  return mimeTypes;
+};
 
 export function sendJsonError(res: ServerResponse, status: number, code: string, message: string): void {
   if (res.headersSent) {
@@ -67,7 +76,8 @@ export async function sendFile(
   try {
     const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
     const type =
-      options.contentType ?? (mime.contentType(extname(real) || basename(real)) || "application/octet-stream");
+      options.contentType ??
+      ((await loadMimeTypes()).contentType(extname(real) || basename(real)) || "application/octet-stream");
     const headers: Record<string, string | number> = {
       etag,
       "last-modified": st.mtime.toUTCString(),

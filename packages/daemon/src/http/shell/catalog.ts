@@ -10,7 +10,10 @@
  */
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { isValidElementName, type PluginManifest, pluginPaths, type ShellPlugin } from "@hecate/sdk";
+// The narrow entry points, not "@hecate/sdk": its index pulls in the store (SQLite, PostgreSQL), validation, files...,
+// which every plugin host then loaded at start (about half of its start-up time).
+import { isValidElementName, type PluginManifest, type ShellPlugin } from "@hecate/sdk/contract";
+import { pluginPaths } from "@hecate/sdk/paths";
 import type { MountedRoute, PluginMount, Router } from "../router.js";
 import { openEventStream } from "../sse.js";
 import { safeSegments } from "../static.js";
