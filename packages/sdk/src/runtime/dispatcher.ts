@@ -692,9 +692,11 @@ function validateRoute(r: RouteDefinition): void {
 }
 
 function isReply(v: object): v is Reply {
-  // for-in, not Object.keys(): a plain JSON object body (the common reply) allocates nothing here.
+  // for-in, not Object.keys(): a plain JSON object body (the common reply) allocates nothing here. Own keys only:
+  // a plugin that put enumerable properties on Object.prototype still gets its replies read as replies.
   let keys = 0;
   for (const k in v) {
+    if (!Object.hasOwn(v, k)) continue;
     if (!REPLY_KEYS.has(k)) return false;
     keys++;
   }

@@ -310,8 +310,10 @@ export class HttpExchanges {
     const bodiless = status === 204 || status === 304 || req.method === "HEAD";
     const headers: Record<string, string | string[] | number> = {};
     let declared: unknown;
-    // for-in, not Object.entries: no [k, v] arrays per header per request (the headers come out of a clone: own keys).
+    // for-in, not Object.entries: no [k, v] arrays per header per request. Own keys only: a direct call's headers are
+    // the plugin's object, not a clone (enumerable properties on its Object.prototype are not headers).
     for (const k in m.headers) {
+      if (!Object.hasOwn(m.headers, k)) continue;
       const name = k.toLowerCase();
       if (!HOST_DECIDES.has(name)) headers[name] = m.headers[k];
       else if (name === "content-length") declared = m.headers[k];
