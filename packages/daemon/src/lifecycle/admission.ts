@@ -219,10 +219,7 @@ export class Admission {
    * file is removed only after the append: a kill -9 in between leaves an upload the boot sweep removes, never a
    * refusal without its event.
    */
-  async refuse(
-    err: unknown,
-    r: RefusalSource & { plugin: string | null },
-  ): Promise<unknown> {
+  async refuse(err: unknown, r: RefusalSource & { plugin: string | null }): Promise<unknown> {
     try {
       const file = r.archive ? await fileDigest(r.archive) : null;
       const e = err as Error & { code?: unknown; details?: unknown };

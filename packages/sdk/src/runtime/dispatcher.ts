@@ -222,7 +222,7 @@ export class Dispatcher {
   handle(msg: MainToWorker): void {
     switch (msg.t) {
       case "req":
-        void this.onRequest(msg);
+        this.onRequest(msg);
         return;
       case "body": {
         this.requests.get(msg.id)?.push(msg.chunk);
@@ -385,7 +385,7 @@ export class Dispatcher {
     let result: HandlerResult | PromiseLike<HandlerResult>;
     try {
       if (!route || route.kind === "ws") throw new HttpError(404, "not_found", "no such route");
-      result = (route as HttpRouteDefinition).handler(new Request(msg, active));
+      result = (route as HttpRouteDefinition).handler(new HandlerRequest(msg, active));
     } catch (err) {
       result = this.errorReply(err, msg.method, msg.path);
     }
@@ -726,7 +726,7 @@ function isThenable(v: unknown): v is PromiseLike<HandlerResult> {
  * The `PluginRequest` handed to a handler: a class, so a request costs one object (its methods live on the
  * prototype) instead of one closure per method.
  */
-class Request implements PluginRequest {
+class HandlerRequest implements PluginRequest {
   readonly method: HttpMethod;
   readonly path: string;
   readonly params: Record<string, string>;
