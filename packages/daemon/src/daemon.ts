@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:f
 import type { Server } from "node:http";
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { type EventStore, openEventStore } from "@hecate/store";
+import { type EventStore, isPostgresUnreachable, openEventStore } from "@hecate/store";
 import pino, { type Logger } from "pino";
 import { AdminApi } from "./admin/api.js";
 import { ADMIN_RESPONSE_HEADERS, AdminGuard, checkRunDir, ensureToken } from "./admin/auth.js";
@@ -383,7 +383,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           lifecycle.vault.useKey(await cluster.settingsKey(lifecycle.vault.existingKey()));
         },
         logger,
-        (err) => (ClusterNode.unreachable(err) ? location : undefined),
+        (err) => (isPostgresUnreachable(err) ? location : undefined),
       );
     }
     await lifecycle.start();

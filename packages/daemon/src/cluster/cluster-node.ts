@@ -14,6 +14,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { isPostgresUnreachable } from "@hecate/store";
 import pg from "pg";
 
 export type NodePluginStatus =
@@ -80,8 +81,6 @@ const HEARTBEAT_MS = 15_000;
  * a pass never deletes bytes whose event is about to land (package-prune.ts).
  */
 const PACKAGE_LOCK = 0x6865_6370; // "hecp"
-/** Node socket errors and SQLSTATEs of a server that is down, starting, or refusing us (see the store's list). */
-const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EHOSTUNREACH", "ETIMEDOUT", "EPIPE", "53300"]);
 
 export class ClusterNode implements LifecycleCluster {
   private readonly pool: pg.Pool;
@@ -102,14 +101,6 @@ export class ClusterNode implements LifecycleCluster {
       await c.query("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK]);
       await c.query(SCHEMA);
     });
-  }
-
-  /** True for errors that say "PostgreSQL is not there (now)": worth a retry. */
-  static unreachable(err: unknown): boolean {
-    const code = (err as { code?: unknown })?.code;
-    if (typeof code === "string" && (UNREACHABLE.has(code) || code.startsWith("08") || code.startsWith("57P")))
-      return true;
-    return /Connection terminated|timeout exceeded when trying to connect/i.test((err as Error)?.message ?? "");
   }
 
   async register(urls: { url: string; adminUrl: string }): Promise<void> {
@@ -165,7 +156,7 @@ export class ClusterNode implements LifecycleCluster {
         });
       }
     } catch (err) {
-      broken ||= ClusterNode.unreachable(err);
+      broken ||= isPostgresUnreachable(err);
       throw err;
     } finally {
       c.release(broken);

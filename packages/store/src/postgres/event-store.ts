@@ -22,6 +22,7 @@ import {
 } from "../errors.js";
 import type { AppendResult, EventStoreOptions, ExpectedRevision, RecordedEvent, Snapshot } from "../types.js";
 import { acquireConnection, type PgConnection } from "./connection.js";
+import { isPostgresUnreachable } from "./unreachable.js";
 
 interface EventRow {
   position: string;
@@ -55,10 +56,6 @@ function toEvent(row: EventRow): RecordedEvent {
     createdAt: row.created_at.toISOString(),
   };
 }
-
-/** Node socket errors and SQLSTATEs that mean "the server is not there (now)". */
-const UNAVAILABLE_NODE = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EHOSTUNREACH", "ETIMEDOUT", "EPIPE"]);
-const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "3D000", "28P01", "28000"]);
 
 export class PostgresEventStore extends BaseEventStore {
   readonly storeId: string;
@@ -103,12 +100,7 @@ export class PostgresEventStore extends BaseEventStore {
     if (code === "53100") return new StoreDiskFullError(this.location, { cause: error });
     if (code === "55P03" || code === "40P01" || code === "40001")
       return new StoreBusyError(this.location, { cause: error });
-    if (
-      (code && (UNAVAILABLE_NODE.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08"))) ||
-      /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
-        error.message,
-      )
-    ) {
+    if (isPostgresUnreachable(error)) {
       return new StoreUnavailableError(this.location, error.message || code || "connection failed", { cause: error });
     }
     return error;
