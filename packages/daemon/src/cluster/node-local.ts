@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { AdminApi } from "../admin/api.js";
 import { ApiError, sendJson } from "../admin/http.js";
 import type { MountedRoute } from "../http/router.js";
-import { Flags } from "../lifecycle/aggregate.js";
+import { Flags, hasFlag } from "../lifecycle/aggregate.js";
 import { type Loader, LoadFailure } from "../lifecycle/loader.js";
 import type { LifecycleService } from "../lifecycle/service.js";
 import { rejectionMessage } from "../lifecycle/user-messages.js";
@@ -47,9 +47,9 @@ export class NodeLocal {
    */
   async restart(name: string): Promise<{ node: string; status: NodePluginStatus; version: string }> {
     const s = this.o.lifecycle.state(name);
-    if (!s || !(s.status & Flags.INSTALLED) || s.status & Flags.REMOVED)
+    if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
       throw new ApiError(404, "plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
-    if (!(s.status & Flags.ACTIVATED) || s.status & Flags.EXTRACTING)
+    if (!hasFlag(s, Flags.ACTIVATED) || hasFlag(s, Flags.EXTRACTING))
       throw new ApiError(
         409,
         "plugin_not_activated",
@@ -66,7 +66,7 @@ export class NodeLocal {
     }
     // Deactivated or removed through another node while it loaded: the process manager's unload may have run first.
     const now = this.o.lifecycle.state(name);
-    if (!now || !(now.status & Flags.ACTIVATED) || now.status & Flags.REMOVED) {
+    if (!now || !hasFlag(now, Flags.ACTIVATED) || hasFlag(now, Flags.REMOVED)) {
       await this.o.loader.unload(name);
       throw new ApiError(409, "plugin_not_activated", `plugin ${name} was deactivated meanwhile`);
     }

@@ -14,6 +14,7 @@ import { fileDigest } from "../util/file-digest.js";
 import {
   acceptsInstall,
   Flags,
+  hasFlag,
   type PackageInfo,
   type PackageRejection,
   type PluginCommand,
@@ -69,8 +70,6 @@ interface RefusalSource {
   path?: string;
   url?: string;
 }
-
-const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 
 export class Admission {
   constructor(private readonly d: AdmissionDeps) {}
@@ -149,7 +148,7 @@ export class Admission {
     const name = manifest.name;
     return this.d.serial(name, async () => {
       const s = this.d.state(name);
-      const isInstalled = s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED);
+      const isInstalled = s && hasFlag(s, Flags.INSTALLED) && !hasFlag(s, Flags.REMOVED);
       // Checked before the archive is moved (a refused install must not overwrite the installed package), with the
       // aggregate's own rule: a plugin whose last attempt failed before it ran may be installed again.
       if (op === "install" && s && !acceptsInstall(s)) {
@@ -239,7 +238,7 @@ export class Admission {
       this.d.logger.warn({ plugin: r.plugin, code: rejection.code, sha256: rejection.sha256 }, "package refused");
       this.d.rejected(recorded);
       const s = r.plugin ? this.d.state(r.plugin) : undefined;
-      if (r.plugin && s && has(s, Flags.INSTALLED) && !has(s, Flags.REMOVED))
+      if (r.plugin && s && hasFlag(s, Flags.INSTALLED) && !hasFlag(s, Flags.REMOVED))
         await this.d.dispatch(r.plugin, { type: "reject_plugin_package_v1", data: rejection }).catch(ignoreRejection);
     } catch (recordErr) {
       this.d.logger.error({ err: recordErr }, "cannot record a package refusal");

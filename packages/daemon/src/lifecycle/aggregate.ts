@@ -33,6 +33,9 @@ export function flagNames(status: number): FlagName[] {
 
 const has = (s: number, f: number) => (s & f) !== 0;
 
+/** True when the plugin's status has flag `f` (one of `Flags`). */
+export const hasFlag = (s: PluginState, f: number): boolean => has(s.status, f);
+
 export type PluginType = "in_process" | "container";
 
 export interface LastError {

@@ -12,9 +12,7 @@
  */
 import type { EventEmitter } from "node:events";
 import type { ProcessManagerContext, RecordedEvent } from "@hecate/store";
-import { Flags, type PluginCommand, type PluginEvent, type PluginState } from "./aggregate.js";
-
-const has = (s: PluginState, f: number) => (s.status & f) !== 0;
+import { Flags, hasFlag, type PluginCommand, type PluginEvent, type PluginState } from "./aggregate.js";
 
 export async function executionStep(
   e: RecordedEvent,
@@ -23,18 +21,19 @@ export async function executionStep(
   ctx: ProcessManagerContext,
   dispatch: (name: string, cmd: PluginCommand, ctx: ProcessManagerContext) => Promise<unknown>,
 ): Promise<void> {
-  if (s.plugin_type !== "container" || has(s, Flags.REMOVED)) return;
+  if (s.plugin_type !== "container" || hasFlag(s, Flags.REMOVED)) return;
   const ev = e as unknown as PluginEvent;
-  const running = has(s, Flags.RUNNING);
+  const running = hasFlag(s, Flags.RUNNING);
   switch (ev.type) {
     case "plugin_load_confirmed_v1":
-      if (!running && has(s, Flags.LOADED)) await dispatch(name, { type: "start_plugin_execution_v1", data: {} }, ctx);
+      if (!running && hasFlag(s, Flags.LOADED))
+        await dispatch(name, { type: "start_plugin_execution_v1", data: {} }, ctx);
       return;
     case "plugin_deactivated_v1":
     case "plugin_disabled_v1":
     case "plugin_quarantined_v1":
     case "plugin_load_failed_v1":
-      if (running && !has(s, Flags.LOADED))
+      if (running && !hasFlag(s, Flags.LOADED))
         await dispatch(name, { type: "stop_plugin_execution_v1", data: { reason: ev.type.replace(/_v1$/, "") } }, ctx);
       return;
     default:

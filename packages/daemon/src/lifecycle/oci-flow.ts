@@ -24,7 +24,7 @@ import { PodmanClient, type PullLine } from "../container/podman.js";
 import { PullProgress, progressed } from "../container/pull-progress.js";
 import { MANIFEST_LABEL, RegistryError, resolveImage } from "../container/registry-client.js";
 import { registryCredentials, registryUsesPlainHttp } from "../container/registry-config.js";
-import { Flags, type OciSource, type PluginCommand, type PluginEvent, type PluginState } from "./aggregate.js";
+import { Flags, hasFlag, type OciSource, type PluginCommand, type PluginEvent, type PluginState } from "./aggregate.js";
 
 /** A refused `oci://` install (the admin API maps `code` to a status; the refusal is recorded like a package's). */
 export class OciInstallError extends Error {
@@ -62,8 +62,6 @@ export interface ResolvedOciPackage {
   manifest: PluginManifest;
   oci: OciSource;
 }
-
-const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 
 export class OciFlow {
   private readonly pulls = new Map<string, { generation: number; abort: AbortController; done: Promise<void> }>();
@@ -134,7 +132,7 @@ export class OciFlow {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1":
         if (!ev.data.oci) return false;
-        if (ev.data.generation === s.generation && has(s, Flags.EXTRACTING) && !has(s, Flags.PULLING)) {
+        if (ev.data.generation === s.generation && hasFlag(s, Flags.EXTRACTING) && !hasFlag(s, Flags.PULLING)) {
           // Cluster: the pull is the accepting node's (named in the install's metadata, passed on to the start).
           const by = e.metadata.node;
           const metadata = typeof by === "string" ? { metadata: { node: by } } : {};
@@ -144,10 +142,10 @@ export class OciFlow {
         return true;
       case "oci_pull_started_v1":
         if (this.o.nodeId && typeof e.metadata.node === "string" && e.metadata.node !== this.o.nodeId) return true;
-        if (ev.data.generation === s.generation && has(s, Flags.PULLING)) this.startPull(name, s);
+        if (ev.data.generation === s.generation && hasFlag(s, Flags.PULLING)) this.startPull(name, s);
         return true;
       case "oci_pull_completed_v1":
-        if (ev.data.generation === s.generation && has(s, Flags.EXTRACTING)) await this.layOut(name, s, ctx);
+        if (ev.data.generation === s.generation && hasFlag(s, Flags.EXTRACTING)) await this.layOut(name, s, ctx);
         return true;
       case "plugin_removed_v1":
         await this.stopPull(name); // removed while pulling: the pull ends; the removal itself goes on
@@ -155,7 +153,7 @@ export class OciFlow {
       case "oci_pull_failed_v1":
       case "oci_pull_cancelled_v1":
         await this.stopPull(name);
-        if (ev.type === "oci_pull_cancelled_v1" && ev.data.first_install && has(s, Flags.REMOVED))
+        if (ev.type === "oci_pull_cancelled_v1" && ev.data.first_install && hasFlag(s, Flags.REMOVED))
           await this.removeUnusedImage(name, s.oci?.image);
         return true;
       default:
@@ -166,7 +164,7 @@ export class OciFlow {
   /** Boot: every plugin left PULLING by a killed daemon pulls again (or fails, recorded): none stays PULLING. */
   resume(): void {
     for (const s of this.o.states())
-      if (s.name && has(s, Flags.PULLING) && !has(s, Flags.REMOVED) && !this.pulls.has(s.name)) {
+      if (s.name && hasFlag(s, Flags.PULLING) && !hasFlag(s, Flags.REMOVED) && !this.pulls.has(s.name)) {
         this.o.logger.info({ plugin: s.name, image: s.oci?.image }, "resuming an image pull a stop interrupted");
         this.startPull(s.name, s);
       }
@@ -335,7 +333,7 @@ export class OciFlow {
   /** After a cancelled first install: the image goes unless another installed plugin runs it. */
   private async removeUnusedImage(name: string, image: string | undefined): Promise<void> {
     if (!image) return;
-    for (const s of this.o.states()) if (s.name !== name && s.oci_image === image && !has(s, Flags.REMOVED)) return;
+    for (const s of this.o.states()) if (s.name !== name && s.oci_image === image && !hasFlag(s, Flags.REMOVED)) return;
     await this.podman.removeImage(image).catch(() => {});
   }
 }

@@ -33,6 +33,7 @@ import { Admission, type PackageRejectionRecord } from "./admission.js";
 import {
   Flags,
   flagNames,
+  hasFlag,
   type PluginCommand,
   type PluginEvent,
   type PluginState,
@@ -109,7 +110,6 @@ export interface LifecycleOptions {
   clusterSettings?: (name: string, e: RecordedEvent, folded: (position: number) => Promise<void>) => Promise<void>;
 }
 
-const has = (s: PluginState, f: number) => (s.status & f) !== 0;
 const STREAM_PREFIX = "plugin-";
 /** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
 // Not "plugin-…": that prefix is the plugin streams'.
@@ -228,9 +228,9 @@ export class LifecycleService extends EventEmitter {
     const toLoad = [...this.states.values()].filter(
       (s) =>
         s.name &&
-        has(s, Flags.ACTIVATED) &&
-        !has(s, Flags.REMOVED) &&
-        !has(s, Flags.EXTRACTING) &&
+        hasFlag(s, Flags.ACTIVATED) &&
+        !hasFlag(s, Flags.REMOVED) &&
+        !hasFlag(s, Flags.EXTRACTING) &&
         !this.o.loader.isLoaded(s.name),
     );
     const containerNames = toLoad.filter((s) => s.plugin_type === "container").map((s) => s.name!);
@@ -363,7 +363,7 @@ export class LifecycleService extends EventEmitter {
   /** The admin view: schema, non-secret values, secrets as `{set}` only. */
   settingsView(name: string): SettingsView {
     const s = this.states.get(name);
-    if (!s || !has(s, Flags.INSTALLED) || has(s, Flags.REMOVED))
+    if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
       throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
     return maskedView(name, this.manifest(name)?.settings, s.settings);
   }
@@ -379,7 +379,7 @@ export class LifecycleService extends EventEmitter {
   ): Promise<{ view: SettingsView; applied: "live" | "swap" | "none" | "failed"; applyError?: string }> {
     return this.serial(name, async () => {
       const s = this.states.get(name);
-      if (!s || !has(s, Flags.INSTALLED) || has(s, Flags.REMOVED))
+      if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
         throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
       const manifest = this.manifest(name);
       if (!manifest)
@@ -408,7 +408,7 @@ export class LifecycleService extends EventEmitter {
       const now = this.states.get(name)!;
       let applied: "live" | "swap" | "none" | "failed" = "none";
       let applyError: string | undefined;
-      if (has(now, Flags.LOADED)) {
+      if (hasFlag(now, Flags.LOADED)) {
         try {
           applied = await this.o.loader.applySettings(name);
         } catch (err) {
@@ -432,7 +432,7 @@ export class LifecycleService extends EventEmitter {
   /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */
   loadsAfterExtract(name: string): boolean {
     const s = this.states.get(name);
-    return !!s && (has(s, Flags.ACTIVATED) || (!s.activated_at && !has(s, Flags.DEACTIVATED)));
+    return !!s && (hasFlag(s, Flags.ACTIVATED) || (!s.activated_at && !hasFlag(s, Flags.DEACTIVATED)));
   }
 
   async activate(name: string): Promise<number> {
@@ -665,29 +665,29 @@ export class LifecycleService extends EventEmitter {
     switch (ev.type) {
       case "plugin_installed_v1":
       case "plugin_upgraded_v1": {
-        if (ev.data.generation !== s.generation || !has(s, Flags.EXTRACTING)) return; // superseded meanwhile
+        if (ev.data.generation !== s.generation || !hasFlag(s, Flags.EXTRACTING)) return; // superseded meanwhile
         await this.extract(name, ev.data.generation, ctx, e.metadata.packageSha256);
         return;
       }
       case "plugin_package_extracted_v1": {
         if (ev.data.generation !== s.generation) return;
-        if (has(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
+        if (hasFlag(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
         else if (this.loadsAfterExtract(name)) await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
         return;
       }
       case "plugin_activated_v1":
-        if (ev.data.activation !== s.activation || !has(s, Flags.ACTIVATED) || has(s, Flags.EXTRACTING)) return;
+        if (ev.data.activation !== s.activation || !hasFlag(s, Flags.ACTIVATED) || hasFlag(s, Flags.EXTRACTING)) return;
         await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
         return;
       case "plugin_deactivated_v1":
         await this.o.loader.unload(name);
         await this.nodeStatus(name, "unloaded");
-        if (!has(s, Flags.ACTIVATED))
+        if (!hasFlag(s, Flags.ACTIVATED))
           await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
         return;
       case "plugin_removed_v1":
         await this.o.loader.unload(name);
-        if (has(s, Flags.REMOVED)) {
+        if (hasFlag(s, Flags.REMOVED)) {
           await this.releaseImages(name);
           try {
             this.o.loader.removeFiles(name, ev.data.purge);
@@ -713,7 +713,7 @@ export class LifecycleService extends EventEmitter {
    * again since (that install's data is not this purge's). A failure (PostgreSQL away) throws: the step is retried.
    */
   private async purgeSharedStore(name: string): Promise<void> {
-    if (!has((await this.cqrs.load(pluginAggregate, name)).state, Flags.REMOVED)) {
+    if (!hasFlag((await this.cqrs.load(pluginAggregate, name)).state, Flags.REMOVED)) {
       this.o.logger.warn({ plugin: name }, "plugin installed again before its purge ran: its shared store is kept");
       return;
     }
@@ -803,7 +803,7 @@ export class LifecycleService extends EventEmitter {
     if (this.o.cluster && trigger) {
       if (outcome.type === "fail_plugin_load_v1") {
         const head = (await this.cqrs.load(pluginAggregate, name)).state;
-        if (head.activation === s.activation && has(head, Flags.LOADED)) return;
+        if (head.activation === s.activation && hasFlag(head, Flags.LOADED)) return;
       }
       id = `${outcome.type}:${trigger}`;
     }
@@ -837,7 +837,7 @@ export class LifecycleService extends EventEmitter {
   private async superseded(name: string, ev: PluginEvent): Promise<boolean> {
     if (ev.type === "plugin_removed_v1" || ev.type === "plugin_deactivated_v1") return false;
     const now = (await this.cqrs.load(pluginAggregate, name)).state;
-    if (has(now, Flags.REMOVED)) return true;
+    if (hasFlag(now, Flags.REMOVED)) return true;
     if ("generation" in ev.data && ev.data.generation !== now.generation) return true;
     return ev.type === "plugin_activated_v1" && ev.data.activation !== now.activation;
   }
