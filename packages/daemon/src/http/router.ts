@@ -162,6 +162,14 @@ function findWs(snap: Snapshot, pathname: string): Found | null {
   return pluginTables(snap, pathname)?.ws.find("GET", pathname) ?? snap.system.ws.find("GET", pathname);
 }
 
+/** A copy of `map` with `name` set to `tables` (null: removed): a published snapshot's map never changes. */
+function withEntry(map: ReadonlyMap<string, Tables>, name: string, tables: Tables | null): ReadonlyMap<string, Tables> {
+  const next = new Map(map);
+  if (tables) next.set(name, tables);
+  else next.delete(name);
+  return next;
+}
+
 const newTree = (): Tree => FindMyWay({ ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1000 });
 
 /** Tables being built: `on` registers a route (GET ones also answer HEAD), `done` adds those HEADs. */
@@ -188,9 +196,6 @@ const noop = () => {};
 export class Router {
   private snapshot: Snapshot;
   private readonly plugins = new Map<string, PluginMount>();
-  /** Each mounted plugin's tables, as in the current snapshot. */
-  private mountedTables: ReadonlyMap<string, Tables> = new Map();
-  private systemTables: Tables;
   private readonly systemGroups = new Map<string, MountedRoute[]>();
   private version = 0;
   private ready = false;
@@ -220,8 +225,7 @@ export class Router {
         handler: (_req, res) => json(res, this.ready ? 200 : 503, { ready: this.ready }),
       },
     ]);
-    this.systemTables = this.buildSystem();
-    this.snapshot = this.swap();
+    this.snapshot = this.next(this.buildSystem(), new Map());
   }
 
   /** Where `/health` gets its per-plugin answers. */
@@ -244,14 +248,14 @@ export class Router {
       throw err instanceof RouteError ? err : new RouteError(name, (err as Error).message);
     }
     this.plugins.set(name, mount);
-    this.snapshot = this.swap(name, tables);
+    this.snapshot = this.next(this.snapshot.system, withEntry(this.snapshot.plugins, name, tables));
     this.changed();
   }
 
   /** Removes a plugin's routes and static files in one swap. */
   removePlugin(name: string): boolean {
     if (!this.plugins.delete(name)) return false;
-    this.snapshot = this.swap(name, null);
+    this.snapshot = this.next(this.snapshot.system, withEntry(this.snapshot.plugins, name, null));
     this.changed();
     return true;
   }
@@ -293,14 +297,15 @@ export class Router {
   setSystemRoutes(group: string, routes: MountedRoute[]): void {
     const prev = this.systemGroups.get(group);
     this.systemGroups.set(group, routes);
+    let system: Tables;
     try {
-      this.systemTables = this.buildSystem();
+      system = this.buildSystem();
     } catch (err) {
       if (prev) this.systemGroups.set(group, prev);
       else this.systemGroups.delete(group);
       throw err instanceof RouteError ? err : new RouteError(undefined, (err as Error).message);
     }
-    this.snapshot = this.swap();
+    this.snapshot = this.next(system, this.snapshot.plugins);
   }
 
   /** Bumped on every swap (tests and metrics). */
@@ -329,15 +334,9 @@ export class Router {
     return b.done();
   }
 
-  /** The next snapshot: the current one with plugin `name`'s tables replaced (null: removed). */
-  private swap(name?: string, tables?: Tables | null): Snapshot {
-    if (name !== undefined) {
-      const next = new Map(this.mountedTables); // copy on write: a snapshot never changes once published
-      if (tables) next.set(name, tables);
-      else next.delete(name);
-      this.mountedTables = next;
-    }
-    return { version: ++this.version, system: this.systemTables, plugins: this.mountedTables };
+  /** The next snapshot (published by assigning it to `snapshot`). */
+  private next(system: Tables, plugins: ReadonlyMap<string, Tables>): Snapshot {
+    return { version: ++this.version, system, plugins };
   }
 
   /** The `request` listener of the HTTP server. */

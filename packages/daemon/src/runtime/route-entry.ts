@@ -53,6 +53,13 @@ export function openUpgrade(
     rejectUpgrade(socket, 503, "Service Unavailable");
     return;
   }
-  const fields = { routeId: route.id, path: ctx.path, params, query: ctx.query, headers: req.headers };
-  ws.open(req, socket, head, { ...fields, remoteAddress: req.socket.remoteAddress }, route.maxPayload);
+  const fields = {
+    routeId: route.id,
+    path: ctx.path,
+    params,
+    query: ctx.query,
+    headers: req.headers,
+    remoteAddress: req.socket.remoteAddress,
+  };
+  ws.open(req, socket, head, fields, route.maxPayload);
 }
