@@ -93,7 +93,9 @@ md += `## Ratios against baselines (1.0 = as fast as the baseline)\n\n${summary(
 // Figures with a goal of their own that are not ratios: boot time and memory per plugin against their N.
 const isKeyFigure = (k, v) =>
   typeof v === "number" &&
-  /^(boot_\d+_plugins_ms|rss_mib_per_idle_plugin_\d+|host_cpu_ms_per_plugin_boot_\d+)$/.test(leaf(k));
+  /^(boot_\d+_plugins_ms|rss_mib_per_idle_plugin_\d+|rss_mib_per_plugin_after_boot_\d+|floor_rss_mib_per_idle_empty_worker_\d+|host_cpu_ms_per_plugin_boot_\d+)$/.test(
+    leaf(k),
+  );
 md += `## Boot and memory (N plugins; lower is better)\n\n${summary(isKeyFigure)}\n`;
 md += `## Failure counters (every one must be 0)\n\n${summary(isFailureCount)}`;
 md += "\n## All measurements\n";

@@ -3,13 +3,16 @@
  * N = 1 / 10 / 30 installed in-process plugins (env BENCH_BOOT_SIZES, e.g. "1,10,30"):
  *  - install of N plugins through the admin API, all uploads sent at once (the daemon bounds the concurrency);
  *  - boot: startDaemon() called -> EVERY route of the N plugins answers 200 (polled), best of BENCH_BOOT_ROUNDS;
- *  - idle RSS of the plugin-host process, against the same host with no plugin loaded (measured in the same run):
- *    RSS per idle worker plugin = (host RSS with N plugins - host RSS with none) / N;
+ *  - RSS of the plugin-host process, against the same host with no plugin loaded (measured in the same run), per
+ *    plugin = (host RSS with N plugins - host RSS with none) / N, twice: 1.5 s after the boot
+ *    (`rss_mib_per_plugin_after_boot_N`) and once the host has been idle IDLE_MS
+ *    (`rss_mib_per_idle_plugin_N`): V8's memory reducer shrinks each idle isolate's heap some seconds after its
+ *    allocations stop, so a plugin that serves nothing costs the second figure for as long as it stays idle;
  *  - CPU a boot costs per plugin: the fresh plugin host's CPU time (all its threads) until every route answered,
  *    divided by N (a figure that a busy, shared machine disturbs far less than the wall-clock boot time).
  * Baseline of the same run (empty-workers.ts, a process of its own): N EMPTY Node worker threads started with the
- * loader's concurrency: their time to all-ready, CPU and RSS per worker are the floor of a one-isolate-per-plugin
- * host on this machine (`ratio_boot_N_floor_vs_daemon` = that time / the daemon's boot; 1.0 = no cost beyond it).
+ * loader's concurrency: their time to all-ready, CPU and RSS per worker (after boot and idle, sampled as above) are
+ * the floor of a one-isolate-per-plugin host on this machine (`ratio_boot_N_floor_vs_daemon` = that time / the daemon's boot; 1.0 = no cost beyond it).
  * Prints `BENCH_JSON {...}` last; the summary fields are `boot_30_plugins_ms` and `rss_mib_per_idle_plugin_30`.
  */
 import { execFileSync } from "node:child_process";
@@ -23,6 +26,9 @@ import { pct, round } from "./run-load.js";
 
 const SIZES = (process.env.BENCH_BOOT_SIZES ?? "1,10,30").split(",").map(Number);
 const ROUNDS = Number(process.env.BENCH_BOOT_ROUNDS ?? 3);
+/** How long a host stays idle before its idle RSS is read (V8's memory reducer acts some seconds after idling). */
+const IDLE_MS = Number(process.env.BENCH_BOOT_IDLE_MS ?? 15_000);
+const AFTER_BOOT_MS = 1500;
 
 const start = (home: string) => startDaemon({ home, port: 0, logLevel: "silent", containers: false });
 const names = (n: number) => Array.from({ length: n }, (_, i) => `boot${String(i).padStart(2, "0")}`);
@@ -40,11 +46,23 @@ function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** N empty Node workers in a fresh process (empty-workers.ts): best time of ROUNDS, median CPU and RSS. */
-function emptyWorkers(n: number): { ms: number; cpuMs: number; rssMiBPerWorker: number } {
+interface Floor {
+  ms: number;
+  cpuMs: number;
+  rssMiBPerWorker: number;
+  idleRssMiBPerWorker: number;
+}
+
+/** N empty Node workers in a fresh process (empty-workers.ts): best time of ROUNDS, median CPU and RSS after boot;
+ * the idle RSS from the first round only (it idles IDLE_MS, the others do not wait for it). */
+function emptyWorkers(n: number): Floor {
   const script = new URL("./empty-workers.js", import.meta.url).pathname;
-  const runs = Array.from({ length: ROUNDS }, () =>
-    JSON.parse(execFileSync(process.execPath, [script, String(n)], { encoding: "utf8" })),
+  const runs = Array.from({ length: ROUNDS }, (_, i) =>
+    JSON.parse(
+      execFileSync(process.execPath, [script, String(n), String(AFTER_BOOT_MS), String(i === 0 ? IDLE_MS : 0)], {
+        encoding: "utf8",
+      }),
+    ),
   );
   return {
     ms: Math.min(...runs.map((r) => r.ms)),
@@ -56,12 +74,13 @@ function emptyWorkers(n: number): { ms: number; cpuMs: number; rssMiBPerWorker: 
       runs.map((r) => r.rssMiBPerWorker),
       0.5,
     ),
+    idleRssMiBPerWorker: runs[0].idleRssMiBPerWorker,
   };
 }
 
-/** The main plugin host's RSS once it has been idle a while (median of 5 samples, 200 ms apart). */
-async function idleHostRss(d: Daemon): Promise<number> {
-  await new Promise((r) => setTimeout(r, 1500));
+/** Median of 5 samples (200 ms apart) of the main plugin host's RSS, once the host has run `settleMs`. */
+async function hostRss(d: Daemon, since: number, settleMs: number): Promise<number> {
+  await new Promise((r) => setTimeout(r, Math.max(0, since + settleMs - performance.now())));
   const pid = d.hosts.pids()[1];
   if (!pid) throw new Error("no main plugin host");
   const samples: number[] = [];
@@ -97,14 +116,18 @@ for (const name of names(Math.max(...SIZES))) archives.set(name, await buildPack
 // Baseline: a host with no plugin.
 const emptyHome = join(work, "home-0");
 let d = await start(emptyHome);
-const rssEmpty = await idleHostRss(d);
+const emptySince = performance.now();
+const rssEmpty = await hostRss(d, emptySince, AFTER_BOOT_MS);
+const idleRssEmpty = await hostRss(d, emptySince, IDLE_MS);
 await d.close();
-console.log(`plugin host with no plugin: ${rssEmpty.toFixed(1)} MiB RSS`);
+console.log(`plugin host with no plugin: ${rssEmpty.toFixed(1)} MiB RSS after boot, ${idleRssEmpty.toFixed(1)} idle`);
 
 const result: Record<string, unknown> = {
   bench: "daemon-boot",
   rounds: ROUNDS,
+  idle_ms: IDLE_MS,
   host_rss_mib_no_plugins: round(rssEmpty, 1),
+  host_idle_rss_mib_no_plugins: round(idleRssEmpty, 1),
 };
 for (const n of SIZES) {
   const home = join(work, `home-${n}`);
@@ -129,30 +152,39 @@ for (const n of SIZES) {
   const boots: number[] = [];
   const hostCpu: number[] = [];
   let rss = 0;
+  let idleRss = 0;
   for (let i = 0; i < ROUNDS; i++) {
     const t = performance.now();
     d = await start(home);
     await allAnswer(d.url, plugins);
-    boots.push(performance.now() - t);
+    const answered = performance.now();
+    boots.push(answered - t);
     hostCpu.push(cpuMs(d.hosts.pids()[1]!));
-    if (i === 0) rss = await idleHostRss(d);
+    if (i === 0) {
+      rss = await hostRss(d, answered, AFTER_BOOT_MS);
+      idleRss = await hostRss(d, answered, IDLE_MS);
+    }
     await d.close();
   }
   const boot = Math.min(...boots);
   const perPlugin = (rss - rssEmpty) / n;
+  const idlePerPlugin = (idleRss - idleRssEmpty) / n;
   const cpuPerPlugin = pct(hostCpu, 0.5) / n;
   const floor = emptyWorkers(n);
   console.log(
-    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB, ${perPlugin.toFixed(2)} MiB per idle plugin; host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted; floor (${n} empty workers): ${floor.ms.toFixed(0)} ms, ${(floor.cpuMs / n).toFixed(0)} ms CPU and ${floor.rssMiBPerWorker.toFixed(2)} MiB each; load average ${loadavg()[0].toFixed(2)}`,
+    `N=${n}: install (all at once) -> all answer ${installMs.toFixed(0)} ms; boot -> all answer best ${boot.toFixed(0)} ms (${boots.map((b) => b.toFixed(0)).join(", ")}); host RSS ${rss.toFixed(1)} MiB after boot (${perPlugin.toFixed(2)} MiB per plugin), ${idleRss.toFixed(1)} MiB idle (${idlePerPlugin.toFixed(2)} MiB per plugin); host CPU ${cpuPerPlugin.toFixed(0)} ms per plugin booted; floor (${n} empty workers): ${floor.ms.toFixed(0)} ms, ${(floor.cpuMs / n).toFixed(0)} ms CPU, ${floor.rssMiBPerWorker.toFixed(2)} MiB each after boot, ${floor.idleRssMiBPerWorker.toFixed(2)} idle; load average ${loadavg()[0].toFixed(2)}`,
   );
   result[`install_${n}_plugins_ms`] = round(installMs, 0);
   result[`boot_${n}_plugins_ms`] = round(boot, 0);
   result[`host_rss_mib_${n}_plugins`] = round(rss, 1);
-  result[`rss_mib_per_idle_plugin_${n}`] = round(perPlugin, 2);
+  result[`host_idle_rss_mib_${n}_plugins`] = round(idleRss, 1);
+  result[`rss_mib_per_plugin_after_boot_${n}`] = round(perPlugin, 2);
+  result[`rss_mib_per_idle_plugin_${n}`] = round(idlePerPlugin, 2);
   result[`host_cpu_ms_per_plugin_boot_${n}`] = round(cpuPerPlugin, 0);
   result[`floor_boot_${n}_empty_workers_ms`] = round(floor.ms, 0);
   result[`floor_cpu_ms_per_empty_worker_${n}`] = round(floor.cpuMs / n, 0);
-  result[`floor_rss_mib_per_empty_worker_${n}`] = round(floor.rssMiBPerWorker, 2);
+  result[`floor_rss_mib_per_empty_worker_after_boot_${n}`] = round(floor.rssMiBPerWorker, 2);
+  result[`floor_rss_mib_per_idle_empty_worker_${n}`] = round(floor.idleRssMiBPerWorker, 2);
   result[`ratio_boot_${n}_floor_vs_daemon`] = round(floor.ms / boot, 3);
 }
 result.loadavg_1m = round(loadavg()[0], 2);
