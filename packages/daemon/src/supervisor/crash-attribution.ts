@@ -1,6 +1,6 @@
 /**
- * Who took a plugin host down: the supervisor's bookkeeping of host deaths, and its verdicts (see plugin-hosts.ts
- * for what it does with them). Pure state, no processes: PluginHosts feeds it what the hosts report and applies
+ * Who took a plugin host down: the supervisor's bookkeeping of host deaths, and its verdicts (see host-restore.ts
+ * for what it does with them). Pure state, no processes: HostRestore feeds it what the hosts report and applies
  * what it answers.
  * - At load time (exact): a plugin whose load was running when its host died gets a strike; at `loadStrikes`
  *   strikes (or at the first one in an isolated host) it is quarantined.

@@ -1,7 +1,7 @@
 /**
  * The supervisor's handle on one plugin-host process: forks `host/main.js`, boots it, sends requests and matches
  * replies, hands it accepted client sockets, and reports its events and its death. It never restarts by itself:
- * PluginHosts decides what a death means (see ./plugin-hosts.ts).
+ * PluginHosts decides what a death means (see ./host-restore.ts).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { EventEmitter } from "node:events";
