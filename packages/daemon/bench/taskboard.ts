@@ -1,10 +1,11 @@
 /**
  * The taskboard example plugin through the real daemon vs the same work in Fastify 5 + better-sqlite3, measured in
  * the same run (load generator in a child process, keep-alive, 16 connections, best of two runs each):
- *  - GET  /boards/bench/tasks: the board checked, its tasks listed (read model select) -> JSON;
+ *  - GET  /boards/bench/tasks: the board checked, its tasks listed with their attachments (the plugin's two read
+ *    model selects) -> JSON;
  *  - POST /boards/bench/tasks: body validated (JSON schema), board + column checked, the event appended to an event
  *    table (WAL, synchronous=FULL, as the plugin's store) and the task inserted into the read model (WAL, NORMAL),
- *    then selected back -> 201 JSON.
+ *    then selected back with its attachments -> 201 JSON.
  * Needs the built taskboard (`npm run build` at the repository root). Prints `BENCH_JSON {...}` last.
  */
 
@@ -38,11 +39,19 @@ rm.pragma("synchronous = NORMAL");
 rm.exec(`CREATE TABLE boards (id TEXT PRIMARY KEY, name TEXT NOT NULL, columns TEXT NOT NULL, created_at TEXT NOT NULL);
   CREATE TABLE tasks (id TEXT PRIMARY KEY, board_id TEXT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL,
     column_name TEXT NOT NULL, completed_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-  CREATE INDEX tasks_by_board ON tasks (board_id, created_at);`);
+  CREATE INDEX tasks_by_board ON tasks (board_id, created_at);
+  CREATE TABLE attachments (id TEXT PRIMARY KEY, task_id TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
+    content_type TEXT NOT NULL, sha256 TEXT NOT NULL, created_at TEXT NOT NULL);
+  CREATE INDEX attachments_by_task ON attachments (task_id);`);
 rm.prepare("INSERT INTO boards VALUES (?, ?, ?, ?)").run("bench", "Bench", JSON.stringify(["todo", "done"]), "now");
 const getBoard = rm.prepare("SELECT * FROM boards WHERE id = ?");
 const listTasks = rm.prepare("SELECT * FROM tasks WHERE board_id = ? ORDER BY created_at, id");
 const getTask = rm.prepare("SELECT * FROM tasks WHERE id = ?");
+// The plugin lists each task with its attachments (examples/taskboard/src/read-model.ts): the same two queries here.
+const boardAttachments = rm.prepare(
+  "SELECT a.* FROM attachments a JOIN tasks t ON t.id = a.task_id WHERE t.board_id = ? ORDER BY a.created_at, a.id",
+);
+const taskAttachments = rm.prepare("SELECT * FROM attachments WHERE task_id = ? ORDER BY created_at, id");
 const appendEvent = events.prepare(
   "INSERT INTO events (id, stream, revision, type, data, created_at) VALUES (?, ?, ?, ?, ?, ?)",
 );
@@ -60,23 +69,49 @@ interface RawTask {
   created_at: string;
   updated_at: string;
 }
-const toTask = (r: RawTask) => ({
-  id: r.id,
-  boardId: r.board_id,
-  title: r.title,
-  description: r.description,
-  column: r.column_name,
-  completedAt: r.completed_at,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-  attachments: [],
-});
+interface RawAttachment {
+  id: string;
+  task_id: string;
+  name: string;
+  size: number;
+  content_type: string;
+  sha256: string;
+  created_at: string;
+}
+/** As the plugin's toTasks: each task with its attachments (grouped by task once). */
+function toTasks(rows: RawTask[], attachments: RawAttachment[]) {
+  const byTask = new Map<string, unknown[]>();
+  for (const a of attachments) {
+    const list = byTask.get(a.task_id) ?? [];
+    list.push({
+      id: a.id,
+      name: a.name,
+      size: a.size,
+      contentType: a.content_type,
+      sha256: a.sha256,
+      createdAt: a.created_at,
+    });
+    byTask.set(a.task_id, list);
+  }
+  return rows.map((r) => ({
+    id: r.id,
+    boardId: r.board_id,
+    title: r.title,
+    description: r.description,
+    column: r.column_name,
+    completedAt: r.completed_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    attachments: byTask.get(r.id) ?? [],
+  }));
+}
 const boardOr404 = (id: string) => getBoard.get(id) as { columns: string } | undefined;
 
 const fastify = Fastify({ keepAliveTimeout: 65_000 });
 fastify.get<{ Params: { board: string } }>("/boards/:board/tasks", async (req, reply) => {
   if (!boardOr404(req.params.board)) return reply.code(404).send({ error: "board_not_found" });
-  return { tasks: (listTasks.all(req.params.board) as RawTask[]).map(toTask) };
+  const board = req.params.board;
+  return { tasks: toTasks(listTasks.all(board) as RawTask[], boardAttachments.all(board) as RawAttachment[]) };
 });
 fastify.post<{ Params: { board: string }; Body: { title: string; description: string; column?: string } }>(
   "/boards/:board/tasks",
@@ -107,7 +142,7 @@ fastify.post<{ Params: { board: string }; Body: { title: string; description: st
     return reply
       .code(201)
       .header("location", `/tasks/${id}`)
-      .send(toTask(getTask.get(id) as RawTask));
+      .send(toTasks([getTask.get(id) as RawTask], taskAttachments.all(id) as RawAttachment[])[0]);
   },
 );
 await fastify.listen({ port: 0, host: "127.0.0.1" });
