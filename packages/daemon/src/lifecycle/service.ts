@@ -20,7 +20,6 @@ import {
   type ProcessManager,
   type ProcessManagerContext,
   type RecordedEvent,
-  type Subscription,
   startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
@@ -32,16 +31,15 @@ import { KeyedSerial } from "../util/keyed-serial.js";
 import { Admission, type PackageRejectionRecord } from "./admission.js";
 import {
   Flags,
-  flagNames,
   hasFlag,
   type PluginCommand,
   type PluginEvent,
   type PluginState,
-  type PluginType,
   pluginAggregate,
   statusName,
 } from "./aggregate.js";
 import { executionStep } from "./container-watch.js";
+import { PluginDispatcher } from "./dispatch.js";
 import { LifecycleError } from "./errors.js";
 import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
 import { OciFlow } from "./oci-flow.js";
@@ -56,38 +54,11 @@ import {
   withSchemaDefaults,
 } from "./settings.js";
 import { rejectionMessage } from "./user-messages.js";
+import { type LifecycleEvent, type PluginView, PluginViews, STREAM_PREFIX } from "./views.js";
 
 export { type PackageRejectedData, type PackageRejectionRecord, REJECTIONS_STREAM } from "./admission.js";
 export { LifecycleError } from "./errors.js";
-
-export interface PluginView {
-  name: string;
-  version: string | null;
-  type: PluginType;
-  status: ReturnType<typeof statusName>;
-  flags: string[];
-  routes: { method: string; path: string }[];
-  url: string;
-  apiUrl: string;
-  lastError: PluginState["last_error"];
-  installedAt: string | null;
-  updatedAt: string | null;
-  restarts: number;
-  /** The registry image (`host/repo@sha256:…`) of a plugin installed from `oci://`, else null. */
-  image: string | null;
-  /** The image pull in flight (layers and bytes), else null. */
-  pull: PluginState["pull"];
-}
-
-export interface LifecycleEvent {
-  plugin: string;
-  type: string;
-  revision: number;
-  position: number;
-  data: unknown;
-  createdAt: string;
-  view: PluginView;
-}
+export { type LifecycleEvent, type PluginView, viewOf } from "./views.js";
 
 export interface LifecycleOptions {
   home: string;
@@ -110,30 +81,9 @@ export interface LifecycleOptions {
   clusterSettings?: (name: string, e: RecordedEvent, folded: (position: number) => Promise<void>) => Promise<void>;
 }
 
-const STREAM_PREFIX = "plugin-";
 /** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
 // Not "plugin-…": that prefix is the plugin streams'.
 export const HOSTS_STREAM = "host-crashes";
-
-export function viewOf(s: PluginState): PluginView {
-  const name = s.name ?? "";
-  return {
-    name,
-    version: s.installed_version,
-    type: s.plugin_type,
-    status: statusName(s.status),
-    flags: flagNames(s.status),
-    routes: s.routes,
-    url: `/plugin/${name}/`,
-    apiUrl: `/plugin/${name}/api/`,
-    lastError: s.last_error,
-    installedAt: s.installed_at,
-    updatedAt: s.updated_at,
-    restarts: s.restarts,
-    image: s.oci?.image ?? null,
-    pull: s.pull,
-  };
-}
 
 /**
  * Events: `event` (LifecycleEvent) for every lifecycle event appended (live feed for SSE and waiters), `rejection`
@@ -141,8 +91,6 @@ export function viewOf(s: PluginState): PluginView {
  */
 export class LifecycleService extends EventEmitter {
   readonly cqrs: Cqrs;
-  private readonly states = new Map<string, PluginState>();
-  private feed: Subscription | undefined;
   private pm: ProcessManager | undefined;
   private readonly locks = new KeyedSerial();
   private closed = false;
@@ -153,19 +101,23 @@ export class LifecycleService extends EventEmitter {
   /** Installs from OCI registries (oci-flow.ts). */
   readonly oci: OciFlow;
   private readonly admission: Admission;
+  private readonly views: PluginViews;
+  private readonly dispatcher: PluginDispatcher;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
     this.setMaxListeners(0);
     this.cqrs = createCqrs(o.store);
+    this.views = new PluginViews({ store: o.store, logger: o.logger, folded: (e) => this.emit("event", e) });
+    this.dispatcher = new PluginDispatcher(this.cqrs, o.crashAfter);
     this.vault = new SettingsVault(o.home);
     this.oci = new OciFlow({
       home: o.home,
       logger: o.logger,
       validateManifest: (v) => o.pkg.validateManifest(v),
       packageDir: (name) => o.loader.paths(name).package,
-      state: (name) => this.states.get(name),
-      states: () => this.states.values(),
+      state: (name) => this.views.state(name),
+      states: () => this.views.all(),
       dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
       nodeId: o.cluster?.nodeId,
       nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
@@ -177,11 +129,11 @@ export class LifecycleService extends EventEmitter {
       cluster: o.cluster,
       oci: this.oci,
       paths: (name) => o.loader.paths(name),
-      state: (name) => this.states.get(name),
+      state: (name) => this.views.state(name),
       settings: (name, s) => this.clearSettings(name, s),
       serial: (name, fn) => this.serial(name, fn),
       dispatch: (name, cmd) => this.dispatch(name, cmd),
-      crashIfHooked: (type) => this.crashIfHooked(type),
+      crashIfHooked: (type) => this.dispatcher.crashIfHooked(type),
       rejected: (record) => this.emit("rejection", record),
     });
   }
@@ -203,8 +155,7 @@ export class LifecycleService extends EventEmitter {
         .recoverPackageDir(join(pluginsDir, name))
         .catch((err) => this.o.logger.error({ plugin: name, err }, "package dir recovery failed"));
     }
-    this.feed = this.o.store.subscribe({ streamPrefix: STREAM_PREFIX, handler: (e) => this.onFeed(e) });
-    await this.feed.caughtUp();
+    await this.views.start();
     const cluster = this.o.cluster;
     this.pm = startProcessManager(this.o.store, {
       name: cluster ? `plugin-lifecycle@${cluster.nodeId}` : "plugin-lifecycle",
@@ -221,11 +172,11 @@ export class LifecycleService extends EventEmitter {
     for (;;) {
       const head = await this.o.store.headPosition();
       await this.pm.caughtUp(head);
-      await this.feed.caughtUp(head);
+      await this.views.caughtUp(head);
       if ((await this.o.store.headPosition()) === head) break;
     }
     this.oci.resume(); // pulls a kill -9 interrupted
-    const toLoad = [...this.states.values()].filter(
+    const toLoad = [...this.views.all()].filter(
       (s) =>
         s.name &&
         hasFlag(s, Flags.ACTIVATED) &&
@@ -248,22 +199,21 @@ export class LifecycleService extends EventEmitter {
     this.closed = true;
     await this.oci.close();
     await this.pm?.stop();
-    await this.feed?.stop();
+    await this.views.stop();
   }
 
   // ---- reads ----
 
   state(name: string): PluginState | undefined {
-    return this.states.get(name);
+    return this.views.state(name);
   }
 
   view(name: string): PluginView | undefined {
-    const s = this.states.get(name);
-    return s ? viewOf(s) : undefined;
+    return this.views.view(name);
   }
 
   list(): PluginView[] {
-    return [...this.states.values()].map(viewOf).sort((a, b) => a.name.localeCompare(b.name));
+    return this.views.list();
   }
 
   /** The installed manifest, or null when the package is not (or no longer) on disk. */
@@ -333,7 +283,7 @@ export class LifecycleService extends EventEmitter {
         await this.oci.cancel(name);
       } catch (err) {
         if (!(err instanceof CommandRejected)) throw err;
-        const st = this.states.get(name);
+        const st = this.views.state(name);
         if (err.code === "not_pulling")
           throw new LifecycleError(
             err.code,
@@ -356,13 +306,13 @@ export class LifecycleService extends EventEmitter {
 
   /** What the plugin receives (init config, onSettingsChanged): decrypted, the schema's defaults filled in. */
   pluginSettings(name: string, manifest: PluginManifest): SettingsValues {
-    const s = this.states.get(name);
+    const s = this.views.state(name);
     return withSchemaDefaults(manifest.settings, s ? this.clearSettings(name, s) : {});
   }
 
   /** The admin view: schema, non-secret values, secrets as `{set}` only. */
   settingsView(name: string): SettingsView {
-    const s = this.states.get(name);
+    const s = this.views.state(name);
     if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
       throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
     return maskedView(name, this.manifest(name)?.settings, s.settings);
@@ -378,7 +328,7 @@ export class LifecycleService extends EventEmitter {
     change: { values: SettingsValues; unset: string[] },
   ): Promise<{ view: SettingsView; applied: "live" | "swap" | "none" | "failed"; applyError?: string }> {
     return this.serial(name, async () => {
-      const s = this.states.get(name);
+      const s = this.views.state(name);
       if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
         throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
       const manifest = this.manifest(name);
@@ -404,8 +354,8 @@ export class LifecycleService extends EventEmitter {
         // Cluster: the node that took the change applies it below; the others' process managers apply it there.
         ...(this.o.cluster ? { metadata: { node: this.o.cluster.nodeId } } : {}),
       });
-      await this.feed?.caughtUp(r.position);
-      const now = this.states.get(name)!;
+      await this.views.caughtUp(r.position);
+      const now = this.views.state(name)!;
       let applied: "live" | "swap" | "none" | "failed" = "none";
       let applyError: string | undefined;
       if (hasFlag(now, Flags.LOADED)) {
@@ -431,8 +381,7 @@ export class LifecycleService extends EventEmitter {
 
   /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */
   loadsAfterExtract(name: string): boolean {
-    const s = this.states.get(name);
-    return !!s && (hasFlag(s, Flags.ACTIVATED) || (!s.activated_at && !hasFlag(s, Flags.DEACTIVATED)));
+    return this.views.loadsAfterExtract(name);
   }
 
   async activate(name: string): Promise<number> {
@@ -459,7 +408,7 @@ export class LifecycleService extends EventEmitter {
       return await this.dispatch(name, cmd);
     } catch (err) {
       if (!(err instanceof CommandRejected)) throw err;
-      const s = this.states.get(name);
+      const s = this.views.state(name);
       const message = rejectionMessage(name, err.code, s && statusName(s.status));
       throw message ? new LifecycleError(err.code, message, err.details) : err;
     }
@@ -486,14 +435,14 @@ export class LifecycleService extends EventEmitter {
     const folded = async (e: RecordedEvent): Promise<RecordedEvent> => {
       if (this.o.cluster && this.pm)
         await withTimeout(this.pm.caughtUp(e.position), timeoutMs - (Date.now() - started));
-      await this.feed?.caughtUp(e.position);
+      await this.views.caughtUp(e.position);
       // Cluster: another node's load failure may come first; this node's own step is done by now, and when it (or
       // any node) loaded the plugin since, that confirm is the answer (see loadAndConfirm).
       if (this.o.cluster && e.type === "plugin_load_failed_v1" && types.includes("plugin_load_confirmed_v1")) {
         const confirmed = (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
           .filter((x) => x.position > e.position && x.type === "plugin_load_confirmed_v1")
           .at(-1);
-        if (confirmed) await this.feed?.caughtUp(confirmed.position);
+        if (confirmed) await this.views.caughtUp(confirmed.position);
         return confirmed ?? e;
       }
       return e;
@@ -547,7 +496,7 @@ export class LifecycleService extends EventEmitter {
       await Promise.race([
         (async () => {
           await this.pm?.caughtUp(position);
-          await this.feed?.caughtUp(await this.o.store.headPosition());
+          await this.views.caughtUp(await this.o.store.headPosition());
         })(),
         timeout,
       ]);
@@ -606,47 +555,14 @@ export class LifecycleService extends EventEmitter {
 
   // ---- internals ----
 
-  /** Every append goes through here (the test crash hook fires right after the append). */
-  private async dispatch(
+  /** Every append goes through here (see dispatch.ts). */
+  private dispatch(
     name: string,
     cmd: PluginCommand,
     ctx?: ProcessManagerContext,
     id?: string,
   ): Promise<DispatchResult<PluginEvent>> {
-    if (!isValidPluginName(name))
-      throw new LifecycleError("invalid_plugin_name", `invalid plugin name ${JSON.stringify(name)}`, {
-        field: "name",
-      });
-    const command = id ? { ...cmd, id } : cmd;
-    const r = ctx
-      ? await ctx.dispatch(pluginAggregate, name, command)
-      : await this.cqrs.dispatch(pluginAggregate, name, command);
-    if (!r.duplicate) for (const e of r.events) await this.crashIfHooked(e.type);
-    return r;
-  }
-
-  /** The crash-recovery test hook: SIGKILL right after an event of the configured type was appended. */
-  private async crashIfHooked(type: string): Promise<void> {
-    if (this.o.crashAfter !== type) return;
-    process.kill(process.pid, "SIGKILL");
-    await new Promise(() => {}); // never continue past the "crash"
-  }
-
-  private onFeed(e: RecordedEvent): void {
-    const name = e.stream.slice(STREAM_PREFIX.length);
-    const next = pluginAggregate.evolve(this.states.get(name) ?? pluginAggregate.initialState, e);
-    this.states.set(name, next);
-    const ev: LifecycleEvent = {
-      plugin: name,
-      type: e.type,
-      revision: e.revision,
-      position: e.position,
-      data: e.data,
-      createdAt: e.createdAt,
-      view: viewOf(next),
-    };
-    this.o.logger.info({ plugin: name, event: e.type, revision: e.revision }, "lifecycle event");
-    this.emit("event", ev);
+    return this.dispatcher.dispatch(name, cmd, ctx, id);
   }
 
   /** The process manager (the original's on_plugin_installed / on_plugin_package_extracted / on_plugin_activated). */
@@ -700,7 +616,7 @@ export class LifecycleService extends EventEmitter {
         await this.nodeStatus(name, "removed");
         return;
       case "plugin_settings_changed_v1":
-        await this.o.clusterSettings?.(name, e, (p) => this.feed?.caughtUp(p) ?? Promise.resolve());
+        await this.o.clusterSettings?.(name, e, (p) => this.views.caughtUp(p));
         return;
       default:
         return;
