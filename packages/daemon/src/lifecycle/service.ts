@@ -8,9 +8,7 @@
  * kill -9 repeats the (idempotent) side effect and writes no event twice.
  */
 import { EventEmitter } from "node:events";
-import { mkdirSync, readdirSync } from "node:fs";
-import { join } from "node:path";
-import { isValidPluginName, type PluginManifest } from "@hecate/sdk";
+import type { PluginManifest } from "@hecate/sdk";
 import {
   CommandRejected,
   type Cqrs,
@@ -20,28 +18,17 @@ import {
   type ProcessManager,
   type ProcessManagerContext,
   type RecordedEvent,
-  startProcessManager,
 } from "@hecate/store";
 import type { Logger } from "pino";
 import type { LifecycleCluster, NodePluginStatus } from "../cluster/cluster-node.js";
-import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
-import { fileDigest } from "../util/file-digest.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { Admission, type PackageRejectionRecord } from "./admission.js";
-import {
-  Flags,
-  hasFlag,
-  type PluginCommand,
-  type PluginEvent,
-  type PluginState,
-  pluginAggregate,
-  statusName,
-} from "./aggregate.js";
-import { executionStep } from "./container-watch.js";
+import { Flags, hasFlag, type PluginCommand, type PluginEvent, type PluginState, statusName } from "./aggregate.js";
+import { loadActivated, recoverPackageDirs, untilIdle } from "./boot.js";
 import { PluginDispatcher } from "./dispatch.js";
 import { LifecycleError } from "./errors.js";
-import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
+import type { Loader, PackageOps } from "./loader.js";
 import { OciFlow } from "./oci-flow.js";
 import {
   maskedView,
@@ -53,6 +40,7 @@ import {
   settingsErrors,
   withSchemaDefaults,
 } from "./settings.js";
+import { type ClusterSettingsHook, LifecycleSteps } from "./steps.js";
 import { rejectionMessage } from "./user-messages.js";
 import { type LifecycleEvent, type PluginView, PluginViews, STREAM_PREFIX } from "./views.js";
 
@@ -74,11 +62,8 @@ export interface LifecycleOptions {
    * cluster's per-node status; the shared events it dispatches have ids shared by every node, so they land once.
    */
   cluster?: LifecycleCluster;
-  /**
-   * Cluster: the process manager met plugin_settings_changed_v1 (cluster/node-local.ts applies another node's change
-   * to this node's running plugin; `folded` waits until this node's view has the event).
-   */
-  clusterSettings?: (name: string, e: RecordedEvent, folded: (position: number) => Promise<void>) => Promise<void>;
+  /** Cluster: the process manager met plugin_settings_changed_v1 (see steps.ts). */
+  clusterSettings?: ClusterSettingsHook;
 }
 
 /** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
@@ -103,6 +88,7 @@ export class LifecycleService extends EventEmitter {
   private readonly admission: Admission;
   private readonly views: PluginViews;
   private readonly dispatcher: PluginDispatcher;
+  private readonly steps: LifecycleSteps;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
@@ -120,6 +106,22 @@ export class LifecycleService extends EventEmitter {
       states: () => this.views.all(),
       dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
       nodeId: o.cluster?.nodeId,
+      nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
+    });
+    this.steps = new LifecycleSteps({
+      home: o.home,
+      store: o.store,
+      cqrs: this.cqrs,
+      loader: o.loader,
+      pkg: o.pkg,
+      logger: o.logger,
+      cluster: o.cluster,
+      clusterSettings: o.clusterSettings,
+      oci: this.oci,
+      closed: () => this.closed,
+      loadsAfterExtract: (name) => this.views.loadsAfterExtract(name),
+      folded: (position) => this.views.caughtUp(position),
+      dispatch: (name, cmd, ctx, id) => this.dispatch(name, cmd, ctx, id),
       nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
     });
     this.admission = new Admission({
@@ -147,51 +149,12 @@ export class LifecycleService extends EventEmitter {
    * crash interrupted, then load again every ACTIVATED plugin. A plugin failing here is marked failed; boot goes on.
    */
   async start(): Promise<void> {
-    const pluginsDir = join(this.o.home, "plugins");
-    mkdirSync(pluginsDir, { recursive: true });
-    for (const name of readdirSync(pluginsDir)) {
-      if (!isValidPluginName(name)) continue;
-      await this.o.pkg
-        .recoverPackageDir(join(pluginsDir, name))
-        .catch((err) => this.o.logger.error({ plugin: name, err }, "package dir recovery failed"));
-    }
+    await recoverPackageDirs(this.o.home, this.o.pkg, this.o.logger);
     await this.views.start();
-    const cluster = this.o.cluster;
-    this.pm = startProcessManager(this.o.store, {
-      name: cluster ? `plugin-lifecycle@${cluster.nodeId}` : "plugin-lifecycle",
-      idScope: "plugin-lifecycle",
-      streamPrefix: STREAM_PREFIX,
-      handle: (e, ctx) => this.handle(e, ctx),
-      onError: (err, e, attempt) => {
-        if (err instanceof CommandRejected) return "skip";
-        this.o.logger.error({ err, event: e.type, stream: e.stream, attempt }, "lifecycle step failed; retrying");
-      },
-    });
-    // The process manager's own dispatches move the head: wait until it is idle at a head that no longer moves,
-    // so the boot loads below never race a load it is doing.
-    for (;;) {
-      const head = await this.o.store.headPosition();
-      await this.pm.caughtUp(head);
-      await this.views.caughtUp(head);
-      if ((await this.o.store.headPosition()) === head) break;
-    }
+    this.pm = this.steps.startProcessManager();
+    await untilIdle(this.o.store, this.pm, this.views);
     this.oci.resume(); // pulls a kill -9 interrupted
-    const toLoad = [...this.views.all()].filter(
-      (s) =>
-        s.name &&
-        hasFlag(s, Flags.ACTIVATED) &&
-        !hasFlag(s, Flags.REMOVED) &&
-        !hasFlag(s, Flags.EXTRACTING) &&
-        !this.o.loader.isLoaded(s.name),
-    );
-    const containerNames = toLoad.filter((s) => s.plugin_type === "container").map((s) => s.name!);
-    const containerOutcomes = containerNames.length
-      ? await this.o.loader
-          .reconcileContainers(containerNames)
-          .catch((err) => new Map(containerNames.map((n) => [n, new LoadFailure("container", (err as Error).message)])))
-      : new Map<string, LoadResult | LoadFailure>();
-    // All at once: each is its own stream and worker, and the loader bounds how many load together (loader.ts).
-    await Promise.all(toLoad.map((s) => this.bootLoad(s.name!, containerOutcomes.get(s.name!))));
+    await loadActivated(this.views.all(), this.o.loader, (name, done) => this.steps.bootLoad(name, done));
     this.booted = true;
   }
 
@@ -565,207 +528,6 @@ export class LifecycleService extends EventEmitter {
     return this.dispatcher.dispatch(name, cmd, ctx, id);
   }
 
-  /** The process manager (the original's on_plugin_installed / on_plugin_package_extracted / on_plugin_activated). */
-  private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
-    if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
-    const name = e.stream.slice(STREAM_PREFIX.length);
-    // Cluster: every node decides on the state as of this event (as the node that handled it first did), so all
-    // dispatch the same commands with the same ids, and a node behind the others still does its own local steps.
-    const ev = e as unknown as PluginEvent;
-    if (this.o.cluster && (await this.superseded(name, ev))) return;
-    const s = this.o.cluster
-      ? await this.stateAt(name, e.revision)
-      : (await this.cqrs.load(pluginAggregate, name)).state;
-    if (await this.oci.handle(e, name, s, ctx)) return;
-    await executionStep(e, name, s, ctx, (n, c, x) => this.dispatch(n, c, x));
-    switch (ev.type) {
-      case "plugin_installed_v1":
-      case "plugin_upgraded_v1": {
-        if (ev.data.generation !== s.generation || !hasFlag(s, Flags.EXTRACTING)) return; // superseded meanwhile
-        await this.extract(name, ev.data.generation, ctx, e.metadata.packageSha256);
-        return;
-      }
-      case "plugin_package_extracted_v1": {
-        if (ev.data.generation !== s.generation) return;
-        if (hasFlag(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
-        else if (this.loadsAfterExtract(name)) await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
-        return;
-      }
-      case "plugin_activated_v1":
-        if (ev.data.activation !== s.activation || !hasFlag(s, Flags.ACTIVATED) || hasFlag(s, Flags.EXTRACTING)) return;
-        await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
-        return;
-      case "plugin_deactivated_v1":
-        await this.o.loader.unload(name);
-        await this.nodeStatus(name, "unloaded");
-        if (!hasFlag(s, Flags.ACTIVATED))
-          await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
-        return;
-      case "plugin_removed_v1":
-        await this.o.loader.unload(name);
-        if (hasFlag(s, Flags.REMOVED)) {
-          await this.releaseImages(name);
-          try {
-            this.o.loader.removeFiles(name, ev.data.purge);
-          } catch (err) {
-            // Leftover files must not stall every later lifecycle step behind this one: log and move on.
-            this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
-          }
-          if (ev.data.purge && e.metadata.purgedBy === this.o.cluster?.nodeId) await this.purgeSharedStore(name);
-        }
-        await this.nodeStatus(name, "removed");
-        return;
-      case "plugin_settings_changed_v1":
-        await this.o.clusterSettings?.(name, e, (p) => this.views.caughtUp(p));
-        return;
-      default:
-        return;
-    }
-  }
-
-  /**
-   * Cluster: deletes a purged plugin's store rows from PostgreSQL, on the node that took the purge only (its process
-   * manager runs this step once, also after a crash right after the append). Skipped when the plugin was installed
-   * again since (that install's data is not this purge's). A failure (PostgreSQL away) throws: the step is retried.
-   */
-  private async purgeSharedStore(name: string): Promise<void> {
-    if (!hasFlag((await this.cqrs.load(pluginAggregate, name)).state, Flags.REMOVED)) {
-      this.o.logger.warn({ plugin: name }, "plugin installed again before its purge ran: its shared store is kept");
-      return;
-    }
-    const stores = await this.o.loader.purgeClusterStore(name);
-    this.o.logger.info({ plugin: name, stores }, "plugin store purged from the cluster database");
-  }
-
-  /** A removed plugin's container images go, unless another plugin uses them (container/image-refs.ts). */
-  private async releaseImages(name: string): Promise<void> {
-    try {
-      const r = await releaseRemovedPlugin(this.o.home, name);
-      for (const k of r.kept) this.o.logger.info({ plugin: name, image: k.image.ref, why: k.why }, "image kept");
-      for (const i of r.removed) this.o.logger.info({ plugin: name, image: i.ref }, "image removed");
-    } catch (err) {
-      this.o.logger.error({ plugin: name, err }, "releasing the plugin's images failed");
-    }
-  }
-
-  private async extract(name: string, generation: number, ctx: ProcessManagerContext, sha256?: unknown): Promise<void> {
-    const paths = this.o.loader.paths(name);
-    let outcome: PluginCommand;
-    try {
-      if (this.o.cluster && typeof sha256 === "string") {
-        // Every node extracts from the bytes the event names (the archive on disk may be another version's). A fetch
-        // that fails for want of PostgreSQL throws out of here (the process manager retries the step); a package
-        // that is missing or corrupt there is this node's extraction failure (its `code`).
-        await this.nodeStatus(name, "extracting");
-        mkdirSync(paths.root, { recursive: true });
-        if ((await fileDigest(paths.archive))?.sha256 !== sha256)
-          await this.o.cluster.fetchPackage(sha256, paths.archive).catch((err: Error & { code?: unknown }) => {
-            throw typeof err.code === "string" && PACKAGE_FETCH_CODES.has(err.code) ? err : new RetryStep(err);
-          });
-      }
-      const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
-      outcome = {
-        type: "extract_plugin_package_v1",
-        data: { generation, version: r.manifest.version, files: r.files, bytes: r.bytes },
-      };
-    } catch (err) {
-      if (err instanceof RetryStep) throw err.cause;
-      const e = err as Error & { code?: unknown; details?: unknown };
-      const code = typeof e.code === "string" ? e.code : "extract_error";
-      this.o.logger.warn({ plugin: name, code, err: e.message }, "package extraction failed");
-      outcome = {
-        type: "fail_plugin_extract_v1",
-        data: { generation, code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) },
-      };
-    }
-    if (outcome.type === "extract_plugin_package_v1")
-      await this.nodeStatus(name, "extracted", { version: outcome.data.version });
-    else await this.nodeStatus(name, "extract_failed", { error: `${outcome.data.code}: ${outcome.data.message}` });
-    await this.dispatch(name, outcome, ctx);
-  }
-
-  private async loadAndConfirm(
-    name: string,
-    s: PluginState,
-    ctx: ProcessManagerContext | undefined,
-    id?: string,
-    done?: LoadResult | LoadFailure,
-    trigger?: string,
-  ): Promise<void> {
-    let outcome: PluginCommand;
-    try {
-      if (done instanceof LoadFailure) throw done;
-      const r = done ?? (await this.o.loader.load(name));
-      outcome = {
-        type: "confirm_plugin_loaded_v1",
-        data: { activation: s.activation, version: r.version, routes: r.routes, ...(ctx ? {} : { boot: true }) },
-      };
-    } catch (err) {
-      const stage = err instanceof LoadFailure ? err.stage : "load";
-      this.o.logger.warn({ plugin: name, stage, err: (err as Error).message }, "plugin load failed");
-      outcome = {
-        type: "fail_plugin_load_v1",
-        data: { activation: s.activation, version: s.installed_version ?? "", stage, message: (err as Error).message },
-      };
-    }
-    if (outcome.type === "confirm_plugin_loaded_v1")
-      await this.nodeStatus(name, "loaded", { version: outcome.data.version });
-    else await this.nodeStatus(name, "failed", { version: outcome.data.version, error: outcome.data.message });
-    // Cluster: a boot load is this node's own business (its status above); the shared stream already says LOADED.
-    if (this.o.cluster && !ctx) return;
-    // Cluster: the shared outcome of a load step is "loaded" once any node loaded it. A node whose load failed leaves
-    // a confirmed activation alone (its failure is its own status); confirm and fail have their own ids, so a confirm
-    // after another node's failure still lands (clearing FAILED) and N nodes failing alike record it once.
-    if (this.o.cluster && trigger) {
-      if (outcome.type === "fail_plugin_load_v1") {
-        const head = (await this.cqrs.load(pluginAggregate, name)).state;
-        if (head.activation === s.activation && hasFlag(head, Flags.LOADED)) return;
-      }
-      id = `${outcome.type}:${trigger}`;
-    }
-    try {
-      await this.dispatch(name, outcome, ctx, id);
-    } catch (err) {
-      // Deactivated/removed while loading: take the freshly loaded code down again.
-      if (err instanceof CommandRejected && outcome.type === "confirm_plugin_loaded_v1")
-        await this.o.loader.unload(name);
-      throw err;
-    }
-  }
-
-  /** Boot reload of an ACTIVATED plugin; the command id is tied to the stream revision, so a crash loop adds nothing. */
-  private async bootLoad(name: string, done?: LoadResult | LoadFailure): Promise<void> {
-    const loaded = await this.cqrs.load(pluginAggregate, name);
-    const id = `boot-load:${name}:${loaded.revision}`;
-    try {
-      await this.loadAndConfirm(name, loaded.state, undefined, id, done);
-    } catch (err) {
-      this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
-    }
-  }
-
-  /**
-   * Cluster: true when the plugin's current state makes this event's local step pointless (a node catching up on
-   * history): a newer package generation or activation follows, or the plugin is removed (its removal is still
-   * handled). The later events carry the plugin to where it is now; the shared outcomes of this one were recorded by
-   * the nodes that handled it when it was current (else the plugin could not have moved on).
-   */
-  private async superseded(name: string, ev: PluginEvent): Promise<boolean> {
-    if (ev.type === "plugin_removed_v1" || ev.type === "plugin_deactivated_v1") return false;
-    const now = (await this.cqrs.load(pluginAggregate, name)).state;
-    if (hasFlag(now, Flags.REMOVED)) return true;
-    if ("generation" in ev.data && ev.data.generation !== now.generation) return true;
-    return ev.type === "plugin_activated_v1" && ev.data.activation !== now.activation;
-  }
-
-  /** The plugin's state right after the event at `revision` of its stream. */
-  private async stateAt(name: string, revision: number): Promise<PluginState> {
-    let state = pluginAggregate.initialState;
-    for (const e of await this.o.store.readStream(STREAM_PREFIX + name, { limit: revision + 1 }))
-      state = pluginAggregate.evolve(state, e);
-    return state;
-  }
-
   /** Cluster: records this node's own outcome for a plugin (best effort: a lost status row never stalls a step). */
   private async nodeStatus(
     name: string,
@@ -783,23 +545,9 @@ export class LifecycleService extends EventEmitter {
   }
 }
 
-/** Codes of ClusterNode.fetchPackage errors that no retry can mend. */
-const PACKAGE_FETCH_CODES = new Set(["package_missing", "digest_mismatch"]);
-
-/** Carries an error out of a step's own failure handling, so the process manager retries the step. */
-class RetryStep extends Error {
-  constructor(override readonly cause: Error) {
-    super(cause.message);
-  }
-}
-
 /** `p`, or nothing once `ms` passed (the caller goes on either way). */
 async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))]);
   clearTimeout(timer);
-}
-
-function ignoreRejection(err: unknown): void {
-  if (!(err instanceof CommandRejected)) throw err;
 }
