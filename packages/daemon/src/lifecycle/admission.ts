@@ -3,7 +3,7 @@
  * name, the plugin's state, its settings against the new schema), the record of every refusal (the
  * `package-rejections` stream, and the plugin's own stream when it is installed), then install_plugin_v1 /
  * upgrade_plugin_v1 (in cluster mode after the bytes went to the shared package table). The process manager
- * (service.ts) takes it from there.
+ * (steps.ts) takes it from there.
  */
 import { mkdirSync, renameSync, rmSync } from "node:fs";
 import type { PluginManifest } from "@hecate/sdk";

@@ -1,93 +1,46 @@
 /**
- * The lifecycle service: the `plugin` aggregate in the daemon's own store, the process manager that carries a plugin
- * from plugin_installed_v1 to LOADED (extract -> activate -> load -> confirm), boot recovery, and the operations the
- * admin API calls (install / upgrade / activate / deactivate / remove) with "wait until it is done" helpers.
+ * The lifecycle service: the façade the daemon, the admin API and the cluster code use over the `plugin` aggregate in
+ * the daemon's own store. It wires the parts, each in its own file:
+ *
+ * - views.ts: the read side (every plugin's state folded from the live feed, `PluginView`, the `event` feed);
+ * - steps.ts: the process manager's steps that carry a plugin from plugin_installed_v1 to LOADED (extract ->
+ *   activate -> load -> confirm) and take it down again (deactivate / remove), and the boot load;
+ * - boot.ts: package-dir recovery, "let the process manager finish", the boot loads (put in order by `start`);
+ * - dispatch.ts: the one write path (every command on a plugin's aggregate, the crash-recovery test hook);
+ * - admission.ts / oci-flow.ts: install / upgrade before anything is recorded, `oci://` pulls;
+ * - commands.ts: activate / deactivate / remove / cancel a pull, refusals in the user's words;
+ * - settings-ops.ts: settings views and changes; waits.ts: "wait until it is done" for the admin API's answers;
+ * - runtime-reports.ts: crashes, disables, quarantines, container health, plugin-host deaths.
  *
  * Crash safety: every side effect runs in the process manager, whose durable checkpoint advances only after the
  * handler finished; every command it dispatches has an id derived from the triggering event, so a redelivery after a
  * kill -9 repeats the (idempotent) side effect and writes no event twice.
  */
 import { EventEmitter } from "node:events";
-import { mkdirSync, readdirSync } from "node:fs";
-import { join } from "node:path";
-import { isValidPluginName, type PluginManifest } from "@hecate/sdk";
-import {
-  CommandRejected,
-  type Cqrs,
-  createCqrs,
-  type DispatchResult,
-  type EventStore,
-  type ProcessManager,
-  type ProcessManagerContext,
-  type RecordedEvent,
-  type Subscription,
-  startProcessManager,
-} from "@hecate/store";
+import type { PluginManifest } from "@hecate/sdk";
+import { type Cqrs, createCqrs, type EventStore, type ProcessManager, type RecordedEvent } from "@hecate/store";
 import type { Logger } from "pino";
 import type { LifecycleCluster, NodePluginStatus } from "../cluster/cluster-node.js";
-import { releaseRemovedPlugin } from "../container/image-refs.js";
 import type { HostCrash } from "../supervisor/plugin-hosts.js";
-import { fileDigest } from "../util/file-digest.js";
 import { KeyedSerial } from "../util/keyed-serial.js";
 import { Admission, type PackageRejectionRecord } from "./admission.js";
-import {
-  Flags,
-  flagNames,
-  hasFlag,
-  type PluginCommand,
-  type PluginEvent,
-  type PluginState,
-  type PluginType,
-  pluginAggregate,
-  statusName,
-} from "./aggregate.js";
-import { executionStep } from "./container-watch.js";
-import { LifecycleError } from "./errors.js";
-import { type Loader, LoadFailure, type LoadResult, type PackageOps } from "./loader.js";
+import type { PluginCommand, PluginEvent, PluginState } from "./aggregate.js";
+import { loadActivated, recoverPackageDirs, untilIdle } from "./boot.js";
+import { UserCommands } from "./commands.js";
+import { PluginDispatcher } from "./dispatch.js";
+import type { Loader, PackageOps } from "./loader.js";
 import { OciFlow } from "./oci-flow.js";
-import {
-  maskedView,
-  SettingsError,
-  type SettingsFieldError,
-  type SettingsValues,
-  SettingsVault,
-  type SettingsView,
-  settingsErrors,
-  withSchemaDefaults,
-} from "./settings.js";
-import { rejectionMessage } from "./user-messages.js";
+import { RuntimeReports } from "./runtime-reports.js";
+import { type SettingsValues, SettingsVault, type SettingsView } from "./settings.js";
+import { SettingsOps } from "./settings-ops.js";
+import { type ClusterSettingsHook, LifecycleSteps } from "./steps.js";
+import { type PluginView, PluginViews, STREAM_PREFIX } from "./views.js";
+import { LifecycleWaits } from "./waits.js";
 
 export { type PackageRejectedData, type PackageRejectionRecord, REJECTIONS_STREAM } from "./admission.js";
 export { LifecycleError } from "./errors.js";
-
-export interface PluginView {
-  name: string;
-  version: string | null;
-  type: PluginType;
-  status: ReturnType<typeof statusName>;
-  flags: string[];
-  routes: { method: string; path: string }[];
-  url: string;
-  apiUrl: string;
-  lastError: PluginState["last_error"];
-  installedAt: string | null;
-  updatedAt: string | null;
-  restarts: number;
-  /** The registry image (`host/repo@sha256:…`) of a plugin installed from `oci://`, else null. */
-  image: string | null;
-  /** The image pull in flight (layers and bytes), else null. */
-  pull: PluginState["pull"];
-}
-
-export interface LifecycleEvent {
-  plugin: string;
-  type: string;
-  revision: number;
-  position: number;
-  data: unknown;
-  createdAt: string;
-  view: PluginView;
-}
+export { HOSTS_STREAM } from "./runtime-reports.js";
+export { type LifecycleEvent, type PluginView, viewOf } from "./views.js";
 
 export interface LifecycleOptions {
   home: string;
@@ -103,36 +56,8 @@ export interface LifecycleOptions {
    * cluster's per-node status; the shared events it dispatches have ids shared by every node, so they land once.
    */
   cluster?: LifecycleCluster;
-  /**
-   * Cluster: the process manager met plugin_settings_changed_v1 (cluster/node-local.ts applies another node's change
-   * to this node's running plugin; `folded` waits until this node's view has the event).
-   */
-  clusterSettings?: (name: string, e: RecordedEvent, folded: (position: number) => Promise<void>) => Promise<void>;
-}
-
-const STREAM_PREFIX = "plugin-";
-/** Daemon-level stream of plugin-host deaths (`plugin_host_crashed_v1`). */
-// Not "plugin-…": that prefix is the plugin streams'.
-export const HOSTS_STREAM = "host-crashes";
-
-export function viewOf(s: PluginState): PluginView {
-  const name = s.name ?? "";
-  return {
-    name,
-    version: s.installed_version,
-    type: s.plugin_type,
-    status: statusName(s.status),
-    flags: flagNames(s.status),
-    routes: s.routes,
-    url: `/plugin/${name}/`,
-    apiUrl: `/plugin/${name}/api/`,
-    lastError: s.last_error,
-    installedAt: s.installed_at,
-    updatedAt: s.updated_at,
-    restarts: s.restarts,
-    image: s.oci?.image ?? null,
-    pull: s.pull,
-  };
+  /** Cluster: the process manager met plugin_settings_changed_v1 (see steps.ts). */
+  clusterSettings?: ClusterSettingsHook;
 }
 
 /**
@@ -141,10 +66,7 @@ export function viewOf(s: PluginState): PluginView {
  */
 export class LifecycleService extends EventEmitter {
   readonly cqrs: Cqrs;
-  private readonly states = new Map<string, PluginState>();
-  private feed: Subscription | undefined;
   private pm: ProcessManager | undefined;
-  private readonly locks = new KeyedSerial();
   private closed = false;
   /** False until boot recovery finished: the admin API refuses changes meanwhile. */
   booted = false;
@@ -152,38 +74,90 @@ export class LifecycleService extends EventEmitter {
   readonly vault: SettingsVault;
   /** Installs from OCI registries (oci-flow.ts). */
   readonly oci: OciFlow;
+  private readonly views: PluginViews;
+  private readonly steps: LifecycleSteps;
   private readonly admission: Admission;
+  private readonly commands: UserCommands;
+  private readonly settings: SettingsOps;
+  private readonly waits: LifecycleWaits;
+  private readonly reports: RuntimeReports;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
     this.setMaxListeners(0);
-    this.cqrs = createCqrs(o.store);
-    this.vault = new SettingsVault(o.home);
-    this.oci = new OciFlow({
-      home: o.home,
-      logger: o.logger,
-      validateManifest: (v) => o.pkg.validateManifest(v),
-      packageDir: (name) => o.loader.paths(name).package,
-      state: (name) => this.states.get(name),
-      states: () => this.states.values(),
-      dispatch: (name, cmd, ctx) => this.dispatch(name, cmd, ctx),
-      nodeId: o.cluster?.nodeId,
-      nodeStatus: (name, status, extra) => this.nodeStatus(name, status, extra),
+    const { home, store, loader, pkg, logger, cluster } = o;
+    const nodeId = cluster?.nodeId;
+    const cqrs = createCqrs(store);
+    this.cqrs = cqrs;
+    this.vault = new SettingsVault(home);
+    const dispatcher = new PluginDispatcher(cqrs, o.crashAfter);
+    const dispatch = dispatcher.dispatch;
+    const userDispatch = (name: string, cmd: PluginCommand) => dispatch(name, cmd);
+    const nodeStatus = this.nodeStatus.bind(this);
+    const locks = new KeyedSerial(); // one admin operation per plugin at a time
+    const serial = <T>(name: string, fn: () => Promise<T>) => locks.run(name, fn);
+    const views = new PluginViews({ store, logger, folded: (e) => this.emit("event", e) });
+    const state = (name: string) => views.state(name);
+    const folded = (position: number) => views.caughtUp(position);
+    this.views = views;
+    const oci = new OciFlow({
+      home,
+      logger,
+      validateManifest: (v) => pkg.validateManifest(v),
+      packageDir: (name) => loader.paths(name).package,
+      state,
+      states: () => views.all(),
+      dispatch: (name, cmd, ctx) => dispatch(name, cmd, ctx),
+      nodeId,
+      nodeStatus,
     });
+    this.oci = oci;
+    this.steps = new LifecycleSteps({
+      home,
+      store,
+      cqrs,
+      loader,
+      pkg,
+      logger,
+      cluster,
+      clusterSettings: o.clusterSettings,
+      oci,
+      closed: () => this.closed,
+      loadsAfterExtract: (name) => views.loadsAfterExtract(name),
+      folded,
+      dispatch,
+      nodeStatus,
+    });
+    const manifest = (name: string) => this.manifest(name);
+    const settings = new SettingsOps({
+      vault: this.vault,
+      logger,
+      loader,
+      nodeId,
+      state,
+      manifest,
+      serial,
+      folded,
+      dispatch: userDispatch,
+    });
+    this.settings = settings;
     this.admission = new Admission({
-      store: o.store,
-      logger: o.logger,
-      pkg: o.pkg,
-      cluster: o.cluster,
-      oci: this.oci,
-      paths: (name) => o.loader.paths(name),
-      state: (name) => this.states.get(name),
-      settings: (name, s) => this.clearSettings(name, s),
-      serial: (name, fn) => this.serial(name, fn),
-      dispatch: (name, cmd) => this.dispatch(name, cmd),
-      crashIfHooked: (type) => this.crashIfHooked(type),
+      store,
+      logger,
+      pkg,
+      cluster,
+      oci,
+      paths: (name) => loader.paths(name),
+      state,
+      settings: (name, s) => settings.clear(name, s),
+      serial,
+      dispatch: userDispatch,
+      crashIfHooked: (type) => dispatcher.crashIfHooked(type),
       rejected: (record) => this.emit("rejection", record),
     });
+    this.commands = new UserCommands({ nodeId, oci, state, serial, dispatch: userDispatch });
+    this.waits = new LifecycleWaits({ store, cluster: !!cluster, pm: () => this.pm, folded, events: this });
+    this.reports = new RuntimeReports({ store, logger, dispatch: userDispatch });
   }
 
   get store(): EventStore {
@@ -195,52 +169,12 @@ export class LifecycleService extends EventEmitter {
    * crash interrupted, then load again every ACTIVATED plugin. A plugin failing here is marked failed; boot goes on.
    */
   async start(): Promise<void> {
-    const pluginsDir = join(this.o.home, "plugins");
-    mkdirSync(pluginsDir, { recursive: true });
-    for (const name of readdirSync(pluginsDir)) {
-      if (!isValidPluginName(name)) continue;
-      await this.o.pkg
-        .recoverPackageDir(join(pluginsDir, name))
-        .catch((err) => this.o.logger.error({ plugin: name, err }, "package dir recovery failed"));
-    }
-    this.feed = this.o.store.subscribe({ streamPrefix: STREAM_PREFIX, handler: (e) => this.onFeed(e) });
-    await this.feed.caughtUp();
-    const cluster = this.o.cluster;
-    this.pm = startProcessManager(this.o.store, {
-      name: cluster ? `plugin-lifecycle@${cluster.nodeId}` : "plugin-lifecycle",
-      idScope: "plugin-lifecycle",
-      streamPrefix: STREAM_PREFIX,
-      handle: (e, ctx) => this.handle(e, ctx),
-      onError: (err, e, attempt) => {
-        if (err instanceof CommandRejected) return "skip";
-        this.o.logger.error({ err, event: e.type, stream: e.stream, attempt }, "lifecycle step failed; retrying");
-      },
-    });
-    // The process manager's own dispatches move the head: wait until it is idle at a head that no longer moves,
-    // so the boot loads below never race a load it is doing.
-    for (;;) {
-      const head = await this.o.store.headPosition();
-      await this.pm.caughtUp(head);
-      await this.feed.caughtUp(head);
-      if ((await this.o.store.headPosition()) === head) break;
-    }
+    await recoverPackageDirs(this.o.home, this.o.pkg, this.o.logger);
+    await this.views.start();
+    this.pm = this.steps.startProcessManager();
+    await untilIdle(this.o.store, this.pm, this.views);
     this.oci.resume(); // pulls a kill -9 interrupted
-    const toLoad = [...this.states.values()].filter(
-      (s) =>
-        s.name &&
-        hasFlag(s, Flags.ACTIVATED) &&
-        !hasFlag(s, Flags.REMOVED) &&
-        !hasFlag(s, Flags.EXTRACTING) &&
-        !this.o.loader.isLoaded(s.name),
-    );
-    const containerNames = toLoad.filter((s) => s.plugin_type === "container").map((s) => s.name!);
-    const containerOutcomes = containerNames.length
-      ? await this.o.loader
-          .reconcileContainers(containerNames)
-          .catch((err) => new Map(containerNames.map((n) => [n, new LoadFailure("container", (err as Error).message)])))
-      : new Map<string, LoadResult | LoadFailure>();
-    // All at once: each is its own stream and worker, and the loader bounds how many load together (loader.ts).
-    await Promise.all(toLoad.map((s) => this.bootLoad(s.name!, containerOutcomes.get(s.name!))));
+    await loadActivated(this.views.all(), this.o.loader, (name, done) => this.steps.bootLoad(name, done));
     this.booted = true;
   }
 
@@ -248,22 +182,21 @@ export class LifecycleService extends EventEmitter {
     this.closed = true;
     await this.oci.close();
     await this.pm?.stop();
-    await this.feed?.stop();
+    await this.views.stop();
   }
 
   // ---- reads ----
 
   state(name: string): PluginState | undefined {
-    return this.states.get(name);
+    return this.views.state(name);
   }
 
   view(name: string): PluginView | undefined {
-    const s = this.states.get(name);
-    return s ? viewOf(s) : undefined;
+    return this.views.view(name);
   }
 
   list(): PluginView[] {
-    return [...this.states.values()].map(viewOf).sort((a, b) => a.name.localeCompare(b.name));
+    return this.views.list();
   }
 
   /** The installed manifest, or null when the package is not (or no longer) on disk. */
@@ -327,45 +260,20 @@ export class LifecycleService extends EventEmitter {
   }
 
   /** `hecate plugin cancel NAME`: ends the image pull in flight (not_pulling when none). */
-  async cancelPull(name: string): Promise<void> {
-    await this.serial(name, async () => {
-      try {
-        await this.oci.cancel(name);
-      } catch (err) {
-        if (!(err instanceof CommandRejected)) throw err;
-        const st = this.states.get(name);
-        if (err.code === "not_pulling")
-          throw new LifecycleError(
-            err.code,
-            `plugin ${name} is not pulling an image (it is ${statusName(st!.status)})`,
-          );
-        const message = rejectionMessage(name, err.code, st && statusName(st.status));
-        throw message ? new LifecycleError(err.code, message) : err;
-      }
-    });
+  cancelPull(name: string): Promise<void> {
+    return this.commands.cancelPull(name);
   }
 
-  // ---- settings ----
-
-  /** The plugin's settings as stored, decrypted (no defaults). A secret that cannot be decrypted is left out. */
-  private clearSettings(name: string, s: PluginState): SettingsValues {
-    return this.vault.open(name, s.settings, (field, err) =>
-      this.o.logger.error({ plugin: name, field, err: err.message }, "a secret setting cannot be decrypted"),
-    );
-  }
+  // ---- settings (settings-ops.ts) ----
 
   /** What the plugin receives (init config, onSettingsChanged): decrypted, the schema's defaults filled in. */
   pluginSettings(name: string, manifest: PluginManifest): SettingsValues {
-    const s = this.states.get(name);
-    return withSchemaDefaults(manifest.settings, s ? this.clearSettings(name, s) : {});
+    return this.settings.forPlugin(name, manifest);
   }
 
   /** The admin view: schema, non-secret values, secrets as `{set}` only. */
   settingsView(name: string): SettingsView {
-    const s = this.states.get(name);
-    if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
-      throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
-    return maskedView(name, this.manifest(name)?.settings, s.settings);
+    return this.settings.view(name);
   }
 
   /**
@@ -377,93 +285,29 @@ export class LifecycleService extends EventEmitter {
     name: string,
     change: { values: SettingsValues; unset: string[] },
   ): Promise<{ view: SettingsView; applied: "live" | "swap" | "none" | "failed"; applyError?: string }> {
-    return this.serial(name, async () => {
-      const s = this.states.get(name);
-      if (!s || !hasFlag(s, Flags.INSTALLED) || hasFlag(s, Flags.REMOVED))
-        throw new LifecycleError("plugin_not_found", rejectionMessage(name, "plugin_not_found", undefined)!);
-      const manifest = this.manifest(name);
-      if (!manifest)
-        throw new LifecycleError("plugin_not_extracted", `plugin ${name}: its package is not extracted yet`);
-      const merged: SettingsValues = { ...this.clearSettings(name, s), ...change.values };
-      for (const k of change.unset) delete merged[k];
-      const errors: SettingsFieldError[] = settingsErrors(manifest.settings, merged);
-      if (errors.length > 0)
-        throw new SettingsError(
-          "invalid_settings",
-          `invalid settings: ${errors.map((e) => `${e.field || "(all)"}: ${e.message}`).join("; ")}`,
-          errors,
-        );
-      const r = await this.dispatch(name, {
-        type: "change_plugin_settings_v1",
-        data: {
-          values: this.vault.seal(name, manifest.settings, merged),
-          changed: Object.keys(change.values),
-          unset: change.unset,
-          reset: false,
-        },
-        // Cluster: the node that took the change applies it below; the others' process managers apply it there.
-        ...(this.o.cluster ? { metadata: { node: this.o.cluster.nodeId } } : {}),
-      });
-      await this.feed?.caughtUp(r.position);
-      const now = this.states.get(name)!;
-      let applied: "live" | "swap" | "none" | "failed" = "none";
-      let applyError: string | undefined;
-      if (hasFlag(now, Flags.LOADED)) {
-        try {
-          applied = await this.o.loader.applySettings(name);
-        } catch (err) {
-          applied = "failed";
-          applyError = (err as Error).message;
-          this.o.logger.warn({ plugin: name, err: applyError }, "new settings could not be applied (swap failed)");
-        }
-      }
-      this.o.logger.info(
-        { plugin: name, applied, changed: Object.keys(change.values), unset: change.unset },
-        "settings changed",
-      );
-      return {
-        view: maskedView(name, manifest.settings, now.settings),
-        applied,
-        ...(applyError ? { applyError } : {}),
-      };
-    });
+    return this.settings.update(name, change);
   }
+
+  // ---- operator commands (commands.ts) ----
 
   /** True when a successful extraction of this plugin's package is followed by a load (activated, or never was). */
   loadsAfterExtract(name: string): boolean {
-    const s = this.states.get(name);
-    return !!s && (hasFlag(s, Flags.ACTIVATED) || (!s.activated_at && !hasFlag(s, Flags.DEACTIVATED)));
+    return this.views.loadsAfterExtract(name);
   }
 
-  async activate(name: string): Promise<number> {
-    return (await this.userCommand(name, { type: "activate_plugin_v1", data: {} })).position;
+  activate(name: string): Promise<number> {
+    return this.commands.activate(name);
   }
 
-  async deactivate(name: string): Promise<number> {
-    return (await this.userCommand(name, { type: "deactivate_plugin_v1", data: {} })).position;
+  deactivate(name: string): Promise<number> {
+    return this.commands.deactivate(name);
   }
 
-  async remove(name: string, purge: boolean): Promise<number> {
-    // Cluster: the node that took a purge deletes the plugin's shared store, once (its process manager, `handle`).
-    const metadata = purge && this.o.cluster ? { purgedBy: this.o.cluster.nodeId } : undefined;
-    const cmd: PluginCommand = { type: "remove_plugin_v1", data: { purge }, ...(metadata ? { metadata } : {}) };
-    return (await this.userCommand(name, cmd)).position;
+  remove(name: string, purge: boolean): Promise<number> {
+    return this.commands.remove(name, purge);
   }
 
-  /**
-   * A command the user asked for: a refusal becomes a LifecycleError with the same code whose message says, in the
-   * user's words, what state the plugin is in and what to do (not `deactivate_plugin_v1 on plugin-x rejected`).
-   */
-  private async userCommand(name: string, cmd: PluginCommand): Promise<DispatchResult<PluginEvent>> {
-    try {
-      return await this.dispatch(name, cmd);
-    } catch (err) {
-      if (!(err instanceof CommandRejected)) throw err;
-      const s = this.states.get(name);
-      const message = rejectionMessage(name, err.code, s && statusName(s.status));
-      throw message ? new LifecycleError(err.code, message, err.details) : err;
-    }
-  }
+  // ---- waits (waits.ts) ----
 
   /**
    * Resolves with the first event of `types` on the plugin's stream after `afterPosition` (checks what is stored,
@@ -475,380 +319,45 @@ export class LifecycleService extends EventEmitter {
     types: PluginEvent["type"][],
     timeoutMs = 60_000,
   ): Promise<RecordedEvent> {
-    const find = async () =>
-      (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
-        .filter((e) => e.position > afterPosition && types.includes(e.type as PluginEvent["type"]))
-        .at(-1);
-    // Resolved only once the in-memory views have folded the event too, so the caller's view() is current. Cluster:
-    // the outcome may be another node's; this node's own steps up to it are awaited too (bounded by the timeout), so
-    // the node that handled a command serves its result when it answers.
-    const started = Date.now();
-    const folded = async (e: RecordedEvent): Promise<RecordedEvent> => {
-      if (this.o.cluster && this.pm)
-        await withTimeout(this.pm.caughtUp(e.position), timeoutMs - (Date.now() - started));
-      await this.feed?.caughtUp(e.position);
-      // Cluster: another node's load failure may come first; this node's own step is done by now, and when it (or
-      // any node) loaded the plugin since, that confirm is the answer (see loadAndConfirm).
-      if (this.o.cluster && e.type === "plugin_load_failed_v1" && types.includes("plugin_load_confirmed_v1")) {
-        const confirmed = (await this.o.store.readStream(STREAM_PREFIX + name, { direction: "backward", limit: 100 }))
-          .filter((x) => x.position > e.position && x.type === "plugin_load_confirmed_v1")
-          .at(-1);
-        if (confirmed) await this.feed?.caughtUp(confirmed.position);
-        return confirmed ?? e;
-      }
-      return e;
-    };
-    return new Promise((resolve, reject) => {
-      let finished = false;
-      const check = () =>
-        find().then(
-          (found) => {
-            if (!found || finished) return;
-            done();
-            resolve(folded(found));
-          },
-          (err) => {
-            done();
-            reject(err);
-          },
-        );
-      const onEvent = (e: LifecycleEvent) => {
-        if (e.plugin !== name || e.position <= afterPosition) return;
-        void check();
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new LifecycleError("timeout", `plugin ${name}: no ${types.join("/")} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = () => {
-        finished = true;
-        clearTimeout(timer);
-        this.off("event", onEvent);
-      };
-      // Listen first, then look at what is stored: an event landing meanwhile is seen by one or the other.
-      this.on("event", onEvent);
-      void check();
-    });
+    return this.waits.waitFor(name, afterPosition, types, timeoutMs);
   }
 
   /** Resolves once the process manager has handled everything up to `position` (side effects done). */
-  async settled(position: number, timeoutMs = 60_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new LifecycleError("timeout", `lifecycle step at position ${position} not done within ${timeoutMs} ms`),
-          ),
-        timeoutMs,
-      );
-    });
-    try {
-      await Promise.race([
-        (async () => {
-          await this.pm?.caughtUp(position);
-          await this.feed?.caughtUp(await this.o.store.headPosition());
-        })(),
-        timeout,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+  settled(position: number, timeoutMs = 60_000): Promise<void> {
+    return this.waits.settled(position, timeoutMs);
   }
 
-  // ---- runtime reports (crash / disable) ----
+  // ---- runtime reports (runtime-reports.ts) ----
 
   reportCrash(name: string, reason: string): void {
-    void this.dispatch(name, { type: "report_plugin_crash_v1", data: { reason } }).catch((err) =>
-      this.o.logger.warn({ plugin: name, err }, "cannot record crash"),
-    );
+    this.reports.crash(name, reason);
   }
 
   reportDisabled(name: string, reason: string): void {
-    void this.dispatch(name, { type: "disable_plugin_v1", data: { reason } }).catch((err) =>
-      this.o.logger.warn({ plugin: name, err }, "cannot record disable"),
-    );
+    this.reports.disabled(name, reason);
   }
 
   /** The supervisor quarantined a plugin that takes its plugin host down (see supervisor/plugin-hosts.ts). */
   reportQuarantine(name: string, reason: string): void {
-    this.o.logger.error({ plugin: name, reason }, "plugin quarantined");
-    void this.dispatch(name, { type: "quarantine_plugin_v1", data: { reason } }).catch((err) =>
-      this.o.logger.warn({ plugin: name, err }, "cannot record quarantine"),
-    );
+    this.reports.quarantine(name, reason);
   }
 
   /** The health watcher (container-watch.ts): confirm_container_up_v1 / confirm_container_down_v1. */
   reportContainerHealth(name: string, up: boolean, reason: string): void {
-    const cmd: PluginCommand = up
-      ? { type: "confirm_container_up_v1", data: {} }
-      : { type: "confirm_container_down_v1", data: { reason } };
-    void this.dispatch(name, cmd).catch((err) => {
-      if (!(err instanceof CommandRejected))
-        this.o.logger.warn({ plugin: name, err }, "cannot record container health");
-    });
+    this.reports.containerHealth(name, up, reason);
   }
 
   /** A plugin-host process died: `plugin_host_crashed_v1` in the daemon-level `host-crashes` stream. */
   recordHostCrash(crash: HostCrash): void {
-    this.o.logger.error(crash, "plugin host died");
-    this.o.store
-      .append(HOSTS_STREAM, [{ type: "plugin_host_crashed_v1", data: { ...crash, at: new Date().toISOString() } }])
-      .catch((err) => this.o.logger.error({ err }, "cannot record a plugin host death"));
+    this.reports.hostCrash(crash);
   }
 
   /** The latest host deaths, newest first. */
-  async hostCrashes(limit = 50): Promise<(HostCrash & { at: string })[]> {
-    return (await this.o.store.readStream(HOSTS_STREAM, { direction: "backward", limit })).map(
-      (e) => e.data as HostCrash & { at: string },
-    );
+  hostCrashes(limit = 50): Promise<(HostCrash & { at: string })[]> {
+    return this.reports.hostCrashes(limit);
   }
 
   // ---- internals ----
-
-  /** Every append goes through here (the test crash hook fires right after the append). */
-  private async dispatch(
-    name: string,
-    cmd: PluginCommand,
-    ctx?: ProcessManagerContext,
-    id?: string,
-  ): Promise<DispatchResult<PluginEvent>> {
-    if (!isValidPluginName(name))
-      throw new LifecycleError("invalid_plugin_name", `invalid plugin name ${JSON.stringify(name)}`, {
-        field: "name",
-      });
-    const command = id ? { ...cmd, id } : cmd;
-    const r = ctx
-      ? await ctx.dispatch(pluginAggregate, name, command)
-      : await this.cqrs.dispatch(pluginAggregate, name, command);
-    if (!r.duplicate) for (const e of r.events) await this.crashIfHooked(e.type);
-    return r;
-  }
-
-  /** The crash-recovery test hook: SIGKILL right after an event of the configured type was appended. */
-  private async crashIfHooked(type: string): Promise<void> {
-    if (this.o.crashAfter !== type) return;
-    process.kill(process.pid, "SIGKILL");
-    await new Promise(() => {}); // never continue past the "crash"
-  }
-
-  private onFeed(e: RecordedEvent): void {
-    const name = e.stream.slice(STREAM_PREFIX.length);
-    const next = pluginAggregate.evolve(this.states.get(name) ?? pluginAggregate.initialState, e);
-    this.states.set(name, next);
-    const ev: LifecycleEvent = {
-      plugin: name,
-      type: e.type,
-      revision: e.revision,
-      position: e.position,
-      data: e.data,
-      createdAt: e.createdAt,
-      view: viewOf(next),
-    };
-    this.o.logger.info({ plugin: name, event: e.type, revision: e.revision }, "lifecycle event");
-    this.emit("event", ev);
-  }
-
-  /** The process manager (the original's on_plugin_installed / on_plugin_package_extracted / on_plugin_activated). */
-  private async handle(e: RecordedEvent, ctx: ProcessManagerContext): Promise<void> {
-    if (this.closed) throw new Error("lifecycle closed"); // leave the event for the next start
-    const name = e.stream.slice(STREAM_PREFIX.length);
-    // Cluster: every node decides on the state as of this event (as the node that handled it first did), so all
-    // dispatch the same commands with the same ids, and a node behind the others still does its own local steps.
-    const ev = e as unknown as PluginEvent;
-    if (this.o.cluster && (await this.superseded(name, ev))) return;
-    const s = this.o.cluster
-      ? await this.stateAt(name, e.revision)
-      : (await this.cqrs.load(pluginAggregate, name)).state;
-    if (await this.oci.handle(e, name, s, ctx)) return;
-    await executionStep(e, name, s, ctx, (n, c, x) => this.dispatch(n, c, x));
-    switch (ev.type) {
-      case "plugin_installed_v1":
-      case "plugin_upgraded_v1": {
-        if (ev.data.generation !== s.generation || !hasFlag(s, Flags.EXTRACTING)) return; // superseded meanwhile
-        await this.extract(name, ev.data.generation, ctx, e.metadata.packageSha256);
-        return;
-      }
-      case "plugin_package_extracted_v1": {
-        if (ev.data.generation !== s.generation) return;
-        if (hasFlag(s, Flags.ACTIVATED)) await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
-        else if (this.loadsAfterExtract(name)) await this.dispatch(name, { type: "activate_plugin_v1", data: {} }, ctx);
-        return;
-      }
-      case "plugin_activated_v1":
-        if (ev.data.activation !== s.activation || !hasFlag(s, Flags.ACTIVATED) || hasFlag(s, Flags.EXTRACTING)) return;
-        await this.loadAndConfirm(name, s, ctx, undefined, undefined, e.id);
-        return;
-      case "plugin_deactivated_v1":
-        await this.o.loader.unload(name);
-        await this.nodeStatus(name, "unloaded");
-        if (!hasFlag(s, Flags.ACTIVATED))
-          await this.dispatch(name, { type: "confirm_plugin_unloaded_v1", data: {} }, ctx).catch(ignoreRejection);
-        return;
-      case "plugin_removed_v1":
-        await this.o.loader.unload(name);
-        if (hasFlag(s, Flags.REMOVED)) {
-          await this.releaseImages(name);
-          try {
-            this.o.loader.removeFiles(name, ev.data.purge);
-          } catch (err) {
-            // Leftover files must not stall every later lifecycle step behind this one: log and move on.
-            this.o.logger.error({ plugin: name, err }, "removing the plugin's files failed");
-          }
-          if (ev.data.purge && e.metadata.purgedBy === this.o.cluster?.nodeId) await this.purgeSharedStore(name);
-        }
-        await this.nodeStatus(name, "removed");
-        return;
-      case "plugin_settings_changed_v1":
-        await this.o.clusterSettings?.(name, e, (p) => this.feed?.caughtUp(p) ?? Promise.resolve());
-        return;
-      default:
-        return;
-    }
-  }
-
-  /**
-   * Cluster: deletes a purged plugin's store rows from PostgreSQL, on the node that took the purge only (its process
-   * manager runs this step once, also after a crash right after the append). Skipped when the plugin was installed
-   * again since (that install's data is not this purge's). A failure (PostgreSQL away) throws: the step is retried.
-   */
-  private async purgeSharedStore(name: string): Promise<void> {
-    if (!hasFlag((await this.cqrs.load(pluginAggregate, name)).state, Flags.REMOVED)) {
-      this.o.logger.warn({ plugin: name }, "plugin installed again before its purge ran: its shared store is kept");
-      return;
-    }
-    const stores = await this.o.loader.purgeClusterStore(name);
-    this.o.logger.info({ plugin: name, stores }, "plugin store purged from the cluster database");
-  }
-
-  /** A removed plugin's container images go, unless another plugin uses them (container/image-refs.ts). */
-  private async releaseImages(name: string): Promise<void> {
-    try {
-      const r = await releaseRemovedPlugin(this.o.home, name);
-      for (const k of r.kept) this.o.logger.info({ plugin: name, image: k.image.ref, why: k.why }, "image kept");
-      for (const i of r.removed) this.o.logger.info({ plugin: name, image: i.ref }, "image removed");
-    } catch (err) {
-      this.o.logger.error({ plugin: name, err }, "releasing the plugin's images failed");
-    }
-  }
-
-  private async extract(name: string, generation: number, ctx: ProcessManagerContext, sha256?: unknown): Promise<void> {
-    const paths = this.o.loader.paths(name);
-    let outcome: PluginCommand;
-    try {
-      if (this.o.cluster && typeof sha256 === "string") {
-        // Every node extracts from the bytes the event names (the archive on disk may be another version's). A fetch
-        // that fails for want of PostgreSQL throws out of here (the process manager retries the step); a package
-        // that is missing or corrupt there is this node's extraction failure (its `code`).
-        await this.nodeStatus(name, "extracting");
-        mkdirSync(paths.root, { recursive: true });
-        if ((await fileDigest(paths.archive))?.sha256 !== sha256)
-          await this.o.cluster.fetchPackage(sha256, paths.archive).catch((err: Error & { code?: unknown }) => {
-            throw typeof err.code === "string" && PACKAGE_FETCH_CODES.has(err.code) ? err : new RetryStep(err);
-          });
-      }
-      const r = await this.o.pkg.extractPackage(paths.archive, paths.package, { expectedName: name });
-      outcome = {
-        type: "extract_plugin_package_v1",
-        data: { generation, version: r.manifest.version, files: r.files, bytes: r.bytes },
-      };
-    } catch (err) {
-      if (err instanceof RetryStep) throw err.cause;
-      const e = err as Error & { code?: unknown; details?: unknown };
-      const code = typeof e.code === "string" ? e.code : "extract_error";
-      this.o.logger.warn({ plugin: name, code, err: e.message }, "package extraction failed");
-      outcome = {
-        type: "fail_plugin_extract_v1",
-        data: { generation, code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) },
-      };
-    }
-    if (outcome.type === "extract_plugin_package_v1")
-      await this.nodeStatus(name, "extracted", { version: outcome.data.version });
-    else await this.nodeStatus(name, "extract_failed", { error: `${outcome.data.code}: ${outcome.data.message}` });
-    await this.dispatch(name, outcome, ctx);
-  }
-
-  private async loadAndConfirm(
-    name: string,
-    s: PluginState,
-    ctx: ProcessManagerContext | undefined,
-    id?: string,
-    done?: LoadResult | LoadFailure,
-    trigger?: string,
-  ): Promise<void> {
-    let outcome: PluginCommand;
-    try {
-      if (done instanceof LoadFailure) throw done;
-      const r = done ?? (await this.o.loader.load(name));
-      outcome = {
-        type: "confirm_plugin_loaded_v1",
-        data: { activation: s.activation, version: r.version, routes: r.routes, ...(ctx ? {} : { boot: true }) },
-      };
-    } catch (err) {
-      const stage = err instanceof LoadFailure ? err.stage : "load";
-      this.o.logger.warn({ plugin: name, stage, err: (err as Error).message }, "plugin load failed");
-      outcome = {
-        type: "fail_plugin_load_v1",
-        data: { activation: s.activation, version: s.installed_version ?? "", stage, message: (err as Error).message },
-      };
-    }
-    if (outcome.type === "confirm_plugin_loaded_v1")
-      await this.nodeStatus(name, "loaded", { version: outcome.data.version });
-    else await this.nodeStatus(name, "failed", { version: outcome.data.version, error: outcome.data.message });
-    // Cluster: a boot load is this node's own business (its status above); the shared stream already says LOADED.
-    if (this.o.cluster && !ctx) return;
-    // Cluster: the shared outcome of a load step is "loaded" once any node loaded it. A node whose load failed leaves
-    // a confirmed activation alone (its failure is its own status); confirm and fail have their own ids, so a confirm
-    // after another node's failure still lands (clearing FAILED) and N nodes failing alike record it once.
-    if (this.o.cluster && trigger) {
-      if (outcome.type === "fail_plugin_load_v1") {
-        const head = (await this.cqrs.load(pluginAggregate, name)).state;
-        if (head.activation === s.activation && hasFlag(head, Flags.LOADED)) return;
-      }
-      id = `${outcome.type}:${trigger}`;
-    }
-    try {
-      await this.dispatch(name, outcome, ctx, id);
-    } catch (err) {
-      // Deactivated/removed while loading: take the freshly loaded code down again.
-      if (err instanceof CommandRejected && outcome.type === "confirm_plugin_loaded_v1")
-        await this.o.loader.unload(name);
-      throw err;
-    }
-  }
-
-  /** Boot reload of an ACTIVATED plugin; the command id is tied to the stream revision, so a crash loop adds nothing. */
-  private async bootLoad(name: string, done?: LoadResult | LoadFailure): Promise<void> {
-    const loaded = await this.cqrs.load(pluginAggregate, name);
-    const id = `boot-load:${name}:${loaded.revision}`;
-    try {
-      await this.loadAndConfirm(name, loaded.state, undefined, id, done);
-    } catch (err) {
-      this.o.logger.error({ plugin: name, err }, "boot load could not be recorded");
-    }
-  }
-
-  /**
-   * Cluster: true when the plugin's current state makes this event's local step pointless (a node catching up on
-   * history): a newer package generation or activation follows, or the plugin is removed (its removal is still
-   * handled). The later events carry the plugin to where it is now; the shared outcomes of this one were recorded by
-   * the nodes that handled it when it was current (else the plugin could not have moved on).
-   */
-  private async superseded(name: string, ev: PluginEvent): Promise<boolean> {
-    if (ev.type === "plugin_removed_v1" || ev.type === "plugin_deactivated_v1") return false;
-    const now = (await this.cqrs.load(pluginAggregate, name)).state;
-    if (hasFlag(now, Flags.REMOVED)) return true;
-    if ("generation" in ev.data && ev.data.generation !== now.generation) return true;
-    return ev.type === "plugin_activated_v1" && ev.data.activation !== now.activation;
-  }
-
-  /** The plugin's state right after the event at `revision` of its stream. */
-  private async stateAt(name: string, revision: number): Promise<PluginState> {
-    let state = pluginAggregate.initialState;
-    for (const e of await this.o.store.readStream(STREAM_PREFIX + name, { limit: revision + 1 }))
-      state = pluginAggregate.evolve(state, e);
-    return state;
-  }
 
   /** Cluster: records this node's own outcome for a plugin (best effort: a lost status row never stalls a step). */
   private async nodeStatus(
@@ -860,30 +369,4 @@ export class LifecycleService extends EventEmitter {
       ?.recordStatus(name, status, extra)
       .catch((err) => this.o.logger.warn({ plugin: name, status, err }, "cannot record this node's plugin status"));
   }
-
-  /** One admin operation per plugin at a time. */
-  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    return this.locks.run(name, fn);
-  }
-}
-
-/** Codes of ClusterNode.fetchPackage errors that no retry can mend. */
-const PACKAGE_FETCH_CODES = new Set(["package_missing", "digest_mismatch"]);
-
-/** Carries an error out of a step's own failure handling, so the process manager retries the step. */
-class RetryStep extends Error {
-  constructor(override readonly cause: Error) {
-    super(cause.message);
-  }
-}
-
-/** `p`, or nothing once `ms` passed (the caller goes on either way). */
-async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))]);
-  clearTimeout(timer);
-}
-
-function ignoreRejection(err: unknown): void {
-  if (!(err instanceof CommandRejected)) throw err;
 }
