@@ -1,5 +1,5 @@
 /**
- * Runtime + router bench, every ratio against a baseline measured in the same run:
+ * WorkerPlugins + router bench, every ratio against a baseline measured in the same run:
  *  - req/s of a plugin route through the daemon (router + worker round trip) vs the same handler on bare node:http
  *    and on Fastify 5 (load generator in a child process, keep-alive, 16 connections);
  *  - hot swap v1<->v2 50 times under load: failures, non-2xx, swap latency;

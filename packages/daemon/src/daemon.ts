@@ -92,7 +92,7 @@ export interface DaemonOptions {
    * (`container.exec_tmp`; default false), `maxDataQuotaMb` caps `container.data_quota_mb` (default 1024).
    */
   containerPolicy?: { allowExecTmp?: boolean; maxDataQuotaMb?: number };
-  /** Worker runtime tuning inside the plugin hosts (tests). */
+  /** Worker tuning (WorkerPluginsOptions) inside the plugin hosts (tests). */
   runtime?: Partial<Omit<WorkerPluginsOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
   /** Plugin-host supervision tuning (tests): see PluginHostsOptions. */
   hosts?: {
