@@ -1,7 +1,7 @@
 /**
  * ESM always (issue 11 point 8): a package.json with {"type":"commonjs"} in the dir above $HECATE_HOME must not
  * change how a plugin's `.js` code loads. Covered twice: a package packed now (the pack adds {"type":"module"}) and
- * a package without any package.json (packed before that, or by another tool): the daemon's runtime guarantees it.
+ * a package without any package.json (packed before that, or by another tool): the daemon guarantees it.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -39,7 +39,7 @@ test('a {"type":"commonjs"} package.json above $HECATE_HOME does not stop a scaf
     plugin: "esm-new",
   });
 
-  // 2. a package with no package.json at all (an older pack): the daemon's runtime makes its root an ESM scope
+  // 2. a package with no package.json at all (an older pack): the daemon makes its root an ESM scope
   const oldDir = join(outer, "work", "esm-old");
   await cliJson(["plugin", "new", "esm-old", "--js", "--dir", oldDir]);
   const staged = join(outer, "staged-old");

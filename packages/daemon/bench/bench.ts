@@ -1,5 +1,5 @@
 /**
- * Runtime + router bench, every ratio against a baseline measured in the same run:
+ * WorkerPlugins + router bench, every ratio against a baseline measured in the same run:
  *  - req/s of a plugin route through the daemon (router + worker round trip) vs the same handler on bare node:http
  *    and on Fastify 5 (load generator in a child process, keep-alive, 16 connections);
  *  - hot swap v1<->v2 50 times under load: failures, non-2xx, swap latency;
@@ -16,7 +16,7 @@ import { pluginPaths, standaloneConfig } from "@hecate/sdk";
 import Fastify from "fastify";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
-import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { type PluginSpec, WorkerPlugins } from "../src/worker/worker-plugins.js";
 import { type LoadResult, pct, round, loadgen as runLoad } from "./run-load.js";
 
 setFlagsFromString("--expose-gc");
@@ -64,7 +64,7 @@ const home = mkdtempSync(join(tmpdir(), "hecate-bench-"));
 const router = new Router();
 const server = createHttpServer(router);
 const port = await listen(server);
-const runtime = new PluginRuntime({ router, home });
+const workers = new WorkerPlugins({ router, home });
 const bare = createServer({ keepAliveTimeout: 65_000 }, (_req, res) => {
   const body = JSON.stringify(handler());
   res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
@@ -79,7 +79,7 @@ const fastifyPort = (fastify.server.address() as { port: number }).port;
 
 const v1 = writePlugin(home, "1.0.0");
 const v2 = writePlugin(home, "2.0.0");
-await runtime.load(v1);
+await workers.load(v1);
 
 // 1. throughput: alternate to spread machine noise, keep the best of two runs each.
 console.log(`throughput: ${CONNECTIONS} keep-alive connections, ${DURATION} ms per run`);
@@ -109,11 +109,11 @@ await new Promise((r) => setTimeout(r, 500));
 const swapMs: number[] = [];
 const tableMs: number[] = [];
 let t0 = 0;
-runtime.on("swapped", () => tableMs.push(performance.now() - t0));
+workers.on("swapped", () => tableMs.push(performance.now() - t0));
 let swaps = 0;
 while (swaps < SWAPS) {
   t0 = performance.now();
-  await runtime.swap("bench", swaps % 2 === 0 ? v2 : v1, { deadlineMs: 2000 });
+  await workers.swap("bench", swaps % 2 === 0 ? v2 : v1, { deadlineMs: 2000 });
   swapMs.push(performance.now() - t0);
   swaps++;
 }
@@ -125,12 +125,12 @@ const foreign = versions.filter((v) => v !== "1.0.0" && v !== "2.0.0");
 console.log(
   `hot swap: ${swaps} swaps under load, ${swapResult.ok} ok, ${swapResult.non2xx} non-2xx, ${swapResult.errors} errors, versions ${versions.join(",")}, new version mounted p50 ${pct(tableMs, 0.5).toFixed(1)} ms, old worker gone p50 ${pct(swapMs, 0.5).toFixed(1)} ms`,
 );
-await runtime.unload("bench");
+await workers.unload("bench");
 
 // 3. load/unload cycles: load time and main heap.
 for (let i = 0; i < 5; i++) {
-  await runtime.load(v1);
-  await runtime.unload("bench");
+  await workers.load(v1);
+  await workers.unload("bench");
 }
 const heapBefore = heapMiB();
 const rssBefore = process.memoryUsage().rss / 2 ** 20;
@@ -138,10 +138,10 @@ const loadMs: number[] = [];
 const workerReadyMs: number[] = [];
 for (let i = 0; i < CYCLES; i++) {
   const t0 = performance.now();
-  const info = await runtime.load(i % 2 ? v2 : v1);
+  const info = await workers.load(i % 2 ? v2 : v1);
   loadMs.push(performance.now() - t0);
   workerReadyMs.push(info.loadMs);
-  await runtime.unload("bench", { deadlineMs: 1000 });
+  await workers.unload("bench", { deadlineMs: 1000 });
 }
 const heapAfter = heapMiB();
 const rssAfter = process.memoryUsage().rss / 2 ** 20;
@@ -149,7 +149,7 @@ console.log(
   `load/unload x${CYCLES}: load p50 ${pct(loadMs, 0.5).toFixed(1)} ms, main heap ${heapBefore.toFixed(2)} -> ${heapAfter.toFixed(2)} MiB, rss ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MiB`,
 );
 
-await runtime.close();
+await workers.close();
 server.closeAllConnections();
 bare.closeAllConnections();
 await new Promise<void>((r) => server.close(() => r()));

@@ -17,7 +17,7 @@ import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type PluginManifest, pluginPaths } from "@hecate/sdk";
 import { Pool } from "undici";
-import { ContainerRuntime, type LoadedContainer, PodmanClient } from "../src/container/index.js";
+import { ContainerPlugins, type LoadedContainer, PodmanClient } from "../src/container/index.js";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 
@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
   const router = new Router();
   const server = createHttpServer(router);
-  const runtime = new ContainerRuntime({ home, podman, router });
+  const containers = new ContainerPlugins({ home, podman, router });
   try {
     const port = await listen(server, 0);
     const example = new URL("../../../../examples/container-echo", import.meta.url).pathname;
@@ -150,11 +150,11 @@ async function main(): Promise<void> {
       cpSync(example, pkg, { recursive: true });
       execFileSync("chmod", ["-R", "a+rX", home]);
       const manifest: PluginManifest = { ...exampleManifest, name, container };
-      return runtime.load({ name, dir: pluginPaths(home, name).root, manifest });
+      return containers.load({ name, dir: pluginPaths(home, name).root, manifest });
     };
     const t0 = performance.now();
-    await runtime.start();
-    await runtime.ensureBaseImage();
+    await containers.start();
+    await containers.ensureBaseImage();
     const tImage = performance.now();
     // Main case: the plugin may use a whole CPU, so it is not the bottleneck of the direct path.
     const loaded = await install("bench", { ...exampleManifest.container, cpus: 1 });
@@ -189,11 +189,11 @@ async function main(): Promise<void> {
       p99_ms: med(proxies, "p99_ms"),
       errors: proxies.reduce((n, r) => n + r.errors, 0),
     };
-    await runtime.unload("bench");
+    await containers.unload("bench");
     // Second case, for context: the example's own manifest limits (cpus 0.5, the default), where the plugin's CPU
     // quota rather than the proxy bounds both paths.
     const dflt = await measure("bench-default", await install("bench-default", exampleManifest.container));
-    await runtime.unload("bench-default");
+    await containers.unload("bench-default");
     // Context: a bare node:http server in this process answering a same-sized JSON body (the ceiling of any
     // single-threaded Node hop on this machine).
     const bare = createServer((_req, res) => {
@@ -252,7 +252,7 @@ async function main(): Promise<void> {
     );
     console.log(`BENCH_JSON ${JSON.stringify(result)}`);
   } finally {
-    await runtime.close();
+    await containers.close();
     server.close();
     server.closeAllConnections();
     await podman.stopService();

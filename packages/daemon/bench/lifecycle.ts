@@ -1,7 +1,7 @@
 /**
  * Lifecycle bench: what the event-sourced lifecycle costs on top of the raw steps, measured in the same run.
  *  - install -> LOADED through the admin API (upload, plugin_installed_v1, extraction, activation, load, confirm;
- *    synchronous=FULL appends) vs the raw path: extractPackage + PluginRuntime.load of the same package;
+ *    synchronous=FULL appends) vs the raw path: extractPackage + WorkerPlugins.load of the same package;
  *  - upgrade (extract + warm worker + route swap + drain) through the admin API;
  *  - /health latency while installs run.
  * Prints `BENCH_JSON {...}` last.
@@ -13,7 +13,7 @@ import { extractPackage, packPlugin } from "@hecate/package";
 import { type PluginConfig, pluginPaths } from "@hecate/sdk";
 import { startDaemon } from "../src/daemon.js";
 import { Router } from "../src/http/router.js";
-import { PluginRuntime } from "../src/runtime/plugin-runtime.js";
+import { WorkerPlugins } from "../src/worker/worker-plugins.js";
 
 const ROUNDS = Number(process.env.BENCH_LIFECYCLE_ROUNDS ?? 20);
 
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
 
   // Raw path: extraction + worker load, no events, no HTTP.
   const rawHome = join(work, "raw");
-  const rawRuntime = new PluginRuntime({ router: new Router(), home: rawHome });
+  const rawWorkers = new WorkerPlugins({ router: new Router(), home: rawHome });
   const raw: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
     const p = pluginPaths(rawHome, "benchy");
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
       settings: {},
       standalone: false,
     };
-    await rawRuntime.load({
+    await rawWorkers.load({
       name: "benchy",
       version: "1.0.0",
       root: p.root,
@@ -72,10 +72,10 @@ async function main(): Promise<void> {
       config,
     });
     raw.push(performance.now() - t);
-    await rawRuntime.unload("benchy");
+    await rawWorkers.unload("benchy");
     rmSync(p.root, { recursive: true, force: true });
   }
-  await rawRuntime.close();
+  await rawWorkers.close();
 
   const d = await startDaemon({ home: join(work, "home"), port: 0, logLevel: "silent", containers: false });
   const auth = { authorization: `Bearer ${d.token}`, "content-type": "application/gzip" };

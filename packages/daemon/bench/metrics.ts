@@ -14,7 +14,7 @@ import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
 import { HostMetrics } from "../src/observe/host-metrics.js";
 import { RequestMetrics } from "../src/observe/request-metrics.js";
-import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { type PluginSpec, WorkerPlugins } from "../src/worker/worker-plugins.js";
 import { type LoadResult, loadgen, round } from "./run-load.js";
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 3000);
@@ -40,9 +40,9 @@ async function setup(home: string, metrics: HostMetrics | undefined) {
   const router = new Router({ metrics: metrics?.requests });
   const server = createHttpServer(router);
   const port = await listen(server);
-  const runtime = new PluginRuntime({ router, home });
-  await runtime.load(writePlugin(home));
-  return { server, runtime, url: `http://127.0.0.1:${port}/plugin/bench/api/tasks/7` };
+  const workers = new WorkerPlugins({ router, home });
+  await workers.load(writePlugin(home));
+  return { server, workers, url: `http://127.0.0.1:${port}/plugin/bench/api/tasks/7` };
 }
 
 const home = mkdtempSync(join(tmpdir(), "hecate-bench-metrics-"));
@@ -70,7 +70,7 @@ const onMed = median(onRuns);
 const offMed = median(offRuns);
 // The scrape itself: what one host answers (request series + gauges), timed.
 const t0 = performance.now();
-const scraped = hostMetrics.collect(await on.runtime.metrics(1000));
+const scraped = hostMetrics.collect(await on.workers.metrics(1000));
 const scrapeMs = performance.now() - t0;
 const counted = scraped
   .find((m) => m.name === "hecate_plugin_http_requests_total")
@@ -103,7 +103,7 @@ console.log(
 );
 
 for (const s of [on, off]) {
-  await s.runtime.close();
+  await s.workers.close();
   s.server.closeAllConnections();
   await new Promise<void>((r) => s.server.close(() => r()));
 }

@@ -3,7 +3,7 @@
  * 404s) to several steady plugins while other plugins are installed and removed in a loop and one steady plugin is
  * upgraded v1 <-> v2. Counts every unexpected status / network error and samples the process's RSS and heap.
  * mode "daemon" (default): the whole daemon (startDaemon) with real packages through the admin API (install ?wait=loaded,
- * upgrade, DELETE ?purge=1); mode "runtime": PluginRuntime load/unload/swap only.
+ * upgrade, DELETE ?purge=1); mode "runtime": WorkerPlugins load/unload/swap only.
  *
  *   node dist/bench/soak.js   (SOAK_DURATION_MS, default 60000; SOAK_CLIENTS, default 16; SOAK_MODE daemon|runtime)
  *
@@ -22,7 +22,7 @@ import { Pool } from "undici";
 import { startDaemon } from "../src/daemon.js";
 import { Router } from "../src/http/router.js";
 import { createHttpServer, listen } from "../src/http/server.js";
-import { PluginRuntime, type PluginSpec } from "../src/runtime/plugin-runtime.js";
+import { type PluginSpec, WorkerPlugins } from "../src/worker/worker-plugins.js";
 import { buildPackage, unixRequest } from "../test/lifecycle/helpers.js";
 
 setFlagsFromString("--expose-gc");
@@ -243,7 +243,7 @@ async function runtimeTarget(home: string): Promise<Target> {
   const router = new Router();
   const server = createHttpServer(router);
   const port = await listen(server);
-  const runtime = new PluginRuntime({ router, home });
+  const workers = new WorkerPlugins({ router, home });
   const specs = new Map<string, PluginSpec>();
   const spec = (name: string, version: string) => {
     const key = `${name}@${version}`;
@@ -252,11 +252,11 @@ async function runtimeTarget(home: string): Promise<Target> {
   };
   return {
     base: `http://127.0.0.1:${port}`,
-    add: async (name, version) => void (await runtime.load(spec(name, version))),
-    drop: async (name) => void (await runtime.unload(name, { deadlineMs: 2000 })),
-    upgrade: async (name, version) => void (await runtime.swap(name, spec(name, version), { deadlineMs: 2000 })),
+    add: async (name, version) => void (await workers.load(spec(name, version))),
+    drop: async (name) => void (await workers.unload(name, { deadlineMs: 2000 })),
+    upgrade: async (name, version) => void (await workers.swap(name, spec(name, version), { deadlineMs: 2000 })),
     async close() {
-      await runtime.close(1000);
+      await workers.close(1000);
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },

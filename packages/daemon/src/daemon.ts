@@ -34,9 +34,9 @@ import { packageOps } from "./lifecycle/package-ops.js";
 import { type LifecycleEvent, LifecycleService } from "./lifecycle/service.js";
 import { inactivePlugins } from "./lifecycle/user-messages.js";
 import { SupervisorMetrics } from "./observe/supervisor-metrics.js";
-import { checkRequestLimits, type RuntimeOptions } from "./runtime/plugin-runtime.js";
 import { type HostCrash, PluginHosts, type RecycleResult } from "./supervisor/plugin-hosts.js";
 import type { SharedPolicyOptions } from "./supervisor/shared-policy.js";
+import { checkRequestLimits, type WorkerPluginsOptions } from "./worker/worker-plugins.js";
 
 export interface DaemonOptions {
   home: string;
@@ -92,8 +92,8 @@ export interface DaemonOptions {
    * (`container.exec_tmp`; default false), `maxDataQuotaMb` caps `container.data_quota_mb` (default 1024).
    */
   containerPolicy?: { allowExecTmp?: boolean; maxDataQuotaMb?: number };
-  /** Worker runtime tuning inside the plugin hosts (tests). */
-  runtime?: Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+  /** Worker tuning (WorkerPluginsOptions) inside the plugin hosts (tests). */
+  runtime?: Partial<Omit<WorkerPluginsOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
   /** Plugin-host supervision tuning (tests): see PluginHostsOptions. */
   hosts?: {
     crashWindowMs?: number;

@@ -1,4 +1,4 @@
-// Daemon entry points are added by the lifecycle/runtime work.
+// Daemon entry points.
 
 export type { LogLine } from "./admin/logs.js";
 export type { ClusterNodeInfo, NodePluginStatus, NodeStatusRecord } from "./cluster/cluster-node.js";
@@ -11,5 +11,5 @@ export * from "./http/static.js";
 export * from "./lifecycle/aggregate.js";
 export { HECATE_VERSION } from "./lifecycle/package-ops.js";
 export { LifecycleError, type LifecycleEvent, LifecycleService, type PluginView, viewOf } from "./lifecycle/service.js";
-export * from "./runtime/plugin-runtime.js";
-export * from "./runtime/sdk-link.js";
+export * from "./worker/sdk-link.js";
+export * from "./worker/worker-plugins.js";

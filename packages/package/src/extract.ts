@@ -98,7 +98,7 @@ async function checkCode(dir: string, manifest: PluginManifest): Promise<void> {
 
 /**
  * A package never carries its own `@hecate/sdk` (at any depth of its node_modules): Node would resolve that copy
- * before the daemon's (runtime/sdk-link.ts; a container's mounted one), a second SDK instance that never sees the
+ * before the daemon's (worker/sdk-link.ts; a container's mounted one), a second SDK instance that never sees the
  * config the host sets. `hecate plugin pack` leaves it out.
  */
 function checkNoSdkCopy(files: Iterable<string>): void {

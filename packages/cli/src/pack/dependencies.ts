@@ -5,7 +5,7 @@
  *    binary or compile one, neither of which works offline or without a toolchain);
  *  - it needs no network and no lockfile, and works for a project inside an npm workspace (its dependencies hoisted
  *    to the workspace root) as well as for a standalone one;
- *  - the SDK is never shipped: `@hecate/sdk` always resolves to the daemon's single copy (runtime/sdk-link.ts), and
+ *  - the SDK is never shipped: `@hecate/sdk` always resolves to the daemon's single copy (worker/sdk-link.ts), and
  *    the daemon refuses a package that carries its own (@hecate/package, extract.ts).
  *
  * Resolution is Node's own: a dependency named by a package.json is the nearest `node_modules/<name>` walking up

@@ -3,7 +3,7 @@
  *
  * Podman's storage is one per machine and knows nothing of plugins, so each plugin's holdings are recorded beside
  * it: `plugins/{name}/images.json` lists the image ids (and refs) its containers were created from, written by the
- * container runtime when it creates a container (before the create: a failed start still counts) and narrowed to
+ * ContainerPlugins when it creates a container (before the create: a failed start still counts) and narrowed to
  * the running generation's image once a load or an upgrade's swap succeeded. Whatever the image's origin (an archive
  * in the package, an image already present, an image pulled from a registry): it is the image the container spec
  * carries.

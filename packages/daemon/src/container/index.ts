@@ -1,4 +1,4 @@
 export * from "./base-image.js";
+export * from "./container-plugins.js";
 export * from "./podman.js";
 export * from "./proxy.js";
-export * from "./runtime.js";

@@ -4,7 +4,7 @@
  * followed: a symlink yields an fd on the link itself), checks the inode with `fstat` (a socket, owned by the
  * plugin's uid) and from then on dials `/proc/self/fd/{fd}`: the kernel resolves that magic link to the verified inode
  * whatever the plugin later does to the path (rename, unlink, symlink, re-bind). A plugin that unlinks and re-binds
- * leaves the verified inode dead: connections are refused, the health probe fails and the runtime restarts it (and
+ * leaves the verified inode dead: connections are refused, the health probe fails and ContainerPlugins restarts it (and
  * verifies the new socket).
  *
  * Node has no openat/dup2 bindings; numeric open flags are passed through to open(2), so O_PATH (Linux only) works.

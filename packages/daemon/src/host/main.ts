@@ -4,7 +4,7 @@
  * - the main host (hostId 1) serves the plugin listener: the supervisor accepts each client connection and hands
  *   the socket over (`conn`), so requests never pass through the supervisor;
  * - an isolated host serves its plugins on a Unix socket; the main host mounts them as `remote` plugins.
- * It owns the router, the plugin HTTP server, one worker thread per in-process plugin and the container runtime.
+ * It owns the router, the plugin HTTP server, one worker thread per in-process plugin and ContainerPlugins.
  * When the supervisor goes away (even by kill -9: the IPC channel closes) the host exits at once: no orphan host
  * keeps serving stale routes.
  */
@@ -108,7 +108,7 @@ class Host {
 
   /** Plugins with requests or WebSockets in flight (worker plugins: the ones whose code runs in this process). */
   private busy(): string[] {
-    const workers = this.worker.runtime
+    const workers = this.worker.plugins
       .list()
       .filter((p) => p.inFlight > 0)
       .map((p) => p.name);
@@ -179,7 +179,7 @@ class Host {
       case "health":
         return this.health(m.timeoutMs);
       case "metrics": {
-        const own = this.metrics?.collect(await this.worker.runtime.metrics(HEALTH_TIMEOUT_MS)) ?? [];
+        const own = this.metrics?.collect(await this.worker.plugins.metrics(HEALTH_TIMEOUT_MS)) ?? [];
         const shared = this.metrics ? (this.sharedHost?.metrics() ?? []) : [];
         return [...own, ...shared.flatMap((p) => namespacePluginMetrics(p.plugin, p.metrics))];
       }
@@ -204,7 +204,7 @@ class Host {
       case "shared": {
         const info = await (await this.shared()).load(h.spec);
         await this.remote.release(h.spec.name);
-        await this.worker.runtime.unload(h.spec.name, { keepMount: true }); // an upgrade from worker to shared
+        await this.worker.plugins.unload(h.spec.name, { keepMount: true }); // an upgrade from worker to shared
         return info;
       }
       case "remote":

@@ -1,20 +1,20 @@
 /**
  * One contract for every way a plugin-host process runs a plugin (the undici `Dispatcher` idea): load (or swap when
  * loaded), unload, has, close, and crashed / restarted / disabled / log events. Four implementations:
- * - worker: in-process plugins, one worker thread each (PluginRuntime);
+ * - worker: in-process plugins, one worker thread each (WorkerPlugins);
  * - shared: `isolation: "shared"` plugins on the host's main thread, routes as direct calls (shared/shared-host.ts);
- * - container: Podman plugins over a Unix socket (ContainerRuntime);
+ * - container: Podman plugins over a Unix socket (ContainerPlugins);
  * - remote: a plugin served by another (isolated) host process, mounted here as a proxy to that host's socket.
  * The host process looks hosts up by kind; nothing outside knows which one holds a plugin.
  */
 import { existsSync } from "node:fs";
 import type { PluginHealth } from "@hecate/sdk";
 import type { RouteAnnouncement } from "@hecate/sdk/protocol";
+import type { ContainerPluginSpec, ContainerPlugins, ContainerReplyLimits } from "../container/container-plugins.js";
 import type { ContainerProxy } from "../container/proxy.js";
-import type { ContainerPluginSpec, ContainerReplyLimits, ContainerRuntime } from "../container/runtime.js";
 import type { Router } from "../http/router.js";
-import { PluginRuntime, type RuntimeOptions } from "../runtime/plugin-runtime.js";
-import type { PluginSpec } from "../runtime/plugin-worker.js";
+import type { PluginSpec } from "../worker/plugin-worker.js";
+import { WorkerPlugins, type WorkerPluginsOptions } from "../worker/worker-plugins.js";
 import type { ContainerPolicy, HostedSpec, LoadedInfo, ReconcileOutcome } from "./protocol.js";
 
 export type PluginHostEvent =
@@ -54,59 +54,59 @@ export function loadedInfo(
 
 export class WorkerPluginHost implements PluginHost<PluginSpec> {
   readonly kind = "worker" as const;
-  readonly runtime: PluginRuntime;
+  readonly plugins: WorkerPlugins;
 
-  constructor(router: Router, home: string, options: HostRuntimeOptions, emit: Emit) {
-    this.runtime = new PluginRuntime({ router, home, ...options });
-    this.runtime.on("crashed", (plugin: string, reason: string) => emit({ t: "crashed", plugin, reason }));
-    this.runtime.on("restarted", (plugin: string) => emit({ t: "restarted", plugin }));
-    this.runtime.on("disabled", (plugin: string, reason: string) => emit({ t: "disabled", plugin, reason }));
-    this.runtime.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) =>
+  constructor(router: Router, home: string, options: HostWorkerOptions, emit: Emit) {
+    this.plugins = new WorkerPlugins({ router, home, ...options });
+    this.plugins.on("crashed", (plugin: string, reason: string) => emit({ t: "crashed", plugin, reason }));
+    this.plugins.on("restarted", (plugin: string) => emit({ t: "restarted", plugin }));
+    this.plugins.on("disabled", (plugin: string, reason: string) => emit({ t: "disabled", plugin, reason }));
+    this.plugins.on("log", (e: { plugin: string; level: string; msg: string; fields?: Record<string, unknown> }) =>
       emit({ t: "log", ...e }),
     );
   }
 
   async load(spec: PluginSpec): Promise<LoadedInfo> {
-    const r = this.runtime.get(spec.name) ? await this.runtime.swap(spec.name, spec) : await this.runtime.load(spec);
+    const r = this.plugins.get(spec.name) ? await this.plugins.swap(spec.name, spec) : await this.plugins.load(spec);
     return loadedInfo(r.name, r.version, this.kind, r.routes);
   }
 
   unload(name: string, deadlineMs?: number): Promise<boolean> {
-    return this.runtime.unload(name, deadlineMs === undefined ? {} : { deadlineMs });
+    return this.plugins.unload(name, deadlineMs === undefined ? {} : { deadlineMs });
   }
 
-  /** New settings for a running plugin's `onSettingsChanged` (PluginRuntime.applySettings). */
+  /** New settings for a running plugin's `onSettingsChanged` (WorkerPlugins.applySettings). */
   applySettings(name: string, settings: Record<string, unknown>): Promise<SettingsOutcome> {
-    return this.runtime.applySettings(name, settings);
+    return this.plugins.applySettings(name, settings);
   }
 
   has(name: string): boolean {
-    return this.runtime.get(name) !== undefined;
+    return this.plugins.get(name) !== undefined;
   }
 
   names(): string[] {
-    return this.runtime.list().map((p) => p.name);
+    return this.plugins.list().map((p) => p.name);
   }
 
   health(name: string, timeoutMs: number): Promise<PluginHealth | undefined> {
-    return this.runtime.health(name, timeoutMs);
+    return this.plugins.health(name, timeoutMs);
   }
 
   close(): Promise<void> {
-    return this.runtime.close();
+    return this.plugins.close();
   }
 }
 
 /** How new settings reached a running plugin: live, or not (then the supervisor swaps it). */
 export type SettingsOutcome = "applied" | "unsupported" | "failed" | "not_loaded";
 
-export type HostRuntimeOptions = Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+export type HostWorkerOptions = Partial<Omit<WorkerPluginsOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
 
 export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
   readonly kind = "container" as const;
-  private runtime: Promise<ContainerRuntime> | undefined;
-  /** The runtime once started: the one record of which container plugins are loaded (no side set). */
-  private started: ContainerRuntime | undefined;
+  private starting: Promise<ContainerPlugins> | undefined;
+  /** The ContainerPlugins once started: the one record of which container plugins are loaded (no side set). */
+  private started: ContainerPlugins | undefined;
   private podman: import("../container/podman.js").PodmanClient | undefined;
 
   constructor(
@@ -118,15 +118,15 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
   ) {}
 
   /** Podman is only started for the first container plugin. */
-  private containers(): Promise<ContainerRuntime> {
-    this.runtime ??= (async () => {
+  private containers(): Promise<ContainerPlugins> {
+    this.starting ??= (async () => {
       // Imported on first use: a host without container plugins starts faster (it restarts on the hot path).
-      const [{ PodmanClient }, { ContainerRuntime }] = await Promise.all([
+      const [{ PodmanClient }, { ContainerPlugins }] = await Promise.all([
         import("../container/podman.js"),
-        import("../container/runtime.js"),
+        import("../container/container-plugins.js"),
       ]);
       this.podman = new PodmanClient({ socketPath: `${this.home}/run/podman.sock` });
-      const rt = new ContainerRuntime({
+      const rt = new ContainerPlugins({
         home: this.home,
         podman: this.podman,
         router: this.router,
@@ -149,10 +149,10 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
       this.started = rt;
       return rt;
     })().catch((err) => {
-      this.runtime = undefined;
+      this.starting = undefined;
       throw err;
     });
-    return this.runtime;
+    return this.starting;
   }
 
   private info(spec: ContainerPluginSpec): LoadedInfo {
@@ -198,7 +198,7 @@ export class ContainerPluginHost implements PluginHost<ContainerPluginSpec> {
 
   /** `handover` (host recycle): containers, their mounts and Podman's service stay for the next host to adopt. */
   async close(opts: { handover?: boolean } = {}): Promise<void> {
-    if (this.runtime) await (await this.runtime.catch(() => null))?.close({ leaveRunning: opts.handover });
+    if (this.starting) await (await this.starting.catch(() => null))?.close({ leaveRunning: opts.handover });
     if (this.podman) {
       if (!opts.handover) await this.podman.stopService().catch(() => {});
       await this.podman.close().catch(() => {});

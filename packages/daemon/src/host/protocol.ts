@@ -2,13 +2,13 @@
  * The typed IPC protocol between the supervisor and a plugin-host process (Node's `child_process` channel with
  * `serialization: "advanced"`). The supervisor sends requests (each with an id, answered by one `reply`) and, to the
  * main host, accepted client connections (`conn`, with the socket as the message's handle). The host sends replies
- * and events: plugin crashes/restarts/disables and log lines from its runtimes, and `active` (a plugin got its first
+ * and events: plugin crashes/restarts/disables and log lines from its plugins, and `active` (a plugin got its first
  * request since the last report: what the supervisor needs to find a plugin that takes its host down).
  */
-import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
-import type { RuntimeOptions } from "../runtime/plugin-runtime.js";
-import type { PluginSpec } from "../runtime/plugin-worker.js";
+import type { PluginSpec } from "../worker/plugin-worker.js";
+import type { WorkerPluginsOptions } from "../worker/worker-plugins.js";
 
 /** Everything a host needs to start; the supervisor passes it as the first message. */
 export interface HostBoot {
@@ -19,7 +19,7 @@ export interface HostBoot {
   /** Isolated hosts serve HTTP on this Unix socket (the main host proxies their plugins' routes to it). */
   listenPath?: string;
   containers: boolean;
-  runtime?: Partial<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
+  runtime?: Partial<Omit<WorkerPluginsOptions, "router" | "home" | "onCrashed" | "onDisabled">>;
   /** Milliseconds between two `active` reports of the same plugin. */
   activityIntervalMs: number;
   /** `/ready` answers 200 (boot finished). */

@@ -1,7 +1,7 @@
 /**
  * The parts of the lifecycle's boot (LifecycleService.start puts them in order): package dirs a crash left half
  * done are recovered, the process manager is let finish what a crash interrupted until it is idle, then every
- * ACTIVATED plugin is loaded again (container plugins through the container runtime's reconcile).
+ * ACTIVATED plugin is loaded again (container plugins through ContainerPlugins.reconcile).
  */
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -4,7 +4,7 @@
  *
  * - `executionStep` (a process-manager step, so crash safe): a container plugin's load confirmed -> RUNNING; taken
  *   down (deactivated, failed for good, disabled, quarantined) -> STOPPED.
- * - `watchContainerHealth`: the health watcher. The container runtime probes each container (health path, Podman's
+ * - `watchContainerHealth`: the health watcher. ContainerPlugins probes each container (health path, Podman's
  *   exit events) and restarts it within a budget; its transitions reach the supervisor as the plugin hosts' events:
  *   `crashed` / `disabled` -> confirm_container_down_v1, `restarted` (healthy again) -> confirm_container_up_v1, and
  *   a started execution (the load passed the health check) -> confirm_container_up_v1. The aggregate records only

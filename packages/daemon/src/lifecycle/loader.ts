@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { clusterStorePrefix, type PluginConfig, type PluginManifest, type PluginPaths, pluginPaths } from "@hecate/sdk";
 import { removePostgresStores } from "@hecate/store";
 import pLimit, { type LimitFunction } from "p-limit";
-import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
 import type { SettingsOutcome } from "../host/plugin-host.js";
 import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import { isInside } from "../http/static.js";
@@ -211,7 +211,7 @@ export class Loader {
   }
 
   /**
-   * Boot: hands every ACTIVATED container plugin to ContainerRuntime.reconcile (adopts healthy containers of the
+   * Boot: hands every ACTIVATED container plugin to ContainerPlugins.reconcile (adopts healthy containers of the
    * previous run, removes stale ones, starts the missing). Returns each plugin's outcome.
    */
   async reconcileContainers(names: string[]): Promise<Map<string, LoadResult | LoadFailure>> {

@@ -7,7 +7,7 @@
  * label `plugin` set to the plugin's name. Two plugins' series can neither share a family nor forge each other's label.
  */
 import { type MetricJson, MetricSet } from "@hecate/sdk/metrics";
-import type { PluginMetrics } from "../runtime/plugin-runtime.js";
+import type { PluginMetrics } from "../worker/worker-plugins.js";
 import { ProcessGauges } from "./process-gauges.js";
 import { RequestMetrics } from "./request-metrics.js";
 

@@ -3,7 +3,7 @@
  * names its plugin exactly (see crash-attribution.ts). A plugin in an isolated host is also mounted in the main host
  * as a `remote` plugin (a proxy to its host's socket).
  */
-import type { HostRuntimeOptions } from "../host/plugin-host.js";
+import type { HostWorkerOptions } from "../host/plugin-host.js";
 import type { HostedSpec, LoadedInfo } from "../host/protocol.js";
 import type { HostPool } from "./host-pool.js";
 import { type Hosted, type HostsState, MAIN, staticDirOf } from "./hosts-state.js";
@@ -16,8 +16,8 @@ export class HostLoads {
   constructor(
     private readonly state: HostsState,
     private readonly pool: Pick<HostPool, "host" | "socketOf">,
-    /** The hosts' runtime tuning: its load timeout applies when a plugin names none. */
-    private readonly runtime: HostRuntimeOptions | undefined,
+    /** The hosts' worker tuning (DaemonOptions.runtime): its load timeout applies when a plugin names none. */
+    private readonly tuning: HostWorkerOptions | undefined,
   ) {}
 
   /** Loads a plugin into host `hostId` (started when needed) and places it there; `restore`: after the host died. */
@@ -33,7 +33,7 @@ export class HostLoads {
       hosted.kind === "shared"
         ? setTimeout(
             () => host.kill("SIGKILL"),
-            (hosted.spec.loadTimeoutMs ?? this.runtime?.loadTimeoutMs ?? 15_000) + 5000,
+            (hosted.spec.loadTimeoutMs ?? this.tuning?.loadTimeoutMs ?? 15_000) + 5000,
           )
         : undefined;
     try {

@@ -5,7 +5,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { HostRuntimeOptions } from "../host/plugin-host.js";
+import type { HostWorkerOptions } from "../host/plugin-host.js";
 import type { ContainerPolicy, HostEvent } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import { type HostExit, HostProcess } from "./host-process.js";
@@ -16,7 +16,7 @@ import type { WaitingConnections } from "./waiting-connections.js";
 export interface HostPoolOptions {
   home: string;
   containers: boolean;
-  runtime?: HostRuntimeOptions;
+  runtime?: HostWorkerOptions;
   activityIntervalMs: number;
   allowedHosts: string[];
   limits?: ConnectionLimits;

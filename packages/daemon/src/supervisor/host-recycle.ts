@@ -6,7 +6,7 @@
  * keeps serving. One recycle at a time; loads, unloads and settings changes wait for it (Recycler.run).
  */
 import type { Socket } from "node:net";
-import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
 import type { HostedSpec, ReconcileOutcome } from "../host/protocol.js";
 import type { HostLoads } from "./host-loads.js";
 import type { HostPool } from "./host-pool.js";

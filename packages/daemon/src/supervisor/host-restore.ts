@@ -5,7 +5,7 @@
  * wait meanwhile (waiting-connections.ts). A load whose host died under it is retried once the host is back, one at
  * a time, unless its plugin was quarantined.
  */
-import type { ContainerPluginSpec } from "../container/runtime.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
 import type { LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import { answerWithin } from "../util/answer-within.js";
 import { type AttributionOptions, CrashAttribution } from "./crash-attribution.js";

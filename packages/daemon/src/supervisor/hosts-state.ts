@@ -2,8 +2,8 @@
  * What the parts of PluginHosts (plugin-hosts.ts) share: where each plugin runs, and the few flags every new main
  * host boots with. Each part gets this object (and narrow handles on the others), never the whole PluginHosts.
  */
-import type { ContainerPluginSpec } from "../container/runtime.js";
-import type { PluginSpec } from "../runtime/plugin-worker.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
+import type { PluginSpec } from "../worker/plugin-worker.js";
 
 /** The main host: it receives the plugin listener's connections (isolated hosts get ids from 2 on). */
 export const MAIN = 1;

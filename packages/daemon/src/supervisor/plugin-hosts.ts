@@ -25,8 +25,8 @@ import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import type { PluginHealth } from "@hecate/sdk";
 import type { MetricJson } from "@hecate/sdk/metrics";
-import type { ContainerPluginSpec } from "../container/runtime.js";
-import type { HostRuntimeOptions, SettingsOutcome } from "../host/plugin-host.js";
+import type { ContainerPluginSpec } from "../container/container-plugins.js";
+import type { HostWorkerOptions, SettingsOutcome } from "../host/plugin-host.js";
 import type { ContainerPolicy, HostEvent, LoadedInfo, ReconcileOutcome } from "../host/protocol.js";
 import type { ConnectionLimits } from "../http/conn-limits.js";
 import { answerWithin } from "../util/answer-within.js";
@@ -50,7 +50,7 @@ export type { Hosted } from "./hosts-state.js";
 export interface PluginHostsOptions {
   home: string;
   containers: boolean;
-  runtime?: HostRuntimeOptions;
+  runtime?: HostWorkerOptions;
   /** How often a host reports the same active plugin again (ms), default 250. */
   activityIntervalMs?: number;
   crashWindowMs?: number;

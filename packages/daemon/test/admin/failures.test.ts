@@ -1,6 +1,6 @@
 /**
  * Failures are lifecycle events the user can see (view.lastError, /events, 422 answers): a bad archive, a load
- * failure, a crash and a disable reported by the runtime. The daemon keeps serving throughout.
+ * failure, a crash and a disable reported by WorkerPlugins. The daemon keeps serving throughout.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";

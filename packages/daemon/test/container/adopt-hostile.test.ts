@@ -33,13 +33,13 @@ describe("adoption of a tampered container (real podman)", { skip }, () => {
 
   it("a socket swapped while the daemon was down is not adopted: replaced, the admin socket never dialled", async () => {
     const spec = installPlugin(env.home, "ev", fixture);
-    const first = env.newRuntime();
+    const first = env.newContainers();
     const loaded = await first.load(spec);
     const attack = await postJson(`${env.base}/plugin/ev/api/attack?kind=symlink-admin`);
     assert.equal(attack.status, 200, attack.text);
     await first.close({ leaveRunning: true }); // kill -9: the container keeps running with its tampered socket dir
 
-    const second = env.newRuntime();
+    const second = env.newContainers();
     const again = await second.load(spec);
     assert.equal(again.adopted, false, "not adopted");
     assert.notEqual(again.containerId, loaded.containerId);

@@ -11,10 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { packPlugin } from "@hecate/package";
+import { LABEL_INSTANCE } from "../../src/container/container-plugins.js";
 import { mountsUnder } from "../../src/container/host-mounts.js";
 import { nodeBaseImageRef, PodmanClient } from "../../src/container/index.js";
 import { buildPythonImageArchive } from "../../src/container/python-image.js";
-import { LABEL_INSTANCE } from "../../src/container/runtime.js";
 import { startDaemon } from "../../src/daemon.js";
 import { type ChildDaemon, spawnDaemon, unixRequest, until } from "../lifecycle/helpers.js";
 import { echoExample, repoRoot, skipReason } from "./helpers.js";
@@ -235,7 +235,7 @@ describe("container plugins in the daemon lifecycle (real podman)", { skip, time
     const hello = () => fetch(`${daemon.url}/plugin/${NAME}/api/hello`).then((r) => r.status);
     try {
       await install(daemon.socketPath, archive);
-      // Restart budget of the container runtime: 3 restarts, the 4th crash disables the plugin.
+      // Restart budget of ContainerPlugins: 3 restarts, the 4th crash disables the plugin.
       for (let crash = 1; crash <= 4; crash++) {
         await fetch(`${daemon.url}/plugin/${NAME}/api/exit?code=3`, { method: "POST" }).then((r) => r.arrayBuffer());
         const crashed = await until(

@@ -33,7 +33,7 @@ describe("container plugins: handler deadlines and the reply cap (real podman)",
   let api: string;
   before(async () => {
     env = await setup({ replies: { handlerTimeoutMs: 1000, maxReplyBytes: 256 * KiB } });
-    await env.runtime.load(installPlugin(env.home, "dl", FIXTURE));
+    await env.containers.load(installPlugin(env.home, "dl", FIXTURE));
     api = `${env.base}/plugin/dl/api`;
   });
   after(async () => {
@@ -72,7 +72,7 @@ describe("container plugins: handler deadlines and the reply cap (real podman)",
   });
 
   it("with an operator cap, the proxy answers 504 for a container whose event loop is wedged", async () => {
-    const capped = env.newRuntime({ replies: { maxHandlerTimeoutMs: 500 } });
+    const capped = env.newContainers({ replies: { maxHandlerTimeoutMs: 500 } });
     await capped.load(installPlugin(env.home, "dlcap", FIXTURE));
     const capApi = `${env.base}/plugin/dlcap/api`;
     // The cap bounds a route's `timeoutMs: 0` in the container's SDK...

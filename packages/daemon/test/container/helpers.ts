@@ -9,7 +9,7 @@ import { request } from "undici";
 import {
   type ContainerEvent,
   type ContainerPluginSpec,
-  ContainerRuntime,
+  ContainerPlugins,
   LABEL_INSTANCE,
   PodmanClient,
 } from "../../src/container/index.js";
@@ -48,12 +48,12 @@ export interface Env {
   server: Server;
   base: string;
   events: ContainerEvent[];
-  runtime: ContainerRuntime;
-  newRuntime(opts?: Partial<ConstructorParameters<typeof ContainerRuntime>[0]>): ContainerRuntime;
+  containers: ContainerPlugins;
+  newContainers(opts?: Partial<ConstructorParameters<typeof ContainerPlugins>[0]>): ContainerPlugins;
   close(): Promise<void>;
 }
 
-export async function setup(opts: Partial<ConstructorParameters<typeof ContainerRuntime>[0]> = {}): Promise<Env> {
+export async function setup(opts: Partial<ConstructorParameters<typeof ContainerPlugins>[0]> = {}): Promise<Env> {
   const home = mkdtempSync(join(tmpdir(), "hct-"));
   chmodSync(home, 0o755);
   const podman = new PodmanClient({ socketPath: join(home, "run", "podman.sock") });
@@ -62,15 +62,15 @@ export async function setup(opts: Partial<ConstructorParameters<typeof Container
   const server = createHttpServer(router);
   const port = await listen(server, 0);
   const events: ContainerEvent[] = [];
-  const runtimes: ContainerRuntime[] = [];
-  const newRuntime = (o: Partial<ConstructorParameters<typeof ContainerRuntime>[0]> = {}) => {
-    const r = new ContainerRuntime({ home, podman, router, onEvent: (e) => events.push(e), ...opts, ...o });
-    runtimes.push(r);
+  const all: ContainerPlugins[] = [];
+  const newContainers = (o: Partial<ConstructorParameters<typeof ContainerPlugins>[0]> = {}) => {
+    const r = new ContainerPlugins({ home, podman, router, onEvent: (e) => events.push(e), ...opts, ...o });
+    all.push(r);
     return r;
   };
-  const runtime = newRuntime();
+  const containers = newContainers();
   try {
-    await runtime.ensureBaseImage();
+    await containers.ensureBaseImage();
   } catch (err) {
     await podman.stopService();
     await podman.close();
@@ -84,12 +84,12 @@ export async function setup(opts: Partial<ConstructorParameters<typeof Container
     server,
     base: `http://127.0.0.1:${port}`,
     events,
-    runtime,
-    newRuntime,
+    containers,
+    newContainers,
     async close() {
-      for (const r of runtimes) await r.close().catch(() => {});
+      for (const r of all) await r.close().catch(() => {});
       // Belt and braces: nothing of this home may survive the test.
-      for (const r of runtimes)
+      for (const r of all)
         for (const c of await podman.listContainers(`hecate.instance=${r.instanceId}`).catch(() => []))
           await podman.removeContainer(c.Id).catch(() => {});
       await new Promise<void>((r) => {

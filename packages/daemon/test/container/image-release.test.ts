@@ -4,7 +4,7 @@
  * the old generation's image once the swap is done; hecate's Node base image is never removed.
  *
  * The plugins' images are built here from the Node base image (`podman build`: a label only, so a new image id
- * sharing the base's layers, ~1 s) and named by the manifest's `container.image`: the runtime releases the image the
+ * sharing the base's layers, ~1 s) and named by the manifest's `container.image`: ContainerPlugins releases the image the
  * container spec carries, whatever put it there (an archive in the package, a registry pull, or as here, a local
  * build).
  */

@@ -16,7 +16,7 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
 
   it("load -> hardened container answers through the proxy -> unload -> gone", async () => {
     const spec = installPlugin(env.home, "echo1");
-    const loaded = await env.runtime.load(spec);
+    const loaded = await env.containers.load(spec);
     assert.equal(loaded.name, "echo1");
 
     const r = await request(`${env.base}/plugin/echo1/api/hello`);
@@ -39,7 +39,7 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     const ulimits = (info.HostConfig.Ulimits ?? []) as { Name: string }[];
     assert.deepEqual(ulimits.map((u) => u.Name.replace(/^RLIMIT_/i, "").toLowerCase()).sort(), ["nofile", "nproc"]);
     assert.equal(info.Config.User, `${loaded.uid}:${loaded.uid}`);
-    assert.equal(info.Config.Labels["hecate.instance"], env.runtime.instanceId);
+    assert.equal(info.Config.Labels["hecate.instance"], env.containers.instanceId);
     assert.equal(info.Config.Labels["hecate.plugin"], "echo1");
 
     // Static assets come from the plugin dir, served by the daemon (not proxied).
@@ -48,18 +48,18 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     assert.match(await page.body.text(), /container-echo/);
 
     const t0 = Date.now();
-    assert.equal(await env.runtime.unload("echo1"), true);
+    assert.equal(await env.containers.unload("echo1"), true);
     assert.ok(Date.now() - t0 < 4000, "SIGTERM stops the SDK server promptly");
     const after404 = await request(`${env.base}/plugin/echo1/api/hello`);
     assert.equal(after404.statusCode, 404);
     await after404.body.dump();
     assert.equal(await env.podman.inspectContainer(loaded.containerId), null);
-    assert.deepEqual(await env.podman.listContainers(`hecate.instance=${env.runtime.instanceId}`), []);
+    assert.deepEqual(await env.podman.listContainers(`hecate.instance=${env.containers.instanceId}`), []);
   });
 
   it("swap: the new container is healthy before the routes switch; no request fails during the swap", async () => {
     const v1 = installPlugin(env.home, "sw");
-    const first = await env.runtime.load(v1);
+    const first = await env.containers.load(v1);
     let stop = false;
     let ok = 0;
     const failures: string[] = [];
@@ -76,7 +76,7 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
       }
     })();
     const v2 = { ...v1, settings: { v: 2 } };
-    const second = await env.runtime.swap("sw", v2);
+    const second = await env.containers.swap("sw", v2);
     await new Promise((r) => setTimeout(r, 200));
     stop = true;
     await load;
@@ -85,14 +85,14 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     assert.equal(second.generation, 2);
     assert.notEqual(second.containerId, first.containerId);
     assert.equal(await env.podman.inspectContainer(first.containerId), null, "old container removed");
-    await env.runtime.unload("sw");
+    await env.containers.unload("sw");
   });
 
   it("a plugin that never becomes healthy fails to load with a typed error and leaves nothing behind", async () => {
     const spec = installPlugin(env.home, "broken", undefined, (m) => {
       m.container = { ...m.container, command: ["node", "-e", "console.error('boom at start'); process.exit(2)"] };
     });
-    await assert.rejects(env.runtime.load(spec), (err: Error & { code?: string; logs?: string }) => {
+    await assert.rejects(env.containers.load(spec), (err: Error & { code?: string; logs?: string }) => {
       assert.equal(err.name, "ContainerPluginError");
       assert.equal(err.code, "start_failed");
       assert.match(err.logs ?? "", /boom at start/);
@@ -100,6 +100,6 @@ describe("container plugin lifecycle (real podman)", { skip }, () => {
     });
     const left = await env.podman.listContainers(`hecate.plugin=broken`);
     assert.deepEqual(left, []);
-    assert.equal(env.runtime.get("broken"), undefined);
+    assert.equal(env.containers.get("broken"), undefined);
   });
 });

@@ -39,7 +39,7 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
   let env: Env;
   before(async () => {
     env = await setup({ restartBudget: { max: 5, windowMs: 60_000 }, healthIntervalMs: 1000, healthFailures: 3 });
-    await env.runtime.load(
+    await env.containers.load(
       installPlugin(env.home, "mx", hostileFixture, (m) => {
         m.container = { ...m.container, writable_data: true, data_quota_mb: 16 };
       }),
@@ -71,7 +71,7 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
   });
 
   it("the socket dir is a 1 MiB tmpfs on the host (noexec, owned by the plugin's uid): full at ~1 MiB", async () => {
-    const loaded = env.runtime.get("mx")!;
+    const loaded = env.containers.get("mx")!;
     const dir = loaded.socketPath.slice(0, loaded.socketPath.lastIndexOf("/"));
     assert.ok(isMountPoint(dir), "the socket dir is its own mount");
     const st = statSync(dir);
@@ -103,7 +103,7 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
   it("data survives a crash restart, an upgrade (swap) and a reload; unloading unmounts the image", async () => {
     const base = `${env.base}/plugin/mx/api`;
     assert.equal((await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`)).write, "ok");
-    // Crash: the container exits, the runtime restarts it (fresh socket dir, verified again).
+    // Crash: the container exits, ContainerPlugins restarts it (fresh socket dir, verified again).
     const seen = env.events.length;
     await postJson(`${base}/attack?kind=rebind`);
     await until(() => env.events.slice(seen).some((e: ContainerEvent) => e.type === "restarted"), 40_000);
@@ -115,15 +115,15 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
       m.version = "0.2.0";
       m.container = { ...m.container, writable_data: true, data_quota_mb: 24 };
     });
-    await env.runtime.swap("mx", spec);
+    await env.containers.swap("mx", spec);
     const afterSwap = await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`);
     assert.equal(afterSwap.text, "v1");
     assert.equal(statSync(image).size, 16 * 1024 * 1024);
-    await env.runtime.unload("mx");
+    await env.containers.unload("mx");
     const data = join(env.home, "plugins", "mx", "data");
     assert.equal(isMountPoint(data), false, "unloaded: the image is not mounted");
     assert.equal(existsSync(join(data, "keep")), false, "nothing of the image lands on the host dir");
-    await env.runtime.load(spec);
+    await env.containers.load(spec);
     const again = await post<Write>(`${base}/probe/write?path=/data/keep&text=v1`);
     assert.equal(again.text, "v1");
     assert.ok(isMountPoint(data));
@@ -140,12 +140,12 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     });
     mkdirSync(join(spec.dir, "data"), { recursive: true });
     writeFileSync(join(spec.dir, "data", "old.txt"), "from before");
-    await env.runtime.load(spec);
+    await env.containers.load(spec);
     const r = await request(`${env.base}/plugin/mmig/api/probe/read?path=/data/old.txt`);
     assert.deepEqual(await r.body.json(), { read: "ok", text: "from before" });
     assert.ok(isMountPoint(join(spec.dir, "data")));
     assert.equal(readFileSync(join(spec.dir, "data.pre-quota", "old.txt"), "utf8"), "from before");
-    await env.runtime.unload("mmig");
+    await env.containers.unload("mmig");
   });
 
   it("boot sweep after a daemon crash: the socket tmpfs and data image left mounted are unmounted", async () => {
@@ -154,13 +154,13 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     });
     // An instance of its own: the sweep must not touch the other tests' containers.
     const instanceId = "0000feed-crash-test";
-    const crashed = env.newRuntime({ instanceId });
+    const crashed = env.newContainers({ instanceId });
     const loaded = await crashed.load(spec);
     await crashed.close({ leaveRunning: true }); // what a kill -9 leaves: container, mounts
     const socketDir = loaded.socketPath.slice(0, loaded.socketPath.lastIndexOf("/"));
     const data = join(spec.dir, "data");
     assert.ok(isMountPoint(socketDir) && isMountPoint(data));
-    const next = env.newRuntime({ instanceId });
+    const next = env.newContainers({ instanceId });
     const removed = await next.sweep(); // the plugin is not wanted any more
     assert.deepEqual(removed, [loaded.containerName]);
     assert.equal(isMountPoint(socketDir), false);
@@ -173,12 +173,12 @@ describe("container mounts: noexec everywhere writable, bounded socket dir, data
     const spec = installPlugin(env.home, "mexec", hostileFixture, (m) => {
       m.container = { ...m.container, exec_tmp: true };
     });
-    await assert.rejects(env.runtime.load(spec), (err: ContainerPluginError) => err.code === "not_allowed");
+    await assert.rejects(env.containers.load(spec), (err: ContainerPluginError) => err.code === "not_allowed");
     const big = installPlugin(env.home, "mbig", hostileFixture, (m) => {
       m.container = { ...m.container, writable_data: true, data_quota_mb: 4096 };
     });
-    await assert.rejects(env.runtime.load(big), (err: ContainerPluginError) => err.code === "not_allowed");
-    const permissive = env.newRuntime({ allowExecTmp: true });
+    await assert.rejects(env.containers.load(big), (err: ContainerPluginError) => err.code === "not_allowed");
+    const permissive = env.newContainers({ allowExecTmp: true });
     await permissive.load(spec);
     const tmp = await post<Exec>(`${env.base}/plugin/mexec/api/probe/exec?dir=/tmp`);
     assert.deepEqual([tmp.copy, tmp.exec], ["ok", "ran"], "with both, /tmp runs what the plugin drops");

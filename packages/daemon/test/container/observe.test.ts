@@ -10,7 +10,7 @@ import { cpSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { packPlugin } from "@hecate/package";
-import { LABEL_INSTANCE, LABEL_PLUGIN } from "../../src/container/runtime.js";
+import { LABEL_INSTANCE, LABEL_PLUGIN } from "../../src/container/container-plugins.js";
 import { startTestDaemon, until } from "../lifecycle/helpers.js";
 import { echoExample, removeHomeContainers, skipReason } from "./helpers.js";
 

@@ -21,7 +21,7 @@ describe("container proxy against forged client input (real podman)", { skip }, 
   let api: string;
   before(async () => {
     env = await setup();
-    await env.runtime.load(installPlugin(env.home, "usdk", FIXTURE));
+    await env.containers.load(installPlugin(env.home, "usdk", FIXTURE));
     api = `${env.base}/plugin/usdk/api`;
   });
   after(async () => {
@@ -145,7 +145,7 @@ describe("container proxy against forged client input (real podman)", { skip }, 
     });
     const closed = new Promise<number>((resolve) => w.once("close", (code) => resolve(code)));
     const t0 = Date.now();
-    await env.runtime.unload("usdk");
+    await env.containers.unload("usdk");
     assert.equal(await closed, 1001);
     assert.ok(Date.now() - t0 < 15_000);
   });

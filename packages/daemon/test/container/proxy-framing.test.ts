@@ -19,7 +19,7 @@ describe("container reply framing against a raw-socket plugin (real podman)", { 
   let port: number;
   before(async () => {
     env = await setup();
-    await env.runtime.load(installPlugin(env.home, "raw", RAW));
+    await env.containers.load(installPlugin(env.home, "raw", RAW));
     port = Number(new URL(env.base).port);
   });
   after(async () => {

@@ -17,7 +17,7 @@ describe("container proxy (real podman)", { skip }, () => {
   let api: string;
   before(async () => {
     env = await setup();
-    await env.runtime.load(installPlugin(env.home, "px"));
+    await env.containers.load(installPlugin(env.home, "px"));
     api = `${env.base}/plugin/px/api`;
   });
   after(async () => {
@@ -163,7 +163,7 @@ describe("container proxy (real podman)", { skip }, () => {
 
   it("a client that goes away mid-body releases the plugin connection (nothing left in flight)", async () => {
     // A proxy of our own on the same container socket, so its in-flight count can be read.
-    const loaded = env.runtime.get("px");
+    const loaded = env.containers.get("px");
     assert.ok(loaded);
     const proxy = new ContainerProxy({ plugin: "px", socketPath: loaded.socketPath });
     const server = createServer((req, res) =>
@@ -200,9 +200,9 @@ describe("container proxy (real podman)", { skip }, () => {
 
   it("unload drains an in-flight streamed request before the container goes", async () => {
     const spec = installPlugin(env.home, "drain");
-    const loaded = await env.runtime.load(spec);
+    const loaded = await env.containers.load(spec);
     const res = await request(`${env.base}/plugin/drain/api/download?mb=8`);
-    const unloading = env.runtime.unload("drain");
+    const unloading = env.containers.unload("drain");
     let n = 0;
     for await (const c of res.body) n += (c as Buffer).length;
     assert.equal(n, 8 * MB, "in-flight response completed");

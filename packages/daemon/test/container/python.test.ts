@@ -28,7 +28,7 @@ describe("non-Node container plugin: Python from an OCI archive (real podman)", 
     await env.podman.removeImage(IMAGE);
     assert.equal(await env.podman.imageExists(IMAGE), false);
 
-    const loaded = await env.runtime.load(spec);
+    const loaded = await env.containers.load(spec);
     assert.equal(await env.podman.imageExists(IMAGE), true);
     const r = await request(`${env.base}/plugin/py/api/hello`);
     assert.equal(r.statusCode, 200);
@@ -46,7 +46,7 @@ describe("non-Node container plugin: Python from an OCI archive (real podman)", 
     assert.equal(info?.HostConfig.ReadonlyRootfs, true);
     assert.equal(info?.HostConfig.Memory, 64 * 1024 * 1024);
     const t0 = Date.now();
-    await env.runtime.unload("py");
+    await env.containers.unload("py");
     assert.ok(Date.now() - t0 < 4000, "the Python server stops on SIGTERM");
     assert.equal(await env.podman.inspectContainer(loaded.containerId), null);
   });

@@ -23,7 +23,7 @@ describe("boot reconciliation after a daemon crash (real podman)", { skip }, () 
     const drop = installPlugin(env.home, "drop");
     const changed = installPlugin(env.home, "changed");
     const missing = installPlugin(env.home, "missing");
-    const first = env.runtime;
+    const first = env.containers;
     const k1 = await first.load(keep);
     const d1 = await first.load(drop);
     const c1 = await first.load(changed);
@@ -49,7 +49,7 @@ describe("boot reconciliation after a daemon crash (real podman)", { skip }, () 
     });
 
     try {
-      const second = env.newRuntime(); // same HECATE_HOME -> same persistent instance id
+      const second = env.newContainers(); // same HECATE_HOME -> same persistent instance id
       assert.equal(second.instanceId, first.instanceId);
       changed.manifest.container = { ...changed.manifest.container, memory_mb: 96 };
       const res = await second.reconcile([keep, changed, missing]);

@@ -40,8 +40,8 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
     await new Promise<void>((r) => tcp.listen(0, "0.0.0.0", () => r()));
     tcpPort = (tcp.address() as { port: number }).port;
     await Promise.all([
-      env.runtime.load(installPlugin(env.home, "sa")),
-      env.runtime.load(installPlugin(env.home, "sb")),
+      env.containers.load(installPlugin(env.home, "sa")),
+      env.containers.load(installPlugin(env.home, "sb")),
     ]);
   });
   after(async () => {
@@ -78,7 +78,7 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
     const spec = installPlugin(env.home, "sd", undefined, (m) => {
       m.container = { ...m.container, writable_data: true };
     });
-    const loaded = await env.runtime.load(spec);
+    const loaded = await env.containers.load(spec);
     const { body } = await getJson<Record<string, unknown>>(
       `${env.base}/plugin/sd/api/probe/fs?write=/data/note,/plugin/x&list=/data`,
     );
@@ -87,8 +87,8 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
     const hostFile = join(spec.dir, "data", "note");
     assert.equal(readFileSync(hostFile, "utf8"), "x");
     assert.equal(statSync(hostFile).uid, loaded.uid);
-    await env.runtime.unload("sd");
-    await env.runtime.load(spec);
+    await env.containers.unload("sd");
+    await env.containers.load(spec);
     const again = await getJson<Record<string, unknown>>(`${env.base}/plugin/sd/api/probe/fs?write=/data/y&list=/data`);
     assert.deepEqual((again.body["list:/data"] as string[]).sort(), ["note", "y"]);
     // Another plugin sees neither the dir nor the files.
@@ -96,12 +96,12 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
       `${env.base}/plugin/sa/api/probe/fs?write=/data/z&list=${join(spec.dir, "data")}`,
     );
     assert.equal(other.body[`list:${join(spec.dir, "data")}`], "ENOENT");
-    await env.runtime.unload("sd");
+    await env.containers.unload("sd");
   });
 
   it("plugin A cannot see plugin B's files or socket; each runs as its own uid", async () => {
-    const a = env.runtime.get("sa")!;
-    const b = env.runtime.get("sb")!;
+    const a = env.containers.get("sa")!;
+    const b = env.containers.get("sb")!;
     assert.notEqual(a.uid, b.uid);
     const bDir = `${env.home}/plugins/sb`;
     const bSockDir = b.socketPath.slice(0, b.socketPath.lastIndexOf("/"));
@@ -118,7 +118,7 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
     const spec = installPlugin(env.home, "oom", undefined, (m) => {
       m.container = { ...m.container, memory_mb: 64 };
     });
-    await env.runtime.load(spec);
+    await env.containers.load(spec);
     const r = await request(`${env.base}/plugin/oom/api/alloc?mb=400`, { method: "POST" }).catch((e) => e);
     if (!(r instanceof Error)) {
       assert.ok(r.statusCode >= 500, `allocation past the limit must not succeed (got ${r.statusCode})`);
@@ -132,7 +132,7 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
   });
 
   it("crashes past the restart budget disable the plugin: reported failed, routes and container removed", async () => {
-    const loaded = await env.runtime.load(installPlugin(env.home, "crashy"));
+    const loaded = await env.containers.load(installPlugin(env.home, "crashy"));
     for (let i = 1; i <= 3; i++) {
       await getJson(`${env.base}/plugin/crashy/api/exit?code=3`, "POST").catch(() => {});
       if (i <= 2) {
@@ -144,7 +144,7 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
     assert.equal(failed.type === "failed" && failed.reason, "exit");
     const crash = env.events.find((e) => e.type === "crashed" && e.plugin === "crashy");
     assert.equal(crash?.type === "crashed" && crash.exitCode, 3);
-    assert.equal(env.runtime.get("crashy"), undefined);
+    assert.equal(env.containers.get("crashy"), undefined);
     const gone = await request(`${env.base}/plugin/crashy/api/hello`);
     assert.equal(gone.statusCode, 404);
     await gone.body.dump();
@@ -155,7 +155,7 @@ describe("container sandbox and crash handling (real podman)", { skip }, () => {
   });
 
   it("a container that stops answering its health check is restarted (reason unhealthy)", async () => {
-    const rt = env.newRuntime({ healthIntervalMs: 300, healthFailures: 2 });
+    const rt = env.newContainers({ healthIntervalMs: 300, healthFailures: 2 });
     await rt.load(installPlugin(env.home, "hang"));
     void request(`${env.base}/plugin/hang/api/hang`, { method: "POST" }).then(
       (r) => r.body.dump(),

@@ -10,8 +10,8 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { pluginPaths } from "@hecate/sdk";
-import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
-import { type Env, json, raw, setup, whoPlugin, writePlugin } from "../runtime/helpers.js";
+import { PluginLoadError } from "../../src/worker/worker-plugins.js";
+import { type Env, json, raw, setup, whoPlugin, writePlugin } from "../worker/helpers.js";
 
 let env: Env;
 const SECRET = "TOPSECRET-b9f1c2";
@@ -61,21 +61,21 @@ test("a plugin cannot register routes outside /plugin/{name}/api/", async () => 
   for (const path of hostile) {
     const spec = plugin("escaper", `[{ method: "GET", path: ${JSON.stringify(path)}, handler: () => "pwned" }]`);
     await assert.rejects(
-      env.runtime.load(spec),
+      env.workers.load(spec),
       (e: unknown) => e instanceof PluginLoadError && e.stage === "routes",
       `route path ${JSON.stringify(path)} was accepted`,
     );
     const ws = plugin("escaper", `[{ kind: "ws", path: ${JSON.stringify(path)}, handlers: {} }]`);
-    await assert.rejects(env.runtime.load(ws), PluginLoadError, `ws path ${JSON.stringify(path)} was accepted`);
+    await assert.rejects(env.workers.load(ws), PluginLoadError, `ws path ${JSON.stringify(path)} was accepted`);
   }
   for (const method of ["CONNECT", "TRACE", "get", "PROPFIND"]) {
     const spec = plugin("escaper", `[{ method: ${JSON.stringify(method)}, path: "/m", handler: () => "x" }]`);
-    await assert.rejects(env.runtime.load(spec), PluginLoadError, `method ${method}`);
+    await assert.rejects(env.workers.load(spec), PluginLoadError, `method ${method}`);
   }
-  assert.equal(env.runtime.get("escaper"), undefined);
+  assert.equal(env.workers.get("escaper"), undefined);
   assert.equal(env.router.hasPlugin("escaper"), false);
   // Catch-all routes stay inside the plugin's prefix.
-  await env.runtime.load(
+  await env.workers.load(
     plugin(
       "greedy",
       `[{ method: ["GET", "POST", "PUT", "DELETE"], path: "/*", handler: () => "greedy" }, { method: "GET", path: "/re/:x(^.*$)", handler: () => "re" }]`,
@@ -88,14 +88,14 @@ test("a plugin cannot register routes outside /plugin/{name}/api/", async () => 
     assert.notEqual(r.body.toString(), "re", path);
   }
   assert.equal(json(await raw(env.port, "GET", "/health")).status, "ok");
-  await env.runtime.unload("greedy");
+  await env.workers.unload("greedy");
 });
 
 test("/plugin/a never matches /plugin/ab (both loaded, both with catch-alls and static files)", async () => {
   const catchAll = (n: string) =>
     `[{ method: ["GET", "POST", "PUT", "DELETE"], path: "/*", handler: () => ({ plugin: ${JSON.stringify(n)} }) }]`;
-  await env.runtime.load(plugin("a", catchAll("a"), { "package/priv/static/index.html": "static-a" }));
-  await env.runtime.load(plugin("ab", catchAll("ab"), { "package/priv/static/index.html": "static-ab" }));
+  await env.workers.load(plugin("a", catchAll("a"), { "package/priv/static/index.html": "static-a" }));
+  await env.workers.load(plugin("ab", catchAll("ab"), { "package/priv/static/index.html": "static-ab" }));
   const expect: [string, string | number][] = [
     ["/plugin/a/api/who", "a"],
     ["/plugin/ab/api/who", "ab"],
@@ -130,10 +130,10 @@ test("/plugin/a never matches /plugin/ab (both loaded, both with catch-alls and 
     const body = r.body.toString();
     assert.ok(!body.includes('"ab"') && !body.includes("static-ab") && !body.includes("static-a"), `${path}: ${body}`);
   }
-  await env.runtime.unload("a");
+  await env.workers.unload("a");
   assert.equal((await raw(env.port, "GET", "/plugin/a/api/who")).status, 404);
   assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/x")).plugin, "ab");
-  await env.runtime.unload("ab");
+  await env.workers.unload("ab");
 });
 
 test("static traversal suite: 4xx and never a byte from outside the static dir", async () => {
@@ -151,7 +151,7 @@ test("static traversal suite: 4xx and never a byte from outside the static dir",
   symlinkSync(join(staticDir, "loop-a"), join(staticDir, "loop-b"));
   symlinkSync(join(spec.root, "data"), join(staticDir, "data")); // the plugin's own data dir is not static either
   mkdirSync(join(staticDir, "deep", "er"), { recursive: true });
-  await env.runtime.load(spec);
+  await env.workers.load(spec);
 
   const attempts = [
     "../secret.txt",
@@ -211,7 +211,7 @@ test("static traversal suite: 4xx and never a byte from outside the static dir",
   }
   assert.equal((await raw(env.port, "GET", "/plugin/s/index.html")).body.toString(), "<p>ok</p>");
   console.log(`# static traversal: ${seen.size} attempts, statuses ${JSON.stringify([...new Set(seen.values())])}`);
-  await env.runtime.unload("s");
+  await env.workers.unload("s");
 });
 
 test("file replies are confined to the plugin's own root (no other plugin's data, no /etc)", async () => {
@@ -230,14 +230,14 @@ test("file replies are confined to the plugin's own root (no other plugin's data
     { "data/mine.txt": "mine" },
   );
   symlinkSync(join(victim.data, "db.txt"), join(pluginPaths(env.home, "thief").data, "steal"));
-  await env.runtime.load(spec);
+  await env.workers.load(spec);
   for (const path of ["/etc", "/sibling", "/dotdot", "/link"]) {
     const r = await raw(env.port, "GET", `/plugin/thief/api${path}`);
     assert.ok(r.status >= 400 && r.status < 500, `${path} -> ${r.status}`);
     assert.ok(!r.body.toString().includes(SECRET) && !r.body.toString().includes("root:"), path);
   }
   assert.equal((await raw(env.port, "GET", "/plugin/thief/api/own")).body.toString(), "mine");
-  await env.runtime.unload("thief");
+  await env.workers.unload("thief");
 });
 
 test("reply headers: no CRLF injection, hop-by-hop stripped, lengths and status checked", async () => {
@@ -254,7 +254,7 @@ test("reply headers: no CRLF injection, hop-by-hop stripped, lengths and status 
       { method: "GET", path: "/status-nan", handler: () => ({ status: Number.NaN, body: "x" }) },
     ]`,
   );
-  await env.runtime.load(spec);
+  await env.workers.load(spec);
   for (const path of ["/crlf", "/lf", "/badname", "/status-low", "/status-high", "/status-nan"]) {
     const r = await raw(env.port, "GET", `/plugin/hdr/api${path}`);
     assert.equal(r.status, 502, `${path} -> ${r.status}`); // bad_reply: the plugin's reply is refused
@@ -273,7 +273,7 @@ test("reply headers: no CRLF injection, hop-by-hop stripped, lengths and status 
   assert.equal(lie.body.toString(), "short");
   // The connection survived all of it: the next request on a fresh socket works, /health too.
   assert.equal(json(await raw(env.port, "GET", "/plugin/hdr/api/who")).name, "hdr");
-  await env.runtime.unload("hdr");
+  await env.workers.unload("hdr");
 });
 
 /** Sends raw bytes on one socket and returns everything the server wrote before closing (or 1 s of silence). */
@@ -297,7 +297,7 @@ function rawBytes(request: string): Promise<string> {
 
 test("request smuggling and malformed requests are refused before any plugin sees them", async () => {
   // Echoes what it was asked: a smuggled request that reached it would show up as "GET /smuggled" in the output.
-  await env.runtime.load(
+  await env.workers.load(
     plugin(
       "smuggle",
       `[{ method: ["GET", "POST", "PUT", "DELETE"], path: "/*", handler: (req) => req.method + " " + req.path }]`,
@@ -323,7 +323,7 @@ test("request smuggling and malformed requests are refused before any plugin see
     assert.ok(!out.includes("smuggled"), "a smuggled request reached the plugin");
   }
   assert.equal((await raw(env.port, "GET", "/health")).status, 200);
-  await env.runtime.unload("smuggle");
+  await env.workers.unload("smuggle");
 });
 
 test("error responses are JSON, carry nosniff on files, and leak no internals", async () => {
@@ -334,7 +334,7 @@ test("error responses are JSON, carry nosniff on files, and leak no internals", 
       "package/priv/static/page.html": "<p>x</p>",
     },
   );
-  await env.runtime.load(spec);
+  await env.workers.load(spec);
   const boom = await raw(env.port, "GET", "/plugin/errs/api/boom");
   assert.equal(boom.status, 500);
   assert.match(String(boom.headers["content-type"]), /^application\/json/);
@@ -345,5 +345,5 @@ test("error responses are JSON, carry nosniff on files, and leak no internals", 
   const page = await raw(env.port, "GET", "/plugin/errs/page.html");
   assert.equal(page.headers["x-content-type-options"], "nosniff");
   assert.equal(page.headers["x-powered-by"], undefined);
-  await env.runtime.unload("errs");
+  await env.workers.unload("errs");
 });

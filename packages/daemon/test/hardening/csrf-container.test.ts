@@ -16,8 +16,8 @@ let env: Env;
 
 before(async () => {
   env = await setup();
-  await env.runtime.load(installPlugin(env.home, "plain"));
-  await env.runtime.load(
+  await env.containers.load(installPlugin(env.home, "plain"));
+  await env.containers.load(
     installPlugin(env.home, "opened", undefined, (m) => {
       m.container!.http = { cors: { origins: [APP] }, multipart_paths: ["/echo"] };
     }),

@@ -16,7 +16,7 @@ import { after, before, test } from "node:test";
 import { gz, manifestJson, type RawEntry, sha256, snapshot, tarOf, validEntries } from "@hecate/package/testing";
 import { checkHistory } from "../../bench/crash-loop.js";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { json, raw } from "../runtime/helpers.js";
+import { json, raw } from "../worker/helpers.js";
 
 let d: TestDaemon;
 /** The admin listener (its own port by default); plugins are served on `pluginPort`. */

@@ -1,13 +1,13 @@
 /**
- * Fault injection against in-process plugins with the runtime's production defaults (watchdog 500/2000 ms, heap
+ * Fault injection against in-process plugins with WorkerPlugins' production defaults (watchdog 500/2000 ms, heap
  * 128 MiB, restart budget 3 per 5 min). For every fault a prober hits /health every 10 ms and another one hits a
  * healthy neighbour plugin: /health p99 must stay < 100 ms, the neighbour must answer every probe, and the faulty
- * plugin must end the way the runtime promises (kept running / restarted / disabled).
+ * plugin must end the way WorkerPlugins promises (kept running / restarted / disabled).
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import type { PluginRuntime } from "../../src/runtime/plugin-runtime.js";
-import { type Env, json, raw, setup, whoPlugin, writePlugin } from "../runtime/helpers.js";
+import type { WorkerPlugins } from "../../src/worker/worker-plugins.js";
+import { type Env, json, raw, setup, whoPlugin, writePlugin } from "../worker/helpers.js";
 import { type ProbeResult, startControlServer, startProber } from "./probe.js";
 
 let env: Env;
@@ -17,7 +17,7 @@ const measured: Record<string, { p99: number; max: number; samples: number; cont
 before(async () => {
   control = await startControlServer();
   env = await setup();
-  await env.runtime.load(
+  await env.workers.load(
     writePlugin(
       env.home,
       "good",
@@ -43,19 +43,19 @@ after(async () => {
 });
 
 /** Resolves with the args of the next `event` emitted for `name`. */
-function nextEvent(runtime: PluginRuntime, event: string, name: string, ms = 15_000): Promise<unknown[]> {
+function nextEvent(workers: WorkerPlugins, event: string, name: string, ms = 15_000): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
-      runtime.off(event, on);
+      workers.off(event, on);
       reject(new Error(`no ${event} event for ${name} within ${ms} ms`));
     }, ms);
     const on = (n: string, ...rest: unknown[]) => {
       if (n !== name) return;
       clearTimeout(t);
-      runtime.off(event, on);
+      workers.off(event, on);
       resolve(rest);
     };
-    runtime.on(event, on);
+    workers.on(event, on);
   });
 }
 
@@ -108,20 +108,20 @@ async function loadArmed(
     "1.0.0",
     `function extraRoutes() { return [{ method: "GET", path: "/arm", handler: () => { ${handlerBody} } }]; }`,
   );
-  return env.runtime.load(writePlugin(env.home, name, "1.0.0", code));
+  return env.workers.load(writePlugin(env.home, name, "1.0.0", code));
 }
 
 /** Triggers a crash via /arm and waits for crashed + restarted; returns the crash reason. */
 async function crashAndRestart(name: string): Promise<string> {
-  const before = env.runtime.get(name)!;
-  const crashed = nextEvent(env.runtime, "crashed", name);
-  const restarted = nextEvent(env.runtime, "restarted", name);
+  const before = env.workers.get(name)!;
+  const crashed = nextEvent(env.workers, "crashed", name);
+  const restarted = nextEvent(env.workers, "restarted", name);
   const arm = await raw(env.port, "GET", `/plugin/${name}/api/arm`);
   // The reply may win the race against the crash (200) or lose it (502); never anything else.
   assert.ok(arm.status === 200 || arm.status === 502, `arm -> ${arm.status} ${arm.body}`);
   const [reason] = (await crashed) as [string];
   await restarted;
-  const now = env.runtime.get(name)!;
+  const now = env.workers.get(name)!;
   assert.equal(now.status, "running");
   assert.equal(now.restarts, before.restarts + 1);
   assert.notEqual(now.threadId, before.threadId);
@@ -136,12 +136,12 @@ test("throw inside a timer: the worker crashes, is restarted, serves again", asy
     reason = await crashAndRestart("timer-throw");
   });
   assert.match(reason, /timer boom/);
-  await env.runtime.unload("timer-throw");
+  await env.workers.unload("timer-throw");
 });
 
 test("unhandled rejection: logged, the plugin keeps its worker and serves", async () => {
   await loadArmed("rejecter", `Promise.reject(new Error("nobody catches this"));`);
-  const thread = env.runtime.get("rejecter")!.threadId;
+  const thread = env.workers.get("rejecter")!.threadId;
   const logs: string[] = [];
   let onLogged = () => {};
   const logged = new Promise<void>((resolve) => {
@@ -152,7 +152,7 @@ test("unhandled rejection: logged, the plugin keeps its worker and serves", asyn
     logs.push(e.msg);
     onLogged();
   };
-  env.runtime.on("log", onLog);
+  env.workers.on("log", onLog);
   try {
     await underProbe("unhandled_rejection", async () => {
       assert.equal((await raw(env.port, "GET", "/plugin/rejecter/api/arm")).status, 200);
@@ -160,13 +160,13 @@ test("unhandled rejection: logged, the plugin keeps its worker and serves", asyn
       assert.equal((await raw(env.port, "GET", "/plugin/rejecter/api/who")).status, 200);
     });
   } finally {
-    env.runtime.off("log", onLog);
+    env.workers.off("log", onLog);
   }
   assert.match(logs.join("\n"), /unhandled rejection: nobody catches this/);
-  const info = env.runtime.get("rejecter")!;
+  const info = env.workers.get("rejecter")!;
   assert.equal(info.threadId, thread);
   assert.equal(info.restarts, 0);
-  await env.runtime.unload("rejecter");
+  await env.workers.unload("rejecter");
 });
 
 test("process.exit from a timer ends only the worker; restarted", async () => {
@@ -176,7 +176,7 @@ test("process.exit from a timer ends only the worker; restarted", async () => {
     reason = await crashAndRestart("exiter");
   });
   assert.match(reason, /exited with code 3/);
-  await env.runtime.unload("exiter");
+  await env.workers.unload("exiter");
 });
 
 test("infinite loop outside a request: watchdog terminates the worker; restarted", async () => {
@@ -186,7 +186,7 @@ test("infinite loop outside a request: watchdog terminates the worker; restarted
     reason = await crashAndRestart("looper");
   });
   assert.match(reason, /watchdog/);
-  await env.runtime.unload("looper");
+  await env.workers.unload("looper");
 });
 
 test("heap bomb: the worker hits its heap limit, the daemon does not; restarted", async () => {
@@ -201,13 +201,13 @@ test("heap bomb: the worker hits its heap limit, the daemon does not; restarted"
   assert.match(reason, /memory|heap|watchdog/i);
   // The bomb lived in the worker's isolate: the daemon's own heap did not take it.
   assert.ok(process.memoryUsage().heapUsed - heapBefore < 64 * 1024 * 1024, "main heap grew by the bomb");
-  await env.runtime.unload("heapbomb");
+  await env.workers.unload("heapbomb");
 });
 
 test("3 s synchronous busy loop in a handler: watchdog kills it (502), neighbour unaffected; restarted", async () => {
   await loadArmed("blocker", "", `const end = Date.now() + 3000; while (Date.now() < end) {} return "finished";`);
   await underProbe("event_loop_block_3s", async () => {
-    const restarted = nextEvent(env.runtime, "restarted", "blocker");
+    const restarted = nextEvent(env.workers, "restarted", "blocker");
     const t0 = Date.now();
     const r = await raw(env.port, "GET", "/plugin/blocker/api/arm");
     // Default watchdog: no pong for 2000 ms -> killed before the 3 s loop could finish.
@@ -218,7 +218,7 @@ test("3 s synchronous busy loop in a handler: watchdog kills it (502), neighbour
     await restarted;
   });
   assert.equal((await raw(env.port, "GET", "/plugin/blocker/api/who")).status, 200);
-  await env.runtime.unload("blocker");
+  await env.workers.unload("blocker");
 });
 
 test("prototype pollution inside a plugin reaches neither the daemon nor another plugin", async () => {
@@ -242,7 +242,7 @@ test("prototype pollution inside a plugin reaches neither the daemon nor another
       ];
     }`,
   );
-  await env.runtime.load(writePlugin(env.home, "polluter", "1.0.0", code));
+  await env.workers.load(writePlugin(env.home, "polluter", "1.0.0", code));
   await underProbe("prototype_pollution", async () => {
     // The pollution really happened inside the polluter's own realm...
     assert.deepEqual(json(await raw(env.port, "GET", "/plugin/polluter/api/proto")), {
@@ -281,29 +281,29 @@ test("prototype pollution inside a plugin reaches neither the daemon nor another
     ]);
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
-  await env.runtime.unload("polluter");
+  await env.workers.unload("polluter");
 });
 
 test("a plugin that crashes right after every start is restarted 3 times, then disabled", async () => {
   const code = whoPlugin("crashloop", "1.0.0", `setTimeout(() => { throw new Error("dies at boot"); }, 20);`);
-  const disabled = nextEvent(env.runtime, "disabled", "crashloop", 30_000);
+  const disabled = nextEvent(env.workers, "disabled", "crashloop", 30_000);
   let crashes = 0;
   const onCrash = (n: string) => {
     if (n === "crashloop") crashes++;
   };
-  env.runtime.on("crashed", onCrash);
+  env.workers.on("crashed", onCrash);
   try {
     await underProbe("crash_loop_to_disabled", async () => {
-      await env.runtime.load(writePlugin(env.home, "crashloop", "1.0.0", code));
+      await env.workers.load(writePlugin(env.home, "crashloop", "1.0.0", code));
       const [reason] = (await disabled) as [string];
       assert.match(reason, /crashed 4 times/);
     });
   } finally {
-    env.runtime.off("crashed", onCrash);
+    env.workers.off("crashed", onCrash);
   }
   assert.equal(crashes, 4);
-  assert.equal(env.runtime.get("crashloop")?.status, "disabled");
+  assert.equal(env.workers.get("crashloop")?.status, "disabled");
   assert.equal((await raw(env.port, "GET", "/plugin/crashloop/api/who")).status, 404);
   assert.equal(json(await raw(env.port, "GET", "/plugin/good/api/who")).name, "good");
-  await env.runtime.unload("crashloop");
+  await env.workers.unload("crashloop");
 });

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
-import { type Env, json, raw, setup, writePlugin } from "../runtime/helpers.js";
+import { PluginLoadError } from "../../src/worker/worker-plugins.js";
+import { type Env, json, raw, setup, writePlugin } from "../worker/helpers.js";
 
 let env: Env;
 
@@ -48,7 +48,7 @@ export function routes() {
 
 before(async () => {
   env = await setup();
-  await env.runtime.load(writePlugin(env.home, "victim", "1.0.0", VICTIM));
+  await env.workers.load(writePlugin(env.home, "victim", "1.0.0", VICTIM));
   assert.equal(json(await raw(env.port, "GET", "/plugin/victim/api/count")).n, 1);
 });
 after(() => env.close());
@@ -61,7 +61,7 @@ export function storeConfig() { return { storeId: ${JSON.stringify(storeId)} }; 
 export function init() {}
 `;
     await assert.rejects(
-      env.runtime.load(writePlugin(env.home, "sneaky", "1.0.0", code)),
+      env.workers.load(writePlugin(env.home, "sneaky", "1.0.0", code)),
       (e: unknown) => e instanceof PluginLoadError && e.stage === "store",
       storeId,
     );
@@ -77,11 +77,11 @@ test("a plugin cannot re-point its SDK config at another plugin's store", async 
   const outcomes: Record<string, unknown> = {};
   for (const [label, attempt, withStore] of attempts) {
     const name = `thief-${label}`;
-    await env.runtime.load(writePlugin(env.home, name, "1.0.0", thief(name, attempt, withStore)));
+    await env.workers.load(writePlugin(env.home, name, "1.0.0", thief(name, attempt, withStore)));
     const r = json(await raw(env.port, "GET", `/plugin/${name}/api/steal`));
     outcomes[label] = r;
     assert.ok(!JSON.stringify(r).includes("4711"), `${label}: read the victim's events: ${JSON.stringify(r)}`);
-    await env.runtime.unload(name);
+    await env.workers.unload(name);
   }
   console.log(`# store isolation outcomes ${JSON.stringify(outcomes)}`);
   // The victim's store is intact and still its own.

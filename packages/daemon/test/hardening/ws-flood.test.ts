@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
-import { type Env, json, raw, setup, writePlugin } from "../runtime/helpers.js";
+import { type Env, json, raw, setup, writePlugin } from "../worker/helpers.js";
 
 let env: Env;
 
@@ -29,7 +29,7 @@ export function routes() {
 
 before(async () => {
   env = await setup();
-  await env.runtime.load(writePlugin(env.home, "sink", "1.0.0", SLOW_SINK));
+  await env.workers.load(writePlugin(env.home, "sink", "1.0.0", SLOW_SINK));
 });
 after(() => env.close());
 

@@ -1,7 +1,7 @@
 /**
  * CSRF rules of plugin API routes (point 5 of issue 10), enforced by the router before any plugin code runs:
- * in a real daemon with a real in-process plugin package, and on a container-style catch-all mount (the shape the
- * container runtime mounts, with its manifest's `container.http` rules). Raw HTTP, so Origin and Sec-Fetch-Site are
+ * in a real daemon with a real in-process plugin package, and on a container-style catch-all mount (the shape
+ * ContainerPlugins mounts, with its manifest's `container.http` rules). Raw HTTP, so Origin and Sec-Fetch-Site are
  * sent exactly as a browser would.
  */
 import assert from "node:assert/strict";
@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { type PluginMount, RouteError, Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
 import { buildPackage, startTestDaemon, type TestDaemon } from "../lifecycle/helpers.js";
-import { json, type RawResponse, raw } from "../runtime/helpers.js";
+import { json, type RawResponse, raw } from "../worker/helpers.js";
 
 const APP = "http://app.example:8443";
 const EVIL = "http://evil.example";

@@ -13,7 +13,7 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 import { Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
-import { json, raw } from "../runtime/helpers.js";
+import { json, raw } from "../worker/helpers.js";
 
 let server: Server;
 let port: number;

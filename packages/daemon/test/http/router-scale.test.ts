@@ -9,7 +9,7 @@ import type { Server, ServerResponse } from "node:http";
 import { after, before, test } from "node:test";
 import { type PluginMount, Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
-import { raw } from "../runtime/helpers.js";
+import { raw } from "../worker/helpers.js";
 
 let server: Server;
 let port: number;

@@ -5,9 +5,9 @@ import { after, before, test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { type PluginMount, Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
-import { raw } from "../runtime/helpers.js";
+import { raw } from "../worker/helpers.js";
 
-// The generic mount API as the container runtime uses it: a catch-all proxy route and a catch-all upgrade.
+// The generic mount API as ContainerPlugins uses it: a catch-all proxy route and a catch-all upgrade.
 let server: Server;
 let port: number;
 const router = new Router();

@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import { Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
 import { parseRange, safeSegments } from "../../src/http/static.js";
-import { raw } from "../runtime/helpers.js";
+import { raw } from "../worker/helpers.js";
 
 let dir: string;
 let server: Server;

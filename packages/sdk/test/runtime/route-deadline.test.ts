@@ -1,6 +1,6 @@
 /**
  * The route deadline option (`timeoutMs`) is checked at load and announced to the host (which enforces it, see the
- * daemon's test/runtime/deadline.test.ts); the shorthand helpers carry it. A non-streamed reply above the dispatcher's
+ * daemon's test/worker/deadline.test.ts); the shorthand helpers carry it. A non-streamed reply above the dispatcher's
  * cap is answered 502 `reply_too_large` (with a log line) before it is encoded.
  */
 import assert from "node:assert/strict";

@@ -18,13 +18,13 @@ import type { MetricJson } from "@hecate/sdk/metrics";
 import { DEFAULT_MAX_REPLY_BYTES } from "@hecate/sdk/protocol";
 import { wsServersByLimit } from "@hecate/sdk/runtime/ws-servers";
 import { RouteError, type Router } from "../../http/router.js";
-import { ensureEsmScope } from "../../runtime/esm-scope.js";
-import { mountFor } from "../../runtime/plugin-runtime.js";
-import { PluginLoadError, type PluginSpec } from "../../runtime/plugin-worker.js";
-import { ensureSdkLink } from "../../runtime/sdk-link.js";
 import { KeyedSerial } from "../../util/keyed-serial.js";
+import { ensureEsmScope } from "../../worker/esm-scope.js";
+import { PluginLoadError, type PluginSpec } from "../../worker/plugin-worker.js";
+import { ensureSdkLink } from "../../worker/sdk-link.js";
+import { mountFor } from "../../worker/worker-plugins.js";
 import {
-  type HostRuntimeOptions,
+  type HostWorkerOptions,
   loadedInfo,
   type PluginHost,
   type PluginHostEvent,
@@ -53,18 +53,18 @@ export class SharedPluginHost implements PluginHost<PluginSpec> {
   constructor(
     private readonly router: Router,
     private readonly home: string,
-    runtime: HostRuntimeOptions,
+    tuning: HostWorkerOptions,
     private readonly emit: (e: PluginHostEvent) => void,
     /** Called after every generation that was unloaded or replaced, with the running total. */
     private readonly onLeak: (leak: SharedLeak) => void,
   ) {
-    this.unloadDeadlineMs = runtime.unloadDeadlineMs ?? 5000;
-    const wsMaxPayload = runtime.wsMaxPayload ?? DEFAULT_WS_MAX_PAYLOAD;
+    this.unloadDeadlineMs = tuning.unloadDeadlineMs ?? 5000;
+    const wsMaxPayload = tuning.wsMaxPayload ?? DEFAULT_WS_MAX_PAYLOAD;
     this.options = {
-      handlerTimeoutMs: runtime.handlerTimeoutMs ?? 30_000,
-      maxHandlerTimeoutMs: runtime.maxHandlerTimeoutMs ?? 0,
-      maxReplyBytes: runtime.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES,
-      loadTimeoutMs: runtime.loadTimeoutMs ?? 15_000,
+      handlerTimeoutMs: tuning.handlerTimeoutMs ?? 30_000,
+      maxHandlerTimeoutMs: tuning.maxHandlerTimeoutMs ?? 0,
+      maxReplyBytes: tuning.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES,
+      loadTimeoutMs: tuning.loadTimeoutMs ?? 15_000,
       wssFor: (maxPayload) => this.wsServers.forLimit(maxPayload ?? wsMaxPayload),
       log: (entry) => this.emit({ t: "log", ...entry }),
     };

@@ -26,9 +26,9 @@ import { WsConnections } from "@hecate/sdk/runtime/ws-connections";
 import type { WebSocketServer } from "ws";
 import type { RouteContext } from "../../http/router.js";
 import { sendFile } from "../../http/static.js";
-import { PluginLoadError, type PluginSpec } from "../../runtime/plugin-worker.js";
-import { dispatchRequest, openUpgrade } from "../../runtime/route-entry.js";
 import { answerWithin } from "../../util/answer-within.js";
+import { PluginLoadError, type PluginSpec } from "../../worker/plugin-worker.js";
+import { dispatchRequest, openUpgrade } from "../../worker/route-entry.js";
 import { scopedUrl } from "./scoped-import.js";
 
 const DISPATCHER_URL = import.meta.resolve("@hecate/sdk/runtime/dispatcher");

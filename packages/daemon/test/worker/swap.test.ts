@@ -18,7 +18,7 @@ test("hot swap v1<->v2 20 times under keep-alive load: no failures, every answer
   const v2 = writePlugin(env.home, "hot", "2.0.0", whoPlugin("hot", "2.0.0"), {
     "package/priv/static/index.html": "s",
   });
-  await env.runtime.load(v1);
+  await env.workers.load(v1);
   const pool = new Pool(env.base, { connections: 8, pipelining: 1, keepAliveTimeout: 30_000 });
   let stop = false;
   let ok = 0;
@@ -46,7 +46,7 @@ test("hot swap v1<->v2 20 times under keep-alive load: no failures, every answer
   for (let i = 0; i < 20; i++) {
     await new Promise((r) => setTimeout(r, 30));
     const t0 = performance.now();
-    const info = await env.runtime.swap("hot", i % 2 === 0 ? v2 : v1, { deadlineMs: 2000 });
+    const info = await env.workers.swap("hot", i % 2 === 0 ? v2 : v1, { deadlineMs: 2000 });
     swapMs.push(performance.now() - t0);
     assert.equal(info.version, i % 2 === 0 ? "2.0.0" : "1.0.0");
   }
@@ -57,7 +57,7 @@ test("hot swap v1<->v2 20 times under keep-alive load: no failures, every answer
   assert.deepEqual(failures, []);
   assert.ok(ok > 100, `only ${ok} requests`);
   assert.deepEqual([...seen].sort(), ["1.0.0", "2.0.0"]);
-  assert.equal(env.runtime.get("hot")?.version, "1.0.0"); // 20 swaps: back to v1
+  assert.equal(env.workers.get("hot")?.version, "1.0.0"); // 20 swaps: back to v1
   console.log(`# swap: ${ok} requests, swap ms median ${swapMs.sort((a, b) => a - b)[10].toFixed(1)}`);
 });
 
@@ -71,7 +71,7 @@ test("a swap to a broken version keeps the old one serving", async () => {
       "export function init() { throw new Error('v3 broken'); }",
     ),
   );
-  await assert.rejects(env.runtime.swap("hot", bad), /v3 broken/);
+  await assert.rejects(env.workers.swap("hot", bad), /v3 broken/);
   const r = await fetch(`${env.base}/plugin/hot/api/who`);
   assert.equal(((await r.json()) as { version: string }).version, "1.0.0");
 });

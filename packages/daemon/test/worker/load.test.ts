@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { sdkPackageDir } from "@hecate/sdk/paths";
 import { RouteError } from "../../src/http/router.js";
-import { PluginLoadError } from "../../src/runtime/plugin-runtime.js";
-import { ensureSdkLink } from "../../src/runtime/sdk-link.js";
+import { ensureSdkLink } from "../../src/worker/sdk-link.js";
+import { PluginLoadError } from "../../src/worker/worker-plugins.js";
 import { type Env, json, raw, setup, whoPlugin, writePlugin } from "./helpers.js";
 
 const API = `
@@ -61,11 +61,11 @@ test("load -> API answers -> static served -> unload -> 404", async () => {
     "package/priv/static/index.html": "<h1>p1</h1>",
     "package/priv/static/app.js": "console.log(1)",
   });
-  const loaded = await env.runtime.load(spec);
+  const loaded = await env.workers.load(spec);
   assert.equal(loaded.status, "running");
   assert.deepEqual(loaded.storeConfig, { storeId: "p1-store" });
   assert.ok(loaded.routes.some((r) => r.path === "/items/:id"));
-  assert.equal(env.runtime.list().length, 1);
+  assert.equal(env.workers.list().length, 1);
 
   const r1 = await raw(env.port, "GET", "/plugin/p1/api/items/42?x=1&x=2&y=z");
   assert.equal(r1.status, 200);
@@ -160,11 +160,11 @@ test("load -> API answers -> static served -> unload -> 404", async () => {
   });
   assert.equal(js304.status, 304);
 
-  assert.equal(await env.runtime.unload("p1"), true);
+  assert.equal(await env.workers.unload("p1"), true);
   assert.equal((await raw(env.port, "GET", "/plugin/p1/api/items/1")).status, 404);
   assert.equal((await raw(env.port, "GET", "/plugin/p1/")).status, 404);
-  assert.equal(env.runtime.get("p1"), undefined);
-  assert.equal(await env.runtime.unload("p1"), false);
+  assert.equal(env.workers.get("p1"), undefined);
+  assert.equal(await env.workers.unload("p1"), false);
 });
 
 test("load failures are typed and leave nothing mounted", async () => {
@@ -177,7 +177,7 @@ test("load failures are typed and leave nothing mounted", async () => {
       "export function init() { throw new Error('no db'); }",
     ),
   );
-  await assert.rejects(env.runtime.load(initFails), (e: unknown) => {
+  await assert.rejects(env.workers.load(initFails), (e: unknown) => {
     assert.ok(e instanceof PluginLoadError);
     assert.equal(e.stage, "init");
     assert.match(e.message, /no db/);
@@ -186,11 +186,11 @@ test("load failures are typed and leave nothing mounted", async () => {
   assert.equal(env.router.hasPlugin("bad-init"), false);
 
   const syntax = writePlugin(env.home, "bad-import", "1.0.0", "export function manifest( {");
-  await assert.rejects(env.runtime.load(syntax), (e: unknown) => e instanceof PluginLoadError && e.stage === "import");
+  await assert.rejects(env.workers.load(syntax), (e: unknown) => e instanceof PluginLoadError && e.stage === "import");
 
   const noManifest = writePlugin(env.home, "bad-manifest", "1.0.0", "export function init() {}");
   await assert.rejects(
-    env.runtime.load(noManifest),
+    env.workers.load(noManifest),
     (e: unknown) => e instanceof PluginLoadError && e.stage === "manifest",
   );
 
@@ -201,7 +201,7 @@ test("load failures are typed and leave nothing mounted", async () => {
     whoPlugin("hang", "1.0.0").replace("export function init() {}", "export function init() { for (;;) {} }"),
   );
   await assert.rejects(
-    env.runtime.load({ ...hang, loadTimeoutMs: 500 }),
+    env.workers.load({ ...hang, loadTimeoutMs: 500 }),
     (e: unknown) => e instanceof PluginLoadError && e.stage === "timeout",
   );
 
@@ -211,8 +211,8 @@ test("load failures are typed and leave nothing mounted", async () => {
     "1.0.0",
     whoPlugin("exits", "1.0.0").replace("export function init() {}", "export function init() { process.exit(3); }"),
   );
-  await assert.rejects(env.runtime.load(exits), (e: unknown) => e instanceof PluginLoadError && e.stage === "crash");
-  assert.deepEqual(env.runtime.list(), []);
+  await assert.rejects(env.workers.load(exits), (e: unknown) => e instanceof PluginLoadError && e.stage === "crash");
+  assert.deepEqual(env.workers.list(), []);
 });
 
 test("routes outside the plugin prefix are refused", async () => {
@@ -224,7 +224,7 @@ test("routes outside the plugin prefix are refused", async () => {
     );
     const spec = writePlugin(env.home, "outside", "1.0.0", code);
     await assert.rejects(
-      env.runtime.load(spec),
+      env.workers.load(spec),
       (e: unknown) => e instanceof PluginLoadError && e.stage === "routes",
       path,
     );
@@ -242,21 +242,21 @@ test("routes outside the plugin prefix are refused", async () => {
 });
 
 test("/plugin/a never matches /plugin/ab", async () => {
-  await env.runtime.load(
+  await env.workers.load(
     writePlugin(env.home, "a", "1.0.0", whoPlugin("a", "1.0.0"), { "package/priv/static/index.html": "A" }),
   );
-  await env.runtime.load(
+  await env.workers.load(
     writePlugin(env.home, "ab", "1.0.0", whoPlugin("ab", "1.0.0"), { "package/priv/static/index.html": "AB" }),
   );
   assert.equal(json(await raw(env.port, "GET", "/plugin/a/api/who")).name, "a");
   assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
   assert.equal((await raw(env.port, "GET", "/plugin/a/")).body.toString(), "A");
   assert.equal((await raw(env.port, "GET", "/plugin/ab/")).body.toString(), "AB");
-  await env.runtime.unload("a");
+  await env.workers.unload("a");
   assert.equal((await raw(env.port, "GET", "/plugin/a/api/who")).status, 404);
   assert.equal((await raw(env.port, "GET", "/plugin/abc/api/who")).status, 404);
   assert.equal(json(await raw(env.port, "GET", "/plugin/ab/api/who")).name, "ab");
-  await env.runtime.unload("ab");
+  await env.workers.unload("ab");
 });
 
 test("client disconnect aborts the handler; unload drains in-flight requests first", async () => {
@@ -274,7 +274,7 @@ test("client disconnect aborts the handler; unload drains in-flight requests fir
       ];
     }`,
   );
-  await env.runtime.load(writePlugin(env.home, "slow", "1.0.0", code));
+  await env.workers.load(writePlugin(env.home, "slow", "1.0.0", code));
   const ac = new AbortController();
   const hang = fetch(`${env.base}/plugin/slow/api/hang`, { signal: ac.signal }).catch((e) => e);
   await new Promise((r) => setTimeout(r, 100));
@@ -286,12 +286,12 @@ test("client disconnect aborts the handler; unload drains in-flight requests fir
     n = json(await raw(env.port, "GET", "/plugin/slow/api/aborted")).aborted;
   }
   assert.equal(n, 1, "the plugin saw the abort");
-  assert.equal(env.runtime.get("slow")?.inFlight, 0);
+  assert.equal(env.workers.get("slow")?.inFlight, 0);
 
   const slow = raw(env.port, "GET", "/plugin/slow/api/slow");
   await new Promise((r) => setTimeout(r, 50));
   const t0 = Date.now();
-  const unloaded = env.runtime.unload("slow", { deadlineMs: 3000 });
+  const unloaded = env.workers.unload("slow", { deadlineMs: 3000 });
   await new Promise((r) => setTimeout(r, 10));
   assert.equal((await raw(env.port, "GET", "/plugin/slow/api/who")).status, 404, "routes removed first");
   const r = await slow;
@@ -307,11 +307,11 @@ test("a drain past the deadline ends the request with 502, and the SDK link is r
     "1.0.0",
     `function extraRoutes() { return [{ method: "GET", path: "/never", handler: () => new Promise(() => {}) }]; }`,
   );
-  await env.runtime.load(writePlugin(env.home, "stuck", "1.0.0", code));
+  await env.workers.load(writePlugin(env.home, "stuck", "1.0.0", code));
   const pending = raw(env.port, "GET", "/plugin/stuck/api/never");
   await new Promise((r) => setTimeout(r, 50));
   const t0 = Date.now();
-  await env.runtime.unload("stuck", { deadlineMs: 300 });
+  await env.workers.unload("stuck", { deadlineMs: 300 });
   assert.ok(Date.now() - t0 < 2000, "unload honours its deadline");
   assert.equal((await pending).status, 502);
 
@@ -342,7 +342,7 @@ test("a slow plugin slows a large upload instead of buffering it (body flow cont
       } }];
     }`,
   );
-  await env.runtime.load(writePlugin(env.home, "upload", "1.0.0", code));
+  await env.workers.load(writePlugin(env.home, "upload", "1.0.0", code));
   const big = randomBytes(8 * 1024 * 1024);
   const r = json(
     await raw(env.port, "PUT", "/plugin/upload/api/blob", {
@@ -353,7 +353,7 @@ test("a slow plugin slows a large upload instead of buffering it (body flow cont
   assert.equal(r.total, big.length);
   assert.equal(r.sha256, createHash("sha256").update(big).digest("hex"));
   assert.ok(r.maxBuffered < 2.5 * 1024 * 1024, `worker buffered ${r.maxBuffered} bytes of an 8 MiB upload`);
-  await env.runtime.unload("upload");
+  await env.workers.unload("upload");
 });
 
 test("a slow client slows a streamed response (res-ack backpressure)", async () => {
@@ -370,7 +370,7 @@ test("a slow client slows a streamed response (res-ack backpressure)", async () 
       ];
     }`,
   );
-  await env.runtime.load(writePlugin(env.home, "fire", "1.0.0", code));
+  await env.workers.load(writePlugin(env.home, "fire", "1.0.0", code));
   const { request } = await import("node:http");
   const total = await new Promise<number>((resolve, reject) => {
     const req = request({ host: "127.0.0.1", port: env.port, path: "/plugin/fire/api/firehose" }, (res) => {
@@ -394,7 +394,7 @@ test("a slow client slows a streamed response (res-ack backpressure)", async () 
     req.end();
   });
   assert.equal(total, 512 * 65536);
-  await env.runtime.unload("fire");
+  await env.workers.unload("fire");
 });
 
 test("unload runs the plugin's terminate() within its deadline", async () => {
@@ -414,14 +414,14 @@ test("unload runs the plugin's terminate() within its deadline", async () => {
     "polite",
     `await new Promise((r) => setTimeout(r, 50)); writeFileSync(join(getConfig().dataDir, "bye"), "done");`,
   );
-  await env.runtime.load(polite);
-  await env.runtime.unload("polite", { deadlineMs: 2000 });
+  await env.workers.load(polite);
+  await env.workers.unload("polite", { deadlineMs: 2000 });
   assert.equal(readFileSync(join(polite.config.dataDir, "bye"), "utf8"), "done");
 
   const rude = mk("rude", "for (;;) {}");
-  await env.runtime.load(rude);
+  await env.workers.load(rude);
   const t0 = Date.now();
-  await env.runtime.unload("rude", { deadlineMs: 300 });
+  await env.workers.unload("rude", { deadlineMs: 300 });
   assert.ok(Date.now() - t0 < 2000, `unload took ${Date.now() - t0} ms`);
-  assert.equal(env.runtime.get("rude"), undefined);
+  assert.equal(env.workers.get("rude"), undefined);
 });

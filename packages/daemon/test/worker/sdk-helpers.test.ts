@@ -1,4 +1,4 @@
-// The SDK helpers validate / ratelimit / scheduler / files inside a real worker of the daemon's runtime, over real
+// The SDK helpers validate / ratelimit / scheduler / files inside a real worker of the daemon's WorkerPlugins, over real
 // HTTP: the plugin imports them from @hecate/sdk like any installed plugin.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -90,12 +90,12 @@ test("SDK helpers in a daemon worker: validate, ratelimit, files with Range down
   const spec = writePlugin(env.home, "helpers", "1.0.0", PLUGIN);
   const logs: { msg: string; level: string }[] = [];
   const flakyLogged = new Promise<void>((resolve) => {
-    env.runtime.on("log", (entry: { msg: string; level: string }) => {
+    env.workers.on("log", (entry: { msg: string; level: string }) => {
       logs.push(entry);
       if (entry.msg.includes("scheduled job flaky failed: second run fails")) resolve();
     });
   });
-  await env.runtime.load(spec);
+  await env.workers.load(spec);
 
   // validate
   const bad = await raw(env.port, "POST", "/plugin/helpers/api/notes", {
@@ -155,5 +155,5 @@ test("SDK helpers in a daemon worker: validate, ratelimit, files with Range down
   // scheduler: the failing run is logged to the plugin's log through the host
   await flakyLogged;
   assert.ok(logs.some((l) => l.level === "error" && l.msg.includes("flaky")));
-  await env.runtime.unload("helpers", { deadlineMs: 2000 });
+  await env.workers.unload("helpers", { deadlineMs: 2000 });
 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
-import { withDetached } from "../../src/runtime/child-guard.js";
+import { withDetached } from "../../src/worker/child-guard.js";
 import { type Env, json, raw, setup, writePlugin } from "./helpers.js";
 
 const PLUGIN = (name: string, version: string) => `
@@ -112,12 +112,12 @@ test("withDetached sets detached:true in spawnSync's options whatever the call s
 });
 
 test("unload kills every process the plugin started, grandchildren included; promisify keeps its shape", async () => {
-  await env.runtime.load(writePlugin(env.home, "kids-a", "1.0.0", PLUGIN("kids-a", "1.0.0"), CHILD("1.0.0")));
+  await env.workers.load(writePlugin(env.home, "kids-a", "1.0.0", PLUGIN("kids-a", "1.0.0"), CHILD("1.0.0")));
   const p = json(await raw(env.port, "GET", "/plugin/kids-a/api/promisified"));
   assert.deepEqual(p, { execFile: { stdout: "hi\n", stderr: "" }, exec: { stdout: "there\n", stderr: "" } });
   const pids = await spawnAll(env, "kids-a");
   const t0 = Date.now();
-  await env.runtime.unload("kids-a");
+  await env.workers.unload("kids-a");
   const unloadMs = Date.now() - t0;
   // unload resolves once they are stopped (a grandchild may still be in its reparenting when it resolves)
   const after = await allDead(pids, 2000);
@@ -130,13 +130,13 @@ test("unload kills every process the plugin started, grandchildren included; pro
 });
 
 test("swap (upgrade) kills the old version's processes; the new version's keep running until it goes", async () => {
-  await env.runtime.load(writePlugin(env.home, "kids-b", "1.0.0", PLUGIN("kids-b", "1.0.0"), CHILD("1.0.0")));
+  await env.workers.load(writePlugin(env.home, "kids-b", "1.0.0", PLUGIN("kids-b", "1.0.0"), CHILD("1.0.0")));
   const old = await spawnAll(env, "kids-b");
-  await env.runtime.swap("kids-b", writePlugin(env.home, "kids-b", "2.0.0", PLUGIN("kids-b", "2.0.0"), CHILD("2.0.0")));
+  await env.workers.swap("kids-b", writePlugin(env.home, "kids-b", "2.0.0", PLUGIN("kids-b", "2.0.0"), CHILD("2.0.0")));
   await allDead(old, 2000);
   const fresh = await spawnAll(env, "kids-b");
   assert.equal(fresh.filter((p) => old.includes(p)).length, 0, "the new version's processes are its own");
-  await env.runtime.unload("kids-b");
+  await env.workers.unload("kids-b");
   await allDead(fresh, 2000);
 });
 
@@ -146,13 +146,13 @@ for (const [crash, path] of [
 ] as const) {
   test(`a worker crash (${crash}) kills the processes the plugin started`, async () => {
     const name = path === "/exit" ? "kids-exit" : "kids-throw";
-    await env.runtime.load(writePlugin(env.home, name, "1.0.0", PLUGIN(name, "1.0.0"), CHILD("1.0.0")));
+    await env.workers.load(writePlugin(env.home, name, "1.0.0", PLUGIN(name, "1.0.0"), CHILD("1.0.0")));
     const pids = await spawnAll(env, name);
     const crashed = new Promise<string>((resolve) =>
-      env.runtime.on("crashed", (n: string, reason: string) => n === name && resolve(reason)),
+      env.workers.on("crashed", (n: string, reason: string) => n === name && resolve(reason)),
     );
     const restarted = new Promise<void>((resolve) =>
-      env.runtime.on("restarted", (n: string) => n === name && resolve()),
+      env.workers.on("restarted", (n: string) => n === name && resolve()),
     );
     assert.equal((await raw(env.port, "GET", `/plugin/${name}/api${path}`)).status, 200);
     const reason = await crashed;
@@ -164,6 +164,6 @@ for (const [crash, path] of [
       `# crash (${reason}): ${pids.length} processes stopped ${Date.now() - t0} ms after the crash event (${ms})`,
     );
     await restarted;
-    await env.runtime.unload(name);
+    await env.workers.unload(name);
   });
 }

@@ -26,11 +26,11 @@ test("unload frees code: main heap flat across 50 load/unload cycles of a 256 Ki
   const filler = `export const big = [${Array.from({ length: 16_000 }, (_, i) => `"${i.toString(36).padStart(12, "x")}"`).join(",")}];`;
   const spec = writePlugin(env.home, "cycle", "1.0.0", whoPlugin("cycle", "1.0.0") + filler);
   const cycle = async () => {
-    const loaded = await env.runtime.load(spec);
+    const loaded = await env.workers.load(spec);
     assert.equal(loaded.status, "running");
     const r = await raw(env.port, "GET", "/plugin/cycle/api/who");
     assert.equal(r.status, 200);
-    assert.equal(await env.runtime.unload("cycle", { deadlineMs: 1000 }), true);
+    assert.equal(await env.workers.unload("cycle", { deadlineMs: 1000 }), true);
   };
   for (let i = 0; i < 5; i++) await cycle(); // warm up
   const before = heapMiB();
@@ -39,5 +39,5 @@ test("unload frees code: main heap flat across 50 load/unload cycles of a 256 Ki
   console.log(`# main heap before ${before.toFixed(2)} MiB, after 50 cycles ${afterHeap.toFixed(2)} MiB`);
   assert.ok(afterHeap - before < 4, `main heap grew ${(afterHeap - before).toFixed(2)} MiB`);
   assert.equal((await raw(env.port, "GET", "/plugin/cycle/api/who")).status, 404);
-  assert.deepEqual(env.runtime.list(), []);
+  assert.deepEqual(env.workers.list(), []);
 });

@@ -47,7 +47,7 @@ function nextMessage(w: WebSocket): Promise<string> {
 }
 
 test("ws relay: connect, echo, broadcast, Origin policy, closed at unload", async () => {
-  await env.runtime.load(writePlugin(env.home, "live", "1.0.0", PLUGIN));
+  await env.workers.load(writePlugin(env.home, "live", "1.0.0", PLUGIN));
   const wsBase = `ws://127.0.0.1:${env.port}/plugin/live/api`;
   const own = `http://127.0.0.1:${env.port}`;
 
@@ -79,7 +79,7 @@ test("ws relay: connect, echo, broadcast, Origin policy, closed at unload", asyn
 
   const closedA = once(a, "close");
   const closedF = once(foreignOk, "close");
-  await env.runtime.unload("live");
+  await env.workers.unload("live");
   const [code] = await closedA;
   assert.equal(code, 1001);
   assert.equal((await closedF)[0], 1001);

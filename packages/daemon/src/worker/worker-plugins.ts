@@ -1,5 +1,5 @@
 /**
- * In-process plugin runtime: one worker thread per plugin, mounted on the router.
+ * In-process plugins (WorkerPlugins): one worker thread per plugin, mounted on the router.
  * The lifecycle calls load / unload / swap and listens to `crashed` / `disabled` to append its events.
  *
  * Containment: a crash (uncaught error, process.exit, heap limit, watchdog kill of a stuck loop) fails only that
@@ -49,9 +49,9 @@ export interface LoadedPlugin {
   wsConnections: number;
 }
 
-export interface RuntimeOptions {
+export interface WorkerPluginsOptions {
   router: Router;
-  /** `$HECATE_HOME`: the runtime links `node_modules/@hecate/sdk` there (see sdk-link.ts). */
+  /** `$HECATE_HOME`: WorkerPlugins links `node_modules/@hecate/sdk` there (see sdk-link.ts). */
   home: string;
   /** Default worker limits; default old gen 128 MiB, young gen 16 MiB, stack 4 MiB. */
   resourceLimits?: ResourceLimits;
@@ -77,9 +77,9 @@ export interface RuntimeOptions {
   onDisabled?: (name: string, reason: string) => void;
 }
 
-/** The request limits of RuntimeOptions that an operator sets (env in main.ts), checked before anything starts. */
+/** The request limits of WorkerPluginsOptions that an operator sets (env in main.ts), checked before anything starts. */
 export function checkRequestLimits(
-  o: Pick<RuntimeOptions, "handlerTimeoutMs" | "maxHandlerTimeoutMs" | "maxReplyBytes">,
+  o: Pick<WorkerPluginsOptions, "handlerTimeoutMs" | "maxHandlerTimeoutMs" | "maxReplyBytes">,
 ): void {
   for (const key of ["handlerTimeoutMs", "maxHandlerTimeoutMs", "maxReplyBytes"] as const) {
     const v = o[key];
@@ -102,17 +102,19 @@ interface Entry {
  * `swapped` (name, LoadedPlugin: the new version is mounted; the old one is still draining),
  * `log` ({plugin, level, msg, fields}).
  */
-export class PluginRuntime extends EventEmitter {
+export class WorkerPlugins extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new KeyedSerial();
   /** One ws server per message limit in use (the daemon's default, and routes' own `maxPayload`). */
   private readonly wsServers = wsServersByLimit();
   private readonly router: Router;
-  private readonly o: Required<Omit<RuntimeOptions, "router" | "home" | "onCrashed" | "onDisabled" | "childGraceMs">>;
+  private readonly o: Required<
+    Omit<WorkerPluginsOptions, "router" | "home" | "onCrashed" | "onDisabled" | "childGraceMs">
+  >;
   /** Kills the process groups a plugin started when its worker ends (see child-guard.ts / child-reaper.ts). */
   private readonly reaper: ChildReaper;
 
-  constructor(options: RuntimeOptions) {
+  constructor(options: WorkerPluginsOptions) {
     super();
     this.router = options.router;
     checkRequestLimits(options);

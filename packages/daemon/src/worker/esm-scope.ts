@@ -3,7 +3,7 @@
  * it: a package without its own (every package packed before `hecate plugin pack` added one) would otherwise load as
  * whatever a package.json above `$HECATE_HOME` says, e.g. `{"type":"commonjs"}` makes a scaffolded plugin fail.
  *
- * The runtime writes `{"type":"module"}` into the plugin's root dir (`$HECATE_HOME/plugins/{name}/package.json`),
+ * The daemon writes `{"type":"module"}` into the plugin's root dir (`$HECATE_HOME/plugins/{name}/package.json`),
  * BESIDE the extracted package (`{root}/package/`), not inside it: the package's hecate-files.json lists every file
  * of the package dir (a file added there would fail verification), and the root dir is the daemon's own. A
  * package.json the package itself carries is nearer to the code and still decides.

@@ -1,6 +1,6 @@
 /**
  * How a plugin host hands a routed request or upgrade to the SDK's exchanges: the same for a worker plugin
- * (runtime/plugin-worker.ts, over a MessageChannel) and a shared one (host/shared/shared-plugin.ts, a direct call).
+ * (worker/plugin-worker.ts, over a MessageChannel) and a shared one (host/shared/shared-plugin.ts, a direct call).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";

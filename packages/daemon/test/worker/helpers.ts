@@ -6,33 +6,33 @@ import { dirname, join } from "node:path";
 import { pluginPaths, standaloneConfig } from "@hecate/sdk";
 import { Router } from "../../src/http/router.js";
 import { createHttpServer, listen } from "../../src/http/server.js";
-import { PluginRuntime, type PluginSpec, type RuntimeOptions } from "../../src/runtime/plugin-runtime.js";
+import { type PluginSpec, WorkerPlugins, type WorkerPluginsOptions } from "../../src/worker/worker-plugins.js";
 
 export interface Env {
   home: string;
   router: Router;
   server: Server;
-  runtime: PluginRuntime;
+  workers: WorkerPlugins;
   port: number;
   base: string;
   close(): Promise<void>;
 }
 
-export async function setup(opts: Partial<RuntimeOptions> = {}): Promise<Env> {
+export async function setup(opts: Partial<WorkerPluginsOptions> = {}): Promise<Env> {
   const home = mkdtempSync(join(tmpdir(), "hecate-rt-"));
   const router = new Router();
   const server = createHttpServer(router);
   const port = await listen(server);
-  const runtime = new PluginRuntime({ router, home, ...opts });
+  const workers = new WorkerPlugins({ router, home, ...opts });
   return {
     home,
     router,
     server,
-    runtime,
+    workers,
     port,
     base: `http://127.0.0.1:${port}`,
     async close() {
-      await runtime.close(1000);
+      await workers.close(1000);
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       rmSync(home, { recursive: true, force: true });

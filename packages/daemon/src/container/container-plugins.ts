@@ -51,7 +51,7 @@ export const LABEL_GENERATION = "hecate.generation";
 export const LABEL_SPEC = "hecate.spec";
 
 export const DEFAULT_LIMITS = { memory_mb: 128, cpus: 0.5, pids: 64 } as const;
-/** `container.data_quota_mb` when the manifest sets none, and the operator's cap when the runtime is given none. */
+/** `container.data_quota_mb` when the manifest sets none, and the operator's cap when ContainerPlugins is given none. */
 export const DEFAULT_DATA_QUOTA_MB = 256;
 export const DEFAULT_MAX_DATA_QUOTA_MB = 1024;
 /** Part of the spec hash: containers created with an older sandbox layout are replaced, never adopted. */
@@ -108,7 +108,7 @@ export type ContainerEvent =
    *  "info", other stderr lines "error". */
   | { type: "log"; plugin: string; level: string; msg: string; fields?: Record<string, unknown> };
 
-export interface ContainerRuntimeOptions {
+export interface ContainerPluginsOptions {
   /** `$HECATE_HOME`. */
   home: string;
   podman: PodmanClient;
@@ -186,12 +186,12 @@ export interface LoadedContainer {
   image: string;
 }
 
-export class ContainerRuntime {
+export class ContainerPlugins {
   readonly instanceId: string;
   readonly home: string;
   readonly podman: PodmanClient;
   private readonly router?: Router;
-  private readonly opts: ContainerRuntimeOptions;
+  private readonly opts: ContainerPluginsOptions;
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new KeyedSerial();
   private readonly events = new AbortController();
@@ -202,7 +202,7 @@ export class ContainerRuntime {
   /** Read-only binds of `@hecate/sdk` and its dependency closure into Node-base containers. */
   private readonly sdkBinds: string[];
 
-  constructor(opts: ContainerRuntimeOptions) {
+  constructor(opts: ContainerPluginsOptions) {
     this.opts = opts;
     this.home = opts.home;
     this.podman = opts.podman;

@@ -28,11 +28,11 @@ before(async () => {
     resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 8 },
     restartBudget: { maxRestarts: 3, windowMs: 60_000 },
   });
-  env.runtime.on("crashed", (name, reason) => events.push(`crashed ${name} ${reason}`));
-  env.runtime.on("restarted", (name) => events.push(`restarted ${name}`));
-  env.runtime.on("disabled", (name, reason) => events.push(`disabled ${name} ${reason}`));
-  await env.runtime.load(writePlugin(env.home, "faulty", "1.0.0", FAULTY));
-  await env.runtime.load(writePlugin(env.home, "good", "1.0.0", whoPlugin("good", "1.0.0")));
+  env.workers.on("crashed", (name, reason) => events.push(`crashed ${name} ${reason}`));
+  env.workers.on("restarted", (name) => events.push(`restarted ${name}`));
+  env.workers.on("disabled", (name, reason) => events.push(`disabled ${name} ${reason}`));
+  await env.workers.load(writePlugin(env.home, "faulty", "1.0.0", FAULTY));
+  await env.workers.load(writePlugin(env.home, "good", "1.0.0", whoPlugin("good", "1.0.0")));
 });
 after(async () => {
   await agent.close();
@@ -101,7 +101,7 @@ test("fault matrix: only the faulty plugin fails, restarts within budget, then i
       assert.equal((await get("/plugin/faulty/api/who")).status, 200);
     })),
   );
-  assert.equal(env.runtime.get("faulty")?.restarts, 0);
+  assert.equal(env.workers.get("faulty")?.restarts, 0);
 
   const crashes: [string, RegExp][] = [
     ["/exit", /exited with code 1/],
@@ -109,17 +109,17 @@ test("fault matrix: only the faulty plugin fails, restarts within budget, then i
     ["/heap", /memory|heap|watchdog/i],
   ];
   for (const [i, [path, why]] of crashes.entries()) {
-    const thread = env.runtime.get("faulty")!.threadId;
+    const thread = env.workers.get("faulty")!.threadId;
     all.push(
       ...(await during(async () => {
         const r = await get(`/plugin/faulty/api${path}`);
         assert.equal(r.status, 502, `${path}: ${r.status} ${r.body}`);
         assert.equal(JSON.parse(r.body).error.code, "plugin_crashed");
-        await waitFor(() => env.runtime.get("faulty")?.restarts === i + 1);
+        await waitFor(() => env.workers.get("faulty")?.restarts === i + 1);
       })),
     );
     assert.match(events.filter((e) => e.startsWith("crashed"))[i], why);
-    assert.notEqual(env.runtime.get("faulty")!.threadId, thread);
+    assert.notEqual(env.workers.get("faulty")!.threadId, thread);
     assert.equal((await get("/plugin/faulty/api/who")).status, 200, `restarted after ${path}`);
   }
 
@@ -127,7 +127,7 @@ test("fault matrix: only the faulty plugin fails, restarts within budget, then i
   all.push(
     ...(await during(async () => {
       assert.equal((await get("/plugin/faulty/api/exit")).status, 502);
-      await waitFor(() => env.runtime.get("faulty")?.status === "disabled");
+      await waitFor(() => env.workers.get("faulty")?.status === "disabled");
     })),
   );
   assert.match(events.at(-1)!, /^disabled faulty crashed 4 times/);
@@ -136,5 +136,5 @@ test("fault matrix: only the faulty plugin fails, restarts within budget, then i
   const worst = p99(all);
   console.log(`# /health p99 ${worst.toFixed(1)} ms over ${all.length} probes`);
   assert.ok(worst < 100, `/health p99 ${worst} ms`);
-  assert.equal(await env.runtime.unload("faulty"), true);
+  assert.equal(await env.workers.unload("faulty"), true);
 });

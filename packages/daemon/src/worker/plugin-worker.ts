@@ -32,9 +32,9 @@ export interface PluginSpec {
   config: PluginConfig;
   /** The installed package's manifest, served at `/plugin/{name}/api/manifest` (else what `manifest()` returns). */
   manifest?: PluginManifest;
-  /** Overrides the runtime's default worker limits. */
+  /** Overrides WorkerPlugins' default worker limits. */
   resourceLimits?: ResourceLimits;
-  /** Overrides the runtime's load timeout (ms). */
+  /** Overrides WorkerPlugins' load timeout (ms). */
   loadTimeoutMs?: number;
 }
 

@@ -38,7 +38,7 @@ async function sendSized(path: string, size: number): Promise<string | number> {
 }
 
 test("ws maxPayload: the daemon's 1 MiB default, or the route's own (ws.endpoint option / route definition)", async () => {
-  await env.runtime.load(writePlugin(env.home, "lim", "1.0.0", PLUGIN));
+  await env.workers.load(writePlugin(env.home, "lim", "1.0.0", PLUGIN));
   const MiB = 1024 * 1024;
   const cases: [path: string, size: number, answer: string | number][] = [
     ["/default", MiB, `len:${MiB}`],
