@@ -10,7 +10,7 @@
  * - admission.ts / oci-flow.ts: install / upgrade before anything is recorded, `oci://` pulls;
  * - commands.ts: activate / deactivate / remove / cancel a pull, refusals in the user's words;
  * - settings-ops.ts: settings views and changes; waits.ts: "wait until it is done" for the admin API's answers;
- * - runtime-reports.ts: crashes, disables, quarantines, container health, plugin-host deaths.
+ * - fault-reports.ts: crashes, disables, quarantines, container health, plugin-host deaths.
  *
  * Crash safety: every side effect runs in the process manager, whose durable checkpoint advances only after the
  * handler finished; every command it dispatches has an id derived from the triggering event, so a redelivery after a
@@ -28,9 +28,9 @@ import type { PluginCommand, PluginEvent, PluginState } from "./aggregate.js";
 import { loadActivated, recoverPackageDirs, untilIdle } from "./boot.js";
 import { UserCommands } from "./commands.js";
 import { PluginDispatcher } from "./dispatch.js";
+import { FaultReports } from "./fault-reports.js";
 import type { Loader, PackageOps } from "./loader.js";
 import { OciFlow } from "./oci-flow.js";
-import { RuntimeReports } from "./runtime-reports.js";
 import { type SettingsValues, SettingsVault, type SettingsView } from "./settings.js";
 import { SettingsOps } from "./settings-ops.js";
 import { type ClusterSettingsHook, LifecycleSteps } from "./steps.js";
@@ -39,7 +39,7 @@ import { LifecycleWaits } from "./waits.js";
 
 export { type PackageRejectedData, type PackageRejectionRecord, REJECTIONS_STREAM } from "./admission.js";
 export { LifecycleError } from "./errors.js";
-export { HOSTS_STREAM } from "./runtime-reports.js";
+export { HOSTS_STREAM } from "./fault-reports.js";
 export { type LifecycleEvent, type PluginView, viewOf } from "./views.js";
 
 export interface LifecycleOptions {
@@ -80,7 +80,7 @@ export class LifecycleService extends EventEmitter {
   private readonly commands: UserCommands;
   private readonly settings: SettingsOps;
   private readonly waits: LifecycleWaits;
-  private readonly reports: RuntimeReports;
+  private readonly reports: FaultReports;
 
   constructor(private readonly o: LifecycleOptions) {
     super();
@@ -157,7 +157,7 @@ export class LifecycleService extends EventEmitter {
     });
     this.commands = new UserCommands({ nodeId, oci, state, serial, dispatch: userDispatch });
     this.waits = new LifecycleWaits({ store, cluster: !!cluster, pm: () => this.pm, folded, events: this });
-    this.reports = new RuntimeReports({ store, logger, dispatch: userDispatch });
+    this.reports = new FaultReports({ store, logger, dispatch: userDispatch });
   }
 
   get store(): EventStore {
@@ -327,7 +327,7 @@ export class LifecycleService extends EventEmitter {
     return this.waits.settled(position, timeoutMs);
   }
 
-  // ---- runtime reports (runtime-reports.ts) ----
+  // ---- fault reports (fault-reports.ts) ----
 
   reportCrash(name: string, reason: string): void {
     this.reports.crash(name, reason);

@@ -1,5 +1,5 @@
 /**
- * What the runtime reports to the lifecycle (fire and forget: a report that cannot be recorded is logged): a plugin
+ * What the plugin hosts report to the lifecycle (fire and forget: a report that cannot be recorded is logged): a plugin
  * crashed, was disabled or quarantined, a container went up or down (each a command on the plugin's aggregate), and
  * a plugin-host process died (`plugin_host_crashed_v1` in the daemon-level `host-crashes` stream).
  */
@@ -13,14 +13,14 @@ import type { PluginCommand } from "./aggregate.js";
 export const HOSTS_STREAM = "host-crashes";
 
 /** What the reports need from the lifecycle service. */
-export interface RuntimeReportsDeps {
+export interface FaultReportsDeps {
   store: EventStore;
   logger: Logger;
   dispatch(name: string, cmd: PluginCommand): Promise<unknown>;
 }
 
-export class RuntimeReports {
-  constructor(private readonly d: RuntimeReportsDeps) {}
+export class FaultReports {
+  constructor(private readonly d: FaultReportsDeps) {}
 
   crash(name: string, reason: string): void {
     void this.d
