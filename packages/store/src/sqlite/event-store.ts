@@ -42,6 +42,8 @@ interface PendingAppend {
   reject: (error: unknown) => void;
 }
 
+type GroupOutcome = { ok: true; result: AppendResult } | { ok: false; error: unknown };
+
 function toEvent(row: EventRow): RecordedEvent {
   return {
     id: row.id,
@@ -98,7 +100,7 @@ export class SqliteEventStore extends BaseEventStore {
   private readonly stmts: ReturnType<SqliteEventStore["prepare"]>;
   private readonly appendTx: (stream: string, events: PreparedEvent[], expected: ExpectedRevision) => AppendResult;
   /** Commits a group of appends in one write transaction, each in a savepoint of its own (see appendBatch). */
-  private readonly groupTx: (group: PendingAppend[], outcomes: (AppendResult | Error)[]) => void;
+  private readonly groupTx: (group: PendingAppend[], outcomes: GroupOutcome[]) => void;
   /** The appends of the current microtask checkpoint, committed together by commitGroup(). */
   private group: PendingAppend[] = [];
 
@@ -154,15 +156,16 @@ export class SqliteEventStore extends BaseEventStore {
     // BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue on busy_timeout instead of
     // failing with SQLITE_BUSY on lock upgrade; exactly one of them wins each revision.
     this.appendTx = tx.immediate;
-    this.groupTx = db.transaction((group: PendingAppend[], outcomes: (AppendResult | Error)[]) => {
+    this.groupTx = db.transaction((group: PendingAppend[], outcomes: GroupOutcome[]) => {
       for (const a of group) {
         try {
-          outcomes.push(tx(a.stream, a.events, a.expected)); // nested: a SAVEPOINT, rolled back alone on a throw
+          // nested in the group's transaction: a SAVEPOINT, rolled back alone on a throw
+          outcomes.push({ ok: true, result: tx(a.stream, a.events, a.expected) });
         } catch (error) {
           // SQLite rolled the whole transaction back itself (e.g. disk full): the group fails as one, nothing of
           // it is committed.
           if (!db.inTransaction) throw error;
-          outcomes.push(error as Error);
+          outcomes.push({ ok: false, error });
         }
       }
     }).immediate;
@@ -302,7 +305,7 @@ export class SqliteEventStore extends BaseEventStore {
       }
       return;
     }
-    const outcomes: (AppendResult | Error)[] = [];
+    const outcomes: GroupOutcome[] = [];
     try {
       this.groupTx(group, outcomes);
     } catch (error) {
@@ -311,8 +314,8 @@ export class SqliteEventStore extends BaseEventStore {
     }
     for (let i = 0; i < group.length; i++) {
       const outcome = outcomes[i];
-      if (outcome instanceof Error) group[i].reject(outcome);
-      else group[i].resolve(outcome);
+      if (outcome.ok) group[i].resolve(outcome.result);
+      else group[i].reject(outcome.error);
     }
   }
 
