@@ -29,6 +29,8 @@ export interface PruneResult {
   deleted: string[];
   /** Not deleted, and why (in use, or the nodes that have not moved past it yet). */
   kept: { sha256: string; why: string }[];
+  /** The pass did not run: another pass or an install held the package lock (deleted and kept are empty). */
+  skipped: boolean;
 }
 
 const STREAM_PREFIX = "plugin-";
@@ -65,14 +67,16 @@ export class PackagePruner {
     await this.running;
   }
 
-  /** One pass (also called by tests directly); skipped (empty result) while an install stores its bytes. */
+  /** One pass (also called by tests directly); skipped while another pass or an install holds the package lock. */
   async prune(): Promise<PruneResult> {
-    return (await this.o.cluster.withExclusivePackageLock(() => this.pass())) ?? { deleted: [], kept: [] };
+    return (
+      (await this.o.cluster.withExclusivePackageLock(() => this.pass())) ?? { deleted: [], kept: [], skipped: true }
+    );
   }
 
   private async pass(): Promise<PruneResult> {
     const [rows, nodes] = await Promise.all([this.o.cluster.packages(), this.o.cluster.nodes()]);
-    if (rows.length === 0) return { deleted: [], kept: [] };
+    if (rows.length === 0) return { deleted: [], kept: [], skipped: false };
     const { current, supersededAt } = await this.references();
     const seenSince = Date.now() - this.nodeGoneMs;
     const live = nodes.filter((n) => Date.parse(n.seenAt) >= seenSince);
@@ -100,7 +104,7 @@ export class PackagePruner {
     for (const sha256 of candidates)
       if (!deleted.includes(sha256)) kept.push({ sha256, why: `stored within the last ${this.graceMs} ms` });
     if (deleted.length > 0) this.o.logger.info({ deleted }, "unused packages removed from the cluster's package table");
-    return { deleted, kept };
+    return { deleted, kept, skipped: false };
   }
 
   /** Digests each plugin's current package names, and where every other digest was superseded (latest). */
