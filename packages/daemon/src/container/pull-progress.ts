@@ -8,7 +8,9 @@
  * `image_copy_tmp_dir`) before committing the layers, so the sizes of the files in the dir this pull created are its
  * bytes received (compressed, as the manifest's layer sizes). Layers Podman already has are never downloaded: they
  * count when the config is copied. With several pulls at once, each claims the first new dir nobody claimed; if the
- * claims cross (two pulls starting in the same instant) the byte counts are swapped, never the outcome.
+ * claims cross (two pulls starting in the same instant) the byte counts are swapped, never the outcome. A claimed dir
+ * that disappears (its pull committed) is given up and the next fresh one claimed, so a pull that claimed the dir of
+ * another process's pull (another daemon on the machine) does not stay at 0 bytes.
  */
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -65,7 +67,13 @@ export class PullProgress {
     try {
       for (const f of readdirSync(join(this.tmpDir, this.dir))) sum += statSync(join(this.tmpDir, this.dir, f)).size;
     } catch {
-      return; // committed and removed meanwhile: the config line says the rest
+      // Removed meanwhile: its pull committed. If that was another pull (another process's, started in the same
+      // instant), this one's dir is still to be found: never claim that dir again, and look for a fresh one. If it
+      // was this pull's own, the config line says the rest.
+      claimed.delete(this.dir);
+      this.before.add(this.dir);
+      this.dir = undefined;
+      return;
     }
     this.received = Math.max(this.received, Math.min(sum, this.totals.bytes));
   }
