@@ -4,15 +4,14 @@
  * requests/replies, and each postMessage costs a structured-clone envelope, a cross-thread wake-up and a `message`
  * event on the other side: batching measured a clear throughput gain on the plugin-route bench. Order is kept.
  *
- * A batch is also sent early, at the next post, once it has been open for MAX_OPEN_MS: in a turn of heavy handlers
+ * A batch is also sent early, at the next post, once it has been open for `maxOpenMs`: in a turn of heavy handlers
  * (16 list queries of ~150 µs each) every reply would otherwise wait for the last one, and the thread on the other
- * side (and the clients behind it) would sit idle instead of working in parallel. Switching the bound between
- * alternating rounds against one daemon measured the taskboard's task listing at +30..50 % req/s and its one-select
- * route within noise (-1..-4 %); the taskboard bench (`npm run bench`) reports the listing against Fastify.
+ * side (and the clients behind it) would sit idle instead of working in parallel. Each early send costs the sending
+ * thread one more postMessage, so the bound is per side: replies (the worker's time is its plugin's handlers) are
+ * bounded at 20 µs, requests at 200 µs (the main thread parses HTTP for every plugin: a tighter bound there measured
+ * -24 % req/s on a trivial route). Switching the bounds between alternating rounds against one daemon measured the
+ * taskboard's task listing at +12..22 % req/s and a trivial route within noise (-3..+5 %).
  */
-/** How long (ms) a batch stays open for more messages before the next post sends it. */
-const MAX_OPEN_MS = 0.02;
-
 export class MessageBatcher<T> {
   private msgs: T[] = [];
   private transfer: ArrayBuffer[] = [];
@@ -20,12 +19,16 @@ export class MessageBatcher<T> {
   /** When the batch now queued got its first message. */
   private openedAt = 0;
 
-  constructor(private readonly send: (msgs: T[], transfer: ArrayBuffer[]) => void) {}
+  /** `maxOpenMs`: how long a batch stays open for more messages before the next post sends it. */
+  constructor(
+    private readonly send: (msgs: T[], transfer: ArrayBuffer[]) => void,
+    private readonly maxOpenMs: number,
+  ) {}
 
   post(msg: T, transfer?: readonly ArrayBuffer[]): void {
     const now = performance.now();
     if (this.msgs.length === 0) this.openedAt = now;
-    else if (now - this.openedAt > MAX_OPEN_MS) {
+    else if (now - this.openedAt > this.maxOpenMs) {
       // Sent now; the setImmediate already scheduled sends what follows.
       this.sendQueued();
       this.openedAt = now;

@@ -103,9 +103,10 @@ export class PluginWorker extends EventEmitter {
   private askN = 0;
   /** Sees every message while start() waits for `ready` / `load-failed`. */
   private loadWaiter: ((m: WorkerToMain) => void) | undefined;
+  /** Requests to the worker, batched per turn (a batch open 200 µs goes at the next post, see message-batch.ts). */
   private readonly batch = new MessageBatcher<MainToWorker>((msgs, transfer) => {
     if (this.state !== "dead") this.worker.postMessage(msgs, transfer);
-  });
+  }, 0.2);
 
   constructor(
     readonly spec: PluginSpec,

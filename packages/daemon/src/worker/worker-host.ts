@@ -32,7 +32,8 @@ const [{ sealConfigOnNextSet }, { Dispatcher }] = await Promise.all([
   import(boot.sdk.config) as Promise<typeof import("@hecate/sdk/config")>,
   import(boot.sdk.dispatcher) as Promise<typeof import("@hecate/sdk/runtime/dispatcher")>,
 ]);
-const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMessage(msgs, transfer));
+/** Replies, batched per turn; a batch open 20 µs goes at the next post (a heavy handler holds no earlier reply). */
+const batch = new MessageBatcher<WorkerToMain>((msgs, transfer) => port.postMessage(msgs, transfer), 0.02);
 // Every process the plugin starts is reported at once (not batched: it must reach the main thread even if the
 // worker dies in this very turn) and its process group is killed when the worker ends (see child-guard.ts).
 const children = guardChildProcesses((m) => port.postMessage(m));

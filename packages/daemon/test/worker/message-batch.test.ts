@@ -10,7 +10,7 @@ function busy(ms: number): void {
 
 test("messages posted in one burst go out in a few batches, in order", async () => {
   const sent: number[][] = [];
-  const batch = new MessageBatcher<number>((msgs) => sent.push(msgs));
+  const batch = new MessageBatcher<number>((msgs) => sent.push(msgs), 0.02);
   const burst = () => {
     for (let i = 0; i < 1000; i++) batch.post(i);
   };
@@ -24,13 +24,13 @@ test("messages posted in one burst go out in a few batches, in order", async () 
     Array.from({ length: 1000 }, (_, i) => i),
     "all of them, in order",
   );
-  // Split only where the burst has run for MAX_OPEN_MS (20 µs), so far fewer postMessages than messages.
+  // Split only where the burst has run for the bound (20 µs), so far fewer postMessages than messages.
   assert.ok(sent.length < 100, `batched: ${sent.length} postMessages for 1000 messages`);
 });
 
 test("a batch open longer than its bound is sent at the next post, without waiting for the turn to end", async () => {
   const sent: number[][] = [];
-  const batch = new MessageBatcher<number>((msgs) => sent.push(msgs));
+  const batch = new MessageBatcher<number>((msgs) => sent.push(msgs), 0.02);
   batch.post(1);
   batch.post(2);
   busy(2); // a heavy handler runs between two replies
