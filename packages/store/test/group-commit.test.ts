@@ -1,9 +1,10 @@
 /**
- * Group commit of the SQLite backend: the appends made in one microtask checkpoint commit in one write transaction
+ * Group commit of the SQLite backend: the appends made in one event-loop turn commit in one write transaction
  * (one fsync), each in a savepoint of its own. Observed on the real WAL file: the frames a checkpoint reports.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { MessageChannel } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { openEventStore, StoreDiskFullError, WrongExpectedRevision } from "../src/index.js";
 import { tempDir } from "./helpers.js";
@@ -47,6 +48,40 @@ describe("sqlite group commit", () => {
     );
     assert.equal(await together.headPosition(), n + 1);
     await together.close();
+    await apart.close();
+  });
+
+  test("appends made from separate message events of one turn (a worker's request batches) share the transaction", async () => {
+    const dir = tempDir();
+    const store = openEventStore({ directory: dir, storeId: "events" });
+    const apart = openEventStore({ directory: dir, storeId: "apart" });
+    await store.append("warm", [ev("w", {})]);
+    await apart.append("warm", [ev("w", {})]);
+    walFrames(store.location);
+    walFrames(apart.location);
+    // Each message event ends in a microtask checkpoint of its own: 16 messages delivered in one turn, one append
+    // each, as the requests of several batches reach a plugin's worker.
+    const n = 16;
+    const { port1, port2 } = new MessageChannel();
+    const appended: Promise<unknown>[] = [];
+    const all = new Promise<void>((resolve) => {
+      port2.on("message", (i: number) => {
+        appended.push(store.append(`task-${i}`, [ev("task_created_v1", { i })]));
+        if (appended.length === n) resolve();
+      });
+    });
+    for (let i = 0; i < n; i++) port1.postMessage(i);
+    await all;
+    await Promise.all(appended);
+    port1.close();
+    for (let i = 0; i < n; i++) await apart.append(`task-${i}`, [ev("task_created_v1", { i })]);
+    const framesTogether = walFrames(store.location);
+    const framesApart = walFrames(apart.location);
+    assert.ok(
+      framesTogether * 4 < framesApart,
+      `${n} appends from ${n} message events wrote ${framesTogether} WAL frames, one at a time ${framesApart}`,
+    );
+    await store.close();
     await apart.close();
   });
 

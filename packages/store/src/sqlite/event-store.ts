@@ -101,7 +101,7 @@ export class SqliteEventStore extends BaseEventStore {
   private readonly appendTx: (stream: string, events: PreparedEvent[], expected: ExpectedRevision) => AppendResult;
   /** Commits a group of appends in one write transaction, each in a savepoint of its own (see appendBatch). */
   private readonly groupTx: (group: PendingAppend[], outcomes: GroupOutcome[]) => void;
-  /** The appends of the current microtask checkpoint, committed together by commitGroup(). */
+  /** The appends of the current event-loop turn, committed together by commitGroup(). */
   private group: PendingAppend[] = [];
 
   constructor(options: EventStoreOptions) {
@@ -279,16 +279,16 @@ export class SqliteEventStore extends BaseEventStore {
   // ---- primitives ----
 
   /**
-   * Group commit: the appends made in one microtask checkpoint (e.g. the commands of the requests that one message
-   * batch delivered to a plugin's worker) commit in ONE write transaction, so one fsync (durability FULL) covers
-   * them all instead of one each. Each keeps its own outcome: it runs in a savepoint of its own, so a conflict or a
+   * Group commit: the appends made in one event-loop turn (e.g. the commands of the requests that the message
+   * batches of one turn delivered to a plugin's worker) commit in ONE write transaction, from setImmediate, so one
+   * fsync (durability FULL) covers them all instead of one each. (A microtask checkpoint is too narrow: each message
+   * event of a MessagePort ends in a checkpoint of its own, and a turn often brings several.) Each keeps its own outcome: it runs in a savepoint of its own, so a conflict or a
    * duplicate rolls back only that append, and none resolves before the transaction has committed. A lone append
    * commits as before.
    */
   protected appendBatch(stream: string, events: PreparedEvent[], expected: ExpectedRevision): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
-      if (this.group.push({ stream, events, expected, resolve, reject }) === 1)
-        queueMicrotask(() => this.commitGroup());
+      if (this.group.push({ stream, events, expected, resolve, reject }) === 1) setImmediate(() => this.commitGroup());
     });
   }
 
