@@ -215,16 +215,16 @@ describe("slow pulls: cancel, kill -9 (real registry behind a drip proxy)", { sk
       proxy.setRate(0);
       second = spawnDaemon(home, { HECATE_CONTAINERS: "1" });
       await second.url;
+      // RUNNING is recorded by a command of its own after the load (start_plugin_execution_v1): wait for both.
       const view = await until(
         async () => {
           const v = (await api(second!.socketPath, "GET", `/admin/api/plugins/${NAME}`)).json();
-          return v.status === "loaded" ? v : null;
+          return v.status === "loaded" && v.flags.includes("RUNNING") ? v : null;
         },
         60_000,
-        "the resumed pull to load the plugin",
+        "the resumed pull to load the plugin and start its container",
       );
       assert.ok(!view.flags.includes("PULLING"));
-      assert.ok(view.flags.includes("RUNNING"));
       const types = (await api(second.socketPath, "GET", `/admin/api/plugins/${NAME}/events`))
         .json()
         .events.map((e: { type: string }) => e.type);
