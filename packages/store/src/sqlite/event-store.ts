@@ -281,10 +281,10 @@ export class SqliteEventStore extends BaseEventStore {
   /**
    * Group commit: the appends made in one event-loop turn (e.g. the commands of the requests that the message
    * batches of one turn delivered to a plugin's worker) commit in ONE write transaction, from setImmediate, so one
-   * fsync (durability FULL) covers them all instead of one each. (A microtask checkpoint is too narrow: each message
-   * event of a MessagePort ends in a checkpoint of its own, and a turn often brings several.) Each keeps its own outcome: it runs in a savepoint of its own, so a conflict or a
-   * duplicate rolls back only that append, and none resolves before the transaction has committed. A lone append
-   * commits as before.
+   * fsync (durability FULL) covers them all instead of one each. A microtask checkpoint would be too narrow: each
+   * message event of a MessagePort ends in a checkpoint of its own, and a turn often brings several. Each append
+   * keeps its own outcome: it runs in a savepoint of its own, so a conflict or a duplicate rolls back only that
+   * append, and none resolves before the transaction has committed. A lone append commits as before.
    */
   protected appendBatch(stream: string, events: PreparedEvent[], expected: ExpectedRevision): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
